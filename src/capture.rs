@@ -1,0 +1,358 @@
+//! Capture: read a disk's table and regions, cut them into content-defined chunks, store the
+//! new ones, and record a manifest.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, unbounded};
+use serde::Serialize;
+
+use crate::disk::layout::{read_layout, RegionPlan};
+use crate::disk::Device;
+use crate::io::{Progress, RangeReader};
+use crate::repo::chunker::Chunker;
+use crate::repo::manifest::{
+    ChunkRef, Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION,
+};
+use crate::repo::{ChunkId, Repository};
+use crate::report;
+
+pub struct Options {
+    pub repo: String,
+    pub source: PathBuf,
+    pub name: String,
+    pub sector_size: Option<u32>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub snapshot: String,
+    pub name: String,
+    pub source: String,
+    pub table: String,
+    pub logical_size: u64,
+    pub bytes_read: u64,
+    pub data_bytes: u64,
+    pub hole_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_plain_bytes: u64,
+    pub new_stored_bytes: u64,
+    /// Data bytes per new plaintext byte stored (null when nothing was new).
+    pub dedup_ratio: Option<f64>,
+    /// New plaintext bytes per stored byte.
+    pub compression_ratio: Option<f64>,
+    pub duration_s: f64,
+    pub throughput_mib_s: f64,
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    pub fn print(&self) {
+        report::print_table(&[
+            (
+                "snapshot",
+                format!("{} ({})", &self.snapshot[..8], self.name),
+            ),
+            (
+                "source",
+                format!(
+                    "{} ({}, {} table)",
+                    self.source,
+                    report::bytes(self.logical_size),
+                    self.table
+                ),
+            ),
+            ("read", report::bytes(self.bytes_read)),
+            (
+                "data",
+                format!(
+                    "{} in {} chunks, {} zeros not stored",
+                    report::bytes(self.data_bytes),
+                    self.chunks,
+                    report::bytes(self.hole_bytes)
+                ),
+            ),
+            (
+                "new",
+                format!(
+                    "{} chunks, {} stored as {}",
+                    self.new_chunks,
+                    report::bytes(self.new_plain_bytes),
+                    report::bytes(self.new_stored_bytes)
+                ),
+            ),
+            (
+                "dedup",
+                self.dedup_ratio
+                    .map(|r| format!("{r:.1}x"))
+                    .unwrap_or_else(|| "everything was already stored".into()),
+            ),
+            (
+                "time",
+                format!(
+                    "{:.2} s, {:.1} MiB/s",
+                    self.duration_s, self.throughput_mib_s
+                ),
+            ),
+        ]);
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+    }
+}
+
+struct Job {
+    region: usize,
+    seq: usize,
+    offset: u64,
+    data: Vec<u8>,
+}
+
+struct Done {
+    region: usize,
+    seq: usize,
+    chunk: ChunkRef,
+    /// (plain, stored) bytes when this capture stored the chunk.
+    new: Option<(u64, u64)>,
+}
+
+fn is_zero(data: &[u8]) -> bool {
+    let (pre, mid, post) = unsafe { data.align_to::<u128>() };
+    pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0)
+}
+
+pub fn run(opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    let repo = Repository::open(&opts.repo)?;
+    let dev = Device::open_read(&opts.source)?;
+    let layout = read_layout(&dev, opts.sector_size)
+        .with_context(|| format!("read the partition table of {}", opts.source.display()))?;
+    for n in &layout.notes {
+        log::warn!("{n}");
+    }
+    let params = repo.config.chunker;
+    let total: u64 = layout.regions.iter().map(|r| r.length).sum();
+    let progress = Progress::new("capture", total, opts.quiet);
+    let workers = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+
+    let abort = AtomicBool::new(false);
+    let seen: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
+    let (job_tx, job_rx) = bounded::<Job>(workers * 4);
+    let (res_tx, res_rx) = unbounded::<Result<Done>>();
+    let mut per_region: Vec<Vec<(usize, ChunkRef)>> = vec![Vec::new(); layout.regions.len()];
+    let mut new_plain = 0u64;
+    let mut new_stored = 0u64;
+    let mut new_chunks = 0u64;
+    let mut first_err: Option<anyhow::Error> = None;
+
+    let hashes: Result<Vec<String>> = thread::scope(|s| {
+        let reader = s.spawn(|| read_regions(&dev, &layout.regions, &params, job_tx, &abort));
+        for _ in 0..workers {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            let (repo, seen, abort) = (&repo, &seen, &abort);
+            s.spawn(move || {
+                for job in job_rx.iter() {
+                    if abort.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if res_tx.send(store_chunk(repo, seen, job)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+        drop(job_rx);
+        for r in res_rx.iter() {
+            match r {
+                Ok(d) => {
+                    progress.inc(d.chunk.length as u64);
+                    if let Some((p, st)) = d.new {
+                        new_plain += p;
+                        new_stored += st;
+                        new_chunks += 1;
+                    }
+                    per_region[d.region].push((d.seq, d.chunk));
+                }
+                Err(e) => {
+                    abort.store(true, Ordering::Relaxed);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        reader
+            .join()
+            .map_err(|_| anyhow!("the disk reader thread panicked"))?
+    });
+    progress.finish();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    let hashes = hashes?;
+
+    let mut regions = Vec::with_capacity(layout.regions.len());
+    let mut chunks = 0u64;
+    for ((plan, mut refs), hash) in layout.regions.iter().zip(per_region).zip(hashes) {
+        refs.sort_by_key(|(seq, _)| *seq);
+        let mut merged: Vec<ChunkRef> = Vec::with_capacity(refs.len());
+        for (_, c) in refs {
+            if c.id.is_some() {
+                chunks += 1;
+            }
+            match merged.last_mut() {
+                Some(last)
+                    if last.id.is_none()
+                        && c.id.is_none()
+                        && last.length as u64 + c.length as u64 <= u32::MAX as u64 =>
+                {
+                    last.length += c.length
+                }
+                _ => merged.push(c),
+            }
+        }
+        regions.push(Region {
+            kind: plan.kind,
+            partition: plan.partition,
+            offset: plan.offset,
+            length: plan.length,
+            blake3: hash,
+            chunks: merged,
+        });
+    }
+    let (model, serial) = dev.identity();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        name: opts.name.clone(),
+        time: crate::repo::now_rfc3339(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: SourceInfo {
+            path: opts.source.display().to_string(),
+            model,
+            serial,
+        },
+        disk: layout.disk.clone(),
+        chunker: params,
+        regions,
+    };
+    // Chunks are durable before the manifest that names them (save_manifest flushes first).
+    let id = repo
+        .save_manifest(&manifest)
+        .context("save the snapshot manifest")?;
+    let data_bytes = manifest.data_bytes();
+    let elapsed = start.elapsed();
+    Ok(Summary {
+        snapshot: id,
+        name: opts.name.clone(),
+        source: opts.source.display().to_string(),
+        table: format!("{:?}", manifest.disk.table).to_lowercase(),
+        logical_size: manifest.disk.size,
+        bytes_read: total,
+        data_bytes,
+        hole_bytes: manifest.disk.size - data_bytes,
+        chunks,
+        new_chunks,
+        new_plain_bytes: new_plain,
+        new_stored_bytes: new_stored,
+        dedup_ratio: (new_plain > 0).then(|| data_bytes as f64 / new_plain as f64),
+        compression_ratio: (new_stored > 0).then(|| new_plain as f64 / new_stored as f64),
+        duration_s: elapsed.as_secs_f64(),
+        throughput_mib_s: report::mib_per_s(total, elapsed),
+        notes: layout.notes.clone(),
+    })
+}
+
+/// The reader: chunk each region in order and hash it whole; returns the region hashes.
+fn read_regions(
+    dev: &Device,
+    regions: &[RegionPlan],
+    params: &crate::repo::ChunkerParams,
+    jobs: crossbeam_channel::Sender<Job>,
+    abort: &AtomicBool,
+) -> Result<Vec<String>> {
+    let mut hashes = Vec::with_capacity(regions.len());
+    for (ri, r) in regions.iter().enumerate() {
+        let mut chunker = Chunker::new(RangeReader::new(&dev.file, r.offset, r.length), params);
+        let mut hasher = blake3::Hasher::new();
+        let mut seq = 0;
+        loop {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(hashes);
+            }
+            let offset = r.offset + chunker.position;
+            let Some(data) = chunker
+                .next_chunk()
+                .with_context(|| format!("read {} at byte {offset}", dev.path.display()))?
+            else {
+                break;
+            };
+            hasher.update(data);
+            let job = Job {
+                region: ri,
+                seq,
+                offset,
+                data: data.to_vec(),
+            };
+            if jobs.send(job).is_err() {
+                return Ok(hashes);
+            }
+            seq += 1;
+        }
+        hashes.push(hasher.finalize().to_hex().to_string());
+    }
+    Ok(hashes)
+}
+
+fn store_chunk(repo: &Repository, seen: &Mutex<HashSet<ChunkId>>, job: Job) -> Result<Done> {
+    let length = job.data.len() as u32;
+    let mut new = None;
+    let id = if is_zero(&job.data) {
+        None
+    } else {
+        let id = ChunkId::of(&job.data);
+        let first_time = seen.lock().unwrap().insert(id);
+        if first_time && !repo.has_chunk(&id)? {
+            let stored = repo
+                .put_chunk(&id, &job.data)
+                .with_context(|| format!("store chunk {id}"))?;
+            new = Some((job.data.len() as u64, stored));
+        }
+        Some(id)
+    };
+    Ok(Done {
+        region: job.region,
+        seq: job.seq,
+        chunk: ChunkRef {
+            offset: job.offset,
+            length,
+            id,
+        },
+        new,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zero_detection() {
+        let mut v = vec![0u8; 4099];
+        assert!(super::is_zero(&v));
+        v[4098] = 1;
+        assert!(!super::is_zero(&v));
+        v[4098] = 0;
+        v[1] = 1;
+        assert!(!super::is_zero(&v[1..]));
+    }
+}

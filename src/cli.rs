@@ -1,0 +1,94 @@
+//! The command line: every command and option, with their help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Lifeboat: bare-metal backup and restore.
+///
+/// Captures whole disks into a deduplicated, verified chunk repository and restores them
+/// exactly, onto the same disk or a larger one.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, propagate_version = true)]
+pub struct Cli {
+    /// Print results as one JSON object (or array) on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More diagnostics on stderr (-v info, -vv debug).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct RepoArg {
+    /// Repository: a local directory.
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR")]
+    pub repo: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository.
+    Init {
+        /// Directory to create (must be absent or empty).
+        #[arg(long, value_name = "DIR")]
+        repo: PathBuf,
+        /// Average chunk size in KiB (minimum is a quarter, maximum four times this).
+        #[arg(long, default_value_t = 128, value_name = "KIB")]
+        chunk_avg_kib: u32,
+        /// zstd compression level for chunks.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]
+        level: i32,
+    },
+    /// Capture a disk (block device or image file) into a new snapshot.
+    Capture {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// The disk to read.
+        #[arg(long, value_name = "DISK")]
+        source: PathBuf,
+        /// Snapshot name, e.g. the host's name.
+        #[arg(long)]
+        name: String,
+        /// Logical sector size of an image file (found from its GPT when not given).
+        #[arg(long, value_parser = ["512", "4096"])]
+        sector_size: Option<String>,
+    },
+    /// Restore a snapshot onto a disk or image file, after checking everything first.
+    Restore {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Snapshot name (the newest with it), id or id prefix.
+        #[arg(long, value_name = "NAME_OR_ID")]
+        snapshot: String,
+        /// The disk to overwrite; an image file that does not exist is created.
+        #[arg(long, value_name = "DISK")]
+        target: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Read everything back afterwards and compare hashes.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// List the snapshots in a repository.
+    Snapshots {
+        #[command(flatten)]
+        repo: RepoArg,
+    },
+    /// Check a repository: every referenced chunk exists (and with --read-data, is intact).
+    Check {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Decompress and hash every stored chunk.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// List the machine's disks.
+    Disks,
+}

@@ -1,0 +1,241 @@
+//! What disks the machine has, from sysfs: sizes, sector sizes, identity, transport,
+//! partitions, filesystems and mounts.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::fs as fsprobe;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Disk {
+    pub name: String,
+    pub path: String,
+    pub dev: String,
+    pub size: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    pub transport: String,
+    pub removable: bool,
+    pub rotational: bool,
+    pub read_only: bool,
+    pub fstype: Option<String>,
+    pub mountpoints: Vec<String>,
+    pub partitions: Vec<Partition>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    pub name: String,
+    pub path: String,
+    pub dev: String,
+    pub number: u32,
+    pub start: u64,
+    pub size: u64,
+    pub fstype: Option<String>,
+    pub mountpoints: Vec<String>,
+}
+
+impl Disk {
+    pub fn mounted(&self) -> bool {
+        !self.mountpoints.is_empty() || self.partitions.iter().any(|p| !p.mountpoints.is_empty())
+    }
+}
+
+pub fn read_trim(path: &Path) -> Option<String> {
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    read_trim(path).and_then(|s| s.parse().ok())
+}
+
+/// major:minor → mount points, from /proc/self/mountinfo.
+pub fn mounts() -> Result<HashMap<String, Vec<String>>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() > 4 {
+            map.entry(f[2].to_string())
+                .or_default()
+                .push(unescape(f[4]));
+        }
+    }
+    Ok(map)
+}
+
+/// Mountinfo escapes spaces and such as \040.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Active swap devices and files, as major:minor for devices and paths for files.
+pub fn swaps() -> Vec<String> {
+    fs::read_to_string("/proc/swaps")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(unescape))
+        .collect()
+}
+
+/// The sysfs directory of a block device node (whole disk or partition), if it is one.
+pub fn sysfs_dir_of(path: &Path) -> Option<PathBuf> {
+    let meta = fs::metadata(path).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    let (maj, min) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    fs::canonicalize(format!("/sys/dev/block/{maj}:{min}")).ok()
+}
+
+/// A disk's serial: the sysfs attribute where the driver offers one (SCSI/SATA via the
+/// device, NVMe and virtio on the disk itself).
+pub fn serial_of(sys: &Path) -> Option<String> {
+    read_trim(&sys.join("device/serial"))
+        .or_else(|| read_trim(&sys.join("serial")))
+        .or_else(|| {
+            // SCSI VPD page 0x80: 4-byte header, then the serial.
+            fs::read(sys.join("device/vpd_pg80"))
+                .ok()
+                .filter(|b| b.len() > 4)
+                .map(|b| String::from_utf8_lossy(&b[4..]).trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+}
+
+fn transport_of(sys: &Path, name: &str) -> String {
+    let real = fs::canonicalize(sys)
+        .unwrap_or_default()
+        .display()
+        .to_string();
+    let t = if name.starts_with("nvme") {
+        "nvme"
+    } else if name.starts_with("loop") {
+        "loop"
+    } else if name.starts_with("mmcblk") {
+        "mmc"
+    } else if name.starts_with("dm-") || name.starts_with("md") {
+        "virtual"
+    } else if real.contains("/usb") {
+        "usb"
+    } else if real.contains("/ata") {
+        "sata"
+    } else if real.contains("/virtio") {
+        "virtio"
+    } else if real.contains("/host") {
+        "scsi"
+    } else {
+        "unknown"
+    };
+    t.to_string()
+}
+
+fn probe_path(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; fsprobe::PROBE_BYTES];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    buf.truncate(n);
+    fsprobe::probe(&buf).map(str::to_string)
+}
+
+/// Every block device with a medium, partitions folded under their disk.
+pub fn list_disks() -> Result<Vec<Disk>> {
+    let mounts = mounts()?;
+    let mut disks = Vec::new();
+    let mut names: Vec<String> = fs::read_dir("/sys/block")
+        .context("read /sys/block")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names {
+        if name.starts_with("ram") || name.starts_with("zram") {
+            continue;
+        }
+        let sys = PathBuf::from("/sys/block").join(&name);
+        let sectors = read_u64(&sys.join("size")).unwrap_or(0);
+        if sectors == 0 {
+            continue;
+        }
+        let dev = read_trim(&sys.join("dev")).unwrap_or_default();
+        let path = format!("/dev/{name}");
+        let mut partitions = Vec::new();
+        if let Ok(rd) = fs::read_dir(&sys) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let p = e.path();
+                if !p.join("partition").exists() {
+                    continue;
+                }
+                let pname = e.file_name().to_string_lossy().into_owned();
+                let pdev = read_trim(&p.join("dev")).unwrap_or_default();
+                let ppath = format!("/dev/{pname}");
+                partitions.push(Partition {
+                    number: read_u64(&p.join("partition")).unwrap_or(0) as u32,
+                    start: read_u64(&p.join("start")).unwrap_or(0) * 512,
+                    size: read_u64(&p.join("size")).unwrap_or(0) * 512,
+                    fstype: probe_path(Path::new(&ppath)),
+                    mountpoints: mounts.get(&pdev).cloned().unwrap_or_default(),
+                    name: pname,
+                    path: ppath,
+                    dev: pdev,
+                });
+            }
+        }
+        partitions.sort_by_key(|p| p.number);
+        let q = sys.join("queue");
+        disks.push(Disk {
+            size: sectors * 512,
+            logical_sector_size: read_u64(&q.join("logical_block_size")).unwrap_or(512) as u32,
+            physical_sector_size: read_u64(&q.join("physical_block_size")).unwrap_or(512) as u32,
+            model: read_trim(&sys.join("device/model")),
+            serial: serial_of(&sys),
+            wwn: read_trim(&sys.join("wwid")).or_else(|| read_trim(&sys.join("device/wwid"))),
+            transport: transport_of(&sys, &name),
+            removable: read_u64(&sys.join("removable")) == Some(1),
+            rotational: read_u64(&q.join("rotational")) == Some(1),
+            read_only: read_u64(&sys.join("ro")) == Some(1),
+            fstype: probe_path(Path::new(&path)),
+            mountpoints: mounts.get(&dev).cloned().unwrap_or_default(),
+            partitions,
+            name,
+            path,
+            dev,
+        });
+    }
+    Ok(disks)
+}

@@ -1,0 +1,10 @@
+//! Disks: opening sources and targets, reading their partition tables, probing filesystems,
+//! refusing busy devices, and listing what the machine has.
+
+pub mod detect;
+pub mod device;
+pub mod fs;
+pub mod guard;
+pub mod layout;
+
+pub use device::Device;

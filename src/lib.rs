@@ -1,0 +1,11 @@
+//! Lifeboat: capture disks into a verified chunk repository and restore them exactly.
+
+pub mod capture;
+pub mod check;
+pub mod cli;
+pub mod disk;
+pub mod io;
+pub mod repo;
+pub mod report;
+pub mod restore;
+pub mod snapshots;

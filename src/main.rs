@@ -1,0 +1,172 @@
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+use lifeboat::cli::{Cli, Command};
+use lifeboat::repo::{ChunkerParams, Repository};
+use lifeboat::{capture, check, disk, report, restore, snapshots};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("LIFEBOAT_LOG")
+        .format_timestamp(None)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lifeboat: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Init {
+            repo,
+            chunk_avg_kib,
+            level,
+        } => {
+            let avg = chunk_avg_kib.saturating_mul(1024);
+            if !(4..=1024).contains(&chunk_avg_kib) {
+                bail!("--chunk-avg-kib must be between 4 and 1024");
+            }
+            let params = ChunkerParams {
+                min_size: avg / 4,
+                avg_size: avg,
+                max_size: avg * 4,
+                ..Default::default()
+            };
+            let r = Repository::init(&repo, params, level)?;
+            if json {
+                report::print_json(&r.config)?;
+            } else {
+                println!("created repository {} (id {})", repo.display(), r.config.id);
+            }
+        }
+        Command::Capture {
+            repo,
+            source,
+            name,
+            sector_size,
+        } => {
+            let s = capture::run(&capture::Options {
+                repo: repo.repo,
+                source,
+                name,
+                sector_size: sector_size.map(|s| s.parse().expect("validated by clap")),
+                quiet,
+            })?;
+            if json {
+                report::print_json(&s)?
+            } else {
+                s.print()
+            }
+        }
+        Command::Restore {
+            repo,
+            snapshot,
+            target,
+            yes,
+            verify,
+        } => {
+            let s = restore::run(&restore::Options {
+                repo: repo.repo,
+                snapshot,
+                target,
+                yes,
+                verify,
+                quiet,
+            })?;
+            if json {
+                report::print_json(&s)?
+            } else {
+                s.print()
+            }
+        }
+        Command::Snapshots { repo } => {
+            let list = snapshots::list(&repo.repo)?;
+            if json {
+                report::print_json(&list)?
+            } else {
+                snapshots::print(&list)
+            }
+        }
+        Command::Check { repo, read_data } => {
+            let r = check::run(&check::Options {
+                repo: repo.repo,
+                read_data,
+                quiet,
+            })?;
+            if json {
+                report::print_json(&r)?
+            } else {
+                r.print()
+            }
+            if !r.ok {
+                bail!("check found problems: {}", r.problem_line());
+            }
+        }
+        Command::Disks => {
+            let disks = disk::detect::list_disks()?;
+            if json {
+                report::print_json(&disks)?
+            } else {
+                print_disks(&disks)
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_disks(disks: &[disk::detect::Disk]) {
+    println!(
+        "{:<10} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} MOUNTED",
+        "NAME", "SIZE", "SECTORS", "TRAN", "MODEL", "SERIAL", "FSTYPE"
+    );
+    for d in disks {
+        let dash = || "-".to_string();
+        println!(
+            "{:<10} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} {}",
+            d.name,
+            report::bytes(d.size),
+            format!("{}/{}", d.logical_sector_size, d.physical_sector_size),
+            d.transport,
+            d.model.clone().unwrap_or_else(dash),
+            d.serial.clone().unwrap_or_else(dash),
+            d.fstype.clone().unwrap_or_else(dash),
+            if d.mountpoints.is_empty() {
+                dash()
+            } else {
+                d.mountpoints.join(",")
+            }
+        );
+        for p in &d.partitions {
+            println!(
+                "  {:<8} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} {}",
+                p.name,
+                report::bytes(p.size),
+                "",
+                "",
+                "",
+                "",
+                p.fstype.clone().unwrap_or_else(dash),
+                if p.mountpoints.is_empty() {
+                    dash()
+                } else {
+                    p.mountpoints.join(",")
+                }
+            );
+        }
+    }
+}

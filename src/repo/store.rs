@@ -1,0 +1,38 @@
+//! The `Store` trait: a flat namespace of immutable files (config, manifests, chunks) that a
+//! repository lives in. Backends implement only get/has/put/list; verification of what is read
+//! belongs to the repository layer above.
+
+use anyhow::Result;
+
+/// Why a file could not be read from a store. Callers tell "missing" apart from the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{location} does not exist")]
+    NotFound { location: String },
+    #[error("{location}: {source:#}")]
+    Other {
+        location: String,
+        #[source]
+        source: anyhow::Error,
+    },
+}
+
+pub trait Store: Send + Sync {
+    /// Read a whole file.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// The file's size, or None when it does not exist.
+    fn size(&self, key: &str) -> Result<Option<u64>>;
+    /// Does the file exist?
+    fn has(&self, key: &str) -> Result<bool> {
+        Ok(self.size(key)?.is_some())
+    }
+    /// Write a whole file atomically: readers see the old state or the complete new file.
+    fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Names of the files directly under `dir` (not recursive); empty when `dir` is absent.
+    fn list(&self, dir: &str) -> Result<Vec<String>>;
+    /// Make every `put` so far durable. Must be called before writing a file that refers to
+    /// earlier ones (a manifest after its chunks).
+    fn flush(&self) -> Result<()>;
+    /// Where a key lives, for messages: a path or a URL.
+    fn location(&self, key: &str) -> String;
+}

@@ -1,0 +1,88 @@
+//! Listing the snapshots in a repository.
+
+use std::collections::HashSet;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::repo::{chunk_key, Repository};
+use crate::report;
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub name: String,
+    pub time: String,
+    pub hostname: String,
+    pub source: String,
+    pub table: String,
+    pub size: u64,
+    pub data_bytes: u64,
+    /// Bytes of the chunk files this snapshot refers to (shared chunks counted in full).
+    pub stored_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn list(repo_spec: &str) -> Result<Vec<Entry>> {
+    let repo = Repository::open(repo_spec)?;
+    let mut out = Vec::new();
+    for (id, s) in repo.snapshots()? {
+        match s {
+            Ok(s) => {
+                let m = &s.manifest;
+                let mut stored = 0;
+                for c in m.chunk_ids().collect::<HashSet<_>>() {
+                    stored += repo.store().size(&chunk_key(&c))?.unwrap_or(0);
+                }
+                out.push(Entry {
+                    id,
+                    name: m.name.clone(),
+                    time: m.time.clone(),
+                    hostname: m.hostname.clone(),
+                    source: m.source.path.clone(),
+                    table: format!("{:?}", m.disk.table).to_lowercase(),
+                    size: m.disk.size,
+                    data_bytes: m.data_bytes(),
+                    stored_bytes: stored,
+                    error: None,
+                })
+            }
+            Err(e) => out.push(Entry {
+                id,
+                name: String::new(),
+                time: String::new(),
+                hostname: String::new(),
+                source: String::new(),
+                table: String::new(),
+                size: 0,
+                data_bytes: 0,
+                stored_bytes: 0,
+                error: Some(format!("{e:#}")),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+pub fn print(entries: &[Entry]) {
+    println!(
+        "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
+        "ID", "TIME", "NAME", "SOURCE", "SIZE", "DATA", "STORED"
+    );
+    for e in entries {
+        match &e.error {
+            None => println!(
+                "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
+                &e.id[..8],
+                e.time,
+                e.name,
+                e.source,
+                report::bytes(e.size),
+                report::bytes(e.data_bytes),
+                report::bytes(e.stored_bytes)
+            ),
+            Some(err) => println!("{:<8}  DAMAGED: {err}", &e.id[..8]),
+        }
+    }
+}

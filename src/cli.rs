@@ -39,7 +39,7 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         repo: PathBuf,
         /// Average chunk size in KiB (minimum is a quarter, maximum four times this).
-        #[arg(long, default_value_t = 128, value_name = "KIB")]
+        #[arg(long, default_value_t = 64, value_name = "KIB")]
         chunk_avg_kib: u32,
         /// zstd compression level for chunks.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]

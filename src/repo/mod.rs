@@ -44,9 +44,9 @@ impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
             algorithm: ChunkerAlgorithm::FastCdc2020,
-            min_size: 32 * 1024,
-            avg_size: 128 * 1024,
-            max_size: 512 * 1024,
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
         }
     }
 }

@@ -1,0 +1,263 @@
+//! Helpers for the integration tests: sample disks from scripts/make-disk, running the
+//! binary, hashing files, and RAII guards for loop devices and mounts.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lifeboat")
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("lifeboat-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn repo(&self) -> String {
+        self.path("repo").display().to_string()
+    }
+
+    /// A sample disk built by scripts/make-disk.
+    pub fn disk(&self, kind: &str, name: &str) -> PathBuf {
+        let out = self.path(name);
+        make_disk(kind, &out);
+        out
+    }
+
+    pub fn init(&self) -> String {
+        let repo = self.repo();
+        ok(&["init", "--repo", &repo]);
+        repo
+    }
+
+    /// Capture and return the JSON summary.
+    pub fn capture(&self, source: &Path, name: &str) -> Value {
+        let out = ok(&[
+            "capture",
+            "--json",
+            "--quiet",
+            "--repo",
+            &self.repo(),
+            "--source",
+            path_str(source),
+            "--name",
+            name,
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn restore(&self, snapshot: &str, target: &Path, extra: &[&str]) -> Output {
+        let repo = self.repo();
+        let mut args = vec![
+            "restore",
+            "--json",
+            "--quiet",
+            "--repo",
+            &repo,
+            "--snapshot",
+            snapshot,
+            "--target",
+            path_str(target),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    }
+
+    /// The manifest JSON of a snapshot, by full id.
+    pub fn manifest(&self, id: &str) -> Value {
+        let p = self.path(&format!("repo/snapshots/{id}.json"));
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    }
+
+    pub fn chunk_path(&self, id: &str) -> PathBuf {
+        self.path(&format!("repo/chunks/{}/{}", &id[..2], id))
+    }
+}
+
+pub fn make_disk(kind: &str, out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-disk");
+    let o = Command::new(script).arg(kind).arg(out).output().unwrap();
+    assert!(
+        o.status.success(),
+        "make-disk {kind} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run lifeboat")
+}
+
+pub fn ok(args: &[&str]) -> Output {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "lifeboat {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Run, expect failure, return stderr.
+pub fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        !o.status.success(),
+        "lifeboat {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn hash_file(p: &Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(fs::File::open(p).unwrap()).unwrap();
+    h.finalize().to_hex().to_string()
+}
+
+pub fn hash_range(p: &Path, offset: u64, len: u64) -> String {
+    let f = fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).unwrap();
+    blake3::hash(&buf).to_hex().to_string()
+}
+
+pub fn read_at(p: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let f = fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).unwrap();
+    buf
+}
+
+pub fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A loop device, detached on drop.
+pub struct Loop {
+    pub dev: String,
+}
+
+impl Loop {
+    pub fn attach(file: &Path, sector_size: u32) -> Loop {
+        let dev = sh(&format!(
+            "losetup -f --show --sector-size {sector_size} '{}'",
+            file.display()
+        ));
+        Loop {
+            dev: dev.trim().to_string(),
+        }
+    }
+
+    /// A loop device over `len` bytes of `file` from `offset` (a partition of an image).
+    pub fn attach_range(file: &Path, offset: u64, len: u64) -> Loop {
+        let dev = sh(&format!(
+            "losetup -f --show -o {offset} --sizelimit {len} '{}'",
+            file.display()
+        ));
+        Loop {
+            dev: dev.trim().to_string(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        Path::new(&self.dev)
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+/// A mount, unmounted on drop.
+pub struct Mount {
+    pub point: PathBuf,
+}
+
+impl Mount {
+    pub fn new(dev: &str, point: &Path) -> Mount {
+        fs::create_dir_all(point).unwrap();
+        sh(&format!("mount '{dev}' '{}'", point.display()));
+        Mount {
+            point: point.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+    }
+}
+
+/// Regions of a manifest as (kind, partition, offset, length).
+pub fn regions(m: &Value) -> Vec<(String, Option<u64>, u64, u64)> {
+    m["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["partition"].as_u64(),
+                r["offset"].as_u64().unwrap(),
+                r["length"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The first stored chunk id of partition `n`.
+pub fn first_chunk_of_partition(m: &Value, n: u64) -> String {
+    let r = m["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partition"].as_u64() == Some(n))
+        .unwrap();
+    r["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c["id"].as_str())
+        .unwrap()
+        .to_string()
+}

@@ -1,0 +1,175 @@
+//! Byte-exact round trips of each kind of sample disk, and the growth of a GPT onto a
+//! larger target.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn gpt_512_round_trip_is_exact() {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init();
+    let s = env.capture(&src, "web01");
+    assert_eq!(s["table"], "gpt");
+    assert_eq!(s["logical_size"], 96 << 20);
+    // Zeros are not stored: the disk is 96 MiB, its data well under that.
+    assert!(s["hole_bytes"].as_u64().unwrap() > 20 << 20, "{s}");
+    let id = s["snapshot"].as_str().unwrap();
+
+    let m = env.manifest(id);
+    let kinds: Vec<(String, Option<u64>)> = regions(&m).into_iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("table".into(), None),
+            ("gap".into(), None),
+            ("partition".into(), Some(1)),
+            ("partition".into(), Some(2)),
+            ("gap".into(), None),
+            ("partition".into(), Some(3)),
+            ("gap".into(), None),
+            ("backup-table".into(), None),
+        ]
+    );
+    let names: Vec<&str> = m["disk"]["gpt"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["EFI System", "root", "data"]);
+    assert_eq!(m["disk"]["mbr"]["kind"], "protective");
+    // Each region's hash is the hash of those bytes of the source.
+    for (_, _, off, len) in regions(&m).iter().take(4) {
+        let r = m["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["offset"] == *off)
+            .unwrap();
+        assert_eq!(r["blake3"].as_str().unwrap(), hash_range(&src, *off, *len));
+    }
+
+    let dst = env.path("dst.img");
+    let o = env.restore("web01", &dst, &["--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["verified"], true);
+    assert_eq!(hash_file(&dst), hash_file(&src));
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), 96 << 20);
+}
+
+#[test]
+fn gpt_4k_round_trip_between_block_devices() {
+    let env = Env::new();
+    let src = env.disk("gpt4k", "src.img");
+    env.init();
+    // From the image file: the sector size is found from the GPT.
+    let s = env.capture(&src, "img");
+    let m = env.manifest(s["snapshot"].as_str().unwrap());
+    assert_eq!(m["disk"]["logical_sector_size"], 4096);
+    assert_eq!(m["disk"]["gpt"]["partitions"].as_array().unwrap().len(), 3);
+    // From a 4K-sector block device: the kernel's sector size.
+    let src_loop = Loop::attach(&src, 4096);
+    let s2 = env.capture(src_loop.path(), "blk");
+    assert_eq!(s2["new_chunks"], 0, "same bytes, nothing new: {s2}");
+    drop(src_loop);
+
+    // Onto a 4K-sector block device of the same size.
+    let dst = env.path("dst.img");
+    sh(&format!("truncate -s 96M {}", dst.display()));
+    let dst_loop = Loop::attach(&dst, 4096);
+    let o = env.restore("blk", dst_loop.path(), &["--yes", "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(dst_loop);
+    assert_eq!(hash_file(&dst), hash_file(&src));
+
+    // A 512-byte-sector device cannot take a 4K table.
+    let other = env.path("other.img");
+    sh(&format!("truncate -s 96M {}", other.display()));
+    let before = hash_file(&other);
+    let l512 = Loop::attach(&other, 512);
+    let o = env.restore("blk", l512.path(), &["--yes"]);
+    drop(l512);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("512-byte logical sectors"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(hash_file(&other), before);
+}
+
+#[test]
+fn mbr_disk_is_one_region_and_round_trips() {
+    let env = Env::new();
+    let src = env.disk("mbr", "src.img");
+    env.init();
+    let s = env.capture(&src, "old");
+    assert_eq!(s["table"], "mbr");
+    let m = env.manifest(s["snapshot"].as_str().unwrap());
+    assert_eq!(regions(&m), vec![("disk".into(), None, 0, 96 << 20)]);
+    assert_eq!(m["disk"]["mbr"]["kind"], "dos");
+    assert_eq!(m["disk"]["mbr"]["entries"].as_array().unwrap().len(), 2);
+    let dst = env.path("dst.img");
+    let o = env.restore("old", &dst, &["--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}
+
+#[test]
+fn bare_disk_without_table_round_trips() {
+    let env = Env::new();
+    let src = env.path("bare.img");
+    sh(&format!(
+        "truncate -s 24M {0} && mkfs.ext4 -q -F {0}",
+        src.display()
+    ));
+    env.init();
+    let s = env.capture(&src, "bare");
+    assert_eq!(s["table"], "none");
+    let dst = env.path("dst.img");
+    assert!(env.restore("bare", &dst, &["--verify"]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}
+
+#[test]
+fn larger_target_gets_the_backup_gpt_at_its_end() {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init();
+    env.capture(&src, "small");
+    let dst = env.path("big.img");
+    sh(&format!("truncate -s 160M {}", dst.display()));
+    let o = env.restore("small", &dst, &["--yes", "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["grown"], true);
+    // sgdisk finds both headers valid and the backup at the very end.
+    let v = sh(&format!("sgdisk -v {}", dst.display()));
+    assert!(v.contains("No problems found"), "{v}");
+    let last = (160u64 << 20) - 512;
+    assert_eq!(&read_at(&dst, last, 8), b"EFI PART");
+    let p = sh(&format!("sgdisk -p {}", dst.display()));
+    assert!(p.contains("last usable sector is 327646"), "{p}");
+    // Partitions and gaps are byte-identical; only the table moved.
+    let m = env.manifest(r["snapshot"].as_str().unwrap());
+    for (kind, _, off, len) in regions(&m) {
+        if kind == "partition" || kind == "gap" {
+            assert_eq!(
+                hash_range(&dst, off, len),
+                hash_range(&src, off, len),
+                "{kind} at {off}"
+            );
+        }
+    }
+    // The partition entries are the same as the source's.
+    let entries = |f: &std::path::Path| {
+        sh(&format!(
+            "sgdisk -p {} | sed -n '/^Number/,$p'",
+            f.display()
+        ))
+    };
+    assert_eq!(entries(&dst), entries(&src));
+}

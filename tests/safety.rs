@@ -1,0 +1,211 @@
+//! Nothing lost: bad inputs are refused before any write with the target unchanged, a
+//! corrupt chunk found mid-restore leaves the target's table wiped, and `check` names
+//! every damaged chunk.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use common::*;
+
+fn flip_byte(path: &std::path::Path) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, len / 2).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, len / 2).unwrap();
+}
+
+/// A repository with one snapshot of a GPT disk, and a target that holds a valid copy of
+/// that disk (so a wiped table is observable).
+fn setup() -> (Env, std::path::PathBuf, String, std::path::PathBuf) {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init();
+    let id = env.capture(&src, "web01")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = env.path("target.img");
+    fs::copy(&src, &target).unwrap();
+    (env, src, id, target)
+}
+
+#[test]
+fn corrupt_chunk_fails_restore_names_it_and_wipes_the_table() {
+    let (env, _src, id, target) = setup();
+    let m = env.manifest(&id);
+    let bad = first_chunk_of_partition(&m, 2);
+    flip_byte(&env.chunk_path(&bad));
+    assert_eq!(&read_at(&target, 512, 8), b"EFI PART");
+
+    let o = env.restore("web01", &target, &["--yes"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains(&bad), "error does not name chunk {bad}: {err}");
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("partition table on") && err.contains("was wiped"),
+        "{err}"
+    );
+    // Neither the primary nor the backup GPT header survives; the MBR is gone too.
+    let size = fs::metadata(&target).unwrap().len();
+    assert_ne!(&read_at(&target, 512, 8), b"EFI PART");
+    assert_ne!(&read_at(&target, size - 512, 8), b"EFI PART");
+    assert_eq!(read_at(&target, 510, 2), [0, 0]);
+}
+
+#[test]
+fn check_read_data_names_corrupt_and_missing_chunks() {
+    let (env, _src, id, _target) = setup();
+    let m = env.manifest(&id);
+    let flipped = first_chunk_of_partition(&m, 2);
+    let deleted = first_chunk_of_partition(&m, 1);
+    let repo = env.repo();
+    // Healthy first.
+    let o = ok(&["check", "--read-data", "--json", "--quiet", "--repo", &repo]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], true);
+    assert!(r["chunks_read"].as_u64().unwrap() > 50);
+
+    flip_byte(&env.chunk_path(&flipped));
+    fs::remove_file(env.chunk_path(&deleted)).unwrap();
+    // Without --read-data only the missing chunk can be seen.
+    let o = run(&["check", "--json", "--quiet", "--repo", &repo]);
+    assert!(!o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["missing"][0]["chunk"], deleted.as_str());
+    assert_eq!(r["corrupt"].as_array().unwrap().len(), 0);
+
+    let o = run(&["check", "--read-data", "--json", "--quiet", "--repo", &repo]);
+    assert!(!o.status.success());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(r["corrupt"].as_array().unwrap().len(), 1);
+    assert_eq!(r["missing"][0]["chunk"], deleted.as_str());
+    assert_eq!(r["corrupt"][0]["chunk"], flipped.as_str());
+    assert!(r["corrupt"][0]["snapshots"][0]
+        .as_str()
+        .unwrap()
+        .contains("web01"));
+    // And in words.
+    let err = stderr(&run(&["check", "--read-data", "--quiet", "--repo", &repo]));
+    assert!(err.contains("1 missing chunks, 1 corrupt chunks"), "{err}");
+}
+
+/// Run a restore that must be refused before writing; the target must be unchanged.
+fn refused(env: &Env, target: &std::path::Path, snapshot: &str, extra: &[&str], expect: &str) {
+    let before = hash_file(target);
+    let o = env.restore(snapshot, target, extra);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "restore should have been refused");
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(hash_file(target), before, "the target changed");
+}
+
+#[test]
+fn deleted_chunk_is_refused_before_any_write() {
+    let (env, _src, id, target) = setup();
+    let m = env.manifest(&id);
+    let gone = first_chunk_of_partition(&m, 3);
+    fs::remove_file(env.chunk_path(&gone)).unwrap();
+    refused(&env, &target, "web01", &["--yes"], "1 of its");
+    let err = stderr(&env.restore("web01", &target, &["--yes"]));
+    assert!(err.contains(&gone), "{err}");
+}
+
+#[test]
+fn truncated_manifest_is_refused_before_any_write() {
+    let (env, _src, id, target) = setup();
+    let p = env.path(&format!("repo/snapshots/{id}.json"));
+    let len = fs::metadata(&p).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(&env, &target, &id, &["--yes"], "truncated or altered");
+    refused(&env, &target, "web01", &["--yes"], "damaged manifests");
+}
+
+#[test]
+fn too_small_target_is_refused_with_the_minimum_size() {
+    let (env, _src, _id, _target) = setup();
+    let small = env.path("small.img");
+    sh(&format!("truncate -s 64M {}", small.display()));
+    refused(
+        &env,
+        &small,
+        "web01",
+        &["--yes"],
+        "needs at least 96.0 MiB (100663296 bytes)",
+    );
+}
+
+#[test]
+fn mounted_target_is_refused() {
+    let (env, _src, _id, _target) = setup();
+    // A disk image with an ext4 filesystem, mounted through a loop device.
+    let img = env.path("mounted.img");
+    sh(&format!(
+        "truncate -s 128M {0} && mkfs.ext4 -q -F {0}",
+        img.display()
+    ));
+    let lo = Loop::attach(&img, 512);
+    let _m = Mount::new(&lo.dev, &env.path("mnt"));
+    // Both the block device and the image file behind it are refused.
+    let before = hash_file(&img);
+    let o = env.restore("web01", lo.path(), &["--yes"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is mounted at"), "{}", stderr(&o));
+    refused(&env, &img, "web01", &["--yes"], "is mounted at");
+    assert_eq!(hash_file(&img), before);
+}
+
+#[test]
+fn no_confirmation_without_a_terminal_or_yes() {
+    let (env, _src, _id, target) = setup();
+    refused(&env, &target, "web01", &[], "pass --yes");
+}
+
+#[test]
+fn target_inside_the_repository_is_refused() {
+    let (env, _src, id, _target) = setup();
+    let inside = env.path(&format!("repo/snapshots/{id}.json"));
+    refused(&env, &inside, "web01", &["--yes"], "inside the repository");
+}
+
+#[test]
+fn foreign_and_future_repositories_are_refused() {
+    let env = Env::new();
+    let dir = env.path("notrepo");
+    fs::create_dir_all(&dir).unwrap();
+    let err = fails(&["snapshots", "--repo", dir.to_str().unwrap()]);
+    assert!(
+        err.contains("not a lifeboat repository") && err.contains("lifeboat init --repo"),
+        "{err}"
+    );
+    let err = fails(&["snapshots", "--repo", env.path("absent").to_str().unwrap()]);
+    assert!(err.contains("does not exist"), "{err}");
+    // Init refuses a non-empty directory.
+    fs::write(dir.join("x"), b"x").unwrap();
+    let err = fails(&["init", "--repo", dir.to_str().unwrap()]);
+    assert!(err.contains("not empty"), "{err}");
+
+    let repo = env.init();
+    let cfg = env.path("repo/config.json");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 2");
+    fs::write(&cfg, text).unwrap();
+    let err = fails(&["snapshots", "--repo", &repo]);
+    assert!(err.contains("format version 2"), "{err}");
+}

@@ -272,7 +272,7 @@ fn confirm(
         .read_line(&mut line)
         .context("read the confirmation")?;
     if line.trim() != token {
-        bail!("confirmation did not match {token:?}; nothing was written");
+        bail!("confirmation did not match {token:?}");
     }
     Ok(())
 }

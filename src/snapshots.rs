@@ -75,7 +75,7 @@ pub fn print(entries: &[Entry]) {
             None => println!(
                 "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
                 &e.id[..8],
-                e.time,
+                e.time.get(..19).unwrap_or(&e.time),
                 e.name,
                 e.source,
                 report::bytes(e.size),

@@ -173,3 +173,22 @@ fn larger_target_gets_the_backup_gpt_at_its_end() {
     };
     assert_eq!(entries(&dst), entries(&src));
 }
+
+#[test]
+fn a_name_restores_its_newest_snapshot_even_within_one_second() {
+    let env = Env::new();
+    let a = env.disk("mbr", "a.img");
+    let b = env.path("b.img");
+    std::fs::copy(&a, &b).unwrap();
+    // Change one sector of b.
+    let f = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0x5a; 512], 50 << 20).unwrap();
+    env.init();
+    env.capture(&a, "host");
+    let second = env.capture(&b, "host");
+    let dst = env.path("dst.img");
+    let o = env.restore("host", &dst, &[]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["snapshot"], second["snapshot"]);
+    assert_eq!(hash_file(&dst), hash_file(&b));
+}

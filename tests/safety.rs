@@ -209,3 +209,55 @@ fn foreign_and_future_repositories_are_refused() {
     let err = fails(&["snapshots", "--repo", &repo]);
     assert!(err.contains("format version 2"), "{err}");
 }
+
+/// Run a restore under a pseudo-terminal (util-linux `script`), typing `answer`.
+fn restore_on_a_terminal(
+    env: &Env,
+    target: &std::path::Path,
+    answer: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let cmd = format!(
+        "{} restore --quiet --repo {} --snapshot web01 --target {}",
+        bin(),
+        env.repo(),
+        target.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type once the prompt is up (script passes input through as it comes).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_terminal_user_confirms_by_typing_the_target_name() {
+    let (env, src, _id, target) = setup();
+    // Make the target differ from the snapshot, so a restore is observable.
+    sh(&format!(
+        "truncate -s 0 {0} && truncate -s 96M {0}",
+        target.display()
+    ));
+    let before = hash_file(&target);
+    let o = restore_on_a_terminal(&env, &target, "not-the-name");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("Type target.img to continue"), "{out}");
+    assert!(out.contains("confirmation did not match"), "{out}");
+    assert_eq!(hash_file(&target), before);
+
+    let o = restore_on_a_terminal(&env, &target, "target.img");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(hash_file(&target), hash_file(&src));
+}

@@ -431,6 +431,8 @@ impl Repository {
     }
 }
 
+/// Now, in RFC 3339 UTC with microseconds, so that snapshots taken within one second
+/// still sort in the order they were taken.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

@@ -27,6 +27,10 @@ pub struct Options {
     pub source: PathBuf,
     pub name: String,
     pub sector_size: Option<u32>,
+    /// Read every block, even those a filesystem marks free.
+    pub full: bool,
+    /// zstd level for new chunks; None for the repository's.
+    pub level: Option<i32>,
     pub quiet: bool,
 }
 
@@ -130,7 +134,17 @@ fn is_zero(data: &[u8]) -> bool {
 
 pub fn run(opts: &Options) -> Result<Summary> {
     let start = Instant::now();
-    let repo = Repository::open(&opts.repo)?;
+    let mut repo = Repository::open(&opts.repo)?;
+    if let Some(level) = opts.level {
+        repo.config.compression.level = level;
+    }
+    let stale = repo
+        .store()
+        .clean_stale()
+        .context("clean up after interrupted writers")?;
+    if stale > 0 {
+        log::info!("removed {stale} temporary files left by interrupted captures");
+    }
     let dev = Device::open_read(&opts.source)?;
     let layout = read_layout(&dev, opts.sector_size)
         .with_context(|| format!("read the partition table of {}", opts.source.display()))?;
@@ -213,6 +227,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
                 Some(last)
                     if last.id.is_none()
                         && c.id.is_none()
+                        && last.free == c.free
                         && last.length as u64 + c.length as u64 <= u32::MAX as u64 =>
                 {
                     last.length += c.length
@@ -226,6 +241,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             offset: plan.offset,
             length: plan.length,
             blake3: hash,
+            filesystem: None,
             chunks: merged,
         });
     }
@@ -338,6 +354,7 @@ fn store_chunk(repo: &Repository, seen: &Mutex<HashSet<ChunkId>>, job: Job) -> R
             offset: job.offset,
             length,
             id,
+            free: false,
         },
         new,
     })

@@ -58,6 +58,12 @@ pub enum Command {
         /// Logical sector size of an image file (found from its GPT when not given).
         #[arg(long, value_parser = ["512", "4096"])]
         sector_size: Option<String>,
+        /// Read every block, even those a filesystem marks free.
+        #[arg(long)]
+        full: bool,
+        /// zstd level for new chunks (default: the repository's).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
+        level: Option<i32>,
     },
     /// Restore a snapshot onto a disk or image file, after checking everything first.
     Restore {
@@ -75,6 +81,22 @@ pub enum Command {
         /// Read everything back afterwards and compare hashes.
         #[arg(long)]
         verify: bool,
+        /// Take chunks from this image (file or device) where it has them, or, given a
+        /// snapshot name or id, trust that the target holds that older snapshot and check
+        /// in place only where it had the same chunk.
+        #[arg(long, value_name = "IMAGE_OR_SNAPSHOT")]
+        seed: Option<String>,
+        /// Write every chunk, without first reading what an existing target already holds.
+        #[arg(long)]
+        no_reuse: bool,
+        /// Zero free filesystem space (by default it is left as it is; the filesystem never
+        /// reads it).
+        #[arg(long)]
+        zero_free: bool,
+        /// Extend the last partition to the end of a larger target, and grow an ext4
+        /// filesystem in it when resize2fs is available.
+        #[arg(long)]
+        grow: bool,
     },
     /// List the snapshots in a repository.
     Snapshots {

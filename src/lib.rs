@@ -3,6 +3,7 @@
 pub mod capture;
 pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod disk;
 pub mod io;
 pub mod repo;

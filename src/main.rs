@@ -7,6 +7,10 @@ use lifeboat::cli::{Cli, Command};
 use lifeboat::repo::{ChunkerParams, Repository};
 use lifeboat::{capture, check, disk, report, restore, snapshots};
 
+// musl's allocator maps and unmaps every chunk-sized buffer; mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -59,12 +63,16 @@ fn run(cli: Cli) -> Result<()> {
             source,
             name,
             sector_size,
+            full,
+            level,
         } => {
             let s = capture::run(&capture::Options {
                 repo: repo.repo,
                 source,
                 name,
                 sector_size: sector_size.map(|s| s.parse().expect("validated by clap")),
+                full,
+                level,
                 quiet,
             })?;
             if json {
@@ -79,6 +87,10 @@ fn run(cli: Cli) -> Result<()> {
             target,
             yes,
             verify,
+            seed,
+            no_reuse,
+            zero_free,
+            grow,
         } => {
             let s = restore::run(&restore::Options {
                 repo: repo.repo,
@@ -87,6 +99,10 @@ fn run(cli: Cli) -> Result<()> {
                 yes,
                 verify,
                 quiet,
+                seed,
+                no_reuse,
+                zero_free,
+                grow,
             })?;
             if json {
                 report::print_json(&s)?

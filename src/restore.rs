@@ -2,7 +2,7 @@
 //! with every chunk verified, the partition table written last, and the table wiped if
 //! anything fails after the first write.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,15 +10,16 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::bounded;
 use serde::Serialize;
 
 use crate::disk::device::wipe_tables;
 use crate::disk::layout::relocate_gpt;
 use crate::disk::{guard, Device};
-use crate::io::{Progress, RangeReader};
+use crate::io::{OrderedWriter, Progress, RangeReader};
+use crate::repo::chunker::Chunker;
 use crate::repo::manifest::{RegionKind, TableKind};
-use crate::repo::{ChunkId, Repository, Snapshot};
+use crate::repo::{ChunkId, Manifest, Repository, Snapshot};
 use crate::report;
 
 const MIB: u64 = 1 << 20;
@@ -30,6 +31,14 @@ pub struct Options {
     pub yes: bool,
     pub verify: bool,
     pub quiet: bool,
+    /// An image (file or device) or older snapshot to take chunks from or check in place.
+    pub seed: Option<String>,
+    /// Write everything, without first reading what an existing target holds.
+    pub no_reuse: bool,
+    /// Zero free filesystem space instead of leaving it as it is.
+    pub zero_free: bool,
+    /// Extend the last partition to the end of a larger target (and grow its ext4).
+    pub grow: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -42,7 +51,22 @@ pub struct Summary {
     pub data_bytes: u64,
     pub zero_bytes: u64,
     pub chunks: u64,
+    /// Bytes written to the target (chunks and tables; not zeroed ranges).
+    pub written_bytes: u64,
+    /// Chunks the target already held, verified in place and not rewritten.
+    pub kept_chunks: u64,
+    pub kept_bytes: u64,
+    /// Chunks taken from the seed image.
+    pub seeded_chunks: u64,
+    /// Chunks read from the repository.
+    pub fetched_chunks: u64,
+    /// The backup GPT was moved to the end of a larger target.
     pub grown: bool,
+    /// `--grow`: the partition extended, and its new size.
+    pub grown_partition: Option<u32>,
+    pub grown_partition_size: Option<u64>,
+    /// What happened to the filesystem in the grown partition.
+    pub filesystem_resize: Option<String>,
     pub verified: bool,
     pub duration_s: f64,
     pub throughput_mib_s: f64,
@@ -112,6 +136,17 @@ pub fn run(opts: &Options) -> Result<Summary> {
         )
     })?;
     let m = &plan.snap.manifest;
+    let seed = match &opts.seed {
+        Some(spec) => Some(
+            open_seed(&repo, m, spec, &opts.target, opts.quiet).with_context(|| {
+                format!(
+                    "preflight failed; nothing was written to {}",
+                    opts.target.display()
+                )
+            })?,
+        ),
+        None => None,
+    };
     let dev = if plan.create {
         Device::create_image(&opts.target, m.disk.size)?
     } else {
@@ -120,8 +155,8 @@ pub fn run(opts: &Options) -> Result<Summary> {
     // The point of no return: from here a failure wipes the table.
     let result = wipe_tables(&dev)
         .context("wipe the old partition table")
-        .and_then(|_| write_snapshot(&repo, &plan, &dev, opts));
-    let (grown, zero_bytes) = match result {
+        .and_then(|_| write_snapshot(&repo, &plan, &dev, opts, seed.as_ref()));
+    let out = match result {
         Ok(r) => r,
         Err(e) => {
             let what = match wipe_tables(&dev) {
@@ -138,6 +173,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         }
     };
     dev.reread_partitions();
+    let filesystem_resize = out.grown_partition.map(|g| grow_filesystem(m, g, &dev));
     let elapsed = start.elapsed();
     let data_bytes = m.data_bytes();
     Ok(Summary {
@@ -147,9 +183,17 @@ pub fn run(opts: &Options) -> Result<Summary> {
         disk_size: m.disk.size,
         target_size: dev.size,
         data_bytes,
-        zero_bytes,
+        zero_bytes: out.zero_bytes,
         chunks: m.chunk_ids().count() as u64,
-        grown,
+        written_bytes: out.written_bytes,
+        kept_chunks: out.kept_chunks,
+        kept_bytes: out.kept_bytes,
+        seeded_chunks: out.seeded_chunks,
+        fetched_chunks: out.fetched_chunks,
+        grown: out.relocated,
+        grown_partition: out.grown_partition.map(|g| g.0),
+        grown_partition_size: out.grown_partition.map(|g| g.1),
+        filesystem_resize,
         verified: opts.verify,
         duration_s: elapsed.as_secs_f64(),
         throughput_mib_s: report::mib_per_s(m.disk.size, elapsed),
@@ -313,13 +357,198 @@ impl Deferred {
     }
 }
 
-/// Write everything; returns (grown, zero bytes written).
+/// What the writing phase did.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The partition `--grow` extended: (number, new size in bytes).
+    grown_partition: Option<(u32, u64)>,
+    relocated: bool,
+    zero_bytes: u64,
+    written_bytes: u64,
+    kept_chunks: u64,
+    kept_bytes: u64,
+    seeded_chunks: u64,
+    fetched_chunks: u64,
+}
+
+/// One stored chunk to put in place.
+struct Job {
+    seq: u64,
+    offset: u64,
+    length: u32,
+    id: ChunkId,
+    /// Read the target there first: if it already holds the chunk, leave it.
+    check_in_place: bool,
+}
+
+enum Got {
+    /// The target already holds it.
+    Kept,
+    Data {
+        data: Vec<u8>,
+        from_seed: bool,
+    },
+}
+
+/// Where an older copy of the chunks may be found.
+pub enum Seed {
+    /// An image file or device cut the way the snapshot's regions are: chunk id → place.
+    Image {
+        dev: Device,
+        index: HashMap<ChunkId, (u64, u32)>,
+    },
+    /// The target holds this older snapshot: where it had the same chunk at the same
+    /// offset, check in place; elsewhere, write without reading.
+    Snapshot(HashSet<(u64, ChunkId)>),
+}
+
+/// Cut `dev` along the snapshot's regions with the repository's chunker and index what it
+/// holds.
+fn index_seed_image(repo: &Repository, m: &Manifest, path: &Path, quiet: bool) -> Result<Seed> {
+    let dev = Device::open_read(path)?;
+    let mut index = HashMap::new();
+    let total: u64 = m
+        .regions
+        .iter()
+        .map(|r| r.length.min(dev.size.saturating_sub(r.offset)))
+        .sum();
+    let progress = Progress::new("index seed", total, quiet);
+    for r in &m.regions {
+        if r.offset >= dev.size {
+            break;
+        }
+        let len = r.length.min(dev.size - r.offset);
+        let mut c = Chunker::new(
+            RangeReader::new(&dev.file, r.offset, len),
+            &repo.config.chunker,
+        );
+        loop {
+            let at = r.offset + c.position;
+            let Some(data) = c
+                .next_chunk()
+                .with_context(|| format!("read seed {} at {at}", path.display()))?
+            else {
+                break;
+            };
+            index
+                .entry(ChunkId::of(data))
+                .or_insert((at, data.len() as u32));
+            progress.inc(data.len() as u64);
+        }
+    }
+    progress.finish();
+    Ok(Seed::Image { dev, index })
+}
+
+/// Open the `--seed` given: an existing file or device is an image, anything else names an
+/// older snapshot in the repository.
+fn open_seed(
+    repo: &Repository,
+    m: &Manifest,
+    spec: &str,
+    target: &Path,
+    quiet: bool,
+) -> Result<Seed> {
+    let path = Path::new(spec);
+    if path.exists() {
+        let same = match (std::fs::canonicalize(path), std::fs::canonicalize(target)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            bail!("--seed {spec} is the target itself, which a restore always reuses; name another image");
+        }
+        return index_seed_image(repo, m, path, quiet)
+            .with_context(|| format!("index seed image {spec}"));
+    }
+    let old = repo
+        .resolve(spec)
+        .with_context(|| format!("--seed {spec} is neither a file nor a snapshot"))?;
+    let places = old
+        .manifest
+        .regions
+        .iter()
+        .flat_map(|r| r.chunks.iter())
+        .filter_map(|c| c.id.map(|id| (c.offset, id)))
+        .collect();
+    Ok(Seed::Snapshot(places))
+}
+
+fn read_range(dev: &Device, offset: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    dev.read_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// Make [lo, hi) zero. With `check`, read first and leave pieces that already are.
+/// Returns the bytes actually zeroed.
+fn zero_range(dev: &Device, lo: u64, hi: u64, check: bool) -> Result<u64> {
+    if !check {
+        dev.zero_range(lo, hi - lo)?;
+        return Ok(hi - lo);
+    }
+    let mut done = 0;
+    let mut pos = lo;
+    let mut buf = vec![0u8; MIB as usize];
+    while pos < hi {
+        let n = (hi - pos).min(MIB) as usize;
+        dev.read_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            dev.zero_range(pos, n as u64)?;
+            done += n as u64;
+        }
+        pos += n as u64;
+    }
+    Ok(done)
+}
+
+fn fetch(repo: &Repository, dev: &Device, seed: Option<&Seed>, j: &Job) -> Result<Got> {
+    let len = j.length as usize;
+    if j.check_in_place {
+        let there = read_range(dev, j.offset, len)?;
+        if ChunkId::of(&there) == j.id {
+            return Ok(Got::Kept);
+        }
+    }
+    if let Some(Seed::Image { dev: sdev, index }) = seed {
+        if let Some(&(at, slen)) = index.get(&j.id) {
+            if slen == j.length {
+                let data = read_range(sdev, at, len)?;
+                // The seed may have changed since it was indexed: use it only if it still
+                // holds the chunk.
+                if ChunkId::of(&data) == j.id {
+                    return Ok(Got::Data {
+                        data,
+                        from_seed: true,
+                    });
+                }
+            }
+        }
+    }
+    let data = repo.get_chunk(&j.id)?;
+    if data.len() != len {
+        bail!(
+            "chunk {} holds {} bytes but the manifest says {} at offset {}",
+            j.id,
+            data.len(),
+            j.length,
+            j.offset
+        );
+    }
+    Ok(Got::Data {
+        data,
+        from_seed: false,
+    })
+}
+
+/// Write everything.
 fn write_snapshot(
     repo: &Repository,
     plan: &Plan,
     dev: &Device,
     opts: &Options,
-) -> Result<(bool, u64)> {
+    seed: Option<&Seed>,
+) -> Result<Outcome> {
     let m = &plan.snap.manifest;
     let ss = m.disk.logical_sector_size as u64;
     let table_len = m
@@ -342,20 +571,36 @@ fn write_snapshot(
     };
     let progress = Progress::new("restore", m.disk.size, opts.quiet);
     // A fresh image file reads as zeros already; anything else gets its holes zeroed.
-    let zero_holes = !plan.create;
-    let mut zero_bytes = 0u64;
+    // An existing target is read before it is written: what it already holds stays.
+    let reuse = !plan.create && !opts.no_reuse;
+    let mut out = Outcome::default();
 
-    // Holes first (cheap, no repository reads), then the chunks through the workers.
-    let mut jobs: Vec<(u64, u32, ChunkId)> = Vec::new();
+    // Holes and free space first (no repository reads), then the chunks through the workers.
+    let mut jobs: Vec<Job> = Vec::new();
     for r in &m.regions {
         for c in &r.chunks {
             match c.id {
-                Some(id) => jobs.push((c.offset, c.length, id)),
+                Some(id) => {
+                    let in_deferred =
+                        c.offset < head_len || c.offset + c.length as u64 > tail_start;
+                    let check_in_place = !in_deferred
+                        && match seed {
+                            Some(Seed::Snapshot(places)) => places.contains(&(c.offset, id)),
+                            _ => reuse,
+                        };
+                    jobs.push(Job {
+                        seq: jobs.len() as u64,
+                        offset: c.offset,
+                        length: c.length,
+                        id,
+                        check_in_place,
+                    });
+                }
                 None => {
                     if let Some((lo, hi)) = deferred.split(c.offset, c.length as u64, None) {
-                        if zero_holes {
-                            dev.zero_range(lo, hi - lo)?;
-                            zero_bytes += hi - lo;
+                        let zero = !plan.create && (!c.free || opts.zero_free);
+                        if zero {
+                            out.zero_bytes += zero_range(dev, lo, hi, reuse && dev.is_block)?;
                         }
                     }
                     progress.inc(c.length as u64);
@@ -368,31 +613,46 @@ fn write_snapshot(
         .map(|n| n.get())
         .unwrap_or(2);
     let abort = AtomicBool::new(false);
-    let (job_tx, job_rx) = bounded::<(u64, u32, ChunkId)>(workers * 4);
-    let (res_tx, res_rx) = unbounded::<Result<(u64, Vec<u8>)>>();
+    // Chunks travel in batches of about BATCH bytes: one channel operation per batch, not
+    // per chunk. In flight at most: 2 batches queued per worker each way, one in each
+    // worker, and what the ordered writer holds back.
+    const BATCH: u64 = 2 << 20;
+    let (job_tx, job_rx) = bounded::<Vec<Job>>(workers * 2);
+    let (res_tx, res_rx) = bounded::<Result<Vec<(Job, Got)>>>(workers * 2);
+    let mut writer = OrderedWriter::new(dev);
     let mut first_err: Option<anyhow::Error> = None;
     thread::scope(|s| {
         let abort = &abort;
         s.spawn(move || {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
             for j in jobs {
-                if abort.load(Ordering::Relaxed) || job_tx.send(j).is_err() {
-                    break;
+                bytes += j.length as u64;
+                batch.push(j);
+                if bytes >= BATCH {
+                    if abort.load(Ordering::Relaxed)
+                        || job_tx.send(std::mem::take(&mut batch)).is_err()
+                    {
+                        return;
+                    }
+                    bytes = 0;
                 }
+            }
+            if !batch.is_empty() {
+                let _ = job_tx.send(batch);
             }
         });
         for _ in 0..workers {
             let (job_rx, res_tx) = (job_rx.clone(), res_tx.clone());
             s.spawn(move || {
-                for (offset, length, id) in job_rx.iter() {
+                for batch in job_rx.iter() {
                     if abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    let r = repo.get_chunk(&id).map_err(anyhow::Error::new).and_then(|data| {
-                        if data.len() != length as usize {
-                            bail!("chunk {id} holds {} bytes but the manifest says {length} at offset {offset}", data.len());
-                        }
-                        Ok((offset, data))
-                    });
+                    let r = batch
+                        .into_iter()
+                        .map(|j| fetch(repo, dev, seed, &j).map(|g| (j, g)))
+                        .collect::<Result<Vec<_>>>();
                     if res_tx.send(r).is_err() {
                         break;
                     }
@@ -400,16 +660,43 @@ fn write_snapshot(
             });
         }
         drop(res_tx);
-        for r in res_rx.iter() {
+        drop(job_rx);
+        for r in res_rx.iter().flat_map(|batch| match batch {
+            Ok(items) => items.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }) {
             if first_err.is_some() {
                 continue;
             }
-            let r = r.and_then(|(offset, data)| {
-                if let Some((lo, hi)) = deferred.split(offset, data.len() as u64, Some(&data)) {
-                    dev.write_at(&data[(lo - offset) as usize..(hi - offset) as usize], lo)?;
+            let r = r.and_then(|(j, got)| {
+                progress.inc(j.length as u64);
+                match got {
+                    Got::Kept => {
+                        out.kept_chunks += 1;
+                        out.kept_bytes += j.length as u64;
+                        writer.push(j.seq, j.offset, Vec::new())
+                    }
+                    Got::Data { data, from_seed } => {
+                        if from_seed {
+                            out.seeded_chunks += 1;
+                        } else {
+                            out.fetched_chunks += 1;
+                        }
+                        match deferred.split(j.offset, data.len() as u64, Some(&data)) {
+                            Some((lo, hi))
+                                if lo == j.offset && hi == j.offset + data.len() as u64 =>
+                            {
+                                writer.push(j.seq, j.offset, data)
+                            }
+                            Some((lo, hi)) => writer.push(
+                                j.seq,
+                                lo,
+                                data[(lo - j.offset) as usize..(hi - j.offset) as usize].to_vec(),
+                            ),
+                            None => writer.push(j.seq, j.offset, Vec::new()),
+                        }
+                    }
                 }
-                progress.inc(data.len() as u64);
-                Ok(())
             });
             if let Err(e) = r {
                 abort.store(true, Ordering::Relaxed);
@@ -421,33 +708,46 @@ fn write_snapshot(
     if let Some(e) = first_err {
         return Err(e);
     }
+    out.written_bytes = writer.finish()?;
     dev.sync()?;
 
     // The backup table, then the first MiB, last.
     let aligned = dev.size / ss * ss;
-    let grown = m.disk.table == TableKind::Gpt && m.disk.gpt.is_some() && aligned > m.disk.size;
     let mut tail_at = deferred.tail_start;
-    if grown {
-        let (area, at) = relocate_gpt(&mut deferred.head, ss as u32, aligned)
-            .context("move the backup GPT to the end of the larger target")?;
+    if m.disk.table == TableKind::Gpt
+        && m.disk.gpt.is_some()
+        && (aligned > m.disk.size || opts.grow)
+    {
+        let moved = relocate_gpt(&mut deferred.head, ss as u32, aligned, opts.grow)
+            .context("move the backup GPT to the end of the target")?;
         // The old backup area is now mid-disk: clear it, then write the new one at the end.
-        dev.zero_range(deferred.tail_start, deferred.tail.len() as u64)?;
-        deferred.tail = area;
-        tail_at = at;
+        if moved.area_offset != deferred.tail_start {
+            dev.zero_range(deferred.tail_start, deferred.tail.len() as u64)?;
+        }
+        deferred.tail = moved.area;
+        tail_at = moved.area_offset;
+        out.relocated = true;
+        out.grown_partition = moved.grown;
+    } else if opts.grow {
+        bail!(
+            "--grow needs a GPT disk; this snapshot has {:?}",
+            m.disk.table
+        );
     }
     dev.write_at(&deferred.tail, tail_at)?;
     dev.sync()?;
     dev.write_at(&deferred.head, 0)?;
     dev.sync()?;
+    out.written_bytes += (deferred.tail.len() + deferred.head.len()) as u64;
 
     if opts.verify {
-        verify(m, dev, &deferred, tail_at, grown)?;
+        verify(m, dev, &deferred, tail_at, out.relocated)?;
     }
-    Ok((grown, zero_bytes))
+    Ok(out)
 }
 
-fn hash_range(dev: &Device, offset: u64, len: u64) -> Result<String> {
-    let mut r = RangeReader::new(&dev.file, offset, len);
+fn hash_range(dev: &Device, offset: u64, len: u64, free: &[(u64, u64)]) -> Result<String> {
+    let mut r = RangeReader::new(&dev.file, offset, len).with_zeros(free);
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 4 << 20];
     loop {
@@ -463,16 +763,10 @@ fn hash_range(dev: &Device, offset: u64, len: u64) -> Result<String> {
 }
 
 /// Read every region back and compare with the manifest (or, for a moved GPT, with what
-/// was written in its place).
-fn verify(
-    m: &crate::repo::Manifest,
-    dev: &Device,
-    d: &Deferred,
-    tail_at: u64,
-    grown: bool,
-) -> Result<()> {
+/// was written in its place). Free filesystem space reads as zeros, as at capture.
+fn verify(m: &Manifest, dev: &Device, d: &Deferred, tail_at: u64, relocated: bool) -> Result<()> {
     for r in &m.regions {
-        let (offset, len, expected) = match (grown, r.kind) {
+        let (offset, len, expected) = match (relocated, r.kind) {
             (true, RegionKind::Table) => (
                 r.offset,
                 r.length,
@@ -487,7 +781,12 @@ fn verify(
             ),
             _ => (r.offset, r.length, r.blake3.clone()),
         };
-        let actual = hash_range(dev, offset, len)?;
+        let free = r
+            .filesystem
+            .as_ref()
+            .map(|f| f.free_ranges(r.offset, r.end()))
+            .unwrap_or_default();
+        let actual = hash_range(dev, offset, len, &free)?;
         if actual != expected {
             return Err(anyhow!(
                 "verification failed: {} of {} reads back as {}, expected {}",
@@ -499,4 +798,51 @@ fn verify(
         }
     }
     Ok(())
+}
+
+/// After `--grow`: grow an ext2/3/4 filesystem in the grown partition to fill it, with the
+/// system's e2fsck and resize2fs. Returns what happened, in words; nothing here fails the
+/// restore, which is complete and verified by now.
+fn grow_filesystem(m: &Manifest, (number, size): (u32, u64), dev: &Device) -> String {
+    let Some(p) = m
+        .disk
+        .gpt
+        .as_ref()
+        .and_then(|g| g.partitions.iter().find(|p| p.number == number))
+    else {
+        return format!("partition {number} is not in the snapshot's table");
+    };
+    let offset = p.first_lba * m.disk.logical_sector_size as u64;
+    let mut head = vec![0u8; crate::disk::fs::PROBE_BYTES];
+    if let Err(e) = dev.read_at(&mut head, offset) {
+        return format!("could not read partition {number}: {e:#}");
+    }
+    let kind = crate::disk::fs::probe(&head);
+    if !matches!(kind, Some("ext2" | "ext3" | "ext4")) {
+        return format!(
+            "partition {number} grown; its {} filesystem was left at its old size",
+            kind.unwrap_or("unknown")
+        );
+    }
+    let (Some(e2fsck), Some(resize2fs)) =
+        (crate::cmd::which("e2fsck"), crate::cmd::which("resize2fs"))
+    else {
+        return format!("partition {number} grown; resize2fs is not available, so its ext4 filesystem keeps its old size (grow it later with resize2fs)");
+    };
+    // e2fsprogs' unix I/O manager reads "PATH?offset=N" as the device from byte N.
+    let spec = format!("{}?offset={offset}", dev.path.display());
+    let grown = crate::cmd::run(std::process::Command::new(e2fsck).args(["-f", "-p", &spec]))
+        .and_then(|_| {
+            crate::cmd::run(
+                std::process::Command::new(resize2fs)
+                    .args([spec.as_str(), &format!("{}K", size / 1024)]),
+            )
+        });
+    match grown {
+        Ok(_) => format!(
+            "ext4 in partition {number} grown to {} with resize2fs",
+            report::bytes(size)
+        ),
+        Err(e) => format!("partition {number} grown, but its filesystem was not: {e:#}"),
+    }
 }

@@ -119,19 +119,41 @@ fn mbr_disk_is_one_region_and_round_trips() {
 }
 
 #[test]
-fn bare_disk_without_table_round_trips() {
+fn bare_disk_without_table_round_trips_with_relative_paths() {
     let env = Env::new();
     let src = env.path("bare.img");
     sh(&format!(
         "truncate -s 24M {0} && mkfs.ext4 -q -F {0}",
         src.display()
     ));
-    env.init();
-    let s = env.capture(&src, "bare");
+    // Everything relative to the working directory, as a user types it.
+    let run_here = |args: &[&str]| {
+        let o = std::process::Command::new(bin())
+            .args(args)
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    run_here(&["init", "--repo", "repo"]);
+    let o = run_here(&[
+        "capture", "--json", "-q", "--repo", "repo", "--source", "bare.img", "--name", "bare",
+    ]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["table"], "none");
-    let dst = env.path("dst.img");
-    assert!(env.restore("bare", &dst, &["--verify"]).status.success());
-    assert_eq!(hash_file(&dst), hash_file(&src));
+    run_here(&[
+        "restore",
+        "-q",
+        "--repo",
+        "repo",
+        "--snapshot",
+        "bare",
+        "--target",
+        "dst.img",
+        "--verify",
+    ]);
+    assert_eq!(hash_file(&env.path("dst.img")), hash_file(&src));
 }
 
 #[test]

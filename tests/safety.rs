@@ -40,8 +40,11 @@ fn setup() -> (Env, std::path::PathBuf, String, std::path::PathBuf) {
 #[test]
 fn corrupt_chunk_fails_restore_names_it_and_wipes_the_table() {
     let (env, _src, id, target) = setup();
+    // The target holds another installation (its own random data partition), so the
+    // restore must fetch the chunk rather than find it already in place.
+    make_disk("gpt", &target);
     let m = env.manifest(&id);
-    let bad = first_chunk_of_partition(&m, 2);
+    let bad = first_chunk_of_partition(&m, 3);
     flip_byte(&env.chunk_path(&bad));
     assert_eq!(&read_at(&target, 512, 8), b"EFI PART");
 

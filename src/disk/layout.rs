@@ -286,10 +286,20 @@ pub fn read_layout(dev: &Device, given_ss: Option<u32>) -> Result<Layout> {
     })
 }
 
-/// Rewrite a GPT for a disk larger than the one captured: the primary header (inside `head`,
-/// the disk's first bytes) is pointed at a backup at the new last sector and its last usable
-/// LBA extended; returns the new backup area (entries then header) and its offset.
-pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64) -> Result<(Vec<u8>, u64)> {
+/// A GPT rewritten for its target by [`relocate_gpt`].
+pub struct Relocated {
+    /// The backup area: entries, then the header in the last sector.
+    pub area: Vec<u8>,
+    pub area_offset: u64,
+    /// With `grow`: the partition extended and its new size in bytes.
+    pub grown: Option<(u32, u64)>,
+}
+
+/// Rewrite a GPT for a target of `new_size` bytes (at least the captured size): the primary
+/// header (inside `head`, the disk's first bytes) is pointed at a backup in the new last
+/// sector and its last usable LBA moved to match; with `grow`, the partition that ends last
+/// is extended to that LBA. Returns the new backup area.
+pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64, grow: bool) -> Result<Relocated> {
     let lbs = lb(ss)?;
     let ssz = ss as u64;
     let mut cursor = Cursor::new(&mut *head);
@@ -302,16 +312,33 @@ pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64) -> Result<(Vec<u8>,
     if entries_start + entries_bytes > head.len() as u64 {
         bail!("the GPT entries lie beyond the first {} bytes", head.len());
     }
-    let entries = head[entries_start as usize..(entries_start + entries_bytes) as usize].to_vec();
-
     header.backup_lba = last_lba;
     header.last_usable = last_lba - entries_sectors - 1;
+
+    let mut grown = None;
+    if grow {
+        // The used entry with the highest last LBA.
+        let es = header.part_size as usize;
+        let base = entries_start as usize;
+        let last = (0..header.num_parts as usize)
+            .map(|i| (i, &head[base + i * es..base + (i + 1) * es]))
+            .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
+            .max_by_key(|(_, e)| u64::from_le_bytes(e[40..48].try_into().unwrap()))
+            .map(|(i, e)| (i, u64::from_le_bytes(e[32..40].try_into().unwrap())));
+        let Some((i, first_lba)) = last else {
+            bail!("--grow: the GPT has no partition to grow");
+        };
+        let at = base + i * es + 40;
+        head[at..at + 8].copy_from_slice(&header.last_usable.to_le_bytes());
+        grown = Some((i as u32 + 1, (header.last_usable - first_lba + 1) * ssz));
+    }
+    let entries = head[entries_start as usize..(entries_start + entries_bytes) as usize].to_vec();
+
     let mut cursor = Cursor::new(&mut *head);
     header
         .write_primary(&mut cursor, lbs)
         .context("rewrite the primary GPT header")?;
 
-    // The backup area: entries, then the header in the last sector.
     let backup_entries_lba = last_lba - entries_sectors;
     let area_start = backup_entries_lba * ssz;
     let mut area = vec![0u8; ((entries_sectors + 1) * ssz) as usize];
@@ -329,7 +356,11 @@ pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64) -> Result<(Vec<u8>,
     backup
         .write_backup(&mut shifted, lbs)
         .context("write the backup GPT header")?;
-    Ok((area, area_start))
+    Ok(Relocated {
+        area,
+        area_offset: area_start,
+        grown,
+    })
 }
 
 /// A cursor over a buffer that stands for the bytes at `base..` of a disk.

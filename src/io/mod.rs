@@ -1,7 +1,9 @@
 //! Read and write adapters, one per file.
 
+pub mod ordered;
 pub mod progress;
 pub mod range;
 
+pub use ordered::OrderedWriter;
 pub use progress::Progress;
 pub use range::RangeReader;

@@ -1,7 +1,6 @@
-//! Atomic file writes: temporary file in the repository's `tmp/`, fsync, rename, fsync the directory.
+//! Pieces of atomic writes: unique temporary names and directory fsyncs.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,40 +8,34 @@ use anyhow::{Context, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A name for a temporary file that no other writer (thread or process) uses.
-pub fn temp_name(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{}-{n}.tmp", std::process::id())
+/// This host's name, as temporary file names carry it.
+pub fn host() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().replace(['-', '/'], "_"))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Write `data` to `dest` atomically: a reader sees either no file or the whole file.
-/// `tmp_dir` must be on the same filesystem as `dest`. When `sync_dir` is false the caller
-/// takes on fsyncing `dest`'s directory before anything that depends on the file is written.
-pub fn write_file(tmp_dir: &Path, dest: &Path, data: &[u8], sync_dir: bool) -> Result<()> {
-    let tmp = tmp_dir.join(temp_name("w"));
-    let result = (|| -> Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        f.write_all(data)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("fsync {}", tmp.display()))?;
-        drop(f);
-        fs::rename(&tmp, dest)
-            .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// A name for a temporary file that no other writer (thread, process or host) uses:
+/// `w-<host>-<pid>-<n>.tmp`.
+pub fn temp_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{}-{}-{n}.tmp", host(), std::process::id())
+}
+
+/// Whether a temporary file was left by a writer on this host that is no longer running.
+pub fn is_stale_temp(name: &str, host: &str) -> bool {
+    let parts: Vec<&str> = name.trim_end_matches(".tmp").split('-').collect();
+    if parts.len() != 4 || parts[1] != host {
+        return false;
     }
-    result?;
-    if sync_dir {
-        sync_dir_of(dest)?;
-    }
-    Ok(())
+    let Ok(pid) = parts[2].parse::<i32>() else {
+        return false;
+    };
+    pid != std::process::id() as i32
+        && matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
 }
 
 /// fsync the directory holding `path`, so that a rename into it is durable.

@@ -112,9 +112,45 @@ pub struct Region {
     pub partition: Option<u32>,
     pub offset: u64,
     pub length: u64,
-    /// BLAKE3 of the region's bytes, holes included.
+    /// BLAKE3 of the region's bytes, holes included, and free filesystem space (see
+    /// `filesystem`) taken as zeros.
     pub blake3: String,
+    /// Present when only the blocks a filesystem uses were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FsUsage>,
     pub chunks: Vec<ChunkRef>,
+}
+
+/// What a filesystem-aware capture found: the filesystem and the byte ranges it uses.
+/// Everything else in the region is free: its content was not read, counts as zeros in
+/// the region's hash, and a restore need not write it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FsUsage {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub block_size: u32,
+    /// Sum of the used ranges' lengths.
+    pub used_bytes: u64,
+    /// Used ranges as [offset on the disk, length], ascending, not touching.
+    pub used: Vec<(u64, u64)>,
+}
+
+impl FsUsage {
+    /// The free ranges of [start, end): the complement of `used`.
+    pub fn free_ranges(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut pos = start;
+        for &(o, l) in &self.used {
+            if o > pos {
+                out.push((pos, o - pos));
+            }
+            pos = pos.max(o + l);
+        }
+        if end > pos {
+            out.push((pos, end - pos));
+        }
+        out
+    }
 }
 
 impl Region {
@@ -136,9 +172,12 @@ pub struct ChunkRef {
     /// Byte offset on the disk.
     pub offset: u64,
     pub length: u32,
-    /// None for a hole.
+    /// None for a hole (zeros) or free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<ChunkId>,
+    /// Free filesystem space: not stored, and a restore need not write it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub free: bool,
 }
 
 impl Manifest {
@@ -149,7 +188,7 @@ impl Manifest {
             .flat_map(|r| r.chunks.iter().filter_map(|c| c.id))
     }
 
-    /// Sum of region bytes that are not holes.
+    /// Sum of region bytes that are stored chunks.
     pub fn data_bytes(&self) -> u64 {
         self.regions
             .iter()
@@ -185,6 +224,17 @@ impl Manifest {
                 r.label(),
                 r.offset
             );
+            if let Some(fs) = &r.filesystem {
+                let mut end = r.offset;
+                for &(o, l) in &fs.used {
+                    ensure!(
+                        o >= end && l > 0 && o + l <= r.end(),
+                        "{}: used range at {o} is out of order or outside the region",
+                        r.label()
+                    );
+                    end = o + l;
+                }
+            }
             let mut cpos = r.offset;
             for c in &r.chunks {
                 ensure!(
@@ -194,6 +244,12 @@ impl Manifest {
                     c.offset
                 );
                 ensure!(c.length > 0, "{}: empty chunk at {}", r.label(), c.offset);
+                ensure!(
+                    !(c.free && c.id.is_some()),
+                    "{}: chunk at {} is both stored and free",
+                    r.label(),
+                    c.offset
+                );
                 if c.id.is_some() {
                     ensure!(
                         c.length <= self.chunker.max_size,

@@ -35,4 +35,9 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// Where a key lives, for messages: a path or a URL.
     fn location(&self, key: &str) -> String;
+    /// Delete temporary files that writers which are no longer running left behind;
+    /// returns how many. Backends without temporary files have nothing to do.
+    fn clean_stale(&self) -> Result<usize> {
+        Ok(0)
+    }
 }

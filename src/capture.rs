@@ -9,15 +9,17 @@ use std::thread;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::bounded;
 use serde::Serialize;
 
+use crate::disk::fs;
 use crate::disk::layout::{read_layout, RegionPlan};
 use crate::disk::Device;
 use crate::io::{Progress, RangeReader};
 use crate::repo::chunker::Chunker;
 use crate::repo::manifest::{
-    ChunkRef, Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION,
+    ChunkRef, DiskInfo, FsUsage, Manifest, Region, RegionKind, SourceInfo, TableKind,
+    MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use crate::repo::{ChunkId, Repository};
 use crate::report;
@@ -41,7 +43,10 @@ pub struct Summary {
     pub source: String,
     pub table: String,
     pub logical_size: u64,
+    /// Bytes read from the disk.
     pub bytes_read: u64,
+    /// Bytes that filesystems mark free, not read.
+    pub free_bytes_skipped: u64,
     pub data_bytes: u64,
     pub hole_bytes: u64,
     pub chunks: u64,
@@ -151,6 +156,29 @@ pub fn run(opts: &Options) -> Result<Summary> {
     for n in &layout.notes {
         log::warn!("{n}");
     }
+    let mut notes = layout.notes.clone();
+    let usage: Vec<Option<FsUsage>> = layout
+        .regions
+        .iter()
+        .map(|r| {
+            if opts.full {
+                None
+            } else {
+                region_usage(&dev, &layout.disk, r, &mut notes)
+            }
+        })
+        .collect();
+    let free: Vec<Vec<(u64, u64)>> = layout
+        .regions
+        .iter()
+        .zip(&usage)
+        .map(|(r, u)| {
+            u.as_ref()
+                .map(|u| u.free_ranges(r.offset, r.offset + r.length))
+                .unwrap_or_default()
+        })
+        .collect();
+    let free_bytes: u64 = free.iter().flatten().map(|f| f.1).sum();
     let params = repo.config.chunker;
     let total: u64 = layout.regions.iter().map(|r| r.length).sum();
     let progress = Progress::new("capture", total, opts.quiet);
@@ -160,8 +188,9 @@ pub fn run(opts: &Options) -> Result<Summary> {
 
     let abort = AtomicBool::new(false);
     let seen: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
-    let (job_tx, job_rx) = bounded::<Job>(workers * 4);
-    let (res_tx, res_rx) = unbounded::<Result<Done>>();
+    // Jobs travel in batches of about 2 MiB: one channel operation per batch.
+    let (job_tx, job_rx) = bounded::<Vec<Job>>(workers * 2);
+    let (res_tx, res_rx) = bounded::<Result<Vec<Done>>>(workers * 2);
     let mut per_region: Vec<Vec<(usize, ChunkRef)>> = vec![Vec::new(); layout.regions.len()];
     let mut new_plain = 0u64;
     let mut new_stored = 0u64;
@@ -169,17 +198,22 @@ pub fn run(opts: &Options) -> Result<Summary> {
     let mut first_err: Option<anyhow::Error> = None;
 
     let hashes: Result<Vec<String>> = thread::scope(|s| {
-        let reader = s.spawn(|| read_regions(&dev, &layout.regions, &params, job_tx, &abort));
+        let reader =
+            s.spawn(|| read_regions(&dev, &layout.regions, &free, &params, job_tx, &abort));
         for _ in 0..workers {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
             let (repo, seen, abort) = (&repo, &seen, &abort);
             s.spawn(move || {
-                for job in job_rx.iter() {
+                for batch in job_rx.iter() {
                     if abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    if res_tx.send(store_chunk(repo, seen, job)).is_err() {
+                    let done = batch
+                        .into_iter()
+                        .map(|j| store_chunk(repo, seen, j))
+                        .collect();
+                    if res_tx.send(done).is_err() {
                         break;
                     }
                 }
@@ -189,14 +223,16 @@ pub fn run(opts: &Options) -> Result<Summary> {
         drop(job_rx);
         for r in res_rx.iter() {
             match r {
-                Ok(d) => {
-                    progress.inc(d.chunk.length as u64);
-                    if let Some((p, st)) = d.new {
-                        new_plain += p;
-                        new_stored += st;
-                        new_chunks += 1;
+                Ok(batch) => {
+                    for d in batch {
+                        progress.inc(d.chunk.length as u64);
+                        if let Some((p, st)) = d.new {
+                            new_plain += p;
+                            new_stored += st;
+                            new_chunks += 1;
+                        }
+                        per_region[d.region].push((d.seq, d.chunk));
                     }
-                    per_region[d.region].push((d.seq, d.chunk));
                 }
                 Err(e) => {
                     abort.store(true, Ordering::Relaxed);
@@ -216,12 +252,20 @@ pub fn run(opts: &Options) -> Result<Summary> {
 
     let mut regions = Vec::with_capacity(layout.regions.len());
     let mut chunks = 0u64;
-    for ((plan, mut refs), hash) in layout.regions.iter().zip(per_region).zip(hashes) {
+    for (((plan, mut refs), hash), (fs, free)) in layout
+        .regions
+        .iter()
+        .zip(per_region)
+        .zip(hashes)
+        .zip(usage.into_iter().zip(&free))
+    {
         refs.sort_by_key(|(seq, _)| *seq);
         let mut merged: Vec<ChunkRef> = Vec::with_capacity(refs.len());
-        for (_, c) in refs {
+        for (_, mut c) in refs {
             if c.id.is_some() {
                 chunks += 1;
+            } else {
+                c.free = within(free, c.offset, c.length as u64);
             }
             match merged.last_mut() {
                 Some(last)
@@ -241,7 +285,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             offset: plan.offset,
             length: plan.length,
             blake3: hash,
-            filesystem: None,
+            filesystem: fs,
             chunks: merged,
         });
     }
@@ -275,9 +319,16 @@ pub fn run(opts: &Options) -> Result<Summary> {
         source: opts.source.display().to_string(),
         table: format!("{:?}", manifest.disk.table).to_lowercase(),
         logical_size: manifest.disk.size,
-        bytes_read: total,
+        bytes_read: total - free_bytes,
+        free_bytes_skipped: free_bytes,
         data_bytes,
-        hole_bytes: manifest.disk.size - data_bytes,
+        hole_bytes: manifest
+            .regions
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .filter(|c| c.id.is_none() && !c.free)
+            .map(|c| c.length as u64)
+            .sum(),
         chunks,
         new_chunks,
         new_plain_bytes: new_plain,
@@ -286,21 +337,129 @@ pub fn run(opts: &Options) -> Result<Summary> {
         compression_ratio: (new_stored > 0).then(|| new_plain as f64 / new_stored as f64),
         duration_s: elapsed.as_secs_f64(),
         throughput_mib_s: report::mib_per_s(total, elapsed),
-        notes: layout.notes.clone(),
+        notes,
     })
 }
 
-/// The reader: chunk each region in order and hash it whole; returns the region hashes.
+/// Free runs shorter than this are read anyway. Skipping them saves little, and blocks
+/// freed by a day's file changes would turn from their old (unchanged) bytes into zeros,
+/// so that the chunks around them change and the next capture stores them again.
+const MIN_SKIP: u64 = 1 << 20;
+
+/// Whether [offset, offset+len) lies inside one of the sorted, disjoint `ranges`.
+fn within(ranges: &[(u64, u64)], offset: u64, len: u64) -> bool {
+    let i = ranges.partition_point(|r| r.0 + r.1 <= offset);
+    ranges
+        .get(i)
+        .is_some_and(|r| r.0 <= offset && offset + len <= r.0 + r.1)
+}
+
+/// The bytes of a region that its filesystems use, when they can be known: a GPT
+/// partition's own, or those of the primary partitions of an MBR disk captured whole.
+fn region_usage(
+    dev: &Device,
+    disk: &DiskInfo,
+    r: &RegionPlan,
+    notes: &mut Vec<String>,
+) -> Option<FsUsage> {
+    let parts: Vec<(String, u64, u64)> = match (r.kind, &disk.mbr) {
+        (RegionKind::Partition, _) => vec![(
+            format!("partition {}", r.partition.unwrap_or(0)),
+            r.offset,
+            r.length,
+        )],
+        (RegionKind::Disk, Some(mbr)) if disk.table == TableKind::Mbr => mbr
+            .entries
+            .iter()
+            .filter(|e| ![0x05, 0x0F, 0x85, 0xEE].contains(&e.os_type) && e.sectors > 0)
+            .map(|e| {
+                let ss = disk.logical_sector_size as u64;
+                (
+                    format!("MBR partition {}", e.index),
+                    e.first_lba as u64 * ss,
+                    e.sectors as u64 * ss,
+                )
+            })
+            .filter(|(_, o, l)| o + l <= r.offset + r.length)
+            .collect(),
+        _ => return None,
+    };
+    let mut free: Vec<(u64, u64)> = Vec::new();
+    let mut kinds = Vec::new();
+    let mut block_size = u32::MAX;
+    for (label, off, len) in parts {
+        match fs::scan(dev, off, len) {
+            fs::Scan::Used(u) => {
+                let used: u64 = u.used_bytes();
+                notes.push(format!(
+                    "{label}: {}, {} of {} in use; free runs of 1 MiB or more not read",
+                    u.kind,
+                    report::bytes(used),
+                    report::bytes(len)
+                ));
+                let abs = FsUsage {
+                    kind: u.kind.into(),
+                    block_size: u.block_size,
+                    used_bytes: used,
+                    used: u.used.iter().map(|&(o, l)| (off + o, l)).collect(),
+                };
+                free.extend(
+                    abs.free_ranges(off, off + len)
+                        .into_iter()
+                        .filter(|f| f.1 >= MIN_SKIP),
+                );
+                kinds.push(u.kind);
+                block_size = block_size.min(u.block_size);
+            }
+            fs::Scan::Whole(why) => notes.push(format!("{label}: {why}; read in full")),
+        }
+    }
+    if kinds.is_empty() {
+        return None;
+    }
+    free.sort_unstable();
+    let whole = FsUsage {
+        kind: kinds.join("+"),
+        block_size,
+        used_bytes: 0,
+        used: vec![(r.offset, r.length)],
+    };
+    // Used = the region less every partition's free space.
+    let mut used = Vec::new();
+    let mut pos = r.offset;
+    for (o, l) in free {
+        if o > pos {
+            used.push((pos, o - pos));
+        }
+        pos = pos.max(o + l);
+    }
+    if r.offset + r.length > pos {
+        used.push((pos, r.offset + r.length - pos));
+    }
+    Some(FsUsage {
+        used_bytes: used.iter().map(|u| u.1).sum(),
+        used,
+        ..whole
+    })
+}
+
+/// The reader: chunk each region in order and hash it whole, free space read as zeros
+/// without touching the disk; returns the region hashes.
 fn read_regions(
     dev: &Device,
     regions: &[RegionPlan],
+    free: &[Vec<(u64, u64)>],
     params: &crate::repo::ChunkerParams,
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Vec<Job>>,
     abort: &AtomicBool,
 ) -> Result<Vec<String>> {
+    const BATCH: usize = 2 << 20;
     let mut hashes = Vec::with_capacity(regions.len());
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0;
     for (ri, r) in regions.iter().enumerate() {
-        let mut chunker = Chunker::new(RangeReader::new(&dev.file, r.offset, r.length), params);
+        let reader = RangeReader::new(&dev.file, r.offset, r.length).with_zeros(&free[ri]);
+        let mut chunker = Chunker::new(reader, params);
         let mut hasher = blake3::Hasher::new();
         let mut seq = 0;
         loop {
@@ -315,18 +474,25 @@ fn read_regions(
                 break;
             };
             hasher.update(data);
-            let job = Job {
+            batch_bytes += data.len();
+            batch.push(Job {
                 region: ri,
                 seq,
                 offset,
                 data: data.to_vec(),
-            };
-            if jobs.send(job).is_err() {
-                return Ok(hashes);
+            });
+            if batch_bytes >= BATCH {
+                if jobs.send(std::mem::take(&mut batch)).is_err() {
+                    return Ok(hashes);
+                }
+                batch_bytes = 0;
             }
             seq += 1;
         }
         hashes.push(hasher.finalize().to_hex().to_string());
+    }
+    if !batch.is_empty() {
+        let _ = jobs.send(batch);
     }
     Ok(hashes)
 }

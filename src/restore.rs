@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::disk::device::wipe_tables;
 use crate::disk::layout::relocate_gpt;
+use crate::disk::loopdev::LoopDevice;
 use crate::disk::{guard, Device};
 use crate::io::{OrderedWriter, Progress, RangeReader};
 use crate::repo::chunker::Chunker;
@@ -829,15 +830,29 @@ fn grow_filesystem(m: &Manifest, (number, size): (u32, u64), dev: &Device) -> St
     else {
         return format!("partition {number} grown; resize2fs is not available, so its ext4 filesystem keeps its old size (grow it later with resize2fs)");
     };
-    // e2fsprogs' unix I/O manager reads "PATH?offset=N" as the device from byte N.
-    let spec = format!("{}?offset={offset}", dev.path.display());
-    let grown = crate::cmd::run(std::process::Command::new(e2fsck).args(["-f", "-p", &spec]))
-        .and_then(|_| {
-            crate::cmd::run(
-                std::process::Command::new(resize2fs)
-                    .args([spec.as_str(), &format!("{}K", size / 1024)]),
-            )
-        });
+    // On a block device, e2fsprogs' "PATH?offset=N" names the filesystem in place. An
+    // image file goes through a loop device: resize2fs truncates a regular file to the
+    // filesystem's new size, which would cut off the rest of the disk.
+    let grown = (|| -> Result<()> {
+        let lo = if dev.is_block {
+            None
+        } else {
+            Some(LoopDevice::attach(&dev.path, offset, size)?)
+        };
+        let spec = match &lo {
+            Some(l) => l.path().display().to_string(),
+            None => format!("{}?offset={offset}", dev.path.display()),
+        };
+        crate::cmd::run(std::process::Command::new(&e2fsck).args(["-f", "-p", &spec]))?;
+        crate::cmd::run(
+            std::process::Command::new(&resize2fs)
+                .args([spec.as_str(), &format!("{}K", size / 1024)]),
+        )?;
+        if let Some(l) = lo {
+            l.close()?;
+        }
+        Ok(())
+    })();
     match grown {
         Ok(_) => format!(
             "ext4 in partition {number} grown to {} with resize2fs",

@@ -6,5 +6,6 @@ pub mod device;
 pub mod fs;
 pub mod guard;
 pub mod layout;
+pub mod loopdev;
 
 pub use device::Device;

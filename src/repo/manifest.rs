@@ -121,9 +121,10 @@ pub struct Region {
     pub chunks: Vec<ChunkRef>,
 }
 
-/// What a filesystem-aware capture found: the filesystem and the byte ranges it uses.
-/// Everything else in the region is free: its content was not read, counts as zeros in
-/// the region's hash, and a restore need not write it.
+/// What a filesystem-aware capture found: the filesystem and the byte ranges it read: the
+/// blocks in use, and free runs too short to be worth skipping. Everything else in the
+/// region is free: its content was not read, counts as zeros in the region's hash, and a
+/// restore need not write it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FsUsage {
     #[serde(rename = "type")]
@@ -131,7 +132,7 @@ pub struct FsUsage {
     pub block_size: u32,
     /// Sum of the used ranges' lengths.
     pub used_bytes: u64,
-    /// Used ranges as [offset on the disk, length], ascending, not touching.
+    /// Ranges read, as [offset on the disk, length], ascending, not overlapping.
     pub used: Vec<(u64, u64)>,
 }
 

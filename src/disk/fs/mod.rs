@@ -1,4 +1,83 @@
-//! Filesystem signatures: what a partition or disk holds, from its first bytes.
+//! Filesystems: what a partition holds (from its signature) and, for ext2/3/4, FAT and
+//! swap, which of its bytes are in use, so that a capture reads only those.
+
+pub mod crc;
+pub mod ext4;
+pub mod fat;
+pub mod swap;
+
+use anyhow::Result;
+
+use crate::disk::Device;
+
+/// Reads a filesystem's bytes relative to its start on the device.
+pub struct Reader<'a> {
+    dev: &'a Device,
+    base: u64,
+    len: u64,
+}
+
+impl Reader<'_> {
+    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        anyhow::ensure!(
+            offset + len as u64 <= self.len,
+            "metadata at byte {offset} lies outside the partition"
+        );
+        let mut buf = vec![0u8; len];
+        self.dev.read_at(&mut buf, self.base + offset)?;
+        Ok(buf)
+    }
+}
+
+/// The bytes a filesystem uses.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub kind: &'static str,
+    pub block_size: u32,
+    /// (offset, length) from the start of the filesystem, ascending and disjoint.
+    pub used: Vec<(u64, u64)>,
+}
+
+impl Usage {
+    pub fn used_bytes(&self) -> u64 {
+        self.used.iter().map(|u| u.1).sum()
+    }
+}
+
+/// What a filesystem-aware look at a partition found.
+pub enum Scan {
+    Used(Usage),
+    /// Read it whole, for this reason.
+    Whole(String),
+}
+
+/// Find which bytes of the partition at [offset, offset+len) are in use.
+pub fn scan(dev: &Device, offset: u64, len: u64) -> Scan {
+    let r = Reader {
+        dev,
+        base: offset,
+        len,
+    };
+    let head = match r.read(0, PROBE_BYTES.min(len as usize)) {
+        Ok(h) => h,
+        Err(e) => return Scan::Whole(format!("its first bytes could not be read: {e:#}")),
+    };
+    let kind = probe(&head);
+    let result = match kind {
+        Some("ext2" | "ext3" | "ext4") => ext4::scan(&r, len),
+        Some("vfat") => fat::scan(&r, len),
+        Some("swap") => swap::scan(&r, len),
+        Some(other) => return Scan::Whole(format!("{other} is read in full")),
+        None => return Scan::Whole("no filesystem recognised".into()),
+    };
+    match result {
+        Ok(u) => Scan::Used(u),
+        Err(e) => Scan::Whole(format!(
+            "{} metadata not usable ({e:#})",
+            kind.unwrap_or("?")
+        )),
+    }
+}
 
 /// How many bytes `probe` wants to see.
 pub const PROBE_BYTES: usize = 70 * 1024;

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 use serde::Serialize;
 
@@ -21,7 +21,7 @@ use crate::repo::manifest::{
     ChunkRef, DiskInfo, FsUsage, Manifest, Region, RegionKind, SourceInfo, TableKind,
     MANIFEST_FORMAT, MANIFEST_VERSION,
 };
-use crate::repo::{ChunkId, Repository};
+use crate::repo::{treehash, ChunkId, Repository};
 use crate::report;
 
 pub struct Options {
@@ -117,21 +117,6 @@ impl Summary {
     }
 }
 
-struct Job {
-    region: usize,
-    seq: usize,
-    offset: u64,
-    data: Vec<u8>,
-}
-
-struct Done {
-    region: usize,
-    seq: usize,
-    chunk: ChunkRef,
-    /// (plain, stored) bytes when this capture stored the chunk.
-    new: Option<(u64, u64)>,
-}
-
 fn is_zero(data: &[u8]) -> bool {
     let (pre, mid, post) = unsafe { data.align_to::<u128>() };
     pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0)
@@ -186,53 +171,63 @@ pub fn run(opts: &Options) -> Result<Summary> {
         .map(|n| n.get())
         .unwrap_or(2);
 
+    // Every region cut into segments; workers take them in order, each reading, chunking,
+    // hashing and storing a whole segment.
+    let seg = params.segment_size;
+    let segments: Vec<SegmentJob> = layout
+        .regions
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| {
+            (0..r.length.div_ceil(seg)).map(move |k| SegmentJob {
+                region: ri,
+                index: k as usize,
+                offset: r.offset + k * seg,
+                length: seg.min(r.length - k * seg),
+                whole_region: r.length <= seg,
+            })
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     let seen: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
-    // Jobs travel in batches of about 2 MiB: one channel operation per batch.
-    let (job_tx, job_rx) = bounded::<Vec<Job>>(workers * 2);
-    let (res_tx, res_rx) = bounded::<Result<Vec<Done>>>(workers * 2);
-    let mut per_region: Vec<Vec<(usize, ChunkRef)>> = vec![Vec::new(); layout.regions.len()];
+    let (res_tx, res_rx) = bounded::<Result<SegmentDone>>(workers * 2);
+    let mut per_region: Vec<Vec<SegmentDone>> =
+        (0..layout.regions.len()).map(|_| Vec::new()).collect();
     let mut new_plain = 0u64;
     let mut new_stored = 0u64;
     let mut new_chunks = 0u64;
     let mut first_err: Option<anyhow::Error> = None;
-
-    let hashes: Result<Vec<String>> = thread::scope(|s| {
-        let reader =
-            s.spawn(|| read_regions(&dev, &layout.regions, &free, &params, job_tx, &abort));
+    thread::scope(|s| {
         for _ in 0..workers {
-            let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
-            let (repo, seen, abort) = (&repo, &seen, &abort);
-            s.spawn(move || {
-                for batch in job_rx.iter() {
-                    if abort.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let done = batch
-                        .into_iter()
-                        .map(|j| store_chunk(repo, seen, j))
-                        .collect();
-                    if res_tx.send(done).is_err() {
-                        break;
-                    }
+            let w = Worker {
+                dev: &dev,
+                repo: &repo,
+                seen: &seen,
+                params: &params,
+                free: &free,
+                progress: &progress,
+            };
+            let (segments, next, abort) = (&segments, &next, &abort);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= segments.len() || abort.load(Ordering::Relaxed) {
+                    break;
+                }
+                if res_tx.send(w.segment(&segments[i])).is_err() {
+                    break;
                 }
             });
         }
         drop(res_tx);
-        drop(job_rx);
         for r in res_rx.iter() {
             match r {
-                Ok(batch) => {
-                    for d in batch {
-                        progress.inc(d.chunk.length as u64);
-                        if let Some((p, st)) = d.new {
-                            new_plain += p;
-                            new_stored += st;
-                            new_chunks += 1;
-                        }
-                        per_region[d.region].push((d.seq, d.chunk));
-                    }
+                Ok(d) => {
+                    new_plain += d.new_plain;
+                    new_stored += d.new_stored;
+                    new_chunks += d.new_chunks;
+                    per_region[d.region].push(d);
                 }
                 Err(e) => {
                     abort.store(true, Ordering::Relaxed);
@@ -240,28 +235,24 @@ pub fn run(opts: &Options) -> Result<Summary> {
                 }
             }
         }
-        reader
-            .join()
-            .map_err(|_| anyhow!("the disk reader thread panicked"))?
     });
     progress.finish();
     if let Some(e) = first_err {
         return Err(e);
     }
-    let hashes = hashes?;
 
     let mut regions = Vec::with_capacity(layout.regions.len());
     let mut chunks = 0u64;
-    for (((plan, mut refs), hash), (fs, free)) in layout
+    for ((plan, mut done), (fs, free)) in layout
         .regions
         .iter()
         .zip(per_region)
-        .zip(hashes)
         .zip(usage.into_iter().zip(&free))
     {
-        refs.sort_by_key(|(seq, _)| *seq);
-        let mut merged: Vec<ChunkRef> = Vec::with_capacity(refs.len());
-        for (_, mut c) in refs {
+        done.sort_by_key(|d| d.index);
+        let hash = treehash::combine(&done.iter().map(|d| d.hash.clone()).collect::<Vec<_>>());
+        let mut merged: Vec<ChunkRef> = Vec::new();
+        for mut c in done.into_iter().flat_map(|d| d.chunks) {
             if c.id.is_some() {
                 chunks += 1;
             } else {
@@ -284,7 +275,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
             partition: plan.partition,
             offset: plan.offset,
             length: plan.length,
-            blake3: hash,
+            blake3: hash.to_hex().to_string(),
             filesystem: fs,
             chunks: merged,
         });
@@ -443,87 +434,89 @@ fn region_usage(
     })
 }
 
-/// The reader: chunk each region in order and hash it whole, free space read as zeros
-/// without touching the disk; returns the region hashes.
-fn read_regions(
-    dev: &Device,
-    regions: &[RegionPlan],
-    free: &[Vec<(u64, u64)>],
-    params: &crate::repo::ChunkerParams,
-    jobs: crossbeam_channel::Sender<Vec<Job>>,
-    abort: &AtomicBool,
-) -> Result<Vec<String>> {
-    const BATCH: usize = 2 << 20;
-    let mut hashes = Vec::with_capacity(regions.len());
-    let mut batch = Vec::new();
-    let mut batch_bytes = 0;
-    for (ri, r) in regions.iter().enumerate() {
-        let reader = RangeReader::new(&dev.file, r.offset, r.length).with_zeros(&free[ri]);
-        let mut chunker = Chunker::new(reader, params);
-        let mut hasher = blake3::Hasher::new();
-        let mut seq = 0;
+/// One segment of a region, for one worker.
+struct SegmentJob {
+    region: usize,
+    index: usize,
+    offset: u64,
+    length: u64,
+    whole_region: bool,
+}
+
+struct SegmentDone {
+    region: usize,
+    index: usize,
+    chunks: Vec<ChunkRef>,
+    hash: treehash::Segment,
+    new_chunks: u64,
+    new_plain: u64,
+    new_stored: u64,
+}
+
+struct Worker<'a> {
+    dev: &'a Device,
+    repo: &'a Repository,
+    seen: &'a Mutex<HashSet<ChunkId>>,
+    params: &'a crate::repo::ChunkerParams,
+    free: &'a [Vec<(u64, u64)>],
+    progress: &'a Progress,
+}
+
+impl Worker<'_> {
+    /// Read a segment (free space as zeros, without reading it), cut it into chunks, hash
+    /// it as a BLAKE3 subtree, and store the chunks the repository lacks.
+    fn segment(&self, s: &SegmentJob) -> Result<SegmentDone> {
+        let region_offset = s.offset - s.index as u64 * self.params.segment_size;
+        let reader =
+            RangeReader::new(&self.dev.file, s.offset, s.length).with_zeros(&self.free[s.region]);
+        let mut chunker = Chunker::new(reader, self.params);
+        let mut hasher = treehash::segment_hasher(s.offset - region_offset);
+        let mut out = SegmentDone {
+            region: s.region,
+            index: s.index,
+            chunks: Vec::new(),
+            hash: treehash::Segment::Whole(blake3::hash(b"")),
+            new_chunks: 0,
+            new_plain: 0,
+            new_stored: 0,
+        };
         loop {
-            if abort.load(Ordering::Relaxed) {
-                return Ok(hashes);
-            }
-            let offset = r.offset + chunker.position;
+            let offset = s.offset + chunker.position;
             let Some(data) = chunker
                 .next_chunk()
-                .with_context(|| format!("read {} at byte {offset}", dev.path.display()))?
+                .with_context(|| format!("read {} at byte {offset}", self.dev.path.display()))?
             else {
                 break;
             };
             hasher.update(data);
-            batch_bytes += data.len();
-            batch.push(Job {
-                region: ri,
-                seq,
-                offset,
-                data: data.to_vec(),
-            });
-            if batch_bytes >= BATCH {
-                if jobs.send(std::mem::take(&mut batch)).is_err() {
-                    return Ok(hashes);
+            let length = data.len() as u32;
+            let id = if is_zero(data) {
+                None
+            } else {
+                let id = ChunkId::of(data);
+                let first_time = self.seen.lock().unwrap().insert(id);
+                if first_time && !self.repo.has_chunk(&id)? {
+                    let stored = self
+                        .repo
+                        .put_chunk(&id, data)
+                        .with_context(|| format!("store chunk {id}"))?;
+                    out.new_chunks += 1;
+                    out.new_plain += length as u64;
+                    out.new_stored += stored;
                 }
-                batch_bytes = 0;
-            }
-            seq += 1;
+                Some(id)
+            };
+            out.chunks.push(ChunkRef {
+                offset,
+                length,
+                id,
+                free: false,
+            });
+            self.progress.inc(length as u64);
         }
-        hashes.push(hasher.finalize().to_hex().to_string());
+        out.hash = treehash::finish(&hasher, s.length, s.whole_region);
+        Ok(out)
     }
-    if !batch.is_empty() {
-        let _ = jobs.send(batch);
-    }
-    Ok(hashes)
-}
-
-fn store_chunk(repo: &Repository, seen: &Mutex<HashSet<ChunkId>>, job: Job) -> Result<Done> {
-    let length = job.data.len() as u32;
-    let mut new = None;
-    let id = if is_zero(&job.data) {
-        None
-    } else {
-        let id = ChunkId::of(&job.data);
-        let first_time = seen.lock().unwrap().insert(id);
-        if first_time && !repo.has_chunk(&id)? {
-            let stored = repo
-                .put_chunk(&id, &job.data)
-                .with_context(|| format!("store chunk {id}"))?;
-            new = Some((job.data.len() as u64, stored));
-        }
-        Some(id)
-    };
-    Ok(Done {
-        region: job.region,
-        seq: job.seq,
-        chunk: ChunkRef {
-            offset: job.offset,
-            length,
-            id,
-            free: false,
-        },
-        new,
-    })
 }
 
 #[cfg(test)]

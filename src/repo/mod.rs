@@ -7,6 +7,7 @@ pub mod dir;
 pub mod id;
 pub mod manifest;
 pub mod store;
+pub mod treehash;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -30,6 +31,15 @@ pub struct ChunkerParams {
     pub min_size: u32,
     pub avg_size: u32,
     pub max_size: u32,
+    /// Regions are cut into segments of this many bytes (a power of two) from their start,
+    /// each chunked on its own, so that all cores can chunk at once. A disk's bytes do
+    /// not shift, so the forced cut at a segment's end falls at the same place every time.
+    #[serde(default = "default_segment")]
+    pub segment_size: u64,
+}
+
+fn default_segment() -> u64 {
+    64 << 20
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +57,7 @@ impl Default for ChunkerParams {
             min_size: 16 * 1024,
             avg_size: 64 * 1024,
             max_size: 256 * 1024,
+            segment_size: default_segment(),
         }
     }
 }

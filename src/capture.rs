@@ -25,7 +25,7 @@ use crate::repo::{treehash, ChunkId, Repository};
 use crate::report;
 
 pub struct Options {
-    pub repo: String,
+    pub repo: crate::repo::RepoSpec,
     pub source: PathBuf,
     pub name: String,
     pub sector_size: Option<u32>,

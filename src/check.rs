@@ -12,7 +12,7 @@ use crate::io::Progress;
 use crate::repo::{ChunkError, ChunkId, Repository};
 
 pub struct Options {
-    pub repo: String,
+    pub repo: crate::repo::RepoSpec,
     pub read_data: bool,
     pub quiet: bool,
 }
@@ -140,9 +140,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         let progress = Progress::items("check", total, opts.quiet);
         let next = Mutex::new(ids.into_iter());
         let errors: Mutex<Vec<ChunkError>> = Mutex::new(Vec::new());
-        let workers = thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let workers = crate::repo::fetch_workers(&repo);
         thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {

@@ -26,9 +26,26 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct RepoArg {
-    /// Repository: a local directory.
-    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR")]
+    /// Repository: a local directory, or http(s)://HOST:PORT/ of `lifeboat serve` or any
+    /// static web server holding one.
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR_OR_URL")]
     pub repo: String,
+    /// CA certificates (PEM) to trust for an https repository.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// File holding the bearer token that `lifeboat serve` wants for writes.
+    #[arg(long, env = "LIFEBOAT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl RepoArg {
+    pub fn spec(&self) -> crate::repo::RepoSpec {
+        crate::repo::RepoSpec {
+            location: self.repo.clone(),
+            cacert: self.cacert.clone(),
+            token_file: self.token_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,4 +130,26 @@ pub enum Command {
     },
     /// List the machine's disks.
     Disks,
+    /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
+    /// pushing chunks and manifests) only with the bearer token.
+    Serve {
+        /// The repository directory.
+        #[arg(long, value_name = "DIR")]
+        repo: PathBuf,
+        /// Address to listen on (port 0 picks one; the first line printed says which).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: String,
+        /// File holding the bearer token that allows writes; without it, read-only.
+        #[arg(long, value_name = "FILE")]
+        write_token_file: Option<PathBuf>,
+        /// TLS certificate chain (PEM); serves https with --tls-key.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// Requests served at once.
+        #[arg(long, default_value_t = 16)]
+        threads: usize,
+    },
 }

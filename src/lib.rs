@@ -9,4 +9,5 @@ pub mod io;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod serve;
 pub mod snapshots;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use lifeboat::cli::{Cli, Command};
 use lifeboat::repo::{ChunkerParams, Repository};
-use lifeboat::{capture, check, disk, report, restore, snapshots};
+use lifeboat::{capture, check, disk, report, restore, serve, snapshots};
 
 // musl's allocator maps and unmaps every chunk-sized buffer; mimalloc reuses them.
 #[global_allocator]
@@ -13,7 +13,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
     let level = match cli.verbose {
+        // A server logs every request by default.
+        0 if serving => log::LevelFilter::Info,
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
@@ -67,7 +70,7 @@ fn run(cli: Cli) -> Result<()> {
             level,
         } => {
             let s = capture::run(&capture::Options {
-                repo: repo.repo,
+                repo: repo.spec(),
                 source,
                 name,
                 sector_size: sector_size.map(|s| s.parse().expect("validated by clap")),
@@ -93,7 +96,7 @@ fn run(cli: Cli) -> Result<()> {
             grow,
         } => {
             let s = restore::run(&restore::Options {
-                repo: repo.repo,
+                repo: repo.spec(),
                 snapshot,
                 target,
                 yes,
@@ -111,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Snapshots { repo } => {
-            let list = snapshots::list(&repo.repo)?;
+            let list = snapshots::list(&repo.spec())?;
             if json {
                 report::print_json(&list)?
             } else {
@@ -120,7 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Check { repo, read_data } => {
             let r = check::run(&check::Options {
-                repo: repo.repo,
+                repo: repo.spec(),
                 read_data,
                 quiet,
             })?;
@@ -133,6 +136,21 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("check found problems: {}", r.problem_line());
             }
         }
+        Command::Serve {
+            repo,
+            listen,
+            write_token_file,
+            tls_cert,
+            tls_key,
+            threads,
+        } => serve::http::run(&serve::http::Options {
+            repo,
+            listen,
+            write_token_file,
+            tls_cert,
+            tls_key,
+            threads,
+        })?,
         Command::Disks => {
             let disks = disk::detect::list_disks()?;
             if json {

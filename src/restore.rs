@@ -26,7 +26,7 @@ use crate::report;
 const MIB: u64 = 1 << 20;
 
 pub struct Options {
-    pub repo: String,
+    pub repo: crate::repo::RepoSpec,
     pub snapshot: String,
     pub target: PathBuf,
     pub yes: bool,
@@ -229,7 +229,7 @@ fn preflight(repo: &Repository, opts: &Options) -> Result<Plan> {
         );
     }
     // The target: size, sector size, not busy.
-    let repo_dir = (!opts.repo.contains("://")).then(|| Path::new(&opts.repo));
+    let repo_dir = opts.repo.local_dir();
     guard::check_target(&opts.target, repo_dir)?;
     let (create, target_size, ident) = match std::fs::metadata(&opts.target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -610,9 +610,7 @@ fn write_snapshot(
         }
     }
 
-    let workers = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = crate::repo::fetch_workers(repo);
     let abort = AtomicBool::new(false);
     // Chunks travel in batches of about BATCH bytes: one channel operation per batch, not
     // per chunk. In flight at most: 2 batches queued per worker each way, one in each

@@ -24,7 +24,7 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
-pub fn list(repo_spec: &str) -> Result<Vec<Entry>> {
+pub fn list(repo_spec: &crate::repo::RepoSpec) -> Result<Vec<Entry>> {
     let repo = Repository::open(repo_spec)?;
     let mut out = Vec::new();
     for (id, s) in repo.snapshots()? {

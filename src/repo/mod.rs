@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod chunker;
 pub mod dir;
+pub mod http;
 pub mod id;
 pub mod manifest;
 pub mod store;
@@ -117,6 +118,23 @@ pub fn snapshot_key(id: &str) -> String {
     format!("snapshots/{id}.json")
 }
 
+/// Where a repository is, as the command line gave it.
+#[derive(Debug, Clone, Default)]
+pub struct RepoSpec {
+    /// A directory or an http(s) URL.
+    pub location: String,
+    /// CA certificates (PEM) to trust for https, instead of the usual roots.
+    pub cacert: Option<std::path::PathBuf>,
+    /// A file holding the bearer token for writing to `lifeboat serve`.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl RepoSpec {
+    pub fn local_dir(&self) -> Option<&Path> {
+        (!self.location.contains("://")).then(|| Path::new(&self.location))
+    }
+}
+
 pub struct Repository {
     store: Arc<dyn Store>,
     /// What the user named, for messages.
@@ -193,11 +211,26 @@ impl Repository {
         })
     }
 
-    /// Open the repository named on the command line.
-    pub fn open(spec: &str) -> Result<Repository> {
-        if spec.contains("://") {
-            bail!("repository {spec}: only local directories are supported so far");
+    /// Open the repository named on the command line: a directory, or an http(s) URL.
+    pub fn open(spec: &RepoSpec) -> Result<Repository> {
+        let loc = spec.location.as_str();
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            let token = match &spec.token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("read token file {}", f.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let store = http::HttpStore::new(loc, spec.cacert.as_deref(), token)?;
+            return Self::open_store(Arc::new(store), loc);
         }
+        if loc.contains("://") {
+            bail!("repository {loc}: unknown scheme (a directory, http:// or https://)");
+        }
+        let spec = loc;
         let dir = Path::new(spec);
         if !dir.is_dir() {
             bail!("repository {spec} does not exist; {}", hint(spec));
@@ -271,8 +304,25 @@ impl Repository {
         Ok(packed.len() as u64)
     }
 
-    /// Read, decompress and verify a chunk.
+    /// Read, decompress and verify a chunk. From a remote store, a chunk that fails
+    /// verification is fetched twice more before it is called corrupt: the damage may have
+    /// happened on the way.
     pub fn get_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
+        let tries = if self.store.is_remote() { 3 } else { 1 };
+        let mut result = self.get_chunk_once(id);
+        for _ in 1..tries {
+            match &result {
+                Err(ChunkError::Corrupt { .. }) => {
+                    log::info!("chunk {id} failed verification; fetching it again");
+                    result = self.get_chunk_once(id);
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    fn get_chunk_once(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
         let key = chunk_key(id);
         let raw = self.store.get(&key).map_err(|e| match e {
             StoreError::NotFound { location } => ChunkError::Missing { id: *id, location },
@@ -444,6 +494,19 @@ impl Repository {
 
 /// Now, in RFC 3339 UTC with microseconds, so that snapshots taken within one second
 /// still sort in the order they were taken.
+/// How many chunk reads to keep in flight: one per core locally; more over a network,
+/// where each read mostly waits.
+pub fn fetch_workers(repo: &Repository) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    if repo.store().is_remote() {
+        16.max(cores)
+    } else {
+        cores
+    }
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

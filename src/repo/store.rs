@@ -40,4 +40,8 @@ pub trait Store: Send + Sync {
     fn clean_stale(&self) -> Result<usize> {
         Ok(0)
     }
+    /// Whether reads cross a network, so that more of them should be in flight at once.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }

@@ -1,0 +1,264 @@
+//! The HTTP backend: a repository behind `lifeboat serve` or any static web server.
+//!
+//! Reads are plain GETs (and HEADs for sizes); listings come from the server's directory
+//! index (the links in an HTML page, as `lifeboat serve`, `python3 -m http.server`,
+//! nginx's autoindex and Apache give). Writes are PUTs with a bearer token, which only
+//! `lifeboat serve` accepts. Connection errors, cut transfers, 5xx and 429 are retried with
+//! exponential backoff.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::store::{Store, StoreError};
+
+const ATTEMPTS: u32 = 7;
+/// Largest body read: a manifest of a very large disk.
+const MAX_BODY: u64 = 1 << 30;
+
+pub struct HttpStore {
+    base: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+/// A rustls client config trusting the certificates in a PEM file (and nothing else).
+fn tls_with_ca(path: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let pem = std::fs::read(path).with_context(|| format!("read CA file {}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.with_context(|| format!("parse {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("add a CA from {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+enum Attempt<T> {
+    Done(T),
+    Retry(String),
+    Fail(StoreError),
+}
+
+impl HttpStore {
+    pub fn new(url: &str, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
+        let base = if url.ends_with('/') {
+            url.to_string()
+        } else {
+            format!("{url}/")
+        };
+        let mut b = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(60))
+            .timeout_write(Duration::from_secs(60))
+            .max_idle_connections_per_host(64)
+            .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = cacert {
+            b = b.tls_config(tls_with_ca(ca)?);
+        }
+        Ok(HttpStore {
+            base,
+            agent: b.build(),
+            token,
+        })
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}{}", self.base, key)
+    }
+
+    /// Run one request with retries; `f` says what each attempt came to.
+    fn with_retries<T>(&self, key: &str, f: impl Fn() -> Attempt<T>) -> Result<T, StoreError> {
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                let ms = (100u64 << attempt.min(6)).min(5000);
+                log::info!("{}: {last}; retrying in {ms} ms", self.url(key));
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            match f() {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(why) => last = why,
+            }
+        }
+        Err(StoreError::Other {
+            location: self.url(key),
+            source: anyhow!("gave up after {ATTEMPTS} attempts: {last}"),
+        })
+    }
+
+    fn classify<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
+        match e {
+            ureq::Error::Status(404, _) => Attempt::Fail(StoreError::NotFound {
+                location: self.url(key),
+            }),
+            ureq::Error::Status(code, _) if code >= 500 || code == 429 => {
+                Attempt::Retry(format!("HTTP {code}"))
+            }
+            ureq::Error::Status(code, r) => {
+                let body = r.into_string().unwrap_or_default();
+                Attempt::Fail(StoreError::Other {
+                    location: self.url(key),
+                    source: anyhow!("HTTP {code}: {}", body.trim()),
+                })
+            }
+            ureq::Error::Transport(t) => Attempt::Retry(t.to_string()),
+        }
+    }
+}
+
+impl Store for HttpStore {
+    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.with_retries(key, || match self.agent.get(&self.url(key)).call() {
+            Ok(r) => {
+                let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+                let mut buf = Vec::new();
+                match r.into_reader().take(MAX_BODY).read_to_end(&mut buf) {
+                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
+                    Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(
+                        "transfer cut after {n} of {} bytes",
+                        expected.unwrap()
+                    )),
+                    Ok(_) => Attempt::Done(buf),
+                }
+            }
+            Err(e) => self.classify(key, e),
+        })
+    }
+
+    fn size(&self, key: &str) -> Result<Option<u64>> {
+        let r = self.with_retries(key, || match self.agent.head(&self.url(key)).call() {
+            Ok(r) => Attempt::Done(Some(
+                r.header("Content-Length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            )),
+            Err(ureq::Error::Status(404, _)) => Attempt::Done(None),
+            Err(e) => self.classify(key, e),
+        });
+        r.map_err(anyhow::Error::new)
+    }
+
+    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let Some(token) = &self.token else {
+            bail!(
+                "{}: writing to an HTTP repository needs a token (--token-file)",
+                self.url(key)
+            );
+        };
+        let auth = format!("Bearer {token}");
+        self.with_retries(key, || {
+            match self
+                .agent
+                .put(&self.url(key))
+                .set("Authorization", &auth)
+                .send_bytes(data)
+            {
+                Ok(_) => Attempt::Done(()),
+                Err(e) => self.classify(key, e),
+            }
+        })
+        .map_err(anyhow::Error::new)
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let key = format!("{dir}/");
+        let page = match self.get(&key) {
+            Ok(p) => p,
+            Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e).context("list"),
+        };
+        let page = String::from_utf8_lossy(&page);
+        // Entries are the page's relative links: files, and directories with a trailing
+        // slash; parent links, absolute links, queries and other hosts are not entries.
+        let mut names: Vec<String> = links(&page)
+            .into_iter()
+            .filter(|n| {
+                !n.starts_with('?') && !n.starts_with('/') && !n.contains("..") && !n.contains(':')
+            })
+            .map(|n| n.trim_end_matches('/').to_string())
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn flush(&self) -> Result<()> {
+        // The server makes writes durable before it answers a manifest's PUT.
+        Ok(())
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.url(key)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+/// The targets of `href="..."` links in an HTML page, percent-decoded.
+fn links(page: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = page;
+    while let Some(i) = rest.find("href=") {
+        rest = &rest[i + 5..];
+        let quote = rest.chars().next().unwrap_or(' ');
+        let (value, after) = if quote == '"' || quote == '\'' {
+            match rest[1..].find(quote) {
+                Some(j) => (&rest[1..1 + j], &rest[2 + j..]),
+                None => break,
+            }
+        } else {
+            let j = rest
+                .find(|c: char| c.is_whitespace() || c == '>')
+                .unwrap_or(rest.len());
+            (&rest[..j], &rest[j..])
+        };
+        out.push(percent_decode(value));
+        rest = after;
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn links_from_directory_pages() {
+        let python = r#"<ul><li><a href="abc.json">abc.json</a></li><li><a href='x%20y'>x</a></li><a href=plain>p</a></ul>"#;
+        assert_eq!(super::links(python), ["abc.json", "x y", "plain"]);
+    }
+}

@@ -1,0 +1,3 @@
+//! `lifeboat serve`: a repository over HTTP(S), and (later) its snapshots over NBD.
+
+pub mod http;

@@ -1,0 +1,338 @@
+//! Repositories over HTTP, on 127.0.0.1 only: `lifeboat serve` and a plain static server,
+//! concurrent restores, token-guarded writes, cut connections, corrupt chunks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use serde_json::Value;
+
+/// `lifeboat serve` on an ephemeral port; stopped with SIGTERM on drop, which must end it
+/// cleanly.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(repo: &str, token_file: Option<&std::path::Path>) -> Served {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--repo", repo, "--listen", "127.0.0.1:0"]);
+        if let Some(t) = token_file {
+            cmd.arg("--write-token-file").arg(t);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string();
+        Served {
+            child,
+            url: format!("http://{addr}/"),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = self.child.wait().unwrap();
+        if !std::thread::panicking() {
+            assert!(
+                status.success(),
+                "serve did not stop cleanly on SIGTERM: {status}"
+            );
+        }
+    }
+}
+
+fn restore_from(url: &str, snapshot: &str, target: &std::path::Path) -> std::process::Output {
+    run(&[
+        "restore",
+        "--json",
+        "-q",
+        "--repo",
+        url,
+        "--snapshot",
+        snapshot,
+        "--target",
+        path_str(target),
+        "--verify",
+    ])
+}
+
+fn setup() -> (Env, std::path::PathBuf, String) {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init();
+    let id = env.capture(&src, "web")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (env, src, id)
+}
+
+#[test]
+fn four_clients_restore_at_once_exactly() {
+    let (env, src, _id) = setup();
+    let served = Served::start(&env.repo(), None);
+    let list: Value =
+        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &served.url]).stdout)
+            .unwrap();
+    assert_eq!(list[0]["name"], "web");
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let url = served.url.clone();
+            let target = env.path(&format!("c{i}.img"));
+            std::thread::spawn(move || (restore_from(&url, "web", &target), target))
+        })
+        .collect();
+    let want = hash_file(&src);
+    for h in handles {
+        let (o, target) = h.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(hash_file(&target), want);
+    }
+    let o = ok(&[
+        "check",
+        "--read-data",
+        "--json",
+        "-q",
+        "--repo",
+        &served.url,
+    ]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], true);
+    assert!(r["chunks_read"].as_u64().unwrap() > 100);
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    sh(&format!("find {} -type f | wc -l", dir.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn writes_need_the_token_and_are_checked() {
+    let (env, src, _id) = setup();
+    let token = env.path("token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    let served = Served::start(&env.repo(), Some(&token));
+    let repo_dir = env.path("repo");
+    let before = count_files(&repo_dir);
+    let body = zstd::bulk::compress(b"a new chunk", 3).unwrap();
+    let id = blake3::hash(b"a new chunk").to_hex().to_string();
+    let url = format!("{}chunks/{}/{id}", served.url, &id[..2]);
+    let agent = ureq::Agent::new();
+    // No token, and a wrong one: 401, nothing stored.
+    for auth in [None, Some("Bearer wrong-token-0123456789")] {
+        let mut req = agent.put(&url);
+        if let Some(a) = auth {
+            req = req.set("Authorization", a);
+        }
+        match req.send_bytes(&body) {
+            Err(ureq::Error::Status(401, _)) => {}
+            other => panic!("expected 401, got {:?}", other.map(|r| r.status())),
+        }
+    }
+    assert_eq!(
+        count_files(&repo_dir),
+        before,
+        "a refused write stored something"
+    );
+    // A chunk whose content does not match its name is refused even with the token.
+    let bad = format!("{}chunks/ab/ab{}", served.url, &id[2..]);
+    match agent
+        .put(&bad)
+        .set("Authorization", "Bearer s3cret-token-0123456789")
+        .send_bytes(&body)
+    {
+        Err(ureq::Error::Status(422, _)) => {}
+        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
+    }
+    // A capture without a token is refused; with it, it lands and restores exactly.
+    let err = fails(&[
+        "capture",
+        "-q",
+        "--repo",
+        &served.url,
+        "--source",
+        path_str(&src),
+        "--name",
+        "pushed",
+    ]);
+    assert!(err.contains("needs a token"), "{err}");
+    let disk2 = env.disk("garbage", "second.img");
+    let o = ok(&[
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        &served.url,
+        "--token-file",
+        path_str(&token),
+        "--source",
+        path_str(&disk2),
+        "--name",
+        "pushed",
+    ]);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(s["new_chunks"].as_u64().unwrap() > 10);
+    let out = env.path("pushed.img");
+    let o = restore_from(&served.url, "pushed", &out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ok(&[
+        "check",
+        "--read-data",
+        "--json",
+        "-q",
+        "--repo",
+        &env.repo(),
+    ]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["ok"],
+        true
+    );
+}
+
+/// A TCP proxy that cuts each of its first `cuts` connections after `after` bytes from the
+/// server; returns its address and how many it cut.
+fn cutting_proxy(upstream: String, cuts: usize, after: usize) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut server) = TcpStream::connect(&upstream) else {
+                break;
+            };
+            let cut = n < cuts;
+            let counter = counter.clone();
+            let mut c2 = client.try_clone().unwrap();
+            let mut s2 = server.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut s2));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut sent = 0;
+                loop {
+                    let n = match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let n = if cut { n.min(after - sent) } else { n };
+                    if client.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                    if cut && sent >= after {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                let _ = server.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, done)
+}
+
+#[test]
+fn a_connection_cut_mid_restore_is_retried_to_an_exact_result() {
+    let (env, src, _id) = setup();
+    let served = Served::start(&env.repo(), None);
+    let upstream = served
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (proxy, cut) = cutting_proxy(upstream, 6, 300_000);
+    let target = env.path("dst.img");
+    let o = restore_from(&format!("http://{proxy}/"), "web", &target);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&target), hash_file(&src));
+    assert!(
+        cut.load(Ordering::Relaxed) >= 3,
+        "the proxy cut only {} connections",
+        cut.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn a_corrupt_chunk_served_over_http_is_named() {
+    let (env, _src, id) = setup();
+    let m = env.manifest(&id);
+    let bad = first_chunk_of_partition(&m, 3);
+    let p = env.chunk_path(&bad);
+    let mut data = std::fs::read(&p).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x10;
+    std::fs::write(&p, data).unwrap();
+    let served = Served::start(&env.repo(), None);
+    let o = restore_from(&served.url, "web", &env.path("dst.img"));
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&bad) && err.contains("corrupt") && err.contains(&served.url),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_static_web_server_serves_a_repository_for_restore() {
+    let (env, src, id) = setup();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut py = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(env.path("repo"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..50 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // By name (which needs the directory listing) and by id (which needs nothing else).
+    let a = env.path("by-name.img");
+    let o = restore_from(&url, "web", &a);
+    let b = env.path("by-id.img");
+    let o2 = restore_from(&url, &id, &b);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    assert_eq!(hash_file(&a), hash_file(&src));
+    assert_eq!(hash_file(&b), hash_file(&src));
+}

@@ -21,11 +21,18 @@ struct Served {
 
 impl Served {
     fn start(repo: &str, token_file: Option<&std::path::Path>) -> Served {
-        let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--repo", repo, "--listen", "127.0.0.1:0"]);
+        let mut extra = Vec::new();
         if let Some(t) = token_file {
-            cmd.arg("--write-token-file").arg(t);
+            extra.push("--write-token-file".to_string());
+            extra.push(t.display().to_string());
         }
+        Self::start_with(repo, &extra, "http")
+    }
+
+    fn start_with(repo: &str, extra: &[String], scheme: &str) -> Served {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--repo", repo, "--listen", "127.0.0.1:0"])
+            .args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -42,7 +49,7 @@ impl Served {
             .to_string();
         Served {
             child,
-            url: format!("http://{addr}/"),
+            url: format!("{scheme}://{addr}/"),
         }
     }
 }
@@ -335,4 +342,45 @@ fn a_static_web_server_serves_a_repository_for_restore() {
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(hash_file(&a), hash_file(&src));
     assert_eq!(hash_file(&b), hash_file(&src));
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let (env, src, _id) = setup();
+    let d = env.dir.path().display().to_string();
+    // A CA, and a server certificate for 127.0.0.1 signed by it.
+    sh(&format!(
+        "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lifeboat-test-ca 2>/dev/null \
+         && openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null \
+         && printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf \
+         && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf 2>/dev/null"
+    ));
+    let extra = [
+        "--tls-cert".to_string(),
+        format!("{d}/srv.pem"),
+        "--tls-key".into(),
+        format!("{d}/srv.key"),
+    ];
+    let served = Served::start_with(&env.repo(), &extra, "https");
+    let target = env.path("tls.img");
+    let o = run(&[
+        "restore",
+        "-q",
+        "--repo",
+        &served.url,
+        "--cacert",
+        &format!("{d}/ca.pem"),
+        "--snapshot",
+        "web",
+        "--target",
+        path_str(&target),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&target), hash_file(&src));
+    // Without the CA the server is not trusted.
+    let err = fails(&["snapshots", "--repo", &served.url]);
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
 }

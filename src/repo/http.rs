@@ -116,6 +116,22 @@ impl HttpStore {
                     source: anyhow!("HTTP {code}: {}", body.trim()),
                 })
             }
+            // A certificate the client does not trust, a bad URL or an unknown host do not
+            // get better by waiting; a refused or cut connection may.
+            ureq::Error::Transport(t)
+                if t.to_string().contains("certificate")
+                    || matches!(
+                        t.kind(),
+                        ureq::ErrorKind::InvalidUrl
+                            | ureq::ErrorKind::UnknownScheme
+                            | ureq::ErrorKind::Dns
+                    ) =>
+            {
+                Attempt::Fail(StoreError::Other {
+                    location: self.url(key),
+                    source: anyhow!("{t}"),
+                })
+            }
             ureq::Error::Transport(t) => Attempt::Retry(t.to_string()),
         }
     }

@@ -148,8 +148,12 @@ pub enum Command {
         /// TLS private key (PEM).
         #[arg(long, value_name = "FILE")]
         tls_key: Option<PathBuf>,
-        /// Requests served at once.
-        #[arg(long, default_value_t = 16)]
+        /// Connections served at once.
+        #[arg(long, default_value_t = 64)]
         threads: usize,
+        /// Also export every snapshot as a read-only NBD disk named after it, on this
+        /// address (e.g. 127.0.0.1:10809).
+        #[arg(long, value_name = "ADDR:PORT")]
+        nbd: Option<String>,
     },
 }

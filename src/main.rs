@@ -143,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             threads,
+            nbd,
         } => serve::http::run(&serve::http::Options {
             repo,
             listen,
@@ -150,6 +151,7 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             threads,
+            nbd,
         })?,
         Command::Disks => {
             let disks = disk::detect::list_disks()?;

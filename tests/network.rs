@@ -17,6 +17,8 @@ use serde_json::Value;
 struct Served {
     child: Child,
     url: String,
+    /// host:port of the NBD export, when started with --nbd.
+    nbd: Option<String>,
 }
 
 impl Served {
@@ -39,9 +41,16 @@ impl Served {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        let mut nbd = String::new();
+        if extra.iter().any(|a| a == "--nbd") {
+            out.read_line(&mut nbd).unwrap();
+        }
+        let nbd = nbd
+            .trim()
+            .strip_prefix("nbd listening on ")
+            .map(str::to_string);
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -50,6 +59,7 @@ impl Served {
         Served {
             child,
             url: format!("{scheme}://{addr}/"),
+            nbd,
         }
     }
 }
@@ -383,4 +393,35 @@ fn https_with_a_private_ca() {
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
         "{err}"
     );
+}
+
+#[test]
+fn snapshots_are_exported_over_nbd_to_real_clients() {
+    let (env, src, _id) = setup();
+    let extra = ["--nbd".to_string(), "127.0.0.1:0".to_string()];
+    let served = Served::start_with(&env.repo(), &extra, "http");
+    let nbd = served.nbd.clone().expect("an NBD address");
+    // qemu-img reads the whole export: byte-equal to the captured disk.
+    let out = env.path("nbd.raw");
+    sh(&format!(
+        "qemu-img convert -f raw -O raw nbd://{nbd}/web {}",
+        out.display()
+    ));
+    assert_eq!(hash_file(&out), hash_file(&src));
+    let info = sh(&format!("qemu-img info --output=json nbd://{nbd}/web"));
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["virtual-size"], 96 << 20);
+    // libnbd's nbdinfo lists the snapshot and sees a read-only disk.
+    let list = sh(&format!("nbdinfo --list nbd://{nbd}/"));
+    assert!(list.contains("export=\"web\""), "{list}");
+    let one = sh(&format!("nbdinfo --json nbd://{nbd}/web"));
+    let one: Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(one["exports"][0]["is_read_only"], true);
+    assert_eq!(one["exports"][0]["export-size"], 96 << 20);
+    // An unknown name is refused, not served.
+    let o = Command::new("qemu-img")
+        .args(["info", &format!("nbd://{nbd}/nope")])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
 }

@@ -34,4 +34,4 @@ need_rust() {
 
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
 # filesystem tools for the sample disks.
-BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3 openssl)
+BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3 openssl qemu-utils libnbd-bin)

@@ -23,6 +23,8 @@ pub struct Options {
     pub tls_key: Option<PathBuf>,
     /// Connections served at once; more are answered 503 and closed.
     pub threads: usize,
+    /// Also export every snapshot over NBD on this address.
+    pub nbd: Option<String>,
 }
 
 /// A parsed request.
@@ -383,7 +385,17 @@ pub fn run(opts: &Options) -> Result<()> {
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let nbd = match &opts.nbd {
+        Some(a) => Some(TcpListener::bind(a).with_context(|| format!("listen for NBD on {a}"))?),
+        None => None,
+    };
     println!("listening on {addr}");
+    if let Some(l) = &nbd {
+        println!(
+            "nbd listening on {}",
+            l.local_addr().context("NBD address")?
+        );
+    }
     log::warn!(
         "serving {} at {scheme}://{addr}/ ({})",
         opts.repo.display(),
@@ -395,6 +407,10 @@ pub fn run(opts: &Options) -> Result<()> {
     );
     std::io::stdout().flush().ok();
 
+    if let Some(l) = nbd {
+        let exports = Arc::new(super::nbd::Exports::new(Arc::new(Repository::open(&spec)?)));
+        std::thread::spawn(move || super::nbd::run(l, exports));
+    }
     let handler = Arc::new(Handler {
         repo,
         root: opts.repo.clone(),

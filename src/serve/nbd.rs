@@ -1,0 +1,346 @@
+//! NBD export of snapshots: each snapshot is a read-only disk named after it (the newest of
+//! a name, or a full id), assembled on the fly from verified chunks. Fixed newstyle
+//! handshake with NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and NBD_OPT_EXPORT_NAME; several
+//! requests in flight per connection. (The `nbd` crate answers GO and INFO "unsupported"
+//! and lists a fixed name, which qemu and libnbd need otherwise.)
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+
+use crate::repo::{ChunkId, Manifest, Repository};
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const REQUEST_MAGIC: u32 = 0x2560_9513;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+const OPT_EXPORT_NAME: u32 = 1;
+const OPT_ABORT: u32 = 2;
+const OPT_LIST: u32 = 3;
+const OPT_INFO: u32 = 6;
+const OPT_GO: u32 = 7;
+
+const REP_ACK: u32 = 1;
+const REP_SERVER: u32 = 2;
+const REP_INFO: u32 = 3;
+const REP_ERR_UNSUP: u32 = 0x8000_0001;
+const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
+
+const FLAG_HAS_FLAGS: u16 = 1;
+const FLAG_READ_ONLY: u16 = 2;
+const FLAG_SEND_FLUSH: u16 = 4;
+const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
+const TRANSMISSION_FLAGS: u16 =
+    FLAG_HAS_FLAGS | FLAG_READ_ONLY | FLAG_SEND_FLUSH | FLAG_CAN_MULTI_CONN;
+
+const CMD_READ: u16 = 0;
+const CMD_DISC: u16 = 2;
+const CMD_FLUSH: u16 = 3;
+const EPERM: u32 = 1;
+const EIO: u32 = 5;
+const EINVAL: u32 = 22;
+/// Largest read served (qemu asks for at most 32 MiB).
+const MAX_READ: u32 = 32 << 20;
+
+/// A snapshot readable at any offset, from its chunks, through a small cache.
+pub struct SnapshotDisk {
+    repo: Arc<Repository>,
+    size: u64,
+    /// (offset, length, chunk) in disk order; None reads as zeros.
+    pieces: Vec<(u64, u32, Option<ChunkId>)>,
+    cache: Mutex<(HashMap<ChunkId, Arc<Vec<u8>>>, VecDeque<ChunkId>)>,
+}
+
+impl SnapshotDisk {
+    pub fn new(repo: Arc<Repository>, m: &Manifest) -> SnapshotDisk {
+        let pieces = m
+            .regions
+            .iter()
+            .flat_map(|r| r.chunks.iter().map(|c| (c.offset, c.length, c.id)))
+            .collect();
+        SnapshotDisk {
+            repo,
+            size: m.disk.size,
+            pieces,
+            cache: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn chunk(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.cache.lock().unwrap().0.get(id) {
+            return Ok(c.clone());
+        }
+        let data = Arc::new(self.repo.get_chunk(id)?);
+        let mut cache = self.cache.lock().unwrap();
+        cache.0.insert(*id, data.clone());
+        cache.1.push_back(*id);
+        while cache.1.len() > 256 {
+            if let Some(old) = cache.1.pop_front() {
+                cache.0.remove(&old);
+            }
+        }
+        Ok(data)
+    }
+
+    /// Fill `buf` from `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        if end > self.size {
+            bail!("read past the end of the disk");
+        }
+        let mut i = self.pieces.partition_point(|p| p.0 + p.1 as u64 <= offset);
+        let mut pos = offset;
+        while pos < end {
+            let (o, l, id) = self.pieces[i];
+            let from = (pos - o) as usize;
+            let n = (l as usize - from).min((end - pos) as usize);
+            let dst = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
+            match id {
+                Some(id) => dst.copy_from_slice(&self.chunk(&id)?[from..from + n]),
+                None => dst.fill(0),
+            }
+            pos += n as u64;
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+fn read_u32(s: &mut impl Read) -> std::io::Result<u32> {
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn read_u64(s: &mut impl Read) -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    s.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn opt_reply(s: &mut impl Write, opt: u32, kind: u32, data: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(20 + data.len());
+    out.extend_from_slice(&REPLY_MAGIC.to_be_bytes());
+    out.extend_from_slice(&opt.to_be_bytes());
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    s.write_all(&out)
+}
+
+/// Serves snapshots of one repository.
+pub struct Exports {
+    repo: Arc<Repository>,
+}
+
+impl Exports {
+    pub fn new(repo: Arc<Repository>) -> Exports {
+        Exports { repo }
+    }
+
+    fn names(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .repo
+            .snapshots()?
+            .into_iter()
+            .filter_map(|(_, s)| s.ok().map(|s| s.manifest.name))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn open(&self, name: &str) -> Option<Arc<SnapshotDisk>> {
+        let snap = self.repo.resolve(name).ok()?;
+        Some(Arc::new(SnapshotDisk::new(
+            self.repo.clone(),
+            &snap.manifest,
+        )))
+    }
+
+    /// Handshake and option haggling; returns the export chosen, or None when the client
+    /// leaves.
+    fn handshake(&self, s: &mut TcpStream) -> Result<Option<(Arc<SnapshotDisk>, String)>> {
+        let mut hello = Vec::new();
+        hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
+        hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        hello.extend_from_slice(&3u16.to_be_bytes()); // FIXED_NEWSTYLE | NO_ZEROES
+        s.write_all(&hello)?;
+        let client_flags = read_u32(s)?;
+        let no_zeroes = client_flags & 2 != 0;
+        loop {
+            if read_u64(s)? != IHAVEOPT {
+                bail!("bad option magic");
+            }
+            let opt = read_u32(s)?;
+            let len = read_u32(s)?;
+            if len > 64 * 1024 {
+                bail!("option of {len} bytes");
+            }
+            let mut data = vec![0u8; len as usize];
+            s.read_exact(&mut data)?;
+            match opt {
+                OPT_EXPORT_NAME => {
+                    let name = String::from_utf8_lossy(&data).into_owned();
+                    let Some(disk) = self.open(&name) else {
+                        bail!("client asked for unknown export {name:?}");
+                    };
+                    let mut out = Vec::new();
+                    out.extend_from_slice(&disk.size().to_be_bytes());
+                    out.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+                    if !no_zeroes {
+                        out.extend_from_slice(&[0u8; 124]);
+                    }
+                    s.write_all(&out)?;
+                    return Ok(Some((disk, name)));
+                }
+                OPT_ABORT => {
+                    opt_reply(s, opt, REP_ACK, b"")?;
+                    return Ok(None);
+                }
+                OPT_LIST => {
+                    for n in self.names()? {
+                        let mut d = (n.len() as u32).to_be_bytes().to_vec();
+                        d.extend_from_slice(n.as_bytes());
+                        opt_reply(s, opt, REP_SERVER, &d)?;
+                    }
+                    opt_reply(s, opt, REP_ACK, b"")?;
+                }
+                OPT_INFO | OPT_GO => {
+                    if data.len() < 4 {
+                        bail!("short NBD_OPT_GO");
+                    }
+                    let nlen = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+                    let name =
+                        String::from_utf8_lossy(data.get(4..4 + nlen).unwrap_or(b"")).into_owned();
+                    let Some(disk) = self.open(&name) else {
+                        opt_reply(
+                            s,
+                            opt,
+                            REP_ERR_UNKNOWN,
+                            format!("no snapshot {name:?}").as_bytes(),
+                        )?;
+                        continue;
+                    };
+                    let mut info = 0u16.to_be_bytes().to_vec(); // NBD_INFO_EXPORT
+                    info.extend_from_slice(&disk.size().to_be_bytes());
+                    info.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
+                    opt_reply(s, opt, REP_INFO, &info)?;
+                    let mut bs = 3u16.to_be_bytes().to_vec(); // NBD_INFO_BLOCK_SIZE
+                    bs.extend_from_slice(&1u32.to_be_bytes());
+                    bs.extend_from_slice(&4096u32.to_be_bytes());
+                    bs.extend_from_slice(&MAX_READ.to_be_bytes());
+                    opt_reply(s, opt, REP_INFO, &bs)?;
+                    opt_reply(s, opt, REP_ACK, b"")?;
+                    if opt == OPT_GO {
+                        return Ok(Some((disk, name)));
+                    }
+                }
+                _ => opt_reply(s, opt, REP_ERR_UNSUP, b"")?,
+            }
+        }
+    }
+
+    /// Serve one client: requests are read in order and answered by a few workers, so
+    /// several can be in flight.
+    fn serve(&self, mut s: TcpStream) -> Result<()> {
+        let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let Some((disk, name)) = self.handshake(&mut s)? else {
+            return Ok(());
+        };
+        log::info!("{peer}: NBD export {name:?} ({} bytes)", disk.size());
+        let writer = Arc::new(Mutex::new(s.try_clone().context("clone the socket")?));
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(16);
+        std::thread::scope(|scope| -> Result<()> {
+            for _ in 0..4 {
+                let (rx, writer, disk) = (rx.clone(), writer.clone(), disk.clone());
+                scope.spawn(move || {
+                    for (handle, offset, len) in rx.iter() {
+                        let mut buf = vec![0u8; len as usize];
+                        let err = match disk.read_at(&mut buf, offset) {
+                            Ok(()) => 0,
+                            Err(e) => {
+                                log::warn!("NBD read of {len} bytes at {offset}: {e:#}");
+                                EIO
+                            }
+                        };
+                        let mut out = Vec::with_capacity(16 + buf.len());
+                        out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+                        out.extend_from_slice(&err.to_be_bytes());
+                        out.extend_from_slice(&handle.to_be_bytes());
+                        if err == 0 {
+                            out.extend_from_slice(&buf);
+                        }
+                        if writer.lock().unwrap().write_all(&out).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            let reply = |handle: u64, err: u32| -> std::io::Result<()> {
+                let mut out = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+                out.extend_from_slice(&err.to_be_bytes());
+                out.extend_from_slice(&handle.to_be_bytes());
+                writer.lock().unwrap().write_all(&out)
+            };
+            loop {
+                let Ok(magic) = read_u32(&mut s) else { break };
+                if magic != REQUEST_MAGIC {
+                    bail!("bad request magic {magic:#x}");
+                }
+                let mut h = [0u8; 24];
+                s.read_exact(&mut h)?;
+                let kind = u16::from_be_bytes([h[2], h[3]]);
+                let handle = u64::from_be_bytes(h[4..12].try_into().unwrap());
+                let offset = u64::from_be_bytes(h[12..20].try_into().unwrap());
+                let len = u32::from_be_bytes(h[20..24].try_into().unwrap());
+                match kind {
+                    CMD_READ
+                        if len <= MAX_READ
+                            && offset
+                                .checked_add(len as u64)
+                                .is_some_and(|e| e <= disk.size()) =>
+                    {
+                        if tx.send((handle, offset, len)).is_err() {
+                            break;
+                        }
+                    }
+                    CMD_READ => reply(handle, EINVAL)?,
+                    CMD_DISC => break,
+                    CMD_FLUSH => reply(handle, 0)?,
+                    1 => {
+                        // A write: read and drop its payload, refuse it.
+                        std::io::copy(&mut (&mut s).take(len as u64), &mut std::io::sink())?;
+                        reply(handle, EPERM)?;
+                    }
+                    _ => reply(handle, EINVAL)?,
+                }
+            }
+            drop(tx);
+            Ok(())
+        })
+    }
+}
+
+/// Accept NBD clients on `listener` until the process ends.
+pub fn run(listener: TcpListener, exports: Arc<Exports>) {
+    for conn in listener.incoming() {
+        let Ok(sock) = conn else { continue };
+        let _ = sock.set_nodelay(true);
+        let exports = exports.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = exports.serve(sock) {
+                log::info!("NBD client: {e:#}");
+            }
+        });
+    }
+}

@@ -47,13 +47,16 @@ const EINVAL: u32 = 22;
 /// Largest read served (qemu asks for at most 32 MiB).
 const MAX_READ: u32 = 32 << 20;
 
+/// Decompressed chunks by id, and the order they came in (the oldest leaves first).
+type ChunkCache = (HashMap<ChunkId, Arc<Vec<u8>>>, VecDeque<ChunkId>);
+
 /// A snapshot readable at any offset, from its chunks, through a small cache.
 pub struct SnapshotDisk {
     repo: Arc<Repository>,
     size: u64,
     /// (offset, length, chunk) in disk order; None reads as zeros.
     pieces: Vec<(u64, u32, Option<ChunkId>)>,
-    cache: Mutex<(HashMap<ChunkId, Arc<Vec<u8>>>, VecDeque<ChunkId>)>,
+    cache: Mutex<ChunkCache>,
 }
 
 impl SnapshotDisk {
@@ -292,8 +295,7 @@ impl Exports {
                 out.extend_from_slice(&handle.to_be_bytes());
                 writer.lock().unwrap().write_all(&out)
             };
-            loop {
-                let Ok(magic) = read_u32(&mut s) else { break };
+            while let Ok(magic) = read_u32(&mut s) {
                 if magic != REQUEST_MAGIC {
                     bail!("bad request magic {magic:#x}");
                 }

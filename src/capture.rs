@@ -468,7 +468,7 @@ impl Worker<'_> {
     fn segment(&self, s: &SegmentJob) -> Result<SegmentDone> {
         let region_offset = s.offset - s.index as u64 * self.params.segment_size;
         let reader =
-            RangeReader::new(&self.dev.file, s.offset, s.length).with_zeros(&self.free[s.region]);
+            RangeReader::new(self.dev, s.offset, s.length).with_zeros(&self.free[s.region]);
         let mut chunker = Chunker::new(reader, self.params);
         let mut hasher = treehash::segment_hasher(s.offset - region_offset);
         let mut out = SegmentDone {

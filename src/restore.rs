@@ -202,6 +202,12 @@ pub fn run(opts: &Options) -> Result<Summary> {
 }
 
 fn preflight(repo: &Repository, opts: &Options) -> Result<Plan> {
+    if opts.target.to_string_lossy().contains("://") {
+        bail!(
+            "target {}: restores go to a block device or an image file",
+            opts.target.display()
+        );
+    }
     let snap = repo.resolve(&opts.snapshot)?;
     let m = &snap.manifest;
     // Every chunk present.
@@ -419,10 +425,7 @@ fn index_seed_image(repo: &Repository, m: &Manifest, path: &Path, quiet: bool) -
             break;
         }
         let len = r.length.min(dev.size - r.offset);
-        let mut c = Chunker::new(
-            RangeReader::new(&dev.file, r.offset, len),
-            &repo.config.chunker,
-        );
+        let mut c = Chunker::new(RangeReader::new(&dev, r.offset, len), &repo.config.chunker);
         loop {
             let at = r.offset + c.position;
             let Some(data) = c
@@ -746,7 +749,7 @@ fn write_snapshot(
 }
 
 fn hash_range(dev: &Device, offset: u64, len: u64, free: &[(u64, u64)]) -> Result<String> {
-    let mut r = RangeReader::new(&dev.file, offset, len).with_zeros(free);
+    let mut r = RangeReader::new(dev, offset, len).with_zeros(free);
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 4 << 20];
     loop {

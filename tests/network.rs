@@ -425,3 +425,78 @@ fn snapshots_are_exported_over_nbd_to_real_clients() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+#[test]
+fn capture_from_qemu_nbd_exporting_a_qcow2_image() {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    let qcow = env.path("golden.qcow2");
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 {} {}",
+        src.display(),
+        qcow.display()
+    ));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut nbd = Command::new("qemu-nbd")
+        .args([
+            "--read-only",
+            "--persistent",
+            "--shared=4",
+            "--export-name=golden",
+            "--bind=127.0.0.1",
+            "--format=qcow2",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(&qcow)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..50 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    env.init();
+    let url = format!("nbd://127.0.0.1:{port}/golden");
+    let o = run(&[
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        &env.repo(),
+        "--source",
+        &url,
+        "--name",
+        "golden",
+    ]);
+    let bad = run(&[
+        "capture",
+        "-q",
+        "--repo",
+        &env.repo(),
+        "--source",
+        &format!("nbd://127.0.0.1:{port}/nope"),
+        "--name",
+        "x",
+    ]);
+    let _ = nbd.kill();
+    let _ = nbd.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["table"], "gpt");
+    assert!(s["notes"].to_string().contains("partition 2: ext4"), "{s}");
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("nope"),
+        "{}",
+        stderr(&bad)
+    );
+    let dst = env.path("dst.img");
+    assert!(env.restore("golden", &dst, &["--verify"]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}

@@ -17,18 +17,52 @@ type libc_int = std::os::raw::c_int;
 
 pub struct Device {
     pub path: PathBuf,
+    /// The open file or block device. For an NBD source this is /dev/null: every read of
+    /// a device goes through `read_at`/`read_partial`, which use `nbd` instead.
     pub file: File,
+    pub nbd: Option<super::nbd_client::NbdClient>,
     pub size: u64,
     pub is_block: bool,
     /// The kernel's logical sector size for a block device; None for an image file.
     pub sector_size: Option<u32>,
 }
 
+impl crate::io::range::ReadAt for Device {
+    fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        Device::read_partial(self, buf, offset)
+    }
+}
+
 impl Device {
-    /// Open a disk read-only, for capture.
+    /// Open a disk read-only, for capture: a block device, an image file, or an export of
+    /// an NBD server given as nbd://HOST:PORT/NAME.
     pub fn open_read(path: &Path) -> Result<Device> {
+        let s = path.to_string_lossy();
+        if s.starts_with("nbd://") {
+            let client = super::nbd_client::NbdClient::connect(&s)?;
+            return Ok(Device {
+                path: path.to_path_buf(),
+                file: File::open("/dev/null").context("open /dev/null")?,
+                size: client.size,
+                is_block: false,
+                sector_size: None,
+                nbd: Some(client),
+            });
+        }
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
         Self::from_file(path, file)
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the device.
+    pub fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match &self.nbd {
+            Some(c) => {
+                let n = buf.len().min(self.size.saturating_sub(offset) as usize);
+                c.read_at(&mut buf[..n], offset)?;
+                Ok(n)
+            }
+            None => self.file.read_at(buf, offset),
+        }
     }
 
     /// Open an existing disk for writing. A block device is opened exclusively, which the
@@ -81,6 +115,7 @@ impl Device {
                 size,
                 is_block: true,
                 sector_size: Some(ss as u32),
+                nbd: None,
             })
         } else if ft.is_file() {
             Ok(Device {
@@ -89,6 +124,7 @@ impl Device {
                 size: meta.len(),
                 is_block: false,
                 sector_size: None,
+                nbd: None,
             })
         } else {
             bail!(
@@ -99,6 +135,11 @@ impl Device {
     }
 
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if let Some(c) = &self.nbd {
+            return c
+                .read_at(buf, offset)
+                .with_context(|| format!("read {} bytes at {offset} from {}", buf.len(), c.url));
+        }
         self.file.read_exact_at(buf, offset).with_context(|| {
             format!(
                 "read {} bytes at {offset} from {}",

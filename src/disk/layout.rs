@@ -122,11 +122,10 @@ fn read_gpt(dev: &Device, ss: u32) -> Result<Option<GptInfo>> {
     if part_size != 128 {
         bail!("GPT partition entries are {part_size} bytes; only 128-byte entries are supported");
     }
-    let mut f = &dev.file;
     let disk = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(lb(ss)?)
-        .open_from_device(&mut f)
+        .open_from_device(DeviceCursor { dev, pos: 0 })
         .context("read GPT")?;
     if let Err(e) = disk.primary_header() {
         log::warn!(
@@ -361,6 +360,54 @@ pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64, grow: bool) -> Resu
         area_offset: area_start,
         grown,
     })
+}
+
+/// A Read + Seek view of a device (file, block device or NBD export), for the gpt crate.
+#[derive(Debug)]
+struct DeviceCursor<'a> {
+    dev: &'a Device,
+    pos: u64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.path.display())
+    }
+}
+
+impl std::io::Read for DeviceCursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.dev.read_partial(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for DeviceCursor<'_> {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::other("read-only"))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for DeviceCursor<'_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.pos = match pos {
+            std::io::SeekFrom::Start(n) => n,
+            std::io::SeekFrom::End(d) => self
+                .dev
+                .size
+                .checked_add_signed(d)
+                .ok_or_else(|| std::io::Error::other("seek"))?,
+            std::io::SeekFrom::Current(d) => self
+                .pos
+                .checked_add_signed(d)
+                .ok_or_else(|| std::io::Error::other("seek"))?,
+        };
+        Ok(self.pos)
+    }
 }
 
 /// A cursor over a buffer that stands for the bytes at `base..` of a disk.

@@ -7,5 +7,6 @@ pub mod fs;
 pub mod guard;
 pub mod layout;
 pub mod loopdev;
+pub mod nbd_client;
 
 pub use device::Device;

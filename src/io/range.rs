@@ -6,8 +6,20 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
+/// Positioned reads: a file, or a device (which may be an NBD export).
+pub trait ReadAt: Sync {
+    /// Read up to `buf.len()` bytes at `offset`; 0 only at the end.
+    fn read_partial(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl ReadAt for File {
+    fn read_partial(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.read_at(buf, offset)
+    }
+}
+
 pub struct RangeReader<'a> {
-    file: &'a File,
+    file: &'a dyn ReadAt,
     pos: u64,
     end: u64,
     /// Ascending, non-overlapping (offset, length) ranges that read as zeros.
@@ -16,7 +28,7 @@ pub struct RangeReader<'a> {
 }
 
 impl<'a> RangeReader<'a> {
-    pub fn new(file: &'a File, offset: u64, length: u64) -> Self {
+    pub fn new(file: &'a dyn ReadAt, offset: u64, length: u64) -> Self {
         RangeReader {
             file,
             pos: offset,
@@ -55,7 +67,7 @@ impl Read for RangeReader<'_> {
             }
             want = want.min((o - self.pos) as usize);
         }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        let n = self.file.read_partial(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -619,29 +619,45 @@ fn write_snapshot(
     // per chunk. In flight at most: 2 batches queued per worker each way, one in each
     // worker, and what the ordered writer holds back.
     const BATCH: u64 = 2 << 20;
-    let (job_tx, job_rx) = bounded::<Vec<Job>>(workers * 2);
-    let (res_tx, res_rx) = bounded::<Result<Vec<(Job, Got)>>>(workers * 2);
+    // At most WINDOW batches (~64 MiB) are between the producer and the disk, wherever
+    // they are: queued, in a worker, or held by the ordered writer behind a slow one.
+    const WINDOW: usize = 32;
+    let mut batches: Vec<Vec<Job>> = Vec::new();
+    let mut bytes = BATCH;
+    for j in jobs {
+        if bytes >= BATCH {
+            batches.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += j.length as u64;
+        batches.last_mut().unwrap().push(j);
+    }
+    // The seq just past each batch: the batch is written once the writer gets there.
+    let batch_ends: Vec<u64> = batches
+        .iter()
+        .map(|b| b.last().map(|j| j.seq + 1).unwrap_or(0))
+        .collect();
+    let (token_tx, token_rx) = bounded::<()>(WINDOW);
+    for _ in 0..WINDOW {
+        token_tx.send(()).expect("room for the first tokens");
+    }
+    // Dropped on failure, so that a producer waiting for a token stops.
+    let mut token_tx = Some(token_tx);
+    let mut batches_done = 0;
+    let (job_tx, job_rx) = bounded::<Vec<Job>>(WINDOW);
+    let (res_tx, res_rx) = bounded::<Result<Vec<(Job, Got)>>>(WINDOW);
     let mut writer = OrderedWriter::new(dev);
     let mut first_err: Option<anyhow::Error> = None;
     thread::scope(|s| {
         let abort = &abort;
         s.spawn(move || {
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            for j in jobs {
-                bytes += j.length as u64;
-                batch.push(j);
-                if bytes >= BATCH {
-                    if abort.load(Ordering::Relaxed)
-                        || job_tx.send(std::mem::take(&mut batch)).is_err()
-                    {
-                        return;
-                    }
-                    bytes = 0;
+            for batch in batches {
+                if token_rx.recv().is_err()
+                    || abort.load(Ordering::Relaxed)
+                    || job_tx.send(batch).is_err()
+                {
+                    return;
                 }
-            }
-            if !batch.is_empty() {
-                let _ = job_tx.send(batch);
             }
         });
         for _ in 0..workers {
@@ -703,6 +719,13 @@ fn write_snapshot(
             if let Err(e) = r {
                 abort.store(true, Ordering::Relaxed);
                 first_err = Some(e);
+                token_tx = None;
+            }
+            while batches_done < batch_ends.len() && batch_ends[batches_done] <= writer.next_seq() {
+                batches_done += 1;
+                if let Some(t) = &token_tx {
+                    let _ = t.send(());
+                }
             }
         }
     });

@@ -44,6 +44,11 @@ impl<'a> OrderedWriter<'a> {
         Ok(())
     }
 
+    /// The next piece number the writer waits for: every piece before it is written.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
     /// How many pieces wait for an earlier one.
     pub fn waiting(&self) -> usize {
         self.pending.len()

@@ -142,7 +142,9 @@ impl Store for HttpStore {
         self.with_retries(key, || match self.agent.get(&self.url(key)).call() {
             Ok(r) => {
                 let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
-                let mut buf = Vec::new();
+                // Sized from the header: growing by doubling would leave every chunk buffer
+                // up to twice its size.
+                let mut buf = Vec::with_capacity(expected.unwrap_or(0).min(MAX_BODY) as usize);
                 match r.into_reader().take(MAX_BODY).read_to_end(&mut buf) {
                     Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
                     Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(

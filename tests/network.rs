@@ -80,6 +80,16 @@ impl Drop for Served {
     }
 }
 
+/// Wait (up to 5 s) until something listens on 127.0.0.1:`port`.
+fn wait_for_port(port: u16) {
+    for _ in 0..50 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn restore_from(url: &str, snapshot: &str, target: &std::path::Path) -> std::process::Output {
     run(&[
         "restore",
@@ -335,12 +345,7 @@ fn a_static_web_server_serves_a_repository_for_restore() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/");
-    for _ in 0..50 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_port(port);
     // By name (which needs the directory listing) and by id (which needs nothing else).
     let a = env.path("by-name.img");
     let o = restore_from(&url, "web", &a);
@@ -456,12 +461,7 @@ fn capture_from_qemu_nbd_exporting_a_qcow2_image() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..50 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_port(port);
     env.init();
     let url = format!("nbd://127.0.0.1:{port}/golden");
     let o = run(&[

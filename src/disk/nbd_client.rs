@@ -7,14 +7,10 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-const OPT_GO: u32 = 7;
-const REP_ACK: u32 = 1;
-const REP_INFO: u32 = 3;
+use crate::serve::nbd::{
+    IHAVEOPT, NBDMAGIC, OPT_GO, REPLY_MAGIC, REP_ACK, REP_INFO, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC,
+};
+
 const MAX_REQUEST: usize = 32 << 20;
 
 pub struct NbdClient {

@@ -210,14 +210,37 @@ fn preflight(repo: &Repository, opts: &Options) -> Result<Plan> {
     }
     let snap = repo.resolve(&opts.snapshot)?;
     let m = &snap.manifest;
-    // Every chunk present.
+    // Every chunk present: asked by as many threads as fetch chunks later (over HTTP
+    // each question is a round trip).
     let unique: HashSet<ChunkId> = m.chunk_ids().collect();
-    let mut missing = Vec::new();
-    for id in &unique {
-        if !repo.has_chunk(id)? {
-            missing.push(*id);
-        }
-    }
+    let ids: Vec<ChunkId> = unique.iter().copied().collect();
+    let per = ids.len().div_ceil(crate::repo::fetch_workers(repo)).max(1);
+    let mut missing: Vec<ChunkId> = thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<ChunkId>> {
+                    let mut gone = Vec::new();
+                    for id in part {
+                        if !repo.has_chunk(id)? {
+                            gone.push(*id);
+                        }
+                    }
+                    Ok(gone)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow!("a preflight thread panicked"))?
+            })
+            .collect::<Result<Vec<Vec<ChunkId>>>>()
+    })?
+    .into_iter()
+    .flatten()
+    .collect();
     if !missing.is_empty() {
         missing.sort();
         let list: Vec<String> = missing

@@ -12,10 +12,14 @@ use lifeboat::{capture, check, disk, report, restore, serve, snapshots};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     // mimalloc commits its arenas eagerly and keeps what it freed resident for a while: a
-    // restore over HTTP peaked at 350 MB, with these two options at 160 MB. It reads its
-    // options before main runs, so set them and start again, once, when they are not set.
-    if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
+    // restore over HTTP (many fetch threads) peaked at 350 MB, with these two options off
+    // at 160 MB. Capture must keep the defaults: with them, its system time grew fivefold.
+    // mimalloc reads its options before main runs, so a restore sets them and starts
+    // again, once.
+    if matches!(cli.command, Command::Restore { .. })
+        && std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
         && std::path::Path::new("/proc/self/exe").exists()
     {
         use std::os::unix::process::CommandExt;
@@ -25,9 +29,8 @@ fn main() -> ExitCode {
             .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .env("MIMALLOC_PURGE_DELAY", "0")
             .exec();
-        eprintln!("lifeboat: warning: could not restart with MIMALLOC_ARENA_EAGER_COMMIT=0: {err}");
+        eprintln!("lifeboat: warning: could not restart with lower memory use: {err}");
     }
-    let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve { .. });
     let level = match cli.verbose {
         // A server logs every request by default.

@@ -13,24 +13,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // mimalloc commits its arenas eagerly and keeps what it freed resident for a while: a
-    // restore over HTTP (many fetch threads) peaked at 350 MB, with these two options off
-    // at 160 MB. Capture must keep the defaults: with them, its system time grew fivefold.
-    // mimalloc reads its options before main runs, so a restore sets them and starts
-    // again, once.
-    if matches!(cli.command, Command::Restore { .. })
-        && std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
-        && std::path::Path::new("/proc/self/exe").exists()
-    {
-        use std::os::unix::process::CommandExt;
-        let err = std::process::Command::new("/proc/self/exe")
-            .arg0(std::env::args_os().next().unwrap_or_default())
-            .args(std::env::args_os().skip(1))
-            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
-            .env("MIMALLOC_PURGE_DELAY", "0")
-            .exec();
-        eprintln!("lifeboat: warning: could not restart with lower memory use: {err}");
-    }
     let serving = matches!(cli.command, Command::Serve { .. });
     let level = match cli.verbose {
         // A server logs every request by default.

@@ -642,9 +642,9 @@ fn write_snapshot(
     // per chunk. In flight at most: 2 batches queued per worker each way, one in each
     // worker, and what the ordered writer holds back.
     const BATCH: u64 = 2 << 20;
-    // At most WINDOW batches (~64 MiB) are between the producer and the disk, wherever
+    // At most WINDOW batches (~32 MiB) are between the producer and the disk, wherever
     // they are: queued, in a worker, or held by the ordered writer behind a slow one.
-    const WINDOW: usize = 32;
+    const WINDOW: usize = 16;
     let mut batches: Vec<Vec<Job>> = Vec::new();
     let mut bytes = BATCH;
     for j in jobs {

@@ -18,7 +18,7 @@ use crate::disk::Device;
 use crate::io::{Progress, RangeReader};
 use crate::repo::chunker::Chunker;
 use crate::repo::manifest::{
-    ChunkRef, DiskInfo, FsUsage, Manifest, Region, RegionKind, SourceInfo, TableKind,
+    complement, ChunkRef, DiskInfo, FsUsage, Manifest, Region, RegionKind, SourceInfo, TableKind,
     MANIFEST_FORMAT, MANIFEST_VERSION,
 };
 use crate::repo::{treehash, ChunkId, Repository};
@@ -409,28 +409,13 @@ fn region_usage(
         return None;
     }
     free.sort_unstable();
-    let whole = FsUsage {
+    // Read = the region less every partition's skipped free space.
+    let used = complement(&free, r.offset, r.offset + r.length);
+    Some(FsUsage {
         kind: kinds.join("+"),
         block_size,
-        used_bytes: 0,
-        used: vec![(r.offset, r.length)],
-    };
-    // Used = the region less every partition's free space.
-    let mut used = Vec::new();
-    let mut pos = r.offset;
-    for (o, l) in free {
-        if o > pos {
-            used.push((pos, o - pos));
-        }
-        pos = pos.max(o + l);
-    }
-    if r.offset + r.length > pos {
-        used.push((pos, r.offset + r.length - pos));
-    }
-    Some(FsUsage {
         used_bytes: used.iter().map(|u| u.1).sum(),
         used,
-        ..whole
     })
 }
 

@@ -70,9 +70,8 @@ fn killed_captures_leave_a_sound_repository() {
             count_chunks(&repo_path, Some(child.id())) - before,
             status.code(),
         ));
-        let o = ok(&["check", "--read-data", "--json", "--quiet", "--repo", &repo]);
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(r["ok"], true, "after a kill at {threshold} chunks: {r}");
+        eprintln!("checking after a kill at {threshold} chunks");
+        check_clean(&repo);
     }
     eprintln!("kills (threshold, chunks present, exit code): {kills:?}");
     // At least the later kills landed mid-capture, not after it.
@@ -84,9 +83,7 @@ fn killed_captures_leave_a_sound_repository() {
     let s = env.capture(&src, "k");
     // The completed capture removed what the killed ones left in tmp/.
     assert_eq!(std::fs::read_dir(repo_path.join("tmp")).unwrap().count(), 0);
-    let o = ok(&["check", "--read-data", "--json", "--quiet", "--repo", &repo]);
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["ok"], true);
+    check_clean(&repo);
     // The killed runs left no snapshot: only the rerun's exists.
     let list: serde_json::Value =
         serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();

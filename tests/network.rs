@@ -137,16 +137,7 @@ fn four_clients_restore_at_once_exactly() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(hash_file(&target), want);
     }
-    let o = ok(&[
-        "check",
-        "--read-data",
-        "--json",
-        "-q",
-        "--repo",
-        &served.url,
-    ]);
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(r["ok"], true);
+    let r = check_clean(&served.url);
     assert!(r["chunks_read"].as_u64().unwrap() > 100);
 }
 
@@ -226,18 +217,7 @@ fn writes_need_the_token_and_are_checked() {
     let out = env.path("pushed.img");
     let o = restore_from(&served.url, "pushed", &out);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = ok(&[
-        "check",
-        "--read-data",
-        "--json",
-        "-q",
-        "--repo",
-        &env.repo(),
-    ]);
-    assert_eq!(
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()["ok"],
-        true
-    );
+    check_clean(&env.repo());
 }
 
 /// A TCP proxy that cuts each of its first `cuts` connections after `after` bytes from the

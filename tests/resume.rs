@@ -154,26 +154,9 @@ fn grow_fills_a_larger_disk_and_its_ext4() {
 
     let v = sh(&format!("sgdisk -v {}", big.display()));
     assert!(v.contains("No problems found"), "{v}");
-    let info = sh(&format!("sgdisk -i 2 {}", big.display()));
-    let last: u64 = info
-        .lines()
-        .find(|l| l.starts_with("Last sector"))
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(last, (300 << 20) / 512 - 34, "{info}");
-    let first: u64 = info
-        .lines()
-        .find(|l| l.starts_with("First sector"))
-        .unwrap()
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let last = sgdisk_sector(&big, 2, "Last sector");
+    assert_eq!(last, (300 << 20) / 512 - 34);
+    let first = sgdisk_sector(&big, 2, "First sector");
     let spec = format!("{}?offset={}", big.display(), first * 512);
     sh(&format!("e2fsck -fn '{spec}'"));
     let blocks: u64 = sh(&format!(

@@ -49,11 +49,6 @@ impl<'a> OrderedWriter<'a> {
         self.next
     }
 
-    /// How many pieces wait for an earlier one.
-    pub fn waiting(&self) -> usize {
-        self.pending.len()
-    }
-
     fn append(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());

@@ -38,12 +38,6 @@ pub fn is_stale_temp(name: &str, host: &str) -> bool {
         )
 }
 
-/// fsync the directory holding `path`, so that a rename into it is durable.
-pub fn sync_dir_of(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    sync_dir(dir)
-}
-
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

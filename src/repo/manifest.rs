@@ -139,19 +139,24 @@ pub struct FsUsage {
 impl FsUsage {
     /// The free ranges of [start, end): the complement of `used`.
     pub fn free_ranges(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        let mut pos = start;
-        for &(o, l) in &self.used {
-            if o > pos {
-                out.push((pos, o - pos));
-            }
-            pos = pos.max(o + l);
-        }
-        if end > pos {
-            out.push((pos, end - pos));
-        }
-        out
+        complement(&self.used, start, end)
     }
+}
+
+/// The parts of [start, end) that none of the sorted (offset, length) `ranges` cover.
+pub fn complement(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = start;
+    for &(o, l) in ranges {
+        if o > pos {
+            out.push((pos, o.min(end) - pos));
+        }
+        pos = pos.max(o + l);
+    }
+    if end > pos {
+        out.push((pos, end - pos));
+    }
+    out
 }
 
 impl Region {
@@ -279,5 +284,17 @@ impl Manifest {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn complement_of_ranges() {
+        let c = super::complement;
+        assert_eq!(c(&[(10, 5), (20, 5)], 0, 30), [(0, 10), (15, 5), (25, 5)]);
+        assert_eq!(c(&[(0, 30)], 0, 30), []);
+        assert_eq!(c(&[], 5, 9), [(5, 4)]);
+        assert_eq!(c(&[(2, 3), (4, 4)], 0, 10), [(0, 2), (8, 2)]);
     }
 }

@@ -228,6 +228,24 @@ impl Drop for Mount {
     }
 }
 
+/// `lifeboat check --read-data --json` of a repository that must check clean; the report.
+pub fn check_clean(repo: &str) -> Value {
+    let o = ok(&["check", "--read-data", "--json", "--quiet", "--repo", repo]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    r
+}
+
+/// A number from `sgdisk -i PART IMAGE`, such as "First sector" or "Last sector".
+pub fn sgdisk_sector(img: &Path, part: u32, field: &str) -> u64 {
+    let info = sh(&format!("sgdisk -i {part} {}", img.display()));
+    info.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {field:?} in:\n{info}"))
+}
+
 /// Regions of a manifest as (kind, partition, offset, length).
 pub fn regions(m: &Value) -> Vec<(String, Option<u64>, u64, u64)> {
     m["regions"]

@@ -480,3 +480,75 @@ fn capture_from_qemu_nbd_exporting_a_qcow2_image() {
     assert!(env.restore("golden", &dst, &["--verify"]).status.success());
     assert_eq!(hash_file(&dst), hash_file(&src));
 }
+
+/// A QEMU guest (Debian kernel, busybox initramfs, software emulation) reads the NBD export
+/// as its virtio disk: the sector count and the SHA-256 of the whole disk it sees equal
+/// the captured image's.
+#[test]
+fn a_qemu_guest_reads_the_nbd_export_as_a_disk() {
+    let (env, src, _id) = setup();
+    let kernel = kernel_dir();
+    let version = std::fs::read_to_string(kernel.join("version")).unwrap();
+    let modules = kernel.join("lib/modules").join(version.trim());
+    // The probe: busybox as /init's shell, the virtio block driver and its dependencies.
+    let root = env.path("probe");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("m")).unwrap();
+    std::fs::copy(kernel.join("busybox"), root.join("bin/busybox")).unwrap();
+    let mods = [
+        "drivers/virtio/virtio_ring",
+        "drivers/virtio/virtio",
+        "drivers/virtio/virtio_pci_legacy_dev",
+        "drivers/virtio/virtio_pci_modern_dev",
+        "drivers/virtio/virtio_pci",
+        "drivers/block/virtio_blk",
+    ];
+    let mut load = String::new();
+    for (i, m) in mods.iter().enumerate() {
+        let from = modules.join(format!("kernel/{m}.ko"));
+        std::fs::copy(&from, root.join(format!("m/{i}.ko")))
+            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        load.push_str(&format!("insmod /m/{i}.ko\n"));
+    }
+    let init = format!(
+        "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n\
+         mkdir -p /proc /sys /dev\nmount -t proc proc /proc\nmount -t sysfs sys /sys\n\
+         mount -t devtmpfs dev /dev\n{load}\
+         for i in $(seq 100); do [ -b /dev/vda ] && break; sleep 0.2; done\n\
+         echo LIFEBOAT-PROBE sectors=$(cat /sys/block/vda/size) \
+         sha=$(sha256sum /dev/vda | cut -d' ' -f1)\npoweroff -f\n"
+    );
+    std::fs::write(root.join("init"), init).unwrap();
+    sh(&format!(
+        "cd {} && chmod +x init && find . | cpio -o -H newc --quiet >../probe.cpio",
+        root.display()
+    ));
+
+    let extra = ["--nbd".to_string(), "127.0.0.1:0".to_string()];
+    let served = Served::start_with(&env.repo(), &extra, "http");
+    let nbd = served.nbd.clone().expect("an NBD address");
+    let out = Command::new("timeout")
+        .args(["300", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(kernel.join("vmlinuz"))
+        .arg("-initrd")
+        .arg(env.path("probe.cpio"))
+        .args(["-append", "console=ttyS0 panic=-1 quiet", "-drive"])
+        .arg(format!(
+            "file=nbd://{nbd}/web,format=raw,if=virtio,readonly=on"
+        ))
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    let line = console
+        .lines()
+        .find_map(|l| l.find("LIFEBOAT-PROBE").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no probe line on the guest's console:\n{console}"));
+    let want = format!(
+        "LIFEBOAT-PROBE sectors={} sha={}",
+        std::fs::metadata(&src).unwrap().len() / 512,
+        sh(&format!("sha256sum {} | cut -d' ' -f1", src.display())).trim()
+    );
+    assert_eq!(line.trim(), want, "guest console:\n{console}");
+    assert!(out.status.success(), "qemu: {}", out.status);
+}

@@ -6,17 +6,21 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Install the Debian packages given, running apt-get only for those missing.
+# Install the Debian packages given, running apt-get only for those missing. Two passes:
+# installing Debian's qemu-system-x86 removes a newer (backported) qemu-utils, which the
+# second pass puts back at Debian's version.
 need_packages() {
-  local missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
+  local pass missing p
+  for pass in 1 2; do
+    missing=()
+    for p in "$@"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
     echo "installing: ${missing[*]}" >&2
-    as_root apt-get update -qq
+    [ "$pass" = 1 ] && as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  done
 }
 
 # The Rust toolchain pieces: the musl target, rustfmt and clippy.
@@ -33,5 +37,7 @@ need_rust() {
 }
 
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
-# filesystem tools for the sample disks.
-BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3 openssl qemu-utils libnbd-bin)
+# filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
+# guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.
+BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3
+  openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod)

@@ -279,3 +279,16 @@ pub fn first_chunk_of_partition(m: &Value, n: u64) -> String {
         .unwrap()
         .to_string()
 }
+
+/// The Debian kernel cache made by scripts/fetch-kernel ($LIFEBOAT_KERNEL or .cache/kernel).
+pub fn kernel_dir() -> PathBuf {
+    let dir = std::env::var_os("LIFEBOAT_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/kernel"));
+    assert!(
+        dir.join("version").is_file(),
+        "no kernel in {}: run scripts/fetch-kernel (scripts/test does)",
+        dir.display()
+    );
+    dir
+}

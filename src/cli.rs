@@ -130,6 +130,36 @@ pub enum Command {
     },
     /// List the machine's disks.
     Disks,
+    /// Build the rescue media around a stock Linux kernel: initramfs.cpio.zst (this binary
+    /// as /init, storage, filesystem and network modules), lifeboat-usb.img (GPT, FAT32
+    /// ESP with systemd-boot, a data partition for a repository) and pxe/ (kernel,
+    /// initramfs, iPXE script).
+    Mkimage {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
+        #[arg(
+            long,
+            env = "LIFEBOAT_KERNEL",
+            default_value = ".cache/kernel",
+            value_name = "DIR"
+        )]
+        kernel: PathBuf,
+        /// Kernel command line, with the rescue's orders (lifeboat.repo=, lifeboat.snapshot=,
+        /// lifeboat.target=, lifeboat.action=, lifeboat.verify=1, lifeboat.after=).
+        #[arg(long, default_value = crate::media::DEFAULT_CMDLINE)]
+        cmdline: String,
+        /// The UEFI loader to install as EFI/BOOT/BOOTX64.EFI.
+        #[arg(long, default_value = crate::media::SYSTEMD_BOOT, value_name = "FILE")]
+        loader: PathBuf,
+        /// Copy this repository onto the stick's data partition (as /repo).
+        #[arg(long, value_name = "DIR")]
+        with_repo: Option<PathBuf>,
+        /// Free room on the data partition, in MiB.
+        #[arg(long, default_value_t = 64, value_name = "MIB")]
+        data_mib: u64,
+    },
     /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
     /// pushing chunks and manifests) only with the bearer token.
     Serve {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cmd;
 pub mod disk;
 pub mod io;
+pub mod media;
 pub mod repo;
 pub mod report;
 pub mod restore;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use lifeboat::cli::{Cli, Command};
 use lifeboat::repo::{ChunkerParams, Repository};
-use lifeboat::{capture, check, disk, report, restore, serve, snapshots};
+use lifeboat::{capture, check, disk, media, report, restore, serve, snapshots};
 
 // musl's allocator maps and unmaps every chunk-sized buffer; mimalloc reuses them.
 #[global_allocator]
@@ -153,6 +153,28 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             nbd,
         })?,
+        Command::Mkimage {
+            out,
+            kernel,
+            cmdline,
+            loader,
+            with_repo,
+            data_mib,
+        } => {
+            let s = media::run(&media::Options {
+                out,
+                kernel,
+                cmdline,
+                loader,
+                repo: with_repo,
+                data_mib,
+            })?;
+            if json {
+                report::print_json(&s)?
+            } else {
+                s.print()
+            }
+        }
         Command::Disks => {
             let disks = disk::detect::list_disks()?;
             if json {

@@ -3,6 +3,7 @@
 pub mod ordered;
 pub mod progress;
 pub mod range;
+pub mod slice;
 
 pub use ordered::OrderedWriter;
 pub use progress::Progress;

@@ -1,0 +1,97 @@
+//! Rescue media around a stock Linux kernel: the initramfs with Lifeboat as /init, a
+//! bootable USB/UEFI disk image, and a PXE bundle.
+
+pub mod cpio;
+pub mod initramfs;
+pub mod pxe;
+pub mod usb;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The systemd-boot loader Debian's systemd-boot-efi package installs.
+pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// Orders given when none are: the console menu.
+pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 quiet";
+
+pub struct Options {
+    pub out: PathBuf,
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub loader: PathBuf,
+    pub repo: Option<PathBuf>,
+    pub data_mib: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub initramfs: initramfs::Built,
+    pub usb: usb::Built,
+    pub pxe: String,
+    pub cmdline: String,
+}
+
+pub fn run(opts: &Options) -> Result<Summary> {
+    let kernel = initramfs::Kernel::open(&opts.kernel)?;
+    fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
+    let exe = std::env::current_exe().context("find the running lifeboat binary")?;
+    let ird = opts.out.join("initramfs.cpio.zst");
+    let initramfs = initramfs::build(&kernel, &exe, &ird)?;
+    for s in &initramfs.skipped_modules {
+        log::info!("module {s}");
+    }
+    let usb = usb::build(&usb::UsbSpec {
+        out: &opts.out.join("lifeboat-usb.img"),
+        vmlinuz: &kernel.vmlinuz,
+        initramfs: &ird,
+        loader: &opts.loader,
+        cmdline: &opts.cmdline,
+        repo: opts.repo.as_deref(),
+        data_mib: opts.data_mib,
+    })?;
+    let pxe = opts.out.join("pxe");
+    pxe::build(&pxe, &kernel.vmlinuz, &ird, &opts.cmdline)?;
+    Ok(Summary {
+        initramfs,
+        usb,
+        pxe: pxe.display().to_string(),
+        cmdline: opts.cmdline.clone(),
+    })
+}
+
+impl Summary {
+    pub fn print(&self) {
+        let i = &self.initramfs;
+        println!(
+            "initramfs {} (kernel {}, {} modules, {} from {})",
+            i.path,
+            i.kernel_version,
+            i.modules,
+            crate::report::bytes(i.bytes),
+            crate::report::bytes(i.uncompressed_bytes)
+        );
+        println!(
+            "usb       {} ({}: ESP {}, data {})",
+            self.usb.path,
+            crate::report::bytes(self.usb.bytes),
+            crate::report::bytes(self.usb.esp_bytes),
+            crate::report::bytes(self.usb.data_bytes)
+        );
+        println!(
+            "pxe       {}/ (vmlinuz, initramfs.cpio.zst, boot.ipxe)",
+            self.pxe
+        );
+        println!("cmdline   {}", self.cmdline);
+    }
+}
+
+/// The default kernel cache: $LIFEBOAT_KERNEL, else .cache/kernel under the directory
+/// holding the binary's source checkout or the current one.
+pub fn default_kernel_dir() -> PathBuf {
+    std::env::var_os("LIFEBOAT_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(".cache/kernel").to_path_buf())
+}

@@ -12,6 +12,11 @@ use lifeboat::{capture, check, disk, media, report, restore, serve, snapshots};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // As the rescue initramfs's /init, there is no command line to parse: the kernel's
+    // command line holds the orders.
+    if lifeboat::rescue::is_init() {
+        lifeboat::rescue::main();
+    }
     let cli = Cli::parse();
     let serving = matches!(cli.command, Command::Serve { .. });
     let level = match cli.verbose {

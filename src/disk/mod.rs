@@ -3,6 +3,7 @@
 
 pub mod detect;
 pub mod device;
+pub mod fatvol;
 pub mod fs;
 pub mod guard;
 pub mod layout;

@@ -1,12 +1,15 @@
 //! Progress: a bar on a terminal, a plain line every tenth of the way otherwise.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::report::bytes;
+
+/// Plain lines even on a terminal (the rescue's serial console, read by drills).
+pub static PLAIN: AtomicBool = AtomicBool::new(false);
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -30,7 +33,8 @@ impl Progress {
     }
 
     fn build(label: &str, total: u64, quiet: bool, items: bool) -> Progress {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bars = std::io::stderr().is_terminal() && !PLAIN.load(Ordering::Relaxed);
+        let bar = (!quiet && bars).then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
                 ProgressStyle::with_template(if items {

@@ -1,0 +1,166 @@
+//! FAT32 volumes inside a disk image or device, through the fatfs crate: format, open,
+//! and mend what fatfs 0.3.6 leaves for fsck.fat to flag.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+
+use anyhow::{bail, Context, Result};
+
+use crate::io::slice::Slice;
+
+pub type Fat = fatfs::FileSystem<Slice>;
+
+pub fn format_fat(file: &File, at: u64, len: u64, label: &[u8; 11]) -> Result<()> {
+    let slice = Slice::new(file.try_clone()?, at, len);
+    fatfs::format_volume(
+        slice,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .volume_label(*label),
+    )
+    .context("format FAT32")
+}
+
+pub fn open_fat(file: &File, at: u64, len: u64) -> Result<Fat> {
+    let slice = Slice::new(file.try_clone()?, at, len);
+    fatfs::FileSystem::new(slice, fatfs::FsOptions::new()).context("open the FAT filesystem")
+}
+
+/// Mend what fatfs 0.3.6 writes and fsck.fat flags: it gives '.' and '..' long-name
+/// entries, so neither sits in the first two slots of a directory; it gives a child of the
+/// root a '..' naming the root's cluster, where FAT wants 0; and it leaves the FSInfo free
+/// cluster count unset. Walk every directory, put '.' and '..' first (without long names),
+/// and set the free count and next free cluster from the FAT.
+pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
+    const DOT: &[u8; 11] = b".          ";
+    const DOTDOT: &[u8; 11] = b"..         ";
+    let mut s = Slice::new(file.try_clone()?, at, len);
+    let mut bs = [0u8; 512];
+    s.read_exact(&mut bs).context("read the boot sector")?;
+    let bps = u16::from_le_bytes([bs[11], bs[12]]) as u64;
+    let spc = bs[13] as u64;
+    let reserved = u16::from_le_bytes([bs[14], bs[15]]) as u64;
+    let nfats = bs[16] as u64;
+    let total_sectors = u32::from_le_bytes(bs[32..36].try_into().unwrap()) as u64;
+    let fatsz = u32::from_le_bytes(bs[36..40].try_into().unwrap()) as u64;
+    let root_cluster = u32::from_le_bytes(bs[44..48].try_into().unwrap());
+    let fsinfo = u16::from_le_bytes([bs[48], bs[49]]) as u64;
+    if bps == 0 || spc == 0 || fatsz == 0 {
+        bail!("not a FAT32 boot sector");
+    }
+    let cluster_bytes = bps * spc;
+    let data_start = (reserved + nfats * fatsz) * bps;
+    let clusters = (total_sectors - reserved - nfats * fatsz) / spc;
+    let mut fat = vec![0u8; (fatsz * bps) as usize];
+    s.seek(SeekFrom::Start(reserved * bps))?;
+    s.read_exact(&mut fat).context("read the FAT")?;
+    let entry = |c: u32| -> u32 {
+        let i = c as usize * 4;
+        fat.get(i..i + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) & 0x0fff_ffff)
+            .unwrap_or(0x0fff_ffff)
+    };
+    let offset = |c: u32| data_start + (c as u64 - 2) * cluster_bytes;
+    let mut queue = vec![root_cluster];
+    let mut seen = HashSet::new();
+    while let Some(first) = queue.pop() {
+        if !seen.insert(first) {
+            continue;
+        }
+        let is_root = first == root_cluster;
+        let mut cl = first;
+        for hop in 0.. {
+            if hop > clusters {
+                bail!("FAT cluster chain of directory at cluster {first} loops");
+            }
+            let mut buf = vec![0u8; cluster_bytes as usize];
+            s.seek(SeekFrom::Start(offset(cl)))?;
+            s.read_exact(&mut buf)?;
+            let slots: Vec<[u8; 32]> = buf
+                .chunks_exact(32)
+                .map(|e| e.try_into().unwrap())
+                .collect();
+            let mut dot = None;
+            let mut dotdot = None;
+            let mut rest = Vec::new();
+            // Long-name entries seen but not yet placed: they belong to the next short entry.
+            let mut pending: Vec<[u8; 32]> = Vec::new();
+            for e in &slots {
+                if e[0] == 0 {
+                    break;
+                }
+                let dir = e[0] != 0xe5 && e[11] != 0x0f && e[11] & 0x10 != 0;
+                let target = (u16::from_le_bytes([e[20], e[21]]) as u32) << 16
+                    | u16::from_le_bytes([e[26], e[27]]) as u32;
+                if e[11] == 0x0f && e[0] != 0xe5 {
+                    pending.push(*e);
+                    continue;
+                }
+                let dotlike = hop == 0 && !is_root && (&e[..11] == DOT || &e[..11] == DOTDOT);
+                if dotlike {
+                    // The long name fatfs gave '.' or '..' is dropped.
+                    pending.clear();
+                } else {
+                    rest.append(&mut pending);
+                }
+                if hop == 0 && !is_root && &e[..11] == DOT {
+                    dot = Some(*e);
+                } else if hop == 0 && !is_root && &e[..11] == DOTDOT {
+                    let mut e = *e;
+                    if target == root_cluster {
+                        for i in [20, 21, 26, 27] {
+                            e[i] = 0;
+                        }
+                    }
+                    dotdot = Some(e);
+                } else {
+                    if dir && target >= 2 {
+                        queue.push(target);
+                    }
+                    rest.push(*e);
+                }
+            }
+            rest.append(&mut pending);
+            if hop == 0 && !is_root {
+                let (Some(d), Some(dd)) = (dot, dotdot) else {
+                    bail!("directory at cluster {first} has no '.' and '..' entries");
+                };
+                let used = slots.iter().take_while(|e| e[0] != 0).count();
+                let mut out = vec![d, dd];
+                out.extend(rest);
+                while out.len() < used {
+                    let mut deleted = [0u8; 32];
+                    deleted[0] = 0xe5;
+                    out.push(deleted);
+                }
+                out.resize(slots.len(), [0u8; 32]);
+                let fixed: Vec<u8> = out.concat();
+                if fixed != buf {
+                    s.seek(SeekFrom::Start(offset(cl)))?;
+                    s.write_all(&fixed)?;
+                }
+            }
+            let next = entry(cl);
+            if !(2..0x0fff_fff7).contains(&next) {
+                break;
+            }
+            cl = next;
+        }
+    }
+    // FSInfo: free cluster count and a hint for the next free one.
+    let free: Vec<u32> = (2..clusters as u32 + 2)
+        .filter(|&c| entry(c) == 0)
+        .collect();
+    let mut info = [0u8; 512];
+    s.seek(SeekFrom::Start(fsinfo * bps))?;
+    s.read_exact(&mut info)?;
+    if &info[..4] == b"RRaA" {
+        info[488..492].copy_from_slice(&(free.len() as u32).to_le_bytes());
+        info[492..496].copy_from_slice(&free.first().copied().unwrap_or(0xffff_ffff).to_le_bytes());
+        s.seek(SeekFrom::Start(fsinfo * bps))?;
+        s.write_all(&info)?;
+    }
+    s.flush()?;
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! Lifeboat as PID 1 of the rescue initramfs: mount the early filesystems, load the
+//! modules, wait for disks, get an address by DHCP when the repository is on the network,
+//! follow the orders of the kernel command line (or the console menu), restore, make the
+//! disk bootable, report, and reboot or power off. On failure it stays on the console
+//! with the error; it never reboots into a half-restored disk.
+
+pub mod cmdline;
+pub mod dhcp;
+pub mod menu;
+pub mod modules;
+pub mod mounts;
+pub mod target;
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use cmdline::{Action, After, Orders, TargetSpec};
+
+/// The line prefix drills and operators look for on the console.
+pub const REPORT_PREFIX: &str = "LIFEBOAT-REPORT ";
+pub const FAILED_PREFIX: &str = "LIFEBOAT-FAILED ";
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub lifeboat_version: String,
+    pub kernel: String,
+    pub action: Option<Action>,
+    pub result: String,
+    pub error: Option<String>,
+    pub orders: Option<Orders>,
+    pub network: Option<dhcp::Lease>,
+    pub repo: Option<String>,
+    pub target: Option<crate::disk::detect::Disk>,
+    pub restore: Option<crate::restore::Summary>,
+    pub capture: Option<crate::capture::Summary>,
+    pub bootloader: Option<crate::boot::BootReport>,
+    pub report_file: Option<String>,
+    /// Seconds per phase, in order.
+    pub phases: Vec<(String, f64)>,
+    pub seconds: f64,
+}
+
+struct Phases {
+    last: Instant,
+}
+
+impl Phases {
+    fn mark(&mut self, report: &mut Report, name: &str) {
+        let now = Instant::now();
+        report
+            .phases
+            .push((name.into(), (now - self.last).as_secs_f64()));
+        self.last = now;
+        println!(
+            "lifeboat: {name} done ({:.1} s)",
+            report.phases.last().map(|p| p.1).unwrap_or(0.0)
+        );
+    }
+}
+
+/// Whether this process is the initramfs's init.
+pub fn is_init() -> bool {
+    std::process::id() == 1
+}
+
+pub fn main() -> ! {
+    crate::io::progress::PLAIN.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .format_timestamp(None)
+        .try_init();
+    let start = Instant::now();
+    let mut report = Report {
+        lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    println!("\nlifeboat {} rescue starting", report.lifeboat_version);
+    let outcome = run(&mut report, start);
+    report.seconds = start.elapsed().as_secs_f64();
+    match outcome {
+        Ok(after) => {
+            report.result = "ok".into();
+            publish(&mut report);
+            println!(
+                "lifeboat: finished; {}",
+                match after {
+                    After::Reboot => "rebooting",
+                    After::Poweroff => "powering off",
+                    After::Stay => "staying on the console",
+                }
+            );
+            finish(after)
+        }
+        Err(e) => {
+            report.result = "failed".into();
+            report.error = Some(format!("{e:#}"));
+            publish(&mut report);
+            println!("{FAILED_PREFIX}{e:#}");
+            println!("lifeboat: the restore did not complete; the target was not made bootable. Nothing will reboot by itself.");
+            stay()
+        }
+    }
+}
+
+/// Print the report on the console and write it into a local repository when writable.
+fn publish(report: &mut Report) {
+    if let Some(repo) = report.repo.clone().filter(|r| !r.contains("://")) {
+        let dir = Path::new(&repo).join("reports");
+        let name = format!(
+            "{}-{}.json",
+            crate::repo::now_rfc3339().replace(':', ""),
+            report.result
+        );
+        let path = dir.join(name);
+        let written = std::fs::create_dir_all(&dir)
+            .context("create reports/")
+            .and_then(|_| {
+                report.report_file = Some(path.display().to_string());
+                let json = serde_json::to_vec_pretty(&*report)?;
+                crate::repo::atomic::write_file(&path, &json)
+            });
+        if let Err(e) = written {
+            report.report_file = None;
+            println!("lifeboat: could not write the report into the repository: {e:#}");
+        }
+        nix::unistd::sync();
+    }
+    match serde_json::to_string(&*report) {
+        Ok(j) => println!("{REPORT_PREFIX}{j}"),
+        Err(e) => println!("lifeboat: report: {e}"),
+    }
+}
+
+fn finish(after: After) -> ! {
+    nix::unistd::sync();
+    let how = match after {
+        After::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+        After::Poweroff => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+        After::Stay => stay(),
+    };
+    let e = nix::sys::reboot::reboot(how);
+    println!("lifeboat: reboot failed: {e:?}");
+    stay()
+}
+
+/// The console after the work: commands until the operator powers off or reboots.
+fn stay() -> ! {
+    let stdin = std::io::stdin();
+    loop {
+        print!("lifeboat> (menu, disks, reboot, poweroff) ");
+        std::io::stdout().flush().ok();
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            },
+            Ok(_) => {}
+        }
+        match line.trim() {
+            "reboot" => finish(After::Reboot),
+            "poweroff" => finish(After::Poweroff),
+            "disks" => match crate::disk::detect::list_disks() {
+                Ok(d) => d.iter().for_each(|d| {
+                    println!("{} {} {:?}", d.path, crate::report::bytes(d.size), d.serial)
+                }),
+                Err(e) => println!("{e:#}"),
+            },
+            "menu" => {
+                let mut report = Report::default();
+                let orders = cmdline::parse("").expect("empty orders parse");
+                match menu_restore(&mut report, orders, None, Instant::now()) {
+                    Ok(()) => {
+                        report.result = "ok".into();
+                        publish(&mut report);
+                    }
+                    Err(e) => println!("{FAILED_PREFIX}{e:#}"),
+                }
+            }
+            "" => {}
+            other => println!("unknown command {other}"),
+        }
+    }
+}
+
+/// Wait until the set of disks stops changing (at least `min`, at most `max`), and, when
+/// `want` says so, until it holds the rescue stick.
+fn wait_for_disks(
+    min: Duration,
+    max: Duration,
+    want_stick: bool,
+) -> Vec<crate::disk::detect::Disk> {
+    let start = Instant::now();
+    let mut last = Vec::new();
+    let mut stable_since = Instant::now();
+    loop {
+        let now = crate::disk::detect::list_disks().unwrap_or_default();
+        let names: Vec<String> = now
+            .iter()
+            .map(|d| format!("{}{}", d.name, d.partitions.len()))
+            .collect();
+        if names != last {
+            last = names;
+            stable_since = Instant::now();
+        }
+        let stick_ok = !want_stick || target::find_stick(&now).is_some();
+        let settled =
+            stable_since.elapsed() >= Duration::from_millis(1500) && start.elapsed() >= min;
+        if (settled && stick_ok) || start.elapsed() >= max {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn run(report: &mut Report, start: Instant) -> Result<After> {
+    let mut ph = Phases { last: start };
+    mounts::early()?;
+    report.kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let (loaded, failed) = modules::load_all()?;
+    for f in &failed {
+        log::debug!("module {f}");
+    }
+    println!(
+        "lifeboat: {loaded} modules loaded, {} not loaded",
+        failed.len()
+    );
+    ph.mark(report, "modules");
+    let cmd = std::fs::read_to_string("/proc/cmdline").context("read /proc/cmdline")?;
+    let orders = cmdline::parse(&cmd)?;
+    report.orders = Some(orders.clone());
+    report.action = Some(orders.action);
+    if orders.action == Action::Poweroff {
+        return Ok(After::Poweroff);
+    }
+    let want_stick = orders.repo.as_deref() == Some("usb") || orders.action == Action::Menu;
+    let disks = wait_for_disks(
+        Duration::from_secs(2),
+        Duration::from_secs(if want_stick { 30 } else { 15 }),
+        want_stick && orders.action != Action::Menu,
+    );
+    println!(
+        "lifeboat: disks: {}",
+        disks
+            .iter()
+            .map(|d| format!("{} ({})", d.path, crate::report::bytes(d.size)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    ph.mark(report, "disks");
+    match orders.action {
+        Action::Menu => {
+            menu_restore(report, orders.clone(), orders.repo.as_deref(), start)?;
+            Ok(After::Reboot)
+        }
+        Action::Restore | Action::Capture => {
+            let mut excluded = Vec::new();
+            let repo = prepare_repo(
+                report,
+                orders.repo.as_deref().unwrap_or_default(),
+                &mut excluded,
+            )?;
+            ph.mark(
+                report,
+                if repo.contains("://") {
+                    "network"
+                } else {
+                    "repository"
+                },
+            );
+            let spec = orders.target.clone().expect("validated by cmdline::parse");
+            let disk = target::resolve(&spec, &excluded)?;
+            println!(
+                "lifeboat: target {} ({}, serial {})",
+                disk.path,
+                crate::report::bytes(disk.size),
+                disk.serial.as_deref().unwrap_or("-")
+            );
+            report.target = Some(disk.clone());
+            if orders.action == Action::Capture {
+                let name = orders
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| disk.serial.clone().unwrap_or_else(|| disk.name.clone()));
+                let s = crate::capture::run(&crate::capture::Options {
+                    repo: repo_spec(&repo, orders.token.as_deref())?,
+                    source: disk.path.clone().into(),
+                    name,
+                    sector_size: None,
+                    full: false,
+                    level: None,
+                    quiet: false,
+                })?;
+                report.capture = Some(s);
+                ph.mark(report, "capture");
+            } else {
+                restore_onto(
+                    report,
+                    &mut ph,
+                    &repo,
+                    orders.snapshot.as_deref().unwrap_or_default(),
+                    &disk,
+                    orders.verify,
+                    spec == TargetSpec::LargestEmpty,
+                )?;
+            }
+            Ok(orders.after)
+        }
+        Action::Poweroff => Ok(After::Poweroff),
+    }
+}
+
+fn repo_spec(location: &str, token: Option<&str>) -> Result<crate::repo::RepoSpec> {
+    let token_file = match token {
+        Some(t) => {
+            let p = Path::new("/run/lifeboat-token");
+            std::fs::write(p, t).context("write the token")?;
+            Some(p.to_path_buf())
+        }
+        None => None,
+    };
+    Ok(crate::repo::RepoSpec {
+        location: location.into(),
+        cacert: None,
+        token_file,
+    })
+}
+
+/// Make a repository reachable: mount the stick's data partition for `usb`, or get an
+/// address for an http(s) URL. Disks that hold it join `excluded`.
+fn prepare_repo(report: &mut Report, repo: &str, excluded: &mut Vec<String>) -> Result<String> {
+    let disks = crate::disk::detect::list_disks()?;
+    if let Some((stick, _)) = target::find_stick(&disks) {
+        excluded.push(stick.path.clone());
+    }
+    let location = if repo == "usb" {
+        let Some((stick, part)) = target::find_stick(&disks) else {
+            bail!(
+                "lifeboat.repo=usb, but no disk has a partition named {}",
+                crate::media::usb::DATA_PARTITION_NAME
+            );
+        };
+        let mnt = "/mnt/usb";
+        if !Path::new(mnt).join("repo").exists() {
+            mounts::vfat(&part, mnt)?;
+        }
+        println!("lifeboat: repository on {} ({part})", stick.path);
+        format!("{mnt}/repo")
+    } else if repo.starts_with("http://") || repo.starts_with("https://") {
+        if report.network.is_none() {
+            let lease = dhcp::configure_any(Duration::from_secs(60))?;
+            println!(
+                "lifeboat: {} has {} (router {:?}, DHCP server {})",
+                lease.interface, lease.address, lease.router, lease.server
+            );
+            report.network = Some(lease);
+        }
+        repo.to_string()
+    } else {
+        bail!("lifeboat.repo={repo}: expected usb or an http(s) URL");
+    };
+    report.repo = Some(location.clone());
+    // A local repository's disk is never a target either.
+    for m in crate::disk::detect::mounts()?.iter() {
+        if m.1
+            .iter()
+            .any(|p| location.starts_with(p.as_str()) && p != "/")
+        {
+            for d in &disks {
+                if d.partitions.iter().any(|p| &p.dev == m.0) && !excluded.contains(&d.path) {
+                    excluded.push(d.path.clone());
+                }
+            }
+        }
+    }
+    Ok(location)
+}
+
+fn restore_onto(
+    report: &mut Report,
+    ph: &mut Phases,
+    repo: &str,
+    snapshot: &str,
+    disk: &crate::disk::detect::Disk,
+    verify: bool,
+    known_blank: bool,
+) -> Result<()> {
+    println!(
+        "lifeboat: restoring {snapshot} from {repo} onto {}",
+        disk.path
+    );
+    let s = crate::restore::run(&crate::restore::Options {
+        repo: repo_spec(repo, None)?,
+        snapshot: snapshot.into(),
+        target: disk.path.clone().into(),
+        yes: true,
+        verify,
+        quiet: false,
+        seed: None,
+        // A blank disk holds nothing worth reading first.
+        no_reuse: known_blank,
+        zero_free: false,
+        grow: false,
+    })?;
+    let name = s.name.clone();
+    report.restore = Some(s);
+    ph.mark(report, if verify { "restore+verify" } else { "restore" });
+    let efivars = mounts::efivars();
+    let b = crate::boot::reinstall(
+        Path::new(&disk.path),
+        efivars,
+        &format!("{name} (restored by Lifeboat)"),
+    )?;
+    println!(
+        "lifeboat: bootloader: fallback {}; NVRAM {}",
+        b.fallback, b.nvram
+    );
+    report.bootloader = Some(b);
+    nix::unistd::sync();
+    ph.mark(report, "bootloader");
+    Ok(())
+}
+
+fn menu_restore(
+    report: &mut Report,
+    _orders: Orders,
+    default_repo: Option<&str>,
+    start: Instant,
+) -> Result<()> {
+    let mut ph = Phases { last: start };
+    let mut excluded = Vec::new();
+    let disks = crate::disk::detect::list_disks()?;
+    if let Some((stick, _)) = target::find_stick(&disks) {
+        excluded.push(stick.path);
+    }
+    let report_cell = std::cell::RefCell::new(std::mem::take(report));
+    let excluded_cell = std::cell::RefCell::new(excluded.clone());
+    let choice = menu::run(default_repo, &excluded, &|r| {
+        prepare_repo(
+            &mut report_cell.borrow_mut(),
+            r,
+            &mut excluded_cell.borrow_mut(),
+        )
+    });
+    *report = report_cell.into_inner();
+    let choice = choice?;
+    let excluded = excluded_cell.into_inner();
+    if excluded.contains(&choice.target.path) {
+        bail!(
+            "{} holds the repository or is the boot medium: refusing it",
+            choice.target.path
+        );
+    }
+    report.target = Some(choice.target.clone());
+    report.action = Some(Action::Restore);
+    restore_onto(
+        report,
+        &mut ph,
+        &choice.repo,
+        &choice.snapshot,
+        &choice.target,
+        choice.verify,
+        false,
+    )
+}

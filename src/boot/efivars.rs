@@ -263,13 +263,15 @@ mod tests {
             path: "\\EFI\\systemd\\systemd-bootx64.efi".into(),
         };
         let o = load_option("Linux", &l);
-        // attributes, path list length, "Linux\0" in UTF-16, then 42 + 4 + 2*34 + 4 bytes.
+        // attributes, path list length, "Linux\0" in UTF-16, then the hard-drive node (42),
+        // the file node (4 + 33 UTF-16 units with the NUL) and the end node (4).
+        assert_eq!(l.path.len(), 32);
         assert_eq!(&o[..4], &1u32.to_le_bytes());
-        assert_eq!(
-            u16::from_le_bytes([o[4], o[5]]) as usize,
-            42 + 4 + 2 * 34 + 4
-        );
-        assert_eq!(o.len(), 6 + 12 + 42 + 4 + 2 * 34 + 4);
+        assert_eq!(u16::from_le_bytes([o[4], o[5]]) as usize, 42 + 4 + 2 * 33 + 4);
+        assert_eq!(o.len(), 6 + 12 + 42 + 4 + 2 * 33 + 4);
+        assert_eq!(&o[18..22], &[4, 1, 42, 0]);
+        assert_eq!(&o[22..26], &1u32.to_le_bytes());
+        assert_eq!(&o[26..34], &2048u64.to_le_bytes());
         let (g, p) = parse_option(&o).unwrap();
         assert_eq!(&g, b"0123456789abcdef");
         assert_eq!(p, l.path);

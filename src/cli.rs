@@ -130,6 +130,46 @@ pub enum Command {
     },
     /// List the machine's disks.
     Disks,
+    /// Prove that a snapshot comes back and boots: boot the rescue media in QEMU with a
+    /// blank disk of the snapshot's size, restore onto it (repository on a USB stick, over
+    /// HTTP, or by PXE), then boot the restored disk under OVMF and wait for its marker.
+    Drill {
+        #[command(flatten)]
+        repo: RepoArg,
+        /// Snapshot name (the newest with it), id or id prefix.
+        #[arg(long, value_name = "NAME_OR_ID")]
+        snapshot: String,
+        /// How the rescue gets the repository.
+        #[arg(long, value_enum, default_value = "http")]
+        via: crate::drill::Via,
+        /// Kernel unpacked by scripts/fetch-kernel.
+        #[arg(
+            long,
+            env = "LIFEBOAT_KERNEL",
+            default_value = ".cache/kernel",
+            value_name = "DIR"
+        )]
+        kernel: PathBuf,
+        /// What the restored system prints on its serial console once booted.
+        #[arg(long, default_value = "login:")]
+        marker: String,
+        /// Have the rescue read the disk back and verify it.
+        #[arg(long)]
+        verify: bool,
+        /// Seconds the rescue may take to report.
+        #[arg(long, default_value_t = 900)]
+        rescue_timeout: u64,
+        /// Seconds the restored disk may take to show its marker.
+        #[arg(long, default_value_t = 300)]
+        boot_timeout: u64,
+        /// Keep the media, the disk and the console logs here (default: a new folder under
+        /// /var/tmp, of which only the console logs are kept).
+        #[arg(long, value_name = "DIR")]
+        work: Option<PathBuf>,
+        /// QEMU accelerator: tcg (software, works everywhere) or kvm.
+        #[arg(long, default_value = "tcg")]
+        accel: String,
+    },
     /// Build the rescue media around a stock Linux kernel: initramfs.cpio.zst (this binary
     /// as /init, storage, filesystem and network modules), lifeboat-usb.img (GPT, FAT32
     /// ESP with systemd-boot, a data partition for a repository) and pxe/ (kernel,

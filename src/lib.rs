@@ -6,6 +6,7 @@ pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod disk;
+pub mod drill;
 pub mod io;
 pub mod media;
 pub mod repo;

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use lifeboat::cli::{Cli, Command};
 use lifeboat::repo::{ChunkerParams, Repository};
-use lifeboat::{capture, check, disk, media, report, restore, serve, snapshots};
+use lifeboat::{capture, check, disk, drill, media, report, restore, serve, snapshots};
 
 // musl's allocator maps and unmaps every chunk-sized buffer; mimalloc reuses them.
 #[global_allocator]
@@ -178,6 +178,45 @@ fn run(cli: Cli) -> Result<()> {
                 report::print_json(&s)?
             } else {
                 s.print()
+            }
+        }
+        Command::Drill {
+            repo,
+            snapshot,
+            via,
+            kernel,
+            marker,
+            verify,
+            rescue_timeout,
+            boot_timeout,
+            work,
+            accel,
+        } => {
+            let s = drill::run(&drill::Options {
+                repo: repo.spec(),
+                snapshot,
+                via,
+                kernel,
+                marker,
+                verify,
+                rescue_timeout: std::time::Duration::from_secs(rescue_timeout),
+                boot_timeout: std::time::Duration::from_secs(boot_timeout),
+                work,
+                accel,
+                quiet,
+            })?;
+            if json {
+                report::print_json(&s)?
+            } else {
+                s.print()
+            }
+            if !s.pass {
+                bail!(
+                    "drill failed: {}",
+                    s.rescue_error
+                        .clone()
+                        .unwrap_or_else(|| "the restored disk did not boot to its marker".into())
+                );
             }
         }
         Command::Disks => {

@@ -267,7 +267,10 @@ mod tests {
         // the file node (4 + 33 UTF-16 units with the NUL) and the end node (4).
         assert_eq!(l.path.len(), 32);
         assert_eq!(&o[..4], &1u32.to_le_bytes());
-        assert_eq!(u16::from_le_bytes([o[4], o[5]]) as usize, 42 + 4 + 2 * 33 + 4);
+        assert_eq!(
+            u16::from_le_bytes([o[4], o[5]]) as usize,
+            42 + 4 + 2 * 33 + 4
+        );
         assert_eq!(o.len(), 6 + 12 + 42 + 4 + 2 * 33 + 4);
         assert_eq!(&o[18..22], &[4, 1, 42, 0]);
         assert_eq!(&o[22..26], &1u32.to_le_bytes());

@@ -1,0 +1,143 @@
+//! Restore drills in QEMU (software emulation), end to end: the demo machine from
+//! scripts/make-machine is captured, then `lifeboat drill` boots the rescue media with a
+//! blank disk, restores onto it by USB stick, HTTP or PXE, and boots the restored disk
+//! under OVMF until the machine prints its own marker. And one drill that must fail: a
+//! corrupt chunk stops the rescue with the error on its console, and the disk never boots.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A captured demo machine with a marker of its own.
+fn machine(env: &Env, marker: &str) -> String {
+    let img = env.path("machine.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine");
+    let o = Command::new(script)
+        .arg(&img)
+        .arg(marker)
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-machine: {}", String::from_utf8_lossy(&o.stderr));
+    env.init();
+    env.capture(&img, "demo")["snapshot"].as_str().unwrap().to_string()
+}
+
+fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value) {
+    let work = env.path(&format!("drill-{via}"));
+    let o = Command::new(bin())
+        .args(["drill", "--json", "-q", "--repo", &env.repo(), "--snapshot", "demo"])
+        .args(["--via", via, "--marker", marker, "--boot-timeout", boot_timeout])
+        .args(["--rescue-timeout", "420", "--work", path_str(&work)])
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("drill --json: {e}\n{}", stderr(&o)));
+    eprintln!("drill via {via}: {}", serde_json::to_string(&v["phases"]).unwrap());
+    (o.status.success(), v)
+}
+
+fn phase<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no phase {name}: {v}"))
+}
+
+/// What every passing drill shows: the rescue restored the whole snapshot, made it
+/// bootable, and the restored machine printed its own marker.
+fn assert_passed(ok: bool, v: &Value, id: &str, marker: &str) {
+    assert!(ok && v["pass"] == true, "drill failed: {v:#}");
+    let r = &v["rescue_report"];
+    assert_eq!(r["result"], "ok");
+    assert_eq!(r["restore"]["snapshot"], id);
+    assert_eq!(r["restore"]["fetched_chunks"], r["restore"]["chunks"]);
+    assert!(phase(v, "boot")["detail"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("LIFEBOAT-MARKER {marker}")));
+    // The demo machine has no fallback loader: the rescue must have installed one.
+    assert_eq!(
+        r["bootloader"]["fallback"],
+        "installed from EFI/systemd/systemd-bootx64.efi"
+    );
+}
+
+#[test]
+fn drill_over_http_restores_and_boots() {
+    let env = Env::new();
+    let id = machine(&env, "http-marker-1");
+    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "180");
+    assert_passed(ok, &v, &id, "http-marker-1");
+    let r = &v["rescue_report"];
+    // DHCP from QEMU's user-mode network, and a Boot#### first in BootOrder under OVMF.
+    assert_eq!(r["network"]["address"], "10.0.2.15");
+    assert_eq!(r["bootloader"]["nvram_ok"], true, "{r:#}");
+    assert!(r["bootloader"]["nvram"].as_str().unwrap().contains("first in BootOrder"));
+}
+
+#[test]
+fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
+    let env = Env::new();
+    let id = machine(&env, "usb-marker-2");
+    let (ok, v) = drill(&env, "usb", "LIFEBOAT-MARKER", "180");
+    assert_passed(ok, &v, &id, "usb-marker-2");
+    let r = &v["rescue_report"];
+    assert_eq!(r["repo"], "/mnt/usb/repo");
+    assert!(r["network"].is_null(), "no network needed: {r:#}");
+    // The stick was never a target, and the report landed on its data partition.
+    assert_eq!(r["target"]["path"], "/dev/vda");
+    let stick = env.path("drill-usb/media/lifeboat-usb.img");
+    let start = sgdisk_sector(&stick, 2, "First sector");
+    let listing = sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mdir -b -i {}@@{} ::/repo/reports",
+        stick.display(),
+        start * 512
+    ));
+    assert!(listing.contains("-ok.json"), "{listing}");
+}
+
+#[test]
+fn drill_by_pxe_restores_over_http_and_boots() {
+    let env = Env::new();
+    let id = machine(&env, "pxe-marker-3");
+    let (ok, v) = drill(&env, "pxe", "LIFEBOAT-MARKER", "180");
+    assert_passed(ok, &v, &id, "pxe-marker-3");
+    // BIOS network boot: no UEFI variables, so the fallback loader is what boots it.
+    let b = &v["rescue_report"]["bootloader"];
+    assert_eq!(b["nvram_ok"], false);
+    assert!(b["nvram"].as_str().unwrap().contains("fallback"), "{b}");
+}
+
+#[test]
+fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
+    let env = Env::new();
+    let id = machine(&env, "never-seen-4");
+    let m = env.manifest(&id);
+    let chunk = first_chunk_of_partition(&m, 2);
+    let path = env.chunk_path(&chunk);
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x55;
+    std::fs::write(&path, data).unwrap();
+    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "45");
+    assert!(!ok && v["pass"] == false, "{v:#}");
+    let rescue = phase(&v, "rescue");
+    assert_eq!(rescue["ok"], false);
+    let err = v["rescue_error"].as_str().unwrap();
+    assert!(err.contains(&chunk), "the error names the chunk: {err}");
+    let console = std::fs::read_to_string(env.path("drill-http/console-rescue.log")).unwrap();
+    assert!(console.contains("LIFEBOAT-FAILED"), "{console}");
+    assert!(!console.contains("rebooting") && !console.contains("powering off"));
+    // The disk was left unbootable: the boot phase never saw the marker.
+    assert_eq!(phase(&v, "boot")["ok"], false);
+    let boot = std::fs::read_to_string(env.path("drill-http/console-boot.log")).unwrap();
+    assert!(!boot.contains("never-seen-4"), "{boot}");
+}

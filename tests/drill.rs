@@ -22,23 +22,48 @@ fn machine(env: &Env, marker: &str) -> String {
         .env("LIFEBOAT_KERNEL", kernel_dir())
         .output()
         .unwrap();
-    assert!(o.status.success(), "make-machine: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "make-machine: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     env.init();
-    env.capture(&img, "demo")["snapshot"].as_str().unwrap().to_string()
+    env.capture(&img, "demo")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value) {
     let work = env.path(&format!("drill-{via}"));
     let o = Command::new(bin())
-        .args(["drill", "--json", "-q", "--repo", &env.repo(), "--snapshot", "demo"])
-        .args(["--via", via, "--marker", marker, "--boot-timeout", boot_timeout])
+        .args([
+            "drill",
+            "--json",
+            "-q",
+            "--repo",
+            &env.repo(),
+            "--snapshot",
+            "demo",
+        ])
+        .args([
+            "--via",
+            via,
+            "--marker",
+            marker,
+            "--boot-timeout",
+            boot_timeout,
+        ])
         .args(["--rescue-timeout", "420", "--work", path_str(&work)])
         .env("LIFEBOAT_KERNEL", kernel_dir())
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("drill --json: {e}\n{}", stderr(&o)));
-    eprintln!("drill via {via}: {}", serde_json::to_string(&v["phases"]).unwrap());
+    eprintln!(
+        "drill via {via}: {}",
+        serde_json::to_string(&v["phases"]).unwrap()
+    );
     (o.status.success(), v)
 }
 
@@ -80,7 +105,10 @@ fn drill_over_http_restores_and_boots() {
     // DHCP from QEMU's user-mode network, and a Boot#### first in BootOrder under OVMF.
     assert_eq!(r["network"]["address"], "10.0.2.15");
     assert_eq!(r["bootloader"]["nvram_ok"], true, "{r:#}");
-    assert!(r["bootloader"]["nvram"].as_str().unwrap().contains("first in BootOrder"));
+    assert!(r["bootloader"]["nvram"]
+        .as_str()
+        .unwrap()
+        .contains("first in BootOrder"));
 }
 
 #[test]

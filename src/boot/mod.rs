@@ -119,13 +119,29 @@ pub fn reinstall(target: &Path, efivars: Option<&Path>, description: &str) -> Re
     report.esp_partition = Some(number);
     report.esp_guid = Some(esp.part_guid.to_string());
     let (at, len) = (esp.first_lba * lb, (esp.last_lba - esp.first_lba + 1) * lb);
-    let loader = {
-        let fs = fatvol::open_fat(&file, at, len).context("open the restored ESP")?;
+    // Look first through a read-only handle: an ESP that needs nothing is left exactly as
+    // restored.
+    let (has_fallback, own) = {
+        let ro =
+            std::fs::File::open(target).with_context(|| format!("open {}", target.display()))?;
+        let fs = fatvol::open_fat(&ro, at, len).context("open the restored ESP")?;
         let root = fs.root_dir();
         let own = CANDIDATES.iter().find(|(p, _)| exists(&root, p));
-        if exists(&root, FALLBACK) {
-            report.fallback = "present".into();
-        } else if let Some((path, companions)) = own {
+        (exists(&root, FALLBACK), own)
+    };
+    let loader = if has_fallback {
+        report.fallback = "present".into();
+        Some(own.map(|(p, _)| *p).unwrap_or(FALLBACK))
+    } else if own.is_none() {
+        report.fallback = "missing: no known loader on the ESP".into();
+        report
+            .warnings
+            .push("the ESP has no EFI/BOOT/BOOTX64.EFI and no known loader to copy there".into());
+        None
+    } else {
+        let fs = fatvol::open_fat(&file, at, len).context("open the restored ESP")?;
+        let root = fs.root_dir();
+        if let Some((path, companions)) = own {
             let _ = root.create_dir("EFI");
             let _ = root.create_dir("EFI/BOOT");
             write(&root, FALLBACK, &read(&root, path)?)?;
@@ -134,21 +150,13 @@ pub fn reinstall(target: &Path, efivars: Option<&Path>, description: &str) -> Re
                 write(&root, &format!("EFI/BOOT/{name}"), &read(&root, c)?)?;
             }
             report.fallback = format!("installed from {path}");
-        } else {
-            report.fallback = "missing: no known loader on the ESP".into();
-            report.warnings.push(
-                "the ESP has no EFI/BOOT/BOOTX64.EFI and no known loader to copy there".into(),
-            );
         }
-        let chosen = own
-            .map(|(p, _)| *p)
-            .or(exists(&root, FALLBACK).then_some(FALLBACK));
         drop(root);
         fs.unmount().context("ESP: unmount")?;
-        chosen
+        fatvol::fix_dot_entries(&file, at, len)?;
+        file.sync_all().context("sync the restored ESP")?;
+        own.map(|(p, _)| *p)
     };
-    fatvol::fix_dot_entries(&file, at, len)?;
-    file.sync_all().context("sync the restored ESP")?;
     let Some(loader) = loader else {
         report.nvram = "not used: no loader".into();
         return Ok(report);

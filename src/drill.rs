@@ -484,6 +484,12 @@ pub fn run(opts: &Options) -> Result<Summary> {
         },
     });
     let pass = rescue_ok && booted.is_ok();
+    if opts.work.is_none() {
+        // Keep only the console logs of a drill run in a folder of its own.
+        let _ = fs::remove_dir_all(&media_dir);
+        let _ = fs::remove_file(&disk);
+        let _ = fs::remove_file(&vars);
+    }
     Ok(Summary {
         pass,
         via: opts.via,

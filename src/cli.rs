@@ -48,6 +48,18 @@ impl RepoArg {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct KernelArg {
+    /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
+    #[arg(
+        long,
+        env = "LIFEBOAT_KERNEL",
+        default_value = ".cache/kernel",
+        value_name = "DIR"
+    )]
+    pub kernel: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new, empty repository.
@@ -142,14 +154,8 @@ pub enum Command {
         /// How the rescue gets the repository.
         #[arg(long, value_enum, default_value = "http")]
         via: crate::drill::Via,
-        /// Kernel unpacked by scripts/fetch-kernel.
-        #[arg(
-            long,
-            env = "LIFEBOAT_KERNEL",
-            default_value = ".cache/kernel",
-            value_name = "DIR"
-        )]
-        kernel: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArg,
         /// What the restored system prints on its serial console once booted.
         #[arg(long, default_value = "login:")]
         marker: String,
@@ -178,14 +184,8 @@ pub enum Command {
         /// Output directory.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
-        #[arg(
-            long,
-            env = "LIFEBOAT_KERNEL",
-            default_value = ".cache/kernel",
-            value_name = "DIR"
-        )]
-        kernel: PathBuf,
+        #[command(flatten)]
+        kernel: KernelArg,
         /// Kernel command line, with the rescue's orders (lifeboat.repo=, lifeboat.snapshot=,
         /// lifeboat.target=, lifeboat.action=, lifeboat.verify=1, lifeboat.after=).
         #[arg(long, default_value = crate::media::DEFAULT_CMDLINE)]

@@ -83,11 +83,7 @@ fn run(cli: Cli) -> Result<()> {
                 level,
                 quiet,
             })?;
-            if json {
-                report::print_json(&s)?
-            } else {
-                s.print()
-            }
+            emit(json, &s, |s| s.print())?;
         }
         Command::Restore {
             repo,
@@ -112,11 +108,7 @@ fn run(cli: Cli) -> Result<()> {
                 zero_free,
                 grow,
             })?;
-            if json {
-                report::print_json(&s)?
-            } else {
-                s.print()
-            }
+            emit(json, &s, |s| s.print())?;
         }
         Command::Snapshots { repo } => {
             let list = snapshots::list(&repo.spec())?;
@@ -168,17 +160,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let s = media::run(&media::Options {
                 out,
-                kernel,
+                kernel: kernel.kernel,
                 cmdline,
                 loader,
                 repo: with_repo,
                 data_mib,
             })?;
-            if json {
-                report::print_json(&s)?
-            } else {
-                s.print()
-            }
+            emit(json, &s, |s| s.print())?;
         }
         Command::Drill {
             repo,
@@ -196,7 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                 repo: repo.spec(),
                 snapshot,
                 via,
-                kernel,
+                kernel: kernel.kernel,
                 marker,
                 verify,
                 rescue_timeout: std::time::Duration::from_secs(rescue_timeout),
@@ -205,11 +193,7 @@ fn run(cli: Cli) -> Result<()> {
                 accel,
                 quiet,
             })?;
-            if json {
-                report::print_json(&s)?
-            } else {
-                s.print()
-            }
+            emit(json, &s, |s| s.print())?;
             if !s.pass {
                 bail!(
                     "drill failed: {}",
@@ -229,6 +213,16 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One JSON object on stdout for machines, or the human summary.
+fn emit<T: serde::Serialize>(json: bool, value: &T, print: impl Fn(&T)) -> Result<()> {
+    if json {
+        report::print_json(value)
+    } else {
+        print(value);
+        Ok(())
+    }
 }
 
 fn print_disks(disks: &[disk::detect::Disk]) {

@@ -200,6 +200,16 @@ fn request_list() -> DhcpOption {
     ])
 }
 
+/// A client message of `kind` from no address yet, asking for a broadcast reply.
+fn message(xid: u32, mac: &[u8], kind: MessageType) -> Message {
+    let none = Ipv4Addr::UNSPECIFIED;
+    let mut m = Message::new_with_id(xid, none, none, none, none, mac);
+    m.set_flags(Flags::default().set_broadcast());
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    m.opts_mut().insert(request_list());
+    m
+}
+
 /// Get a lease on `iface` and apply it.
 pub fn configure(iface: &str, timeout: Duration) -> Result<Lease> {
     link_up(iface)?;
@@ -219,18 +229,7 @@ pub fn configure(iface: &str, timeout: Duration) -> Result<Lease> {
         ^ (Instant::now().elapsed().subsec_nanos())
         ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
     while Instant::now() < deadline {
-        let mut d = Message::new_with_id(
-            xid,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &mac,
-        );
-        d.set_flags(Flags::default().set_broadcast());
-        d.opts_mut()
-            .insert(DhcpOption::MessageType(MessageType::Discover));
-        d.opts_mut().insert(request_list());
+        let d = message(xid, &mac, MessageType::Discover);
         let Some(offer) = exchange(&sock, &d, MessageType::Offer, xid, deadline)? else {
             continue;
         };
@@ -238,17 +237,7 @@ pub fn configure(iface: &str, timeout: Duration) -> Result<Lease> {
             Some(DhcpOption::ServerIdentifier(s)) => *s,
             _ => offer.siaddr(),
         };
-        let mut r = Message::new_with_id(
-            xid,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &mac,
-        );
-        r.set_flags(Flags::default().set_broadcast());
-        r.opts_mut()
-            .insert(DhcpOption::MessageType(MessageType::Request));
+        let mut r = message(xid, &mac, MessageType::Request);
         r.opts_mut()
             .insert(DhcpOption::RequestedIpAddress(offer.yiaddr()));
         r.opts_mut().insert(DhcpOption::ServerIdentifier(server));

@@ -49,7 +49,7 @@ pub struct Report {
 impl Report {
     pub fn print(&self) {
         for d in &self.damaged_snapshots {
-            println!("damaged snapshot {}: {}", &d.id[..8], d.error);
+            println!("unreadable manifest {}: {}", &d.id[..8], d.error);
         }
         for p in &self.missing {
             println!(
@@ -87,7 +87,7 @@ impl Report {
 
     pub fn problem_line(&self) -> String {
         format!(
-            "{} damaged snapshots, {} missing chunks, {} corrupt chunks",
+            "{} unreadable manifests, {} missing chunks, {} corrupt chunks",
             self.damaged_snapshots.len(),
             self.missing.len(),
             self.corrupt.len()

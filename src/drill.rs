@@ -450,10 +450,10 @@ pub fn run(opts: &Options) -> Result<Summary> {
                     .unwrap_or(0.0)
             };
             format!(
-                "restored {} in {:.1} s in the guest (network {:.1} s); bootloader: {}",
+                "restored {} in {:.1} s in the guest (repository reached in {:.1} s); bootloader: {}",
                 crate::report::bytes(r["restore"]["disk_size"].as_u64().unwrap_or(0)),
                 secs("restore") + secs("restore+verify"),
-                secs("network"),
+                secs("network") + secs("repository"),
                 r["bootloader"]["nvram"].as_str().unwrap_or("-")
             )
         }

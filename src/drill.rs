@@ -257,16 +257,12 @@ pub fn run(opts: &Options) -> Result<Summary> {
     let repo = Repository::open(&opts.repo)?;
     let snap = repo.resolve(&opts.snapshot)?;
     let size = snap.manifest.disk.size;
-    let tmp;
     let work = match &opts.work {
         Some(w) => {
             fs::create_dir_all(w).with_context(|| format!("create {}", w.display()))?;
             w.clone()
         }
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
+        None => tempdir()?,
     };
     for f in [OVMF_CODE, OVMF_VARS] {
         if !Path::new(f).exists() {

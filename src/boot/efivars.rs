@@ -207,8 +207,9 @@ pub struct Installed {
 /// Create or update a Boot#### for `loader`, remove other entries pointing at the same
 /// partition and file, and put it first in BootOrder.
 pub fn install(vars: &Vars, description: &str, loader: &LoaderPath) -> Result<Installed> {
+    let taken = vars.boot_entries()?;
     let mut same = Vec::new();
-    for n in vars.boot_entries()? {
+    for &n in &taken {
         let Some(data) = vars.get(&format!("Boot{n:04X}")) else {
             continue;
         };
@@ -218,7 +219,6 @@ pub fn install(vars: &Vars, description: &str, loader: &LoaderPath) -> Result<In
             }
         }
     }
-    let taken = vars.boot_entries()?;
     let number = match same.first() {
         Some(&n) => n,
         None => (0..=0xffffu16)

@@ -22,10 +22,6 @@ impl Slice {
         }
     }
 
-    pub fn into_file(self) -> File {
-        self.file
-    }
-
     fn room(&self, want: usize) -> usize {
         want.min(self.len.saturating_sub(self.pos) as usize)
     }

@@ -12,7 +12,6 @@ pub struct CpioWriter<W: Write> {
 pub const DIR: u32 = 0o040000;
 pub const FILE: u32 = 0o100000;
 pub const CHAR: u32 = 0o020000;
-pub const LINK: u32 = 0o120000;
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> Self {
@@ -71,10 +70,6 @@ impl<W: Write> CpioWriter<W> {
 
     pub fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> io::Result<()> {
         self.entry(name, CHAR | perm, (major, minor), &[])
-    }
-
-    pub fn symlink(&mut self, name: &str, to: &str) -> io::Result<()> {
-        self.entry(name, LINK | 0o777, (0, 0), to.as_bytes())
     }
 
     pub fn finish(mut self) -> io::Result<W> {

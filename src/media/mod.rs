@@ -7,7 +7,7 @@ pub mod pxe;
 pub mod usb;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -86,12 +86,4 @@ impl Summary {
         );
         println!("cmdline   {}", self.cmdline);
     }
-}
-
-/// The default kernel cache: $LIFEBOAT_KERNEL, else .cache/kernel under the directory
-/// holding the binary's source checkout or the current one.
-pub fn default_kernel_dir() -> PathBuf {
-    std::env::var_os("LIFEBOAT_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(".cache/kernel").to_path_buf())
 }

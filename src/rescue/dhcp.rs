@@ -107,22 +107,20 @@ fn apply(lease: &Lease) -> Result<()> {
     let s = UdpSocket::bind("0.0.0.0:0").context("open a socket")?;
     let fd = s.as_raw_fd();
     let iface = &lease.interface;
-    let mut r = ifreq(iface)?;
-    r.ifr_ifru.ifru_addr = sockaddr(lease.address);
-    ioctl(
-        fd,
-        libc::SIOCSIFADDR,
-        &mut r as *mut _ as *mut _,
-        &format!("set the address of {iface}"),
-    )?;
-    let mut r = ifreq(iface)?;
-    r.ifr_ifru.ifru_netmask = sockaddr(lease.netmask);
-    ioctl(
-        fd,
-        libc::SIOCSIFNETMASK,
-        &mut r as *mut _ as *mut _,
-        &format!("set the netmask of {iface}"),
-    )?;
+    // The address and the netmask sit in the same slot of ifreq's union.
+    for (req, addr, what) in [
+        (libc::SIOCSIFADDR, lease.address, "address"),
+        (libc::SIOCSIFNETMASK, lease.netmask, "netmask"),
+    ] {
+        let mut r = ifreq(iface)?;
+        r.ifr_ifru.ifru_addr = sockaddr(addr);
+        ioctl(
+            fd,
+            req,
+            &mut r as *mut _ as *mut _,
+            &format!("set the {what} of {iface}"),
+        )?;
+    }
     if let Some(gw) = lease.router {
         // SAFETY: rtentry is plain data; zeros are valid.
         let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };

@@ -109,25 +109,24 @@ pub fn main() -> ! {
 /// Print the report on the console and write it into a local repository when writable.
 fn publish(report: &mut Report) {
     if let Some(repo) = report.repo.clone().filter(|r| !r.contains("://")) {
-        let dir = Path::new(&repo).join("reports");
-        let name = format!(
-            "{}-{}.json",
+        // Through the repository's own store: its temporary files, durability and clean-up.
+        let key = format!(
+            "reports/{}-{}.json",
             crate::repo::now_rfc3339().replace(':', ""),
             report.result
         );
-        let path = dir.join(name);
-        let written = std::fs::create_dir_all(&dir)
-            .context("create reports/")
-            .and_then(|_| {
-                report.report_file = Some(path.display().to_string());
-                let json = serde_json::to_vec_pretty(&*report)?;
-                crate::repo::atomic::write_file(&path, &json)
+        report.report_file = Some(Path::new(&repo).join(&key).display().to_string());
+        let written = serde_json::to_vec_pretty(&*report)
+            .context("encode the report")
+            .and_then(|json| {
+                let r = crate::repo::Repository::open(&repo_spec(&repo, None)?)?;
+                r.store().put(&key, &json)?;
+                r.store().flush()
             });
         if let Err(e) = written {
             report.report_file = None;
             println!("lifeboat: could not write the report into the repository: {e:#}");
         }
-        nix::unistd::sync();
     }
     match serde_json::to_string(&*report) {
         Ok(j) => println!("{REPORT_PREFIX}{j}"),
@@ -171,8 +170,7 @@ fn stay() -> ! {
             },
             "menu" => {
                 let mut report = Report::default();
-                let orders = cmdline::parse("").expect("empty orders parse");
-                match menu_restore(&mut report, orders, None, Instant::now()) {
+                match menu_restore(&mut report, None, Instant::now()) {
                     Ok(()) => {
                         report.result = "ok".into();
                         publish(&mut report);
@@ -256,7 +254,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     ph.mark(report, "disks");
     match orders.action {
         Action::Menu => {
-            menu_restore(report, orders.clone(), orders.repo.as_deref(), start)?;
+            menu_restore(report, orders.repo.as_deref(), start)?;
             Ok(After::Reboot)
         }
         Action::Restore | Action::Capture => {
@@ -427,12 +425,7 @@ fn restore_onto(
     Ok(())
 }
 
-fn menu_restore(
-    report: &mut Report,
-    _orders: Orders,
-    default_repo: Option<&str>,
-    start: Instant,
-) -> Result<()> {
+fn menu_restore(report: &mut Report, default_repo: Option<&str>, start: Instant) -> Result<()> {
     let mut ph = Phases { last: start };
     let mut excluded = Vec::new();
     let disks = crate::disk::detect::list_disks()?;

@@ -1,17 +1,25 @@
 //! Lifeboat: capture disks into a verified chunk repository and restore them exactly.
+//!
+//! The commands (`commands/`) are apart from the subsystems they use: the repository
+//! (`repo/`), disks (`disk/`), read and write adapters (`io/`), capture and restore with
+//! their phases (`capture/`, `restore/`), rescue media (`media/`), the bootloader
+//! (`boot/`), the rescue's PID 1 (`rescue/`), NBD (`nbd/`), the server (`serve/`) and
+//! drills (`drill/`).
 
 pub mod boot;
 pub mod capture;
-pub mod check;
 pub mod cli;
 pub mod cmd;
+pub mod commands;
 pub mod disk;
 pub mod drill;
 pub mod io;
+pub mod location;
 pub mod media;
+pub mod nbd;
+pub mod range;
 pub mod repo;
-pub mod report;
 pub mod rescue;
 pub mod restore;
 pub mod serve;
-pub mod snapshots;
+pub mod ui;

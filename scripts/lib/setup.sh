@@ -36,6 +36,24 @@ need_rust() {
   done
 }
 
+# Build the binary (release by default, or the profile given) and print its path as
+# cargo reports it, so that CARGO_TARGET_DIR, a target-dir in a cargo config and the musl
+# default target are all honoured: the scripts never guess where target/ is.
+build_lifeboat() {
+  local out
+  out=$(cargo build --profile "${1:-release}" --quiet --bin lifeboat \
+    --message-format=json-render-diagnostics) || return 1
+  printf '%s\n' "$out" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "lifeboat" and m.get("executable"):
+        print(m["executable"])
+' | tail -n 1 | grep . || { echo "cargo built no lifeboat executable" >&2; return 1; }
+}
+
+build_release() { build_lifeboat release; }
+
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
 # filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.

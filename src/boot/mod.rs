@@ -16,7 +16,7 @@ use crate::disk::fatvol;
 
 const FALLBACK: &str = "EFI/BOOT/BOOTX64.EFI";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BootReport {
     /// The ESP's partition number, or None when the disk has no GPT ESP.
     pub esp_partition: Option<u32>,

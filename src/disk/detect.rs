@@ -7,11 +7,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::fs as fsprobe;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Disk {
     pub name: String,
     pub path: String,
@@ -26,12 +26,12 @@ pub struct Disk {
     pub removable: bool,
     pub rotational: bool,
     pub read_only: bool,
-    pub fstype: Option<String>,
+    pub fstype: Option<fsprobe::FsKind>,
     pub mountpoints: Vec<String>,
     pub partitions: Vec<Partition>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Partition {
     pub name: String,
     pub path: String,
@@ -39,7 +39,7 @@ pub struct Partition {
     pub number: u32,
     pub start: u64,
     pub size: u64,
-    pub fstype: Option<String>,
+    pub fstype: Option<fsprobe::FsKind>,
     pub mountpoints: Vec<String>,
 }
 
@@ -158,7 +158,7 @@ fn transport_of(sys: &Path, name: &str) -> String {
     t.to_string()
 }
 
-fn probe_path(path: &Path) -> Option<String> {
+fn probe_path(path: &Path) -> Option<fsprobe::FsKind> {
     use std::os::unix::fs::FileExt;
     let f = fs::File::open(path).ok()?;
     let mut buf = vec![0u8; fsprobe::PROBE_BYTES];
@@ -170,7 +170,7 @@ fn probe_path(path: &Path) -> Option<String> {
         }
     }
     buf.truncate(n);
-    fsprobe::probe(&buf).map(str::to_string)
+    fsprobe::probe(&buf)
 }
 
 /// Every block device with a medium, partitions folded under their disk.

@@ -127,15 +127,7 @@ pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
                     bail!("directory at cluster {first} has no '.' and '..' entries");
                 };
                 let used = slots.iter().take_while(|e| e[0] != 0).count();
-                let mut out = vec![d, dd];
-                out.extend(rest);
-                while out.len() < used {
-                    let mut deleted = [0u8; 32];
-                    deleted[0] = 0xe5;
-                    out.push(deleted);
-                }
-                out.resize(slots.len(), [0u8; 32]);
-                let fixed: Vec<u8> = out.concat();
+                let fixed = dots_first(d, dd, rest, used, slots.len());
                 if fixed != buf {
                     s.seek(SeekFrom::Start(offset(cl)))?;
                     s.write_all(&fixed)?;
@@ -148,19 +140,44 @@ pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
             cl = next;
         }
     }
-    // FSInfo: free cluster count and a hint for the next free one.
     let free: Vec<u32> = (2..clusters as u32 + 2)
         .filter(|&c| entry(c) == 0)
         .collect();
+    write_fsinfo(&mut s, fsinfo * bps, &free)?;
+    s.flush()?;
+    Ok(())
+}
+
+/// A directory's first cluster with '.' and '..' in slots 0 and 1, the other entries
+/// after them, deleted entries where slots were used before, and end markers after.
+fn dots_first(
+    dot: [u8; 32],
+    dotdot: [u8; 32],
+    rest: Vec<[u8; 32]>,
+    used: usize,
+    slots: usize,
+) -> Vec<u8> {
+    let mut out = vec![dot, dotdot];
+    out.extend(rest);
+    while out.len() < used {
+        let mut deleted = [0u8; 32];
+        deleted[0] = 0xe5;
+        out.push(deleted);
+    }
+    out.resize(slots, [0u8; 32]);
+    out.concat()
+}
+
+/// FSInfo at `at`: the free cluster count and a hint for the next free one.
+fn write_fsinfo(s: &mut Slice, at: u64, free: &[u32]) -> Result<()> {
     let mut info = [0u8; 512];
-    s.seek(SeekFrom::Start(fsinfo * bps))?;
+    s.seek(SeekFrom::Start(at))?;
     s.read_exact(&mut info)?;
     if &info[..4] == b"RRaA" {
         info[488..492].copy_from_slice(&(free.len() as u32).to_le_bytes());
         info[492..496].copy_from_slice(&free.first().copied().unwrap_or(0xffff_ffff).to_le_bytes());
-        s.seek(SeekFrom::Start(fsinfo * bps))?;
+        s.seek(SeekFrom::Start(at))?;
         s.write_all(&info)?;
     }
-    s.flush()?;
     Ok(())
 }

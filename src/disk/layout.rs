@@ -6,9 +6,9 @@ use std::io::Cursor;
 use anyhow::{bail, Context, Result};
 use gpt::disk::LogicalBlockSize;
 
-use super::Device;
+use super::SourceDisk;
 use crate::repo::manifest::{
-    DiskInfo, GptInfo, GptPartition, MbrEntry, MbrInfo, RegionKind, TableKind,
+    DiskInfo, GptInfo, GptPartition, MbrEntry, MbrInfo, MbrKind, RegionKind, TableKind,
 };
 
 /// A region before capture: where it is and what it holds.
@@ -37,7 +37,7 @@ fn lb(ss: u32) -> Result<LogicalBlockSize> {
 
 /// Find the sector size: the kernel's for a block device, the given one, or for an image
 /// the one at which a GPT header is found (512 when there is none).
-pub fn sector_size(dev: &Device, given: Option<u32>) -> Result<u32> {
+pub fn sector_size(dev: &SourceDisk, given: Option<u32>) -> Result<u32> {
     if let Some(ss) = dev.sector_size {
         if let Some(g) = given {
             if g != ss {
@@ -98,18 +98,18 @@ pub fn read_mbr(sector0: &[u8], disk_sectors: u64) -> Option<MbrInfo> {
     }
     let has_ee = entries.iter().any(|e| e.os_type == 0xEE);
     let kind = match (has_ee, entries.len()) {
-        (true, 1) => "protective",
-        (true, _) => "hybrid",
-        _ => "dos",
+        (true, 1) => MbrKind::Protective,
+        (true, _) => MbrKind::Hybrid,
+        _ => MbrKind::Dos,
     };
     Some(MbrInfo {
-        kind: kind.into(),
+        kind,
         disk_signature: u32::from_le_bytes(sector0[440..444].try_into().unwrap()),
         entries,
     })
 }
 
-fn read_gpt(dev: &Device, ss: u32) -> Result<Option<GptInfo>> {
+fn read_gpt(dev: &SourceDisk, ss: u32) -> Result<Option<GptInfo>> {
     let mut hdr = vec![0u8; ss as usize];
     if dev.size < 2 * ss as u64 {
         return Ok(None);
@@ -230,7 +230,7 @@ fn gpt_regions(g: &GptInfo, ss: u64, size: u64) -> Result<Vec<RegionPlan>> {
     Ok(regions)
 }
 
-pub fn read_layout(dev: &Device, given_ss: Option<u32>) -> Result<Layout> {
+pub fn read_layout(dev: &SourceDisk, given_ss: Option<u32>) -> Result<Layout> {
     let ss = sector_size(dev, given_ss)?;
     if dev.size % ss as u64 != 0 {
         bail!(
@@ -365,14 +365,8 @@ pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64, grow: bool) -> Resu
 /// A Read + Seek view of a device (file, block device or NBD export), for the gpt crate.
 #[derive(Debug)]
 struct DeviceCursor<'a> {
-    dev: &'a Device,
+    dev: &'a SourceDisk,
     pos: u64,
-}
-
-impl std::fmt::Debug for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Device({})", self.path.display())
-    }
 }
 
 impl std::io::Read for DeviceCursor<'_> {
@@ -458,11 +452,89 @@ mod tests {
         s[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
         s[446 + 12..446 + 16].copy_from_slice(&100u32.to_le_bytes());
         let m = read_mbr(&s, 4096).unwrap();
-        assert_eq!(m.kind, "dos");
+        assert_eq!(m.kind, MbrKind::Dos);
         assert_eq!(m.entries[0].first_lba, 2048);
         // Past the end of the disk: not a plausible table.
         assert!(read_mbr(&s, 1000).is_none());
         s[446] = 0x12;
         assert!(read_mbr(&s, 4096).is_none());
+    }
+
+    fn gpt(first: u64, last: u64, parts: &[(u32, u64, u64)]) -> GptInfo {
+        GptInfo {
+            disk_guid: String::new(),
+            first_usable_lba: first,
+            last_usable_lba: last,
+            partition_entry_lba: 2,
+            num_partition_entries: 128,
+            partition_entry_size: 128,
+            partitions: parts
+                .iter()
+                .map(|&(number, first_lba, last_lba)| GptPartition {
+                    number,
+                    type_guid: String::new(),
+                    unique_guid: String::new(),
+                    name: String::new(),
+                    attributes: 0,
+                    first_lba,
+                    last_lba,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_gpt_disk_is_cut_into_tables_gaps_and_partitions() {
+        let g = gpt(34, 8158, &[(1, 2048, 4095), (2, 6144, 8158)]);
+        let r = gpt_regions(&g, 512, 8192 * 512).unwrap();
+        let cut: Vec<(RegionKind, Option<u32>, u64, u64)> = r
+            .iter()
+            .map(|r| (r.kind, r.partition, r.offset / 512, r.length / 512))
+            .collect();
+        assert_eq!(
+            cut,
+            vec![
+                (RegionKind::Table, None, 0, 34),
+                (RegionKind::Gap, None, 34, 2014),
+                (RegionKind::Partition, Some(1), 2048, 2048),
+                (RegionKind::Gap, None, 4096, 2048),
+                (RegionKind::Partition, Some(2), 6144, 2015),
+                (RegionKind::BackupTable, None, 8159, 33),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gpt_that_does_not_hold_together_is_refused() {
+        let disk = 8192 * 512;
+        let overlap = gpt(34, 8158, &[(1, 2048, 4095), (2, 4000, 5000)]);
+        assert!(gpt_regions(&overlap, 512, disk)
+            .unwrap_err()
+            .to_string()
+            .contains("partition 2"));
+        let outside = gpt(34, 8158, &[(1, 2048, 9000)]);
+        assert!(gpt_regions(&outside, 512, disk).is_err());
+        let backwards = gpt(34, 8158, &[(1, 4000, 3000)]);
+        assert!(gpt_regions(&backwards, 512, disk).is_err());
+        let too_big = gpt(34, 20000, &[]);
+        assert!(gpt_regions(&too_big, 512, disk)
+            .unwrap_err()
+            .to_string()
+            .contains("do not fit"));
+    }
+
+    #[test]
+    fn protective_and_hybrid_mbrs() {
+        let mut s = vec![0u8; 512];
+        s[510] = 0x55;
+        s[511] = 0xAA;
+        s[446 + 4] = 0xEE;
+        s[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+        s[446 + 12..446 + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(read_mbr(&s, 4096).unwrap().kind, MbrKind::Protective);
+        s[462 + 4] = 0x0C;
+        s[462 + 8..462 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        s[462 + 12..462 + 16].copy_from_slice(&100u32.to_le_bytes());
+        assert_eq!(read_mbr(&s, 4096).unwrap().kind, MbrKind::Hybrid);
     }
 }

@@ -1,13 +1,16 @@
-//! Disks: opening sources and targets, reading their partition tables, probing filesystems,
-//! refusing busy devices, and listing what the machine has.
+//! Disks: opening sources (read-only) and targets (writable), reading their partition
+//! tables, probing filesystems, refusing busy devices, and listing what the machine has.
 
+pub mod blockdev;
 pub mod detect;
-pub mod device;
 pub mod fatvol;
 pub mod fs;
 pub mod guard;
 pub mod layout;
 pub mod loopdev;
-pub mod nbd_client;
+pub mod source;
+pub mod target;
 
-pub use device::Device;
+pub use blockdev::Identity;
+pub use source::SourceDisk;
+pub use target::TargetDisk;

@@ -1,10 +1,12 @@
-//! Read and write adapters, one per file.
+//! Read and write adapters, one per file, and the parallel map that capture, restore and
+//! check run through.
 
-pub mod ordered;
+pub mod coalesce;
+pub mod parallel;
 pub mod progress;
 pub mod range;
 pub mod slice;
 
-pub use ordered::OrderedWriter;
+pub use coalesce::CoalescingWriter;
 pub use progress::Progress;
 pub use range::RangeReader;

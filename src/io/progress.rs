@@ -1,15 +1,11 @@
 //! Progress: a bar on a terminal, a plain line every tenth of the way otherwise.
 
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::report::bytes;
-
-/// Plain lines even on a terminal (the rescue's serial console, read by drills).
-pub static PLAIN: AtomicBool = AtomicBool::new(false);
+use crate::ui::{bytes, Ui};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -23,18 +19,18 @@ pub struct Progress {
 
 impl Progress {
     /// Progress over `total` bytes.
-    pub fn new(label: &str, total: u64, quiet: bool) -> Progress {
-        Self::build(label, total, quiet, false)
+    pub fn new(label: &str, total: u64, ui: &Ui) -> Progress {
+        Self::build(label, total, ui, false)
     }
 
     /// Progress over `total` things (chunks, files).
-    pub fn items(label: &str, total: u64, quiet: bool) -> Progress {
-        Self::build(label, total, quiet, true)
+    pub fn items(label: &str, total: u64, ui: &Ui) -> Progress {
+        Self::build(label, total, ui, true)
     }
 
-    fn build(label: &str, total: u64, quiet: bool, items: bool) -> Progress {
-        let bars = std::io::stderr().is_terminal() && !PLAIN.load(Ordering::Relaxed);
-        let bar = (!quiet && bars).then(|| {
+    fn build(label: &str, total: u64, ui: &Ui, items: bool) -> Progress {
+        let quiet = ui.quiet;
+        let bar = ui.progress_bars().then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
                 ProgressStyle::with_template(if items {

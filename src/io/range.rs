@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
+use crate::range::ByteRange;
+
 /// Positioned reads: a file, or a device (which may be an NBD export).
 pub trait ReadAt: Sync {
     /// Read up to `buf.len()` bytes at `offset`; 0 only at the end.
@@ -22,8 +24,8 @@ pub struct RangeReader<'a> {
     file: &'a dyn ReadAt,
     pos: u64,
     end: u64,
-    /// Ascending, non-overlapping (offset, length) ranges that read as zeros.
-    zeros: Vec<(u64, u64)>,
+    /// Ascending, non-overlapping ranges that read as zeros.
+    zeros: Vec<ByteRange>,
     next_zero: usize,
 }
 
@@ -38,7 +40,7 @@ impl<'a> RangeReader<'a> {
         }
     }
 
-    pub fn with_zeros(mut self, zeros: &[(u64, u64)]) -> Self {
+    pub fn with_zeros(mut self, zeros: &[ByteRange]) -> Self {
         self.zeros = zeros.to_vec();
         self
     }
@@ -46,9 +48,8 @@ impl<'a> RangeReader<'a> {
 
 impl Read for RangeReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.next_zero < self.zeros.len() {
-            let (o, l) = self.zeros[self.next_zero];
-            if o + l <= self.pos {
+        while let Some(z) = self.zeros.get(self.next_zero) {
+            if z.end() <= self.pos {
                 self.next_zero += 1;
             } else {
                 break;
@@ -58,14 +59,14 @@ impl Read for RangeReader<'_> {
         if want == 0 {
             return Ok(0);
         }
-        if let Some(&(o, l)) = self.zeros.get(self.next_zero) {
-            if o <= self.pos {
-                let n = want.min((o + l - self.pos) as usize);
+        if let Some(z) = self.zeros.get(self.next_zero) {
+            if z.offset <= self.pos {
+                let n = want.min((z.end() - self.pos) as usize);
                 buf[..n].fill(0);
                 self.pos += n as u64;
                 return Ok(n);
             }
-            want = want.min((o - self.pos) as usize);
+            want = want.min((z.offset - self.pos) as usize);
         }
         let n = self.file.read_partial(&mut buf[..want], self.pos)?;
         if n == 0 {
@@ -91,7 +92,12 @@ mod tests {
     fn zero_ranges_read_as_zeros() {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(&[7u8; 100]).unwrap();
-        let mut r = RangeReader::new(&f, 10, 80).with_zeros(&[(5, 10), (40, 5), (85, 50)]);
+        let zeros = [
+            ByteRange::new(5, 10),
+            ByteRange::new(40, 5),
+            ByteRange::new(85, 50),
+        ];
+        let mut r = RangeReader::new(&f, 10, 80).with_zeros(&zeros);
         let mut out = Vec::new();
         r.read_to_end(&mut out).unwrap();
         let mut want = vec![7u8; 80];
@@ -99,5 +105,15 @@ mod tests {
         want[30..35].fill(0); // 40..45
         want[75..].fill(0); // 85..90
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_short_file_is_an_error_not_a_short_read() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[1u8; 10]).unwrap();
+        let mut r = RangeReader::new(&f, 0, 20);
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

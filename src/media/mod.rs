@@ -7,24 +7,17 @@ pub mod pxe;
 pub mod usb;
 
 use std::fs;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+
+pub use crate::commands::mkimage::MkimageArgs;
+use crate::ui::{bytes, Outcome};
 
 /// The systemd-boot loader Debian's systemd-boot-efi package installs.
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 /// Orders given when none are: the console menu.
 pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 quiet";
-
-pub struct Options {
-    pub out: PathBuf,
-    pub kernel: PathBuf,
-    pub cmdline: String,
-    pub loader: PathBuf,
-    pub repo: Option<PathBuf>,
-    pub data_mib: u64,
-}
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -34,8 +27,8 @@ pub struct Summary {
     pub cmdline: String,
 }
 
-pub fn run(opts: &Options) -> Result<Summary> {
-    let kernel = initramfs::Kernel::open(&opts.kernel)?;
+pub fn run(opts: &MkimageArgs) -> Result<Summary> {
+    let kernel = initramfs::Kernel::open(&opts.kernel.kernel)?;
     fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let exe = std::env::current_exe().context("find the running lifeboat binary")?;
     let ird = opts.out.join("initramfs.cpio.zst");
@@ -49,7 +42,7 @@ pub fn run(opts: &Options) -> Result<Summary> {
         initramfs: &ird,
         loader: &opts.loader,
         cmdline: &opts.cmdline,
-        repo: opts.repo.as_deref(),
+        repo: opts.with_repo.as_deref(),
         data_mib: opts.data_mib,
     })?;
     let pxe = opts.out.join("pxe");
@@ -62,23 +55,23 @@ pub fn run(opts: &Options) -> Result<Summary> {
     })
 }
 
-impl Summary {
-    pub fn print(&self) {
+impl Outcome for Summary {
+    fn print(&self) {
         let i = &self.initramfs;
         println!(
             "initramfs {} (kernel {}, {} modules, {} from {})",
             i.path,
             i.kernel_version,
             i.modules,
-            crate::report::bytes(i.bytes),
-            crate::report::bytes(i.uncompressed_bytes)
+            bytes(i.bytes),
+            bytes(i.uncompressed_bytes)
         );
         println!(
             "usb       {} ({}: ESP {}, data {})",
             self.usb.path,
-            crate::report::bytes(self.usb.bytes),
-            crate::report::bytes(self.usb.esp_bytes),
-            crate::report::bytes(self.usb.data_bytes)
+            bytes(self.usb.bytes),
+            bytes(self.usb.esp_bytes),
+            bytes(self.usb.data_bytes)
         );
         println!(
             "pxe       {}/ (vmlinuz, initramfs.cpio.zst, boot.ipxe)",

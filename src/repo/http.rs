@@ -14,13 +14,16 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::store::{Store, StoreError};
+use crate::location::HttpUrl;
 
 const ATTEMPTS: u32 = 7;
+/// Requests kept in flight: each mostly waits on the network.
+const REQUESTS_IN_FLIGHT: usize = 16;
 /// Largest body read: a manifest of a very large disk.
 const MAX_BODY: u64 = 1 << 30;
 
 pub struct HttpStore {
-    base: String,
+    base: HttpUrl,
     agent: ureq::Agent,
     token: Option<String>,
 }
@@ -54,12 +57,8 @@ enum Attempt<T> {
 }
 
 impl HttpStore {
-    pub fn new(url: &str, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
-        let base = if url.ends_with('/') {
-            url.to_string()
-        } else {
-            format!("{url}/")
-        };
+    pub fn new(url: &HttpUrl, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
+        let base = url.clone();
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(60))
@@ -77,7 +76,7 @@ impl HttpStore {
     }
 
     fn url(&self, key: &str) -> String {
-        format!("{}{}", self.base, key)
+        self.base.join(key)
     }
 
     /// Run one request with retries; `f` says what each attempt came to.
@@ -227,6 +226,10 @@ impl Store for HttpStore {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn concurrency(&self) -> usize {
+        REQUESTS_IN_FLIGHT.max(crate::io::parallel::cores())
     }
 }
 

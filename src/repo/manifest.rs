@@ -1,10 +1,13 @@
 //! Snapshot manifests: what a capture recorded about a disk, and where every byte of it lives.
 
+use std::fmt;
+
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
 use super::id::ChunkId;
 use super::ChunkerParams;
+use crate::range::{self, ByteRange};
 
 pub const MANIFEST_FORMAT: &str = "lifeboat-snapshot";
 pub const MANIFEST_VERSION: u32 = 1;
@@ -41,6 +44,16 @@ pub enum TableKind {
     None,
 }
 
+impl fmt::Display for TableKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableKind::Gpt => "gpt",
+            TableKind::Mbr => "mbr",
+            TableKind::None => "none",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DiskInfo {
     pub size: u64,
@@ -74,10 +87,30 @@ pub struct GptPartition {
     pub last_lba: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MbrKind {
+    /// One 0xEE entry covering a GPT disk.
+    Protective,
+    /// 0xEE beside other entries.
+    Hybrid,
+    /// A classic DOS partition table.
+    Dos,
+}
+
+impl fmt::Display for MbrKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MbrKind::Protective => "protective",
+            MbrKind::Hybrid => "hybrid",
+            MbrKind::Dos => "dos",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MbrInfo {
-    /// "protective" (one 0xEE entry), "hybrid" (0xEE beside others) or "dos".
-    pub kind: String,
+    pub kind: MbrKind,
     pub disk_signature: u32,
     pub entries: Vec<MbrEntry>,
 }
@@ -103,6 +136,18 @@ pub enum RegionKind {
     BackupTable,
     /// A disk with an MBR or no table, captured whole.
     Disk,
+}
+
+impl fmt::Display for RegionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegionKind::Table => "table",
+            RegionKind::Gap => "gap",
+            RegionKind::Partition => "partition",
+            RegionKind::BackupTable => "backup-table",
+            RegionKind::Disk => "disk",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,30 +178,14 @@ pub struct FsUsage {
     /// Sum of the used ranges' lengths.
     pub used_bytes: u64,
     /// Ranges read, as [offset on the disk, length], ascending, not overlapping.
-    pub used: Vec<(u64, u64)>,
+    pub used: Vec<ByteRange>,
 }
 
 impl FsUsage {
-    /// The free ranges of [start, end): the complement of `used`.
-    pub fn free_ranges(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        complement(&self.used, start, end)
+    /// The free ranges of `within`: the complement of `used`.
+    pub fn free_ranges(&self, within: ByteRange) -> Vec<ByteRange> {
+        range::complement(&self.used, within)
     }
-}
-
-/// The parts of [start, end) that none of the sorted (offset, length) `ranges` cover.
-pub fn complement(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut pos = start;
-    for &(o, l) in ranges {
-        if o > pos {
-            out.push((pos, o.min(end) - pos));
-        }
-        pos = pos.max(o + l);
-    }
-    if end > pos {
-        out.push((pos, end - pos));
-    }
-    out
 }
 
 impl Region {
@@ -164,10 +193,22 @@ impl Region {
         self.offset + self.length
     }
 
+    pub fn range(&self) -> ByteRange {
+        ByteRange::new(self.offset, self.length)
+    }
+
+    /// Free filesystem space in the region (empty when all of it was read).
+    pub fn free_ranges(&self) -> Vec<ByteRange> {
+        self.filesystem
+            .as_ref()
+            .map(|f| f.free_ranges(self.range()))
+            .unwrap_or_default()
+    }
+
     pub fn label(&self) -> String {
         match (self.kind, self.partition) {
             (RegionKind::Partition, Some(n)) => format!("partition {n}"),
-            (kind, _) => format!("{kind:?} at {}", self.offset).to_lowercase(),
+            (kind, _) => format!("{kind} at {}", self.offset),
         }
     }
 }
@@ -232,13 +273,14 @@ impl Manifest {
             );
             if let Some(fs) = &r.filesystem {
                 let mut end = r.offset;
-                for &(o, l) in &fs.used {
+                for u in &fs.used {
                     ensure!(
-                        o >= end && l > 0 && o + l <= r.end(),
-                        "{}: used range at {o} is out of order or outside the region",
-                        r.label()
+                        u.offset >= end && !u.is_empty() && u.end() <= r.end(),
+                        "{}: used range at {} is out of order or outside the region",
+                        r.label(),
+                        u.offset
                     );
-                    end = o + l;
+                    end = u.end();
                 }
             }
             let mut cpos = r.offset;
@@ -288,13 +330,155 @@ impl Manifest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::*;
+
+    /// A 4 MiB GPT disk with 512-byte sectors: the primary table, a gap of zeros to 1 MiB,
+    /// one partition (chunks, a 64 KiB hole at 2 MiB, 512 KiB of free space at 3 MiB) and
+    /// the backup table. Chunk ids are their ordinal in every byte.
+    pub(crate) fn sample_manifest() -> Manifest {
+        const K: u64 = 1024;
+        const M: u64 = 1 << 20;
+        let size = 4 * M;
+        let backup = 8159 * 512;
+        let mut n = 0u8;
+        let mut chunk = |offset: u64, length: u64| {
+            n += 1;
+            ChunkRef {
+                offset,
+                length: length as u32,
+                id: Some(ChunkId([n; 32])),
+                free: false,
+            }
+        };
+        let hole = |offset: u64, length: u64, free: bool| ChunkRef {
+            offset,
+            length: length as u32,
+            id: None,
+            free,
+        };
+        let table = vec![chunk(0, 34 * 512)];
+        let gap = vec![hole(34 * 512, M - 34 * 512, false)];
+        let mut part: Vec<ChunkRef> = (0..4).map(|i| chunk(M + i * 256 * K, 256 * K)).collect();
+        part.push(hole(2 * M, 64 * K, false));
+        let mut pos = 2 * M + 64 * K;
+        for len in [256 * K, 256 * K, 256 * K, 192 * K] {
+            part.push(chunk(pos, len));
+            pos += len;
+        }
+        part.push(hole(3 * M, 512 * K, true));
+        part.push(chunk(3 * M + 512 * K, 256 * K));
+        part.push(chunk(3 * M + 768 * K, backup - (3 * M + 768 * K)));
+        let tail = vec![chunk(backup, size - backup)];
+        let region = |kind, partition, offset: u64, end: u64, chunks| Region {
+            kind,
+            partition,
+            offset,
+            length: end - offset,
+            blake3: String::new(),
+            filesystem: None,
+            chunks,
+        };
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            version: MANIFEST_VERSION,
+            name: "sample".into(),
+            time: "2026-12-01T00:00:00Z".into(),
+            hostname: "test".into(),
+            source: SourceInfo {
+                path: "sample.img".into(),
+                model: None,
+                serial: None,
+            },
+            disk: DiskInfo {
+                size,
+                logical_sector_size: 512,
+                table: TableKind::Gpt,
+                gpt: Some(GptInfo {
+                    disk_guid: String::new(),
+                    first_usable_lba: 34,
+                    last_usable_lba: 8158,
+                    partition_entry_lba: 2,
+                    num_partition_entries: 128,
+                    partition_entry_size: 128,
+                    partitions: vec![],
+                }),
+                mbr: None,
+            },
+            chunker: ChunkerParams::default(),
+            regions: vec![
+                region(RegionKind::Table, None, 0, 34 * 512, table),
+                region(RegionKind::Gap, None, 34 * 512, M, gap),
+                region(RegionKind::Partition, Some(1), M, backup, part),
+                region(RegionKind::BackupTable, None, backup, size, tail),
+            ],
+        }
+    }
+
     #[test]
-    fn complement_of_ranges() {
-        let c = super::complement;
-        assert_eq!(c(&[(10, 5), (20, 5)], 0, 30), [(0, 10), (15, 5), (25, 5)]);
-        assert_eq!(c(&[(0, 30)], 0, 30), []);
-        assert_eq!(c(&[], 5, 9), [(5, 4)]);
-        assert_eq!(c(&[(2, 3), (4, 4)], 0, 10), [(0, 2), (8, 2)]);
+    fn the_sample_holds_together() {
+        let m = sample_manifest();
+        m.validate().unwrap();
+        assert_eq!(m.chunk_ids().count(), 12);
+        assert_eq!(
+            m.data_bytes(),
+            4 * (1 << 20) - (1 << 20) + 34 * 512 - (576 << 10)
+        );
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let mut m = sample_manifest();
+        m.regions[2].chunks[1].offset += 1;
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("partition 1: chunk at"), "{e}");
+
+        let mut m = sample_manifest();
+        m.disk.size += 512;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("regions cover"));
+
+        let mut m = sample_manifest();
+        m.regions[2].chunks[0].length = 1 << 20;
+        m.regions[2].chunks.truncate(1);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("over the chunker maximum"), "{e}");
+
+        let mut m = sample_manifest();
+        m.regions[2].filesystem = Some(FsUsage {
+            kind: "ext4".into(),
+            block_size: 4096,
+            used_bytes: 0,
+            used: vec![ByteRange::new(0, 4096)],
+        });
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("outside the region"), "{e}");
+
+        let mut m = sample_manifest();
+        m.version = 2;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
+    }
+
+    #[test]
+    fn kinds_print_as_stored() {
+        assert_eq!(TableKind::Gpt.to_string(), "gpt");
+        assert_eq!(
+            serde_json::to_string(&MbrKind::Protective).unwrap(),
+            format!("\"{}\"", MbrKind::Protective)
+        );
+        assert_eq!(
+            serde_json::to_string(&RegionKind::BackupTable).unwrap(),
+            format!("\"{}\"", RegionKind::BackupTable)
+        );
+        let m = sample_manifest();
+        assert_eq!(m.regions[0].label(), "table at 0");
+        assert_eq!(m.regions[2].label(), "partition 1");
     }
 }

@@ -2,6 +2,7 @@
 //! manifests, laid out as `docs/repository-format.md` describes, on top of a [`Store`].
 
 pub mod atomic;
+pub mod check;
 pub mod chunker;
 pub mod dir;
 pub mod http;
@@ -11,13 +12,15 @@ pub mod store;
 pub mod treehash;
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use id::ChunkId;
+use crate::location::RepoLocation;
+
+pub use id::{ChunkId, SnapshotId};
 pub use manifest::Manifest;
 pub use store::{Store, StoreError};
 
@@ -114,24 +117,37 @@ pub fn chunk_key(id: &ChunkId) -> String {
     format!("chunks/{}/{}", &hex[..2], hex)
 }
 
-pub fn snapshot_key(id: &str) -> String {
+pub fn snapshot_key(id: &SnapshotId) -> String {
     format!("snapshots/{id}.json")
 }
 
-/// Where a repository is, as the command line gave it.
-#[derive(Debug, Clone, Default)]
+/// A repository and how to reach it, as every command that reads or writes one takes it.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RepoSpec {
-    /// A directory or an http(s) URL.
-    pub location: String,
-    /// CA certificates (PEM) to trust for https, instead of the usual roots.
-    pub cacert: Option<std::path::PathBuf>,
-    /// A file holding the bearer token for writing to `lifeboat serve`.
-    pub token_file: Option<std::path::PathBuf>,
+    /// Repository: a local directory, or http(s)://HOST:PORT/ of `lifeboat serve` or any
+    /// static web server holding one.
+    #[arg(long = "repo", env = "LIFEBOAT_REPO", value_name = "DIR_OR_URL")]
+    pub location: RepoLocation,
+    /// CA certificates (PEM) to trust for an https repository.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// File holding the bearer token that `lifeboat serve` wants for writes.
+    #[arg(long, env = "LIFEBOAT_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl RepoSpec {
+    /// A repository reached with no CA or token of its own.
+    pub fn at(location: RepoLocation) -> RepoSpec {
+        RepoSpec {
+            location,
+            cacert: None,
+            token_file: None,
+        }
+    }
+
     pub fn local_dir(&self) -> Option<&Path> {
-        (!self.location.contains("://")).then(|| Path::new(&self.location))
+        self.location.local_dir()
     }
 }
 
@@ -145,13 +161,13 @@ pub struct Repository {
 /// A manifest with the id it is stored under.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub id: String,
+    pub id: SnapshotId,
     pub manifest: Manifest,
 }
 
 impl Snapshot {
-    pub fn short_id(&self) -> &str {
-        &self.id[..8]
+    pub fn short_id(&self) -> String {
+        self.id.short()
     }
 }
 
@@ -213,30 +229,28 @@ impl Repository {
 
     /// Open the repository named on the command line: a directory, or an http(s) URL.
     pub fn open(spec: &RepoSpec) -> Result<Repository> {
-        let loc = spec.location.as_str();
-        if loc.starts_with("http://") || loc.starts_with("https://") {
-            let token = match &spec.token_file {
-                Some(f) => Some(
-                    std::fs::read_to_string(f)
-                        .with_context(|| format!("read token file {}", f.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            };
-            let store = http::HttpStore::new(loc, spec.cacert.as_deref(), token)?;
-            return Self::open_store(Arc::new(store), loc);
+        let display = spec.location.to_string();
+        match &spec.location {
+            RepoLocation::Http(url) => {
+                let token = match &spec.token_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("read token file {}", f.display()))?
+                            .trim()
+                            .to_string(),
+                    ),
+                    None => None,
+                };
+                let store = http::HttpStore::new(url, spec.cacert.as_deref(), token)?;
+                Self::open_store(Arc::new(store), &display)
+            }
+            RepoLocation::Dir(dir) => {
+                if !dir.is_dir() {
+                    bail!("repository {display} does not exist; {}", hint(&display));
+                }
+                Self::open_store(Arc::new(DirStore::new(dir)), &display)
+            }
         }
-        if loc.contains("://") {
-            bail!("repository {loc}: unknown scheme (a directory, http:// or https://)");
-        }
-        let spec = loc;
-        let dir = Path::new(spec);
-        if !dir.is_dir() {
-            bail!("repository {spec} does not exist; {}", hint(spec));
-        }
-        let store: Arc<dyn Store> = Arc::new(DirStore::new(dir));
-        Self::open_store(store, spec)
     }
 
     pub fn open_store(store: Arc<dyn Store>, display: &str) -> Result<Repository> {
@@ -277,6 +291,11 @@ impl Repository {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// How many requests to keep in flight against this repository's store.
+    pub fn concurrency(&self) -> usize {
+        self.store.concurrency()
     }
 
     pub fn chunk_location(&self, id: &ChunkId) -> String {
@@ -378,13 +397,13 @@ impl Repository {
     }
 
     /// Store a manifest (after its chunks, which must be flushed) and return its id.
-    pub fn save_manifest(&self, manifest: &Manifest) -> Result<String> {
+    pub fn save_manifest(&self, manifest: &Manifest) -> Result<SnapshotId> {
         manifest
             .validate()
             .context("refusing to save an inconsistent manifest")?;
         let mut data = serde_json::to_vec(manifest)?;
         data.push(b'\n');
-        let id = id::hex(blake3::hash(&data).as_bytes());
+        let id = SnapshotId::of(&data);
         self.store.flush()?;
         self.store.put(&snapshot_key(&id), &data)?;
         self.store.flush()?;
@@ -392,7 +411,7 @@ impl Repository {
     }
 
     /// Load one manifest by full id, verifying that its content still hashes to its name.
-    pub fn load_snapshot(&self, id: &str) -> Result<Snapshot> {
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let key = snapshot_key(id);
         let location = self.store.location(&key);
         let data = self
@@ -400,11 +419,11 @@ impl Repository {
             .get(&key)
             .map_err(anyhow::Error::new)
             .context("read snapshot manifest")?;
-        let actual = id::hex(blake3::hash(&data).as_bytes());
-        if actual != id {
+        let actual = SnapshotId::of(&data);
+        if actual != *id {
             bail!(
                 "snapshot manifest {location} is damaged: its content hashes to {}, not to its name (truncated or altered)",
-                &actual[..8]
+                actual.short()
             );
         }
         let manifest: Manifest = serde_json::from_slice(&data)
@@ -412,26 +431,22 @@ impl Repository {
         manifest
             .validate()
             .with_context(|| format!("snapshot manifest {location} is inconsistent"))?;
-        Ok(Snapshot {
-            id: id.to_string(),
-            manifest,
-        })
+        Ok(Snapshot { id: *id, manifest })
     }
 
     /// Ids of all stored manifests.
-    pub fn snapshot_ids(&self) -> Result<Vec<String>> {
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
             .store
             .list("snapshots")?
             .into_iter()
-            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
-            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter_map(|n| n.strip_suffix(".json")?.parse().ok())
             .collect())
     }
 
     /// Every snapshot, each loaded or with the error that stopped it, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<(String, Result<Snapshot>)>> {
-        let mut all: Vec<(String, Result<Snapshot>)> = self
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        let mut all: Vec<(SnapshotId, Result<Snapshot>)> = self
             .snapshot_ids()?
             .into_iter()
             .map(|id| {
@@ -456,17 +471,8 @@ impl Repository {
     /// Find a snapshot by full id, unique id prefix (4 digits or more) or name (the newest).
     pub fn resolve(&self, spec: &str) -> Result<Snapshot> {
         let ids = self.snapshot_ids()?;
-        if ids.iter().any(|i| i == spec) {
-            return self.load_snapshot(spec);
-        }
-        let lower = spec.to_ascii_lowercase();
-        if spec.len() >= 4 && lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<&String> = ids.iter().filter(|i| i.starts_with(&lower)).collect();
-            match matches.len() {
-                1 => return self.load_snapshot(matches[0]),
-                0 => {}
-                n => bail!("snapshot id prefix {spec} is ambiguous: {n} snapshots match"),
-            }
+        if let Some(id) = resolve_id(&ids, spec)? {
+            return self.load_snapshot(&id);
         }
         let mut newest: Option<Snapshot> = None;
         let mut damaged = Vec::new();
@@ -474,7 +480,7 @@ impl Repository {
             match s {
                 Ok(s) if s.manifest.name == spec => newest = Some(s),
                 Ok(_) => {}
-                Err(e) => damaged.push(format!("{}: {e:#}", &id[..8])),
+                Err(e) => damaged.push(format!("{}: {e:#}", id.short())),
             }
         }
         match newest {
@@ -492,21 +498,109 @@ impl Repository {
     }
 }
 
-/// Now, in RFC 3339 UTC with microseconds, so that snapshots taken within one second
-/// still sort in the order they were taken.
-/// How many chunk reads to keep in flight: one per core locally; more over a network,
-/// where each read mostly waits.
-pub fn fetch_workers(repo: &Repository) -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    if repo.store().is_remote() {
-        16.max(cores)
-    } else {
-        cores
+/// The id `spec` names among `ids`: itself when it is a full id there, or the one id it
+/// is a prefix of (4 hex digits or more, any case). None when it names no id, so that it
+/// may still be a snapshot name; an error when a prefix names several.
+pub fn resolve_id(ids: &[SnapshotId], spec: &str) -> Result<Option<SnapshotId>> {
+    if let Ok(id) = spec.parse::<SnapshotId>() {
+        if ids.contains(&id) {
+            return Ok(Some(id));
+        }
+    }
+    let lower = spec.to_ascii_lowercase();
+    if spec.len() < 4 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let matches: Vec<&SnapshotId> = ids
+        .iter()
+        .filter(|i| i.to_hex().starts_with(&lower))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(Some(**one)),
+        [] => Ok(None),
+        many => bail!(
+            "snapshot id prefix {spec} is ambiguous: {} snapshots match",
+            many.len()
+        ),
     }
 }
 
+/// Now, in RFC 3339 UTC with microseconds, so that snapshots taken within one second
+/// still sort in the order they were taken.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_are_found_by_full_id_or_unique_prefix() {
+        let a = SnapshotId::of(b"a");
+        let b = SnapshotId::of(b"b");
+        let ids = [a, b];
+        assert_eq!(resolve_id(&ids, &a.to_hex()).unwrap(), Some(a));
+        assert_eq!(resolve_id(&ids, &b.to_hex()[..6]).unwrap(), Some(b));
+        assert_eq!(
+            resolve_id(&ids, &b.to_hex()[..6].to_uppercase()).unwrap(),
+            Some(b)
+        );
+        assert_eq!(
+            resolve_id(&ids, &a.to_hex()[..3]).unwrap(),
+            None,
+            "too short"
+        );
+        assert_eq!(resolve_id(&ids, "web01").unwrap(), None, "a name");
+        let unknown = SnapshotId::of(b"c");
+        assert_eq!(resolve_id(&ids, &unknown.to_hex()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_prefix_of_several_is_ambiguous() {
+        let mut other = [0xabu8; 32];
+        other[31] = 0;
+        let ids = [SnapshotId([0xab; 32]), SnapshotId(other)];
+        let e = resolve_id(&ids, "abab").unwrap_err().to_string();
+        assert!(e.contains("ambiguous: 2 snapshots match"), "{e}");
+        assert_eq!(resolve_id(&ids, &ids[1].to_hex()).unwrap(), Some(ids[1]));
+    }
+
+    #[test]
+    fn a_repository_is_created_once_and_opened_by_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let r = Repository::init(&path, ChunkerParams::default(), 3).unwrap();
+        assert!(Repository::init(&path, ChunkerParams::default(), 3)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("already holds a repository"));
+        let spec = RepoSpec::at(RepoLocation::Dir(path.clone()));
+        let opened = Repository::open(&spec).unwrap();
+        assert_eq!(opened.config.id, r.config.id);
+        let data = vec![7u8; 5000];
+        let id = ChunkId::of(&data);
+        opened.put_chunk(&id, &data).unwrap();
+        opened.flush().unwrap();
+        assert_eq!(opened.get_chunk(&id).unwrap(), data);
+        // A stored chunk whose bytes do not hash to its name is corrupt, and named.
+        let wrong = ChunkId::of(b"not these bytes");
+        std::fs::create_dir_all(path.join(chunk_key(&wrong)).parent().unwrap()).unwrap();
+        std::fs::copy(path.join(chunk_key(&id)), path.join(chunk_key(&wrong))).unwrap();
+        assert!(matches!(
+            opened.get_chunk(&wrong),
+            Err(ChunkError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            opened.get_chunk(&ChunkId::of(b"absent")),
+            Err(ChunkError::Missing { .. })
+        ));
+        let missing = RepoSpec::at(RepoLocation::Dir(dir.path().join("nope")));
+        assert!(Repository::open(&missing)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("does not exist"));
+    }
 }

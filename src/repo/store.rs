@@ -40,8 +40,14 @@ pub trait Store: Send + Sync {
     fn clean_stale(&self) -> Result<usize> {
         Ok(0)
     }
-    /// Whether reads cross a network, so that more of them should be in flight at once.
+    /// Whether reads cross a network (where a chunk that fails verification is fetched
+    /// again before it is called corrupt: the damage may have happened on the way).
     fn is_remote(&self) -> bool {
         false
+    }
+    /// How many requests this store wants in flight at once: one per core for a local
+    /// disk; a network store says more, since each request mostly waits.
+    fn concurrency(&self) -> usize {
+        crate::io::parallel::cores()
     }
 }

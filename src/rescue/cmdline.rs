@@ -5,10 +5,46 @@
 //! `lifeboat.after=` (`reboot`, `poweroff`, `stay`), `lifeboat.name=` (capture),
 //! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`).
 
-use anyhow::{bail, Result};
-use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::location::RepoLocation;
+
+/// Where the rescue finds its repository: the stick's data partition, or the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RescueRepo {
+    Usb,
+    Network(RepoLocation),
+}
+
+impl FromStr for RescueRepo {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<RescueRepo> {
+        if s == "usb" {
+            return Ok(RescueRepo::Usb);
+        }
+        match s.parse::<RepoLocation>() {
+            Ok(l @ RepoLocation::Http(_)) => Ok(RescueRepo::Network(l)),
+            _ => bail!("lifeboat.repo={s}: expected usb or an http(s) URL"),
+        }
+    }
+}
+
+crate::serde_as_string!(RescueRepo);
+
+impl fmt::Display for RescueRepo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RescueRepo::Usb => f.write_str("usb"),
+            RescueRepo::Network(l) => l.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TargetSpec {
     Serial(String),
@@ -17,7 +53,7 @@ pub enum TargetSpec {
     LargestEmpty,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Restore,
@@ -26,7 +62,7 @@ pub enum Action {
     Poweroff,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum After {
     Reboot,
@@ -34,9 +70,9 @@ pub enum After {
     Stay,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Orders {
-    pub repo: Option<String>,
+    pub repo: Option<RescueRepo>,
     pub snapshot: Option<String>,
     pub target: Option<TargetSpec>,
     pub action: Action,
@@ -81,7 +117,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         };
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
         match key {
-            "repo" => o.repo = Some(value.into()),
+            "repo" => o.repo = Some(value.parse()?),
             "snapshot" => o.snapshot = Some(value.into()),
             "target" => o.target = Some(TargetSpec::parse(value)?),
             "name" => o.name = Some(value.into()),
@@ -135,7 +171,10 @@ mod tests {
              lifeboat.verify=1 lifeboat.after=poweroff quiet",
         )
         .unwrap();
-        assert_eq!(o.repo.as_deref(), Some("http://10.0.2.2:8080/"));
+        assert_eq!(
+            o.repo.as_ref().map(|r| r.to_string()).as_deref(),
+            Some("http://10.0.2.2:8080/")
+        );
         assert_eq!(o.snapshot.as_deref(), Some("web01"));
         assert_eq!(o.target, Some(TargetSpec::Serial("S123".into())));
         assert_eq!(o.action, Action::Restore);
@@ -153,6 +192,15 @@ mod tests {
     #[test]
     fn bad_orders_are_refused() {
         assert!(parse("lifeboat.action=restore lifeboat.repo=usb").is_err());
+        assert!(
+            parse("lifeboat.repo=/srv/repo").is_err(),
+            "a directory is no rescue repo"
+        );
+        assert!(parse("lifeboat.repo=ftp://x/").is_err());
+        assert_eq!(
+            parse("lifeboat.repo=usb").unwrap().repo,
+            Some(RescueRepo::Usb)
+        );
         assert!(parse("lifeboat.target=sda").is_err());
         assert!(parse("lifeboat.acton=restore").is_err());
         assert!(parse("lifeboat.action=format").is_err());

@@ -5,13 +5,17 @@ use std::io::{BufRead, Write};
 
 use anyhow::{bail, Context, Result};
 
+use super::cmdline::RescueRepo;
 use super::target;
+use crate::commands::snapshots::{Entry, SnapshotsArgs};
 use crate::disk::detect::Disk;
-use crate::report::bytes;
+use crate::location::RepoLocation;
+use crate::repo::{RepoSpec, SnapshotId};
+use crate::ui::bytes;
 
 pub struct Choice {
-    pub repo: String,
-    pub snapshot: String,
+    pub repo: RepoLocation,
+    pub snapshot: SnapshotId,
     pub target: Disk,
     pub verify: bool,
 }
@@ -42,9 +46,9 @@ fn describe(d: &Disk) -> String {
 
 /// Ask until the operator has chosen (or typed `q`, which is an error).
 pub fn run(
-    default_repo: Option<&str>,
+    default_repo: Option<&RescueRepo>,
     excluded: &[String],
-    prepare_repo: &dyn Fn(&str) -> Result<String>,
+    prepare_repo: &dyn Fn(&RescueRepo) -> Result<RepoLocation>,
 ) -> Result<Choice> {
     println!("\n== Lifeboat rescue menu (q to leave)");
     let all = crate::disk::detect::list_disks()?;
@@ -57,25 +61,64 @@ pub fn run(
         };
         println!("  {}{mark}", describe(d));
     }
-    let repo = loop {
-        let dflt = default_repo.unwrap_or("usb");
-        let r = ask(&format!(
+    let repo = ask_repository(default_repo, prepare_repo)?;
+    let snap = pick_snapshot(&repo)?;
+    let target = pick_target(excluded, snap.size)?;
+    confirm(&target, &snap)?;
+    let verify = ask("read back and verify afterwards? [Y/n]: ")?;
+    Ok(Choice {
+        repo,
+        snapshot: snap.id,
+        target,
+        verify: !verify.eq_ignore_ascii_case("n"),
+    })
+}
+
+/// Ask for a line; `q` leaves the menu.
+fn ask_or_leave(prompt: &str) -> Result<String> {
+    let a = ask(prompt)?;
+    if a == "q" {
+        bail!("left the menu");
+    }
+    Ok(a)
+}
+
+/// A number from 1 to `n`, asked until one is given.
+fn pick(what: &str, n: usize) -> Result<usize> {
+    loop {
+        match ask_or_leave(&format!("{what} [1-{n}]: "))?.parse::<usize>() {
+            Ok(k) if (1..=n).contains(&k) => return Ok(k - 1),
+            _ => println!("type a number from the list"),
+        }
+    }
+}
+
+fn ask_repository(
+    default_repo: Option<&RescueRepo>,
+    prepare_repo: &dyn Fn(&RescueRepo) -> Result<RepoLocation>,
+) -> Result<RepoLocation> {
+    let dflt = default_repo.cloned().unwrap_or(RescueRepo::Usb);
+    loop {
+        let r = ask_or_leave(&format!(
             "repository (usb, or http(s)://HOST:PORT/) [{dflt}]: "
         ))?;
-        if r == "q" {
-            bail!("left the menu");
-        }
-        let r = if r.is_empty() { dflt.to_string() } else { r };
-        match prepare_repo(&r) {
-            Ok(loc) => break loc,
+        let chosen = if r.is_empty() {
+            Ok(dflt.clone())
+        } else {
+            r.parse::<RescueRepo>()
+        };
+        match chosen.and_then(|c| prepare_repo(&c)) {
+            Ok(loc) => return Ok(loc),
             Err(e) => println!("cannot use {r}: {e:#}"),
         }
+    }
+}
+
+fn pick_snapshot(repo: &RepoLocation) -> Result<Entry> {
+    let args = SnapshotsArgs {
+        repo: RepoSpec::at(repo.clone()),
     };
-    let spec = crate::repo::RepoSpec {
-        location: repo.clone(),
-        ..Default::default()
-    };
-    let list = crate::snapshots::list(&spec)?;
+    let list = crate::commands::snapshots::run(&args)?.0;
     if list.is_empty() {
         bail!("the repository has no snapshots");
     }
@@ -84,50 +127,37 @@ pub fn run(
         println!(
             "  {:>2}) {} {} {} {}",
             i + 1,
-            &s.id[..8],
+            s.id.short(),
             s.name,
             s.time,
             bytes(s.size)
         );
     }
-    let snap = loop {
-        let a = ask(&format!("snapshot [1-{}]: ", list.len()))?;
-        if a == "q" {
-            bail!("left the menu");
-        }
-        match a.parse::<usize>() {
-            Ok(n) if (1..=list.len()).contains(&n) => break &list[n - 1],
-            _ => println!("type a number from the list"),
-        }
-    };
+    let k = pick("snapshot", list.len())?;
+    Ok(list.into_iter().nth(k).expect("picked from the list"))
+}
+
+fn pick_target(excluded: &[String], size: u64) -> Result<Disk> {
     let disks = target::candidates(excluded)?;
     if disks.is_empty() {
         bail!("no disk can be a target (the boot medium and the repository's disk never are)");
     }
     println!("targets:");
     for (i, d) in disks.iter().enumerate() {
-        let fit = if d.size >= snap.size {
-            ""
-        } else {
-            "  (too small)"
-        };
+        let fit = if d.size >= size { "" } else { "  (too small)" };
         println!("  {:>2}) {}{fit}", i + 1, describe(d));
     }
-    let target = loop {
-        let a = ask(&format!("target [1-{}]: ", disks.len()))?;
-        if a == "q" {
-            bail!("left the menu");
-        }
-        match a.parse::<usize>() {
-            Ok(n) if (1..=disks.len()).contains(&n) => break disks[n - 1].clone(),
-            _ => println!("type a number from the list"),
-        }
-    };
+    let k = pick("target", disks.len())?;
+    Ok(disks[k].clone())
+}
+
+/// The operator types the target's serial (its name when it has none).
+fn confirm(target: &Disk, snap: &Entry) -> Result<()> {
     let word = target.serial.clone().unwrap_or_else(|| target.name.clone());
     println!(
         "Everything on {} will be replaced by snapshot {} ({}).",
-        describe(&target),
-        &snap.id[..8],
+        describe(target),
+        snap.id.short(),
         snap.name
     );
     let typed = ask(&format!(
@@ -141,11 +171,5 @@ pub fn run(
     if typed != word {
         bail!("not confirmed: nothing was written");
     }
-    let verify = ask("read back and verify afterwards? [Y/n]: ")?;
-    Ok(Choice {
-        repo,
-        snapshot: snap.id.clone(),
-        target,
-        verify: !verify.eq_ignore_ascii_case("n"),
-    })
+    Ok(())
 }

@@ -9,40 +9,30 @@ pub mod dhcp;
 pub mod menu;
 pub mod modules;
 pub mod mounts;
+pub mod report;
 pub mod target;
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 
-use cmdline::{Action, After, Orders, TargetSpec};
+use crate::capture::CaptureArgs;
+use crate::location::{DiskLocation, RepoLocation};
+use crate::repo::RepoSpec;
+use crate::restore::RestoreArgs;
+use crate::ui::{bytes, Ui};
+use cmdline::{Action, After, RescueRepo, TargetSpec};
+use report::{Outcome, PhaseTime};
+pub use report::{Report, FAILED_PREFIX, REPORT_PREFIX};
 
-/// The line prefix drills and operators look for on the console.
-pub const REPORT_PREFIX: &str = "LIFEBOAT-REPORT ";
-pub const FAILED_PREFIX: &str = "LIFEBOAT-FAILED ";
-
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub lifeboat_version: String,
-    pub kernel: String,
-    pub action: Option<Action>,
-    pub result: String,
-    pub error: Option<String>,
-    pub orders: Option<Orders>,
-    pub network: Option<dhcp::Lease>,
-    pub repo: Option<String>,
-    pub target: Option<crate::disk::detect::Disk>,
-    pub restore: Option<crate::restore::Summary>,
-    pub capture: Option<crate::capture::Summary>,
-    pub bootloader: Option<crate::boot::BootReport>,
-    pub report_file: Option<String>,
-    /// Seconds per phase, in order.
-    pub phases: Vec<(String, f64)>,
-    pub seconds: f64,
-}
+/// Output on the serial console: plain progress lines, which drills read.
+const CONSOLE: Ui = Ui {
+    json: false,
+    quiet: false,
+    plain: true,
+};
 
 struct Phases {
     last: Instant,
@@ -53,7 +43,7 @@ impl Phases {
         let now = Instant::now();
         report
             .phases
-            .push((name.into(), (now - self.last).as_secs_f64()));
+            .push(PhaseTime(name.into(), (now - self.last).as_secs_f64()));
         self.last = now;
         println!(
             "lifeboat: {name} done ({:.1} s)",
@@ -68,7 +58,6 @@ pub fn is_init() -> bool {
 }
 
 pub fn main() -> ! {
-    crate::io::progress::PLAIN.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .format_timestamp(None)
@@ -83,7 +72,7 @@ pub fn main() -> ! {
     report.seconds = start.elapsed().as_secs_f64();
     match outcome {
         Ok(after) => {
-            report.result = "ok".into();
+            report.result = Some(Outcome::Ok);
             publish(&mut report);
             println!(
                 "lifeboat: finished; {}",
@@ -96,7 +85,7 @@ pub fn main() -> ! {
             finish(after)
         }
         Err(e) => {
-            report.result = "failed".into();
+            report.result = Some(Outcome::Failed);
             report.error = Some(format!("{e:#}"));
             publish(&mut report);
             println!("{FAILED_PREFIX}{e:#}");
@@ -108,18 +97,18 @@ pub fn main() -> ! {
 
 /// Print the report on the console and write it into a local repository when writable.
 fn publish(report: &mut Report) {
-    if let Some(repo) = report.repo.clone().filter(|r| !r.contains("://")) {
+    if let Some(RepoLocation::Dir(dir)) = report.repo.clone() {
         // Through the repository's own store: its temporary files, durability and clean-up.
         let key = format!(
             "reports/{}-{}.json",
             crate::repo::now_rfc3339().replace(':', ""),
-            report.result
+            if report.succeeded() { "ok" } else { "failed" }
         );
-        report.report_file = Some(Path::new(&repo).join(&key).display().to_string());
+        report.report_file = Some(dir.join(&key).display().to_string());
         let written = serde_json::to_vec_pretty(&*report)
             .context("encode the report")
             .and_then(|json| {
-                let r = crate::repo::Repository::open(&repo_spec(&repo, None)?)?;
+                let r = crate::repo::Repository::open(&RepoSpec::at(RepoLocation::Dir(dir)))?;
                 r.store().put(&key, &json)?;
                 r.store().flush()
             });
@@ -163,16 +152,16 @@ fn stay() -> ! {
             "reboot" => finish(After::Reboot),
             "poweroff" => finish(After::Poweroff),
             "disks" => match crate::disk::detect::list_disks() {
-                Ok(d) => d.iter().for_each(|d| {
-                    println!("{} {} {:?}", d.path, crate::report::bytes(d.size), d.serial)
-                }),
+                Ok(d) => d
+                    .iter()
+                    .for_each(|d| println!("{} {} {:?}", d.path, bytes(d.size), d.serial)),
                 Err(e) => println!("{e:#}"),
             },
             "menu" => {
                 let mut report = Report::default();
                 match menu_restore(&mut report, None, Instant::now()) {
                     Ok(()) => {
-                        report.result = "ok".into();
+                        report.result = Some(Outcome::Ok);
                         publish(&mut report);
                     }
                     Err(e) => println!("{FAILED_PREFIX}{e:#}"),
@@ -237,7 +226,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     if orders.action == Action::Poweroff {
         return Ok(After::Poweroff);
     }
-    let want_stick = orders.repo.as_deref() == Some("usb") || orders.action == Action::Menu;
+    let want_stick = orders.repo == Some(RescueRepo::Usb) || orders.action == Action::Menu;
     let disks = wait_for_disks(
         Duration::from_secs(2),
         Duration::from_secs(if want_stick { 30 } else { 15 }),
@@ -247,26 +236,23 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
         "lifeboat: disks: {}",
         disks
             .iter()
-            .map(|d| format!("{} ({})", d.path, crate::report::bytes(d.size)))
+            .map(|d| format!("{} ({})", d.path, bytes(d.size)))
             .collect::<Vec<_>>()
             .join(", ")
     );
     ph.mark(report, "disks");
     match orders.action {
         Action::Menu => {
-            menu_restore(report, orders.repo.as_deref(), start)?;
+            menu_restore(report, orders.repo.as_ref(), start)?;
             Ok(After::Reboot)
         }
         Action::Restore | Action::Capture => {
             let mut excluded = Vec::new();
-            let repo = prepare_repo(
-                report,
-                orders.repo.as_deref().unwrap_or_default(),
-                &mut excluded,
-            )?;
+            let wanted = orders.repo.as_ref().expect("validated by cmdline::parse");
+            let repo = prepare_repo(report, wanted, &mut excluded)?;
             ph.mark(
                 report,
-                if repo.contains("://") {
+                if repo.is_network() {
                     "network"
                 } else {
                     "repository"
@@ -277,36 +263,37 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
             println!(
                 "lifeboat: target {} ({}, serial {})",
                 disk.path,
-                crate::report::bytes(disk.size),
+                bytes(disk.size),
                 disk.serial.as_deref().unwrap_or("-")
             );
             report.target = Some(disk.clone());
             if orders.action == Action::Capture {
-                let name = orders
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| disk.serial.clone().unwrap_or_else(|| disk.name.clone()));
-                let s = crate::capture::run(&crate::capture::Options {
-                    repo: repo_spec(&repo, orders.token.as_deref())?,
-                    source: disk.path.clone().into(),
-                    name,
+                let args = CaptureArgs {
+                    repo: repo_spec(repo, orders.token.as_deref())?,
+                    source: DiskLocation::Path(PathBuf::from(&disk.path)),
+                    name: orders.name.clone().unwrap_or_else(|| {
+                        disk.serial.clone().unwrap_or_else(|| disk.name.clone())
+                    }),
                     sector_size: None,
                     full: false,
                     level: None,
-                    quiet: false,
-                })?;
-                report.capture = Some(s);
+                };
+                report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
                 ph.mark(report, "capture");
             } else {
-                restore_onto(
-                    report,
-                    &mut ph,
-                    &repo,
-                    orders.snapshot.as_deref().unwrap_or_default(),
-                    &disk,
-                    orders.verify,
-                    spec == TargetSpec::LargestEmpty,
-                )?;
+                let args = RestoreArgs {
+                    repo: repo_spec(repo, None)?,
+                    snapshot: orders.snapshot.clone().unwrap_or_default(),
+                    target: PathBuf::from(&disk.path),
+                    yes: true,
+                    verify: orders.verify,
+                    seed: None,
+                    // A blank disk holds nothing worth reading first.
+                    no_reuse: spec == TargetSpec::LargestEmpty,
+                    zero_free: false,
+                    grow: false,
+                };
+                restore_onto(report, &mut ph, &args)?;
             }
             Ok(orders.after)
         }
@@ -314,7 +301,8 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     }
 }
 
-fn repo_spec(location: &str, token: Option<&str>) -> Result<crate::repo::RepoSpec> {
+/// The repository as restore and capture take it; a push token goes into a file.
+fn repo_spec(location: RepoLocation, token: Option<&str>) -> Result<RepoSpec> {
     let token_file = match token {
         Some(t) => {
             let p = Path::new("/run/lifeboat-token");
@@ -323,95 +311,96 @@ fn repo_spec(location: &str, token: Option<&str>) -> Result<crate::repo::RepoSpe
         }
         None => None,
     };
-    Ok(crate::repo::RepoSpec {
-        location: location.into(),
-        cacert: None,
+    Ok(RepoSpec {
         token_file,
+        ..RepoSpec::at(location)
     })
 }
 
 /// Make a repository reachable: mount the stick's data partition for `usb`, or get an
-/// address for an http(s) URL. Disks that hold it join `excluded`.
-fn prepare_repo(report: &mut Report, repo: &str, excluded: &mut Vec<String>) -> Result<String> {
+/// address for a network repository. Disks that hold it join `excluded`.
+fn prepare_repo(
+    report: &mut Report,
+    repo: &RescueRepo,
+    excluded: &mut Vec<String>,
+) -> Result<RepoLocation> {
     let disks = crate::disk::detect::list_disks()?;
     if let Some((stick, _)) = target::find_stick(&disks) {
         excluded.push(stick.path.clone());
     }
-    let location = if repo == "usb" {
-        let Some((stick, part)) = target::find_stick(&disks) else {
-            bail!(
-                "lifeboat.repo=usb, but no disk has a partition named {}",
-                crate::media::usb::DATA_PARTITION_NAME
-            );
-        };
-        let mnt = "/mnt/usb";
-        if !Path::new(mnt).join("repo").exists() {
-            mounts::vfat(&part, mnt)?;
+    let location = match repo {
+        RescueRepo::Usb => {
+            let Some((stick, part)) = target::find_stick(&disks) else {
+                bail!(
+                    "lifeboat.repo=usb, but no disk has a partition named {}",
+                    crate::media::usb::DATA_PARTITION_NAME
+                );
+            };
+            let mnt = "/mnt/usb";
+            if !Path::new(mnt).join("repo").exists() {
+                mounts::vfat(&part, mnt)?;
+            }
+            println!("lifeboat: repository on {} ({part})", stick.path);
+            RepoLocation::Dir(Path::new(mnt).join("repo"))
         }
-        println!("lifeboat: repository on {} ({part})", stick.path);
-        format!("{mnt}/repo")
-    } else if repo.starts_with("http://") || repo.starts_with("https://") {
-        if report.network.is_none() {
-            let lease = dhcp::configure_any(Duration::from_secs(60))?;
-            println!(
-                "lifeboat: {} has {} (router {:?}, DHCP server {})",
-                lease.interface, lease.address, lease.router, lease.server
-            );
-            report.network = Some(lease);
+        RescueRepo::Network(location) => {
+            if report.network.is_none() {
+                let lease = dhcp::configure_any(Duration::from_secs(60))?;
+                println!(
+                    "lifeboat: {} has {} (router {:?}, DHCP server {})",
+                    lease.interface, lease.address, lease.router, lease.server
+                );
+                report.network = Some(lease);
+            }
+            location.clone()
         }
-        repo.to_string()
-    } else {
-        bail!("lifeboat.repo={repo}: expected usb or an http(s) URL");
     };
     report.repo = Some(location.clone());
-    // A local repository's disk is never a target either.
-    for m in crate::disk::detect::mounts()?.iter() {
-        if m.1
-            .iter()
-            .any(|p| location.starts_with(p.as_str()) && p != "/")
-        {
-            for d in &disks {
-                if d.partitions.iter().any(|p| &p.dev == m.0) && !excluded.contains(&d.path) {
+    if let Some(dir) = location.local_dir() {
+        exclude_disk_holding(dir, &disks, excluded)?;
+    }
+    Ok(location)
+}
+
+/// A local repository's disk is never a target either.
+fn exclude_disk_holding(
+    dir: &Path,
+    disks: &[crate::disk::detect::Disk],
+    excluded: &mut Vec<String>,
+) -> Result<()> {
+    for (dev, points) in crate::disk::detect::mounts()?.iter() {
+        if points.iter().any(|p| dir.starts_with(p) && p != "/") {
+            for d in disks {
+                if d.partitions.iter().any(|p| &p.dev == dev) && !excluded.contains(&d.path) {
                     excluded.push(d.path.clone());
                 }
             }
         }
     }
-    Ok(location)
+    Ok(())
 }
 
-fn restore_onto(
-    report: &mut Report,
-    ph: &mut Phases,
-    repo: &str,
-    snapshot: &str,
-    disk: &crate::disk::detect::Disk,
-    verify: bool,
-    known_blank: bool,
-) -> Result<()> {
+fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Result<()> {
     println!(
-        "lifeboat: restoring {snapshot} from {repo} onto {}",
-        disk.path
+        "lifeboat: restoring {} from {} onto {}",
+        args.snapshot,
+        args.repo.location,
+        args.target.display()
     );
-    let s = crate::restore::run(&crate::restore::Options {
-        repo: repo_spec(repo, None)?,
-        snapshot: snapshot.into(),
-        target: disk.path.clone().into(),
-        yes: true,
-        verify,
-        quiet: false,
-        seed: None,
-        // A blank disk holds nothing worth reading first.
-        no_reuse: known_blank,
-        zero_free: false,
-        grow: false,
-    })?;
+    let s = crate::restore::run(args, &CONSOLE)?;
     let name = s.name.clone();
     report.restore = Some(s);
-    ph.mark(report, if verify { "restore+verify" } else { "restore" });
+    ph.mark(
+        report,
+        if args.verify {
+            "restore+verify"
+        } else {
+            "restore"
+        },
+    );
     let efivars = mounts::efivars();
     let b = crate::boot::reinstall(
-        Path::new(&disk.path),
+        &args.target,
         efivars,
         &format!("{name} (restored by Lifeboat)"),
     )?;
@@ -425,7 +414,11 @@ fn restore_onto(
     Ok(())
 }
 
-fn menu_restore(report: &mut Report, default_repo: Option<&str>, start: Instant) -> Result<()> {
+fn menu_restore(
+    report: &mut Report,
+    default_repo: Option<&RescueRepo>,
+    start: Instant,
+) -> Result<()> {
     let mut ph = Phases { last: start };
     let mut excluded = Vec::new();
     let disks = crate::disk::detect::list_disks()?;
@@ -452,13 +445,16 @@ fn menu_restore(report: &mut Report, default_repo: Option<&str>, start: Instant)
     }
     report.target = Some(choice.target.clone());
     report.action = Some(Action::Restore);
-    restore_onto(
-        report,
-        &mut ph,
-        &choice.repo,
-        &choice.snapshot,
-        &choice.target,
-        choice.verify,
-        false,
-    )
+    let args = RestoreArgs {
+        repo: RepoSpec::at(choice.repo),
+        snapshot: choice.snapshot.to_string(),
+        target: PathBuf::from(&choice.target.path),
+        yes: true,
+        verify: choice.verify,
+        seed: None,
+        no_reuse: false,
+        zero_free: false,
+        grow: false,
+    };
+    restore_onto(report, &mut ph, &args)
 }

@@ -13,21 +13,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Repository};
-
-pub struct Options {
-    pub repo: PathBuf,
-    pub listen: String,
-    pub write_token_file: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Connections served at once; more are answered 503 and closed.
-    pub threads: usize,
-    /// Also export every snapshot over NBD on this address.
-    pub nbd: Option<String>,
-}
+use super::ServeArgs;
+use crate::location::RepoLocation;
+use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Repository, SnapshotId};
 
 /// A parsed request.
+#[derive(Debug)]
 pub struct Request {
     method: String,
     path: String,
@@ -61,10 +52,11 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 /// What a request path names, if it names anything a repository has.
+#[derive(Debug, PartialEq, Eq)]
 enum Target {
     Config,
     SnapshotList,
-    Snapshot(String),
+    Snapshot(SnapshotId),
     ChunkList(Option<String>),
     Chunk(ChunkId),
 }
@@ -77,11 +69,11 @@ fn parse_path(path: &str) -> Option<Target> {
         ["snapshots", ""] => Some(Target::SnapshotList),
         ["snapshots", name] => name
             .strip_suffix(".json")
-            .filter(|id| is_hex(id, 64))
-            .map(|id| Target::Snapshot(id.to_string())),
+            .and_then(|id| id.parse().ok())
+            .map(Target::Snapshot),
         ["chunks", ""] => Some(Target::ChunkList(None)),
         ["chunks", fan, ""] if is_hex(fan, 2) => Some(Target::ChunkList(Some(fan.to_string()))),
-        ["chunks", fan, id] if is_hex(id, 64) && id.starts_with(fan) => {
+        ["chunks", fan, id] if is_hex(fan, 2) && is_hex(id, 64) && id.starts_with(fan) => {
             id.parse().ok().map(Target::Chunk)
         }
         _ => None,
@@ -163,9 +155,9 @@ impl Handler {
         }
     }
 
-    fn put_manifest(&self, id: &str, body: &[u8]) -> Reply {
-        let actual = crate::repo::id::hex(blake3::hash(body).as_bytes());
-        if actual != id {
+    fn put_manifest(&self, id: &SnapshotId, body: &[u8]) -> Reply {
+        let actual = SnapshotId::of(body);
+        if actual != *id {
             return Reply::Text(
                 422,
                 format!("the manifest hashes to {actual}, not to its name\n"),
@@ -346,46 +338,58 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Serve until SIGTERM or SIGINT. Prints `listening on ADDR` on stdout once ready.
-pub fn run(opts: &Options) -> Result<()> {
-    let spec = RepoSpec {
-        location: opts.repo.display().to_string(),
-        ..Default::default()
-    };
-    let repo = Repository::open(&spec)?;
-    if opts.repo.display().to_string().contains("://") {
-        anyhow::bail!("serve takes a local repository directory");
-    }
-    let token = match &opts.write_token_file {
-        Some(f) => {
-            let t = String::from_utf8(read_file(f, "token file")?)
-                .context("the token file is not UTF-8")?;
-            let t = t.trim().to_string();
-            anyhow::ensure!(
-                t.len() >= 16,
-                "the write token in {} is shorter than 16 characters",
-                f.display()
-            );
-            Some(t)
-        }
-        None => None,
-    };
+/// The write token from its file: at least 16 characters.
+fn load_token(file: &Path) -> Result<String> {
+    let t =
+        String::from_utf8(read_file(file, "token file")?).context("the token file is not UTF-8")?;
+    let t = t.trim().to_string();
+    anyhow::ensure!(
+        t.len() >= 16,
+        "the write token in {} is shorter than 16 characters",
+        file.display()
+    );
+    Ok(t)
+}
+
+/// A thread that waits for SIGTERM or SIGINT, then sets `stop` and wakes the accept loop.
+fn stop_on_signal(addr: SocketAddr) -> Result<Arc<AtomicBool>> {
     // Signals are taken by a waiting thread: block them everywhere first.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.thread_block().context("block SIGTERM and SIGINT")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(sig) = signals.wait() {
+            log::warn!("{sig:?}: stopping");
+        }
+        flag.store(true, Ordering::Relaxed);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(addr);
+    });
+    Ok(stop)
+}
 
+/// Serve until SIGTERM or SIGINT. Prints `listening on ADDR` on stdout once ready.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    let spec = RepoSpec::at(RepoLocation::Dir(args.repo.clone()));
+    let repo = Repository::open(&spec)?;
+    let token = args
+        .write_token_file
+        .as_deref()
+        .map(load_token)
+        .transpose()?;
     let listener =
-        TcpListener::bind(&opts.listen).with_context(|| format!("listen on {}", opts.listen))?;
+        TcpListener::bind(&args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().context("listening address")?;
-    let tls = match (&opts.tls_cert, &opts.tls_key) {
+    let stop = stop_on_signal(addr)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let nbd = match &opts.nbd {
+    let nbd = match &args.nbd {
         Some(a) => Some(TcpListener::bind(a).with_context(|| format!("listen for NBD on {a}"))?),
         None => None,
     };
@@ -397,8 +401,9 @@ pub fn run(opts: &Options) -> Result<()> {
         );
     }
     log::warn!(
-        "serving {} at {scheme}://{addr}/ ({})",
-        opts.repo.display(),
+        "serving {} at {}://{addr}/ ({})",
+        args.repo.display(),
+        if tls.is_some() { "https" } else { "http" },
         if token.is_some() {
             "writes with the token"
         } else {
@@ -406,30 +411,35 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     );
     std::io::stdout().flush().ok();
-
     if let Some(l) = nbd {
-        let exports = Arc::new(super::nbd::Exports::new(Arc::new(Repository::open(&spec)?)));
-        std::thread::spawn(move || super::nbd::run(l, exports));
+        let exports = Arc::new(crate::nbd::server::Exports::new(Arc::new(
+            Repository::open(&spec)?,
+        )));
+        std::thread::spawn(move || crate::nbd::server::run(l, exports));
     }
     let handler = Arc::new(Handler {
         repo,
-        root: opts.repo.clone(),
+        root: args.repo.clone(),
         token,
     });
-    let stop = Arc::new(AtomicBool::new(false));
+    accept(&listener, &handler, tls, &stop, args.threads.max(1));
+    handler
+        .repo
+        .store()
+        .flush()
+        .context("make the last writes durable")?;
+    Ok(())
+}
+
+/// Take connections until `stop`, each on a thread of its own, at most `max` at once.
+fn accept(
+    listener: &TcpListener,
+    handler: &Arc<Handler>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: &Arc<AtomicBool>,
+    max: usize,
+) {
     let active = Arc::new(AtomicUsize::new(0));
-    {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            if let Ok(sig) = signals.wait() {
-                log::warn!("{sig:?}: stopping");
-            }
-            stop.store(true, Ordering::Relaxed);
-            // Wake the accept loop.
-            let _ = TcpStream::connect(addr);
-        });
-    }
-    let max = opts.threads.max(1);
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -462,10 +472,171 @@ pub fn run(opts: &Options) -> Result<()> {
             active.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    handler
-        .repo
-        .store()
-        .flush()
-        .context("make the last writes durable")?;
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{ChunkerParams, Repository};
+
+    #[test]
+    fn paths_name_only_what_a_repository_has() {
+        let id = ChunkId::of(b"x");
+        let hex = id.to_hex();
+        let snap = SnapshotId::of(b"m");
+        assert_eq!(parse_path("/config.json"), Some(Target::Config));
+        assert_eq!(parse_path("/snapshots/"), Some(Target::SnapshotList));
+        assert_eq!(
+            parse_path(&format!("/snapshots/{snap}.json")),
+            Some(Target::Snapshot(snap))
+        );
+        assert_eq!(parse_path("/chunks/"), Some(Target::ChunkList(None)));
+        assert_eq!(
+            parse_path(&format!("/chunks/{}/", &hex[..2])),
+            Some(Target::ChunkList(Some(hex[..2].to_string())))
+        );
+        assert_eq!(
+            parse_path(&format!("/chunks/{}/{hex}?x=1", &hex[..2])),
+            Some(Target::Chunk(id))
+        );
+        for bad in [
+            "/".to_string(),
+            "/../config.json".into(),
+            "/snapshots/abc.json".into(),
+            format!("/snapshots/{}.json", snap.to_hex().to_uppercase()),
+            format!("/chunks/00/{hex}"),
+            format!("/chunks//{hex}"),
+            format!("/chunks/{}/{hex}/x", &hex[..2]),
+            "/tmp/w-1".into(),
+            "/reports/".into(),
+        ] {
+            assert_eq!(parse_path(&bad), None, "{bad}");
+        }
+    }
+
+    fn request(raw: &str, limit: u64) -> Result<Option<Request>> {
+        read_request(&mut std::io::Cursor::new(raw.as_bytes().to_vec()), limit)
+    }
+
+    #[test]
+    fn requests_are_parsed_with_their_bodies() {
+        let r = request(
+            "PUT /chunks/ab/x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nauthorization: Bearer t\r\n\r\nhello",
+            100,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("PUT", "/chunks/ab/x")
+        );
+        assert_eq!(r.header("Authorization"), Some("Bearer t"));
+        assert_eq!(r.body, b"hello");
+        assert!(
+            request("", 100).unwrap().is_none(),
+            "closed between requests"
+        );
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let refused = |raw: &str| request(raw, 100).unwrap_err().to_string();
+        assert!(refused("PUT / HTTP/1.1\r\nContent-Length: 500\r\n\r\n").contains("over the limit"));
+        assert!(
+            refused("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").contains("chunked")
+        );
+        assert!(refused("PUT / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc").contains("ended early"));
+        assert!(refused("GARBAGE\r\n\r\n").contains("bad request line"));
+        assert!(refused("GET / HTTP/1.1\r\nHost: x\r\n").contains("closed in the headers"));
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(70_000));
+        assert!(refused(&huge).contains("64 KiB"));
+        assert!(refused("PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n").contains("invalid digit"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret-token-123", b"secret-token-123"));
+        assert!(!same(b"secret-token-123", b"secret-token-124"));
+        assert!(!same(b"secret", b"secret-token-123"));
+    }
+
+    fn handler(dir: &Path, token: Option<&str>) -> Handler {
+        let repo = Repository::init(&dir.join("repo"), ChunkerParams::default(), 3).unwrap();
+        Handler {
+            repo,
+            root: dir.join("repo"),
+            token: token.map(str::to_string),
+        }
+    }
+
+    fn put(path: String, body: Vec<u8>, auth: Option<&str>) -> Request {
+        Request {
+            method: "PUT".into(),
+            path,
+            headers: auth
+                .map(|t| vec![("Authorization".to_string(), format!("Bearer {t}"))])
+                .unwrap_or_default(),
+            body,
+        }
+    }
+
+    #[test]
+    fn writes_need_the_token_and_must_match_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handler(dir.path(), Some("0123456789abcdef"));
+        let data = b"a chunk of data".to_vec();
+        let id = ChunkId::of(&data);
+        let packed = zstd::bulk::compress(&data, 3).unwrap();
+        let key = format!("/{}", chunk_key(&id));
+        let code = |r: &Request| h.answer(r).0;
+        assert_eq!(code(&put(key.clone(), packed.clone(), None)), 401);
+        assert_eq!(
+            code(&put(key.clone(), packed.clone(), Some("wrong-token-xxxxx"))),
+            401
+        );
+        let other = zstd::bulk::compress(b"something else", 3).unwrap();
+        assert_eq!(
+            code(&put(key.clone(), other, Some("0123456789abcdef"))),
+            422
+        );
+        assert!(
+            !h.repo.has_chunk(&id).unwrap(),
+            "nothing stored on a refusal"
+        );
+        assert_eq!(code(&put(key, packed, Some("0123456789abcdef"))), 201);
+        assert_eq!(
+            code(&put(
+                "/config.json".into(),
+                vec![],
+                Some("0123456789abcdef")
+            )),
+            405
+        );
+        let manifest = b"{}".to_vec();
+        let wrong_name = format!("/{}", snapshot_key(&SnapshotId::of(b"other")));
+        assert_eq!(
+            code(&put(wrong_name, manifest, Some("0123456789abcdef"))),
+            422
+        );
+    }
+
+    #[test]
+    fn a_server_without_a_token_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handler(dir.path(), None);
+        let data = b"x".to_vec();
+        let key = format!("/{}", chunk_key(&ChunkId::of(&data)));
+        assert_eq!(h.answer(&put(key, data, Some("anything-at-all-1"))).0, 401);
+        let get = Request {
+            method: "GET".into(),
+            path: "/config.json".into(),
+            headers: vec![],
+            body: vec![],
+        };
+        let (code, _, body) = h.answer(&get);
+        assert_eq!(code, 200);
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .contains("lifeboat-repository"));
+    }
 }

@@ -1,4 +1,7 @@
-//! `lifeboat serve`: a repository over HTTP(S), and (later) its snapshots over NBD.
+//! `lifeboat serve`: a repository over HTTP(S) for restores and captures, and its
+//! snapshots as read-only disks over NBD (the protocol lives in `nbd/`).
 
 pub mod http;
-pub mod nbd;
+
+pub use crate::commands::serve::ServeArgs;
+pub use http::run;

@@ -10,7 +10,8 @@
 use anyhow::{bail, ensure, Result};
 
 use super::crc::{crc16, crc32c};
-use super::{Reader, Usage};
+use super::{FsKind, Reader, Usage};
+use crate::range::{append_merged, ByteRange};
 
 const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
@@ -261,19 +262,12 @@ struct Group {
     bitmap_csum: u32,
 }
 
-pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
-    let sb_bytes = r.read(1024, 1024)?;
-    let sb = Super::parse(&sb_bytes)?;
+/// Every group's descriptor, checked, one block read per block of them.
+fn read_groups(r: &Reader, sb: &Super) -> Result<Vec<Group>> {
     let bs = sb.bs;
-    let fs_bytes = sb.blocks * bs;
-    ensure!(
-        fs_bytes <= len,
-        "the filesystem ({fs_bytes} bytes) is larger than its partition ({len} bytes)"
-    );
     let is64 = sb.incompat & INCOMPAT_64BIT != 0;
     let csum_hi = sb.desc_size >= 0x3A;
 
-    // Descriptors, one block read per block of them.
     let mut groups = Vec::with_capacity(sb.groups as usize);
     let mut cached: Option<(u64, Vec<u8>)> = None;
     for g in 0..sb.groups {
@@ -308,6 +302,20 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
                 },
         });
     }
+    Ok(groups)
+}
+
+pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
+    let sb_bytes = r.read(1024, 1024)?;
+    let sb = Super::parse(&sb_bytes)?;
+    let bs = sb.bs;
+    let fs_bytes = sb.blocks * bs;
+    ensure!(
+        fs_bytes <= len,
+        "the filesystem ({fs_bytes} bytes) is larger than its partition ({len} bytes)"
+    );
+    let csum_hi = sb.desc_size >= 0x3A;
+    let groups = read_groups(r, &sb)?;
 
     // Every group's metadata blocks, as (first, count).
     let itable_blocks = (sb.ipg * sb.inode_size).div_ceil(bs);
@@ -327,18 +335,9 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     }
     meta.sort_unstable();
 
-    let mut used: Vec<(u64, u64)> = Vec::new();
-    let mut push = |first: u64, n: u64| {
-        if n == 0 {
-            return;
-        }
-        match used.last_mut() {
-            Some(last) if last.0 + last.1 >= first * bs => {
-                last.1 = last.1.max((first + n) * bs - last.0)
-            }
-            _ => used.push((first * bs, n * bs)),
-        }
-    };
+    let mut used: Vec<ByteRange> = Vec::new();
+    let mut push =
+        |first: u64, n: u64| append_merged(&mut used, ByteRange::new(first * bs, n * bs));
     // The boot block before the first data block (1 KiB block filesystems).
     push(0, sb.first_data_block);
     let bitmap_bytes = (sb.bpg / 8) as usize;
@@ -380,15 +379,13 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         }
     }
     // Whatever follows the filesystem in its partition.
-    let mut used: Vec<(u64, u64)> = used
+    let mut used: Vec<ByteRange> = used
         .into_iter()
-        .map(|(o, l)| (o, l.min(fs_bytes - o)))
+        .filter_map(|u| u.intersect(ByteRange::new(0, fs_bytes)))
         .collect();
-    if len > fs_bytes {
-        used.push((fs_bytes, len - fs_bytes));
-    }
+    append_merged(&mut used, ByteRange::between(fs_bytes, len));
     Ok(Usage {
-        kind: super::probe(&sb_bytes_with_offset(&sb_bytes)).unwrap_or("ext4"),
+        kind: super::probe(&sb_bytes_with_offset(&sb_bytes)).unwrap_or(FsKind::Ext4),
         block_size: bs as u32,
         used,
     })

@@ -3,7 +3,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{Reader, Usage};
+use super::{FsKind, Reader, Usage};
+use crate::range::{append_merged, ByteRange};
 
 pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     let b = r.read(0, 512)?;
@@ -72,28 +73,20 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     };
     let cluster_bytes = spc * bps;
     let data_off = data_start * bps;
-    let mut used: Vec<(u64, u64)> = vec![(0, data_off)];
+    let mut used: Vec<ByteRange> = vec![ByteRange::new(0, data_off)];
     for c in 2..clusters + 2 {
         // A cluster is free only if every FAT copy says so.
         if fats.iter().all(|f| entry(f, c) == 0) {
             continue;
         }
         let o = data_off + (c - 2) * cluster_bytes;
-        match used.last_mut() {
-            Some(last) if last.0 + last.1 == o => last.1 += cluster_bytes,
-            _ => used.push((o, cluster_bytes)),
-        }
+        append_merged(&mut used, ByteRange::new(o, cluster_bytes));
     }
     // Sectors past the last whole cluster, and past the filesystem.
     let end = data_off + clusters * cluster_bytes;
-    if len > end {
-        match used.last_mut() {
-            Some(last) if last.0 + last.1 == end => last.1 += len - end,
-            _ => used.push((end, len - end)),
-        }
-    }
+    append_merged(&mut used, ByteRange::between(end, len));
     Ok(Usage {
-        kind: "vfat",
+        kind: FsKind::Vfat,
         block_size: cluster_bytes as u32,
         used,
     })

@@ -6,13 +6,76 @@ pub mod ext4;
 pub mod fat;
 pub mod swap;
 
-use anyhow::Result;
+use std::fmt;
 
-use crate::disk::Device;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::disk::SourceDisk;
+use crate::range::{self, ByteRange};
+
+/// What a partition or disk holds, by its signature (named as blkid names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsKind {
+    #[serde(rename = "ext2")]
+    Ext2,
+    #[serde(rename = "ext3")]
+    Ext3,
+    #[serde(rename = "ext4")]
+    Ext4,
+    #[serde(rename = "vfat")]
+    Vfat,
+    #[serde(rename = "ntfs")]
+    Ntfs,
+    #[serde(rename = "exfat")]
+    Exfat,
+    #[serde(rename = "xfs")]
+    Xfs,
+    #[serde(rename = "btrfs")]
+    Btrfs,
+    #[serde(rename = "crypto_LUKS")]
+    Luks,
+    #[serde(rename = "LVM2_member")]
+    Lvm,
+    #[serde(rename = "swap")]
+    Swap,
+    #[serde(rename = "iso9660")]
+    Iso9660,
+}
+
+impl FsKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FsKind::Ext2 => "ext2",
+            FsKind::Ext3 => "ext3",
+            FsKind::Ext4 => "ext4",
+            FsKind::Vfat => "vfat",
+            FsKind::Ntfs => "ntfs",
+            FsKind::Exfat => "exfat",
+            FsKind::Xfs => "xfs",
+            FsKind::Btrfs => "btrfs",
+            FsKind::Luks => "crypto_LUKS",
+            FsKind::Lvm => "LVM2_member",
+            FsKind::Swap => "swap",
+            FsKind::Iso9660 => "iso9660",
+        }
+    }
+
+    /// ext2, ext3 or ext4: one reader, one resize2fs.
+    pub fn is_ext(&self) -> bool {
+        matches!(self, FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4)
+    }
+}
+
+impl fmt::Display for FsKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Reads a filesystem's bytes relative to its start on the device.
 pub struct Reader<'a> {
-    dev: &'a Device,
+    dev: &'a SourceDisk,
     base: u64,
     len: u64,
 }
@@ -32,15 +95,15 @@ impl Reader<'_> {
 /// The bytes a filesystem uses.
 #[derive(Debug, Clone)]
 pub struct Usage {
-    pub kind: &'static str,
+    pub kind: FsKind,
     pub block_size: u32,
-    /// (offset, length) from the start of the filesystem, ascending and disjoint.
-    pub used: Vec<(u64, u64)>,
+    /// Ranges from the start of the filesystem, ascending and disjoint.
+    pub used: Vec<ByteRange>,
 }
 
 impl Usage {
     pub fn used_bytes(&self) -> u64 {
-        self.used.iter().map(|u| u.1).sum()
+        range::total(&self.used)
     }
 }
 
@@ -52,7 +115,7 @@ pub enum Scan {
 }
 
 /// Find which bytes of the partition at [offset, offset+len) are in use.
-pub fn scan(dev: &Device, offset: u64, len: u64) -> Scan {
+pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
     let r = Reader {
         dev,
         base: offset,
@@ -62,20 +125,18 @@ pub fn scan(dev: &Device, offset: u64, len: u64) -> Scan {
         Ok(h) => h,
         Err(e) => return Scan::Whole(format!("its first bytes could not be read: {e:#}")),
     };
-    let kind = probe(&head);
+    let Some(kind) = probe(&head) else {
+        return Scan::Whole("no filesystem recognised".into());
+    };
     let result = match kind {
-        Some("ext2" | "ext3" | "ext4") => ext4::scan(&r, len),
-        Some("vfat") => fat::scan(&r, len),
-        Some("swap") => swap::scan(&r, len),
-        Some(other) => return Scan::Whole(format!("{other} is read in full")),
-        None => return Scan::Whole("no filesystem recognised".into()),
+        k if k.is_ext() => ext4::scan(&r, len),
+        FsKind::Vfat => fat::scan(&r, len),
+        FsKind::Swap => swap::scan(&r, len),
+        other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {
         Ok(u) => Scan::Used(u),
-        Err(e) => Scan::Whole(format!(
-            "{} metadata not usable ({e:#})",
-            kind.unwrap_or("?")
-        )),
+        Err(e) => Scan::Whole(format!("{kind} metadata not usable ({e:#})")),
     }
 }
 
@@ -84,7 +145,7 @@ pub const PROBE_BYTES: usize = 70 * 1024;
 
 /// Name the filesystem or container whose signature starts `buf` (the first bytes of a
 /// partition or disk), or None.
-pub fn probe(buf: &[u8]) -> Option<&'static str> {
+pub fn probe(buf: &[u8]) -> Option<FsKind> {
     let at =
         |off: usize, sig: &[u8]| buf.len() >= off + sig.len() && &buf[off..off + sig.len()] == sig;
     if at(0x438, &[0x53, 0xEF]) {
@@ -94,46 +155,46 @@ pub fn probe(buf: &[u8]) -> Option<&'static str> {
         let incompat = le32(0x460);
         let ro_compat = le32(0x464);
         return Some(if incompat & 0x2C0 != 0 || ro_compat & 0x78 != 0 {
-            "ext4"
+            FsKind::Ext4
         } else if compat & 0x4 != 0 {
-            "ext3"
+            FsKind::Ext3
         } else {
-            "ext2"
+            FsKind::Ext2
         });
     }
     if at(0x52, b"FAT32   ") {
-        return Some("vfat");
+        return Some(FsKind::Vfat);
     }
     if (at(0x36, b"FAT12   ") || at(0x36, b"FAT16   ") || at(0x36, b"FAT     "))
         && at(0x1FE, &[0x55, 0xAA])
     {
-        return Some("vfat");
+        return Some(FsKind::Vfat);
     }
     if at(3, b"NTFS    ") {
-        return Some("ntfs");
+        return Some(FsKind::Ntfs);
     }
     if at(3, b"EXFAT   ") {
-        return Some("exfat");
+        return Some(FsKind::Exfat);
     }
     if at(0, b"XFSB") {
-        return Some("xfs");
+        return Some(FsKind::Xfs);
     }
     if at(0x10040, b"_BHRfS_M") {
-        return Some("btrfs");
+        return Some(FsKind::Btrfs);
     }
     if at(0, b"LUKS\xba\xbe") {
-        return Some("crypto_LUKS");
+        return Some(FsKind::Luks);
     }
     if at(0x218, b"LVM2 001") || at(0x018, b"LVM2 001") {
-        return Some("LVM2_member");
+        return Some(FsKind::Lvm);
     }
     for page in [4096usize, 8192, 16384, 65536] {
         if at(page - 10, b"SWAPSPACE2") || at(page - 10, b"SWAP-SPACE") {
-            return Some("swap");
+            return Some(FsKind::Swap);
         }
     }
     if at(0x8001, b"CD001") {
-        return Some("iso9660");
+        return Some(FsKind::Iso9660);
     }
     None
 }
@@ -148,11 +209,26 @@ mod tests {
         assert_eq!(probe(&b), None);
         b[0x438] = 0x53;
         b[0x439] = 0xEF;
-        assert_eq!(probe(&b), Some("ext2"));
+        assert_eq!(probe(&b), Some(FsKind::Ext2));
         b[0x460] = 0x40; // extents
-        assert_eq!(probe(&b), Some("ext4"));
+        assert_eq!(probe(&b), Some(FsKind::Ext4));
         let mut s = vec![0u8; PROBE_BYTES];
         s[4096 - 10..4096].copy_from_slice(b"SWAPSPACE2");
-        assert_eq!(probe(&s), Some("swap"));
+        assert_eq!(probe(&s), Some(FsKind::Swap));
+        let mut x = vec![0u8; PROBE_BYTES];
+        x[..4].copy_from_slice(b"XFSB");
+        assert_eq!(probe(&x), Some(FsKind::Xfs));
+        let mut f = vec![0u8; PROBE_BYTES];
+        f[0x52..0x5A].copy_from_slice(b"FAT32   ");
+        assert_eq!(probe(&f), Some(FsKind::Vfat));
+    }
+
+    #[test]
+    fn kinds_are_named_as_blkid_names_them() {
+        for k in [FsKind::Ext4, FsKind::Luks, FsKind::Lvm, FsKind::Vfat] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert_eq!(FsKind::Luks.to_string(), "crypto_LUKS");
+        assert!(FsKind::Ext3.is_ext() && !FsKind::Xfs.is_ext());
     }
 }

@@ -4,7 +4,8 @@
 
 use anyhow::{ensure, Result};
 
-use super::{Reader, Usage};
+use super::{FsKind, Reader, Usage};
+use crate::range::ByteRange;
 
 pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     let head = r.read(0, 65536.min(len as usize))?;
@@ -14,8 +15,8 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     ensure!(page.is_some(), "no SWAPSPACE2 signature");
     let page = page.unwrap() as u64;
     Ok(Usage {
-        kind: "swap",
+        kind: FsKind::Swap,
         block_size: page as u32,
-        used: vec![(0, page)],
+        used: vec![ByteRange::new(0, page)],
     })
 }

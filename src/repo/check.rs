@@ -2,20 +2,15 @@
 //! every stored chunk decompresses to the bytes its name promises.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
-use std::thread;
 
 use anyhow::Result;
 use serde::Serialize;
 
+pub use crate::commands::check::CheckArgs;
+use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
-use crate::repo::{ChunkError, ChunkId, Repository};
-
-pub struct Options {
-    pub repo: crate::repo::RepoSpec,
-    pub read_data: bool,
-    pub quiet: bool,
-}
+use crate::repo::{ChunkError, ChunkId, Repository, SnapshotId};
+use crate::ui::{Outcome, Ui};
 
 #[derive(Debug, Serialize)]
 pub struct Problem {
@@ -28,7 +23,7 @@ pub struct Problem {
 
 #[derive(Debug, Serialize)]
 pub struct DamagedSnapshot {
-    pub id: String,
+    pub id: SnapshotId,
     pub error: String,
 }
 
@@ -46,10 +41,14 @@ pub struct Report {
     pub ok: bool,
 }
 
-impl Report {
-    pub fn print(&self) {
+impl Outcome for Report {
+    fn failure(&self) -> Option<String> {
+        (!self.ok).then(|| format!("check found problems: {}", self.problem_line()))
+    }
+
+    fn print(&self) {
         for d in &self.damaged_snapshots {
-            println!("unreadable manifest {}: {}", &d.id[..8], d.error);
+            println!("unreadable manifest {}: {}", d.id.short(), d.error);
         }
         for p in &self.missing {
             println!(
@@ -84,7 +83,9 @@ impl Report {
             }
         );
     }
+}
 
+impl Report {
     pub fn problem_line(&self) -> String {
         format!(
             "{} unreadable manifests, {} missing chunks, {} corrupt chunks",
@@ -95,8 +96,8 @@ impl Report {
     }
 }
 
-pub fn run(opts: &Options) -> Result<Report> {
-    let repo = Repository::open(&opts.repo)?;
+pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
+    let repo = Repository::open(&args.repo)?;
     let mut users: HashMap<ChunkId, Vec<String>> = HashMap::new();
     let mut damaged = Vec::new();
     let all = repo.snapshots()?;
@@ -109,61 +110,32 @@ pub fn run(opts: &Options) -> Result<Report> {
                 }
             }
             Err(e) => damaged.push(DamagedSnapshot {
-                id: id.clone(),
+                id: *id,
                 error: format!("{e:#}"),
             }),
         }
     }
     let stored: HashSet<ChunkId> = repo.list_chunks()?.into_iter().collect();
-    let label_of = |id: &ChunkId| users.get(id).cloned().unwrap_or_default();
-    let mut missing: BTreeMap<ChunkId, Problem> = BTreeMap::new();
-    for id in users.keys() {
-        if !stored.contains(id) {
-            missing.insert(
-                *id,
-                Problem {
-                    chunk: id.to_hex(),
-                    location: repo.chunk_location(id),
-                    error: "missing".into(),
-                    snapshots: label_of(id),
-                },
-            );
-        }
-    }
+    let problem = |id: &ChunkId, error: String| Problem {
+        chunk: id.to_hex(),
+        location: repo.chunk_location(id),
+        error,
+        snapshots: users.get(id).cloned().unwrap_or_default(),
+    };
+    let mut missing: BTreeMap<ChunkId, Problem> = users
+        .keys()
+        .filter(|id| !stored.contains(id))
+        .map(|id| (*id, problem(id, "missing".into())))
+        .collect();
     let mut corrupt: BTreeMap<ChunkId, Problem> = BTreeMap::new();
     let mut read = 0;
-    if opts.read_data {
+    if args.read_data {
         // Every stored chunk: a corrupt unreferenced one would poison the next capture
         // that finds it by name.
-        let ids: Vec<ChunkId> = stored.iter().copied().collect();
-        let total: u64 = ids.len() as u64;
-        let progress = Progress::items("check", total, opts.quiet);
-        let next = Mutex::new(ids.into_iter());
-        let errors: Mutex<Vec<ChunkError>> = Mutex::new(Vec::new());
-        let workers = crate::repo::fetch_workers(&repo);
-        thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let Some(id) = next.lock().unwrap().next() else {
-                        break;
-                    };
-                    if let Err(e) = repo.get_chunk(&id) {
-                        errors.lock().unwrap().push(e);
-                    }
-                    progress.inc(1);
-                });
-            }
-        });
-        progress.finish();
-        read = total as usize;
-        for e in errors.into_inner().unwrap() {
+        read = stored.len();
+        for e in read_every_chunk(&repo, &stored, ui)? {
             let id = e.id();
-            let p = Problem {
-                chunk: id.to_hex(),
-                location: repo.chunk_location(&id),
-                error: format!("{e}"),
-                snapshots: label_of(&id),
-            };
+            let p = problem(&id, format!("{e}"));
             match e {
                 ChunkError::Missing { .. } => missing.insert(id, p),
                 _ => corrupt.insert(id, p),
@@ -184,4 +156,22 @@ pub fn run(opts: &Options) -> Result<Report> {
         corrupt: corrupt.into_values().collect(),
         ok,
     })
+}
+
+/// Read, decompress and verify every chunk in `ids`; returns the ones that failed.
+fn read_every_chunk(repo: &Repository, ids: &HashSet<ChunkId>, ui: &Ui) -> Result<Vec<ChunkError>> {
+    let progress = Progress::items("check", ids.len() as u64, ui);
+    let mut errors = Vec::new();
+    let result = map_ordered(
+        ids.iter().copied(),
+        Width::new(repo.concurrency(), 4),
+        |id| Ok(repo.get_chunk(&id).err()),
+        |failed| {
+            progress.inc(1);
+            errors.extend(failed);
+            Ok(())
+        },
+    );
+    progress.finish();
+    result.map(|_| errors)
 }

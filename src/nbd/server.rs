@@ -11,39 +11,18 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 
+use super::{
+    read_array, simple_reply, Request, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_WRITE, EINVAL, EIO,
+    EPERM, FLAG_CAN_MULTI_CONN, FLAG_HAS_FLAGS, FLAG_READ_ONLY, FLAG_SEND_FLUSH,
+    HANDSHAKE_FIXED_NEWSTYLE, HANDSHAKE_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT,
+    NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, REPLY_MAGIC, REP_ACK,
+    REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_MAGIC,
+};
+use crate::repo::manifest::ChunkRef;
 use crate::repo::{ChunkId, Manifest, Repository};
 
-pub(crate) const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-pub(crate) const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
-pub(crate) const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
-pub(crate) const REQUEST_MAGIC: u32 = 0x2560_9513;
-pub(crate) const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-
-const OPT_EXPORT_NAME: u32 = 1;
-const OPT_ABORT: u32 = 2;
-const OPT_LIST: u32 = 3;
-const OPT_INFO: u32 = 6;
-pub(crate) const OPT_GO: u32 = 7;
-
-pub(crate) const REP_ACK: u32 = 1;
-const REP_SERVER: u32 = 2;
-pub(crate) const REP_INFO: u32 = 3;
-const REP_ERR_UNSUP: u32 = 0x8000_0001;
-const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
-
-const FLAG_HAS_FLAGS: u16 = 1;
-const FLAG_READ_ONLY: u16 = 2;
-const FLAG_SEND_FLUSH: u16 = 4;
-const FLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 const TRANSMISSION_FLAGS: u16 =
     FLAG_HAS_FLAGS | FLAG_READ_ONLY | FLAG_SEND_FLUSH | FLAG_CAN_MULTI_CONN;
-
-const CMD_READ: u16 = 0;
-const CMD_DISC: u16 = 2;
-const CMD_FLUSH: u16 = 3;
-const EPERM: u32 = 1;
-const EIO: u32 = 5;
-const EINVAL: u32 = 22;
 /// Largest read served (qemu asks for at most 32 MiB).
 const MAX_READ: u32 = 32 << 20;
 
@@ -54,8 +33,8 @@ type ChunkCache = (HashMap<ChunkId, Arc<Vec<u8>>>, VecDeque<ChunkId>);
 pub struct SnapshotDisk {
     repo: Arc<Repository>,
     size: u64,
-    /// (offset, length, chunk) in disk order; None reads as zeros.
-    pieces: Vec<(u64, u32, Option<ChunkId>)>,
+    /// The snapshot's chunks and holes in disk order; a hole reads as zeros.
+    pieces: Vec<ChunkRef>,
     cache: Mutex<ChunkCache>,
 }
 
@@ -64,7 +43,7 @@ impl SnapshotDisk {
         let pieces = m
             .regions
             .iter()
-            .flat_map(|r| r.chunks.iter().map(|c| (c.offset, c.length, c.id)))
+            .flat_map(|r| r.chunks.iter().cloned())
             .collect();
         SnapshotDisk {
             repo,
@@ -100,14 +79,16 @@ impl SnapshotDisk {
         if end > self.size {
             bail!("read past the end of the disk");
         }
-        let mut i = self.pieces.partition_point(|p| p.0 + p.1 as u64 <= offset);
+        let mut i = self
+            .pieces
+            .partition_point(|p| p.offset + p.length as u64 <= offset);
         let mut pos = offset;
         while pos < end {
-            let (o, l, id) = self.pieces[i];
-            let from = (pos - o) as usize;
-            let n = (l as usize - from).min((end - pos) as usize);
+            let p = &self.pieces[i];
+            let from = (pos - p.offset) as usize;
+            let n = (p.length as usize - from).min((end - pos) as usize);
             let dst = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-            match id {
+            match p.id {
                 Some(id) => dst.copy_from_slice(&self.chunk(&id)?[from..from + n]),
                 None => dst.fill(0),
             }
@@ -119,15 +100,11 @@ impl SnapshotDisk {
 }
 
 fn read_u32(s: &mut impl Read) -> std::io::Result<u32> {
-    let mut b = [0u8; 4];
-    s.read_exact(&mut b)?;
-    Ok(u32::from_be_bytes(b))
+    read_array(s).map(u32::from_be_bytes)
 }
 
 fn read_u64(s: &mut impl Read) -> std::io::Result<u64> {
-    let mut b = [0u8; 8];
-    s.read_exact(&mut b)?;
-    Ok(u64::from_be_bytes(b))
+    read_array(s).map(u64::from_be_bytes)
 }
 
 fn opt_reply(s: &mut impl Write, opt: u32, kind: u32, data: &[u8]) -> std::io::Result<()> {
@@ -176,10 +153,10 @@ impl Exports {
         let mut hello = Vec::new();
         hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
         hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        hello.extend_from_slice(&3u16.to_be_bytes()); // FIXED_NEWSTYLE | NO_ZEROES
+        hello.extend_from_slice(&(HANDSHAKE_FIXED_NEWSTYLE | HANDSHAKE_NO_ZEROES).to_be_bytes());
         s.write_all(&hello)?;
         let client_flags = read_u32(s)?;
-        let no_zeroes = client_flags & 2 != 0;
+        let no_zeroes = client_flags & HANDSHAKE_NO_ZEROES as u32 != 0;
         loop {
             if read_u64(s)? != IHAVEOPT {
                 bail!("bad option magic");
@@ -234,11 +211,11 @@ impl Exports {
                         )?;
                         continue;
                     };
-                    let mut info = 0u16.to_be_bytes().to_vec(); // NBD_INFO_EXPORT
+                    let mut info = INFO_EXPORT.to_be_bytes().to_vec();
                     info.extend_from_slice(&disk.size().to_be_bytes());
                     info.extend_from_slice(&TRANSMISSION_FLAGS.to_be_bytes());
                     opt_reply(s, opt, REP_INFO, &info)?;
-                    let mut bs = 3u16.to_be_bytes().to_vec(); // NBD_INFO_BLOCK_SIZE
+                    let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
                     bs.extend_from_slice(&1u32.to_be_bytes());
                     bs.extend_from_slice(&4096u32.to_be_bytes());
                     bs.extend_from_slice(&MAX_READ.to_be_bytes());
@@ -277,9 +254,7 @@ impl Exports {
                             }
                         };
                         let mut out = Vec::with_capacity(16 + buf.len());
-                        out.extend_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
-                        out.extend_from_slice(&err.to_be_bytes());
-                        out.extend_from_slice(&handle.to_be_bytes());
+                        out.extend_from_slice(&simple_reply(handle, err));
                         if err == 0 {
                             out.extend_from_slice(&buf);
                         }
@@ -290,21 +265,19 @@ impl Exports {
                 });
             }
             let reply = |handle: u64, err: u32| -> std::io::Result<()> {
-                let mut out = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
-                out.extend_from_slice(&err.to_be_bytes());
-                out.extend_from_slice(&handle.to_be_bytes());
-                writer.lock().unwrap().write_all(&out)
+                writer.lock().unwrap().write_all(&simple_reply(handle, err))
             };
             while let Ok(magic) = read_u32(&mut s) {
                 if magic != REQUEST_MAGIC {
                     bail!("bad request magic {magic:#x}");
                 }
-                let mut h = [0u8; 24];
-                s.read_exact(&mut h)?;
-                let kind = u16::from_be_bytes([h[2], h[3]]);
-                let handle = u64::from_be_bytes(h[4..12].try_into().unwrap());
-                let offset = u64::from_be_bytes(h[12..20].try_into().unwrap());
-                let len = u32::from_be_bytes(h[20..24].try_into().unwrap());
+                let Request {
+                    kind,
+                    handle,
+                    offset,
+                    length: len,
+                    ..
+                } = Request::decode_after_magic(&read_array(&mut s)?);
                 match kind {
                     CMD_READ
                         if len <= MAX_READ
@@ -319,7 +292,7 @@ impl Exports {
                     CMD_READ => reply(handle, EINVAL)?,
                     CMD_DISC => break,
                     CMD_FLUSH => reply(handle, 0)?,
-                    1 => {
+                    CMD_WRITE => {
                         // A write: read and drop its payload, refuse it.
                         std::io::copy(&mut (&mut s).take(len as u64), &mut std::io::sink())?;
                         reply(handle, EPERM)?;

@@ -1,16 +1,28 @@
-//! Listing the snapshots in a repository.
+//! `lifeboat snapshots`: list the snapshots in a repository.
 
 use std::collections::HashSet;
 
 use anyhow::Result;
+use clap::Args;
 use serde::Serialize;
 
-use crate::repo::{chunk_key, Repository};
-use crate::report;
+use crate::repo::{chunk_key, RepoSpec, Repository, SnapshotId};
+use crate::ui::{bytes, Outcome};
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub repo: RepoSpec,
+}
+
+/// Every snapshot, oldest first.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Listing(pub Vec<Entry>);
 
 #[derive(Debug, Serialize)]
 pub struct Entry {
-    pub id: String,
+    pub id: SnapshotId,
     pub name: String,
     pub time: String,
     pub hostname: String,
@@ -24,8 +36,8 @@ pub struct Entry {
     pub error: Option<String>,
 }
 
-pub fn list(repo_spec: &crate::repo::RepoSpec) -> Result<Vec<Entry>> {
-    let repo = Repository::open(repo_spec)?;
+pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
+    let repo = Repository::open(&args.repo)?;
     let mut out = Vec::new();
     for (id, s) in repo.snapshots()? {
         match s {
@@ -41,7 +53,7 @@ pub fn list(repo_spec: &crate::repo::RepoSpec) -> Result<Vec<Entry>> {
                     time: m.time.clone(),
                     hostname: m.hostname.clone(),
                     source: m.source.path.clone(),
-                    table: format!("{:?}", m.disk.table).to_lowercase(),
+                    table: m.disk.table.to_string(),
                     size: m.disk.size,
                     data_bytes: m.data_bytes(),
                     stored_bytes: stored,
@@ -62,10 +74,16 @@ pub fn list(repo_spec: &crate::repo::RepoSpec) -> Result<Vec<Entry>> {
             }),
         }
     }
-    Ok(out)
+    Ok(Listing(out))
 }
 
-pub fn print(entries: &[Entry]) {
+impl Outcome for Listing {
+    fn print(&self) {
+        print(&self.0)
+    }
+}
+
+fn print(entries: &[Entry]) {
     println!(
         "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
         "ID", "TIME", "NAME", "SOURCE", "SIZE", "DATA", "STORED"
@@ -74,15 +92,15 @@ pub fn print(entries: &[Entry]) {
         match &e.error {
             None => println!(
                 "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
-                &e.id[..8],
+                e.id.short(),
                 e.time.get(..19).unwrap_or(&e.time),
                 e.name,
                 e.source,
-                report::bytes(e.size),
-                report::bytes(e.data_bytes),
-                report::bytes(e.stored_bytes)
+                bytes(e.size),
+                bytes(e.data_bytes),
+                bytes(e.stored_bytes)
             ),
-            Some(err) => println!("{:<8}  DAMAGED: {err}", &e.id[..8]),
+            Some(err) => println!("{:<8}  DAMAGED: {err}", e.id.short()),
         }
     }
 }

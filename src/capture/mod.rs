@@ -1,0 +1,266 @@
+//! Capture: read a disk's table and regions, work out once which bytes the filesystems use
+//! (`usage`), cut the regions into content-defined chunks on all cores and store the new
+//! ones (`segments`), put each region back together with its holes and hash (`assemble`),
+//! and record a manifest, after the chunks it names are durable.
+
+pub mod assemble;
+pub mod segments;
+pub mod usage;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use crate::commands::capture::CaptureArgs;
+use crate::disk::layout::{read_layout, Layout};
+use crate::disk::SourceDisk;
+use crate::io::Progress;
+use crate::range;
+use crate::repo::manifest::{Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION};
+use crate::repo::{Repository, SnapshotId};
+use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
+use segments::{NewData, SegmentDone, Workers};
+use usage::RegionUsage;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub snapshot: SnapshotId,
+    pub name: String,
+    pub source: String,
+    pub table: String,
+    pub logical_size: u64,
+    /// Bytes read from the disk.
+    pub bytes_read: u64,
+    /// Bytes that filesystems mark free, not read.
+    pub free_bytes_skipped: u64,
+    pub data_bytes: u64,
+    pub hole_bytes: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub new_plain_bytes: u64,
+    pub new_stored_bytes: u64,
+    /// Data bytes per new plaintext byte stored (null when nothing was new).
+    pub dedup_ratio: Option<f64>,
+    /// New plaintext bytes per stored byte.
+    pub compression_ratio: Option<f64>,
+    pub duration_s: f64,
+    pub throughput_mib_s: f64,
+    pub notes: Vec<String>,
+}
+
+impl Outcome for Summary {
+    fn print(&self) {
+        print_table(&[
+            (
+                "snapshot",
+                format!("{} ({})", self.snapshot.short(), self.name),
+            ),
+            (
+                "source",
+                format!(
+                    "{} ({}, {} table)",
+                    self.source,
+                    bytes(self.logical_size),
+                    self.table
+                ),
+            ),
+            ("read", bytes(self.bytes_read)),
+            (
+                "data",
+                format!(
+                    "{} in {} chunks, {} zeros not stored",
+                    bytes(self.data_bytes),
+                    self.chunks,
+                    bytes(self.hole_bytes)
+                ),
+            ),
+            (
+                "new",
+                format!(
+                    "{} chunks, {} stored as {}",
+                    self.new_chunks,
+                    bytes(self.new_plain_bytes),
+                    bytes(self.new_stored_bytes)
+                ),
+            ),
+            (
+                "dedup",
+                self.dedup_ratio
+                    .map(|r| format!("{r:.1}x"))
+                    .unwrap_or_else(|| "everything was already stored".into()),
+            ),
+            (
+                "time",
+                format!(
+                    "{:.2} s, {:.1} MiB/s",
+                    self.duration_s, self.throughput_mib_s
+                ),
+            ),
+        ]);
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+    }
+}
+
+pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
+    let start = Instant::now();
+    let repo = open_repository(args)?;
+    let dev = SourceDisk::open(&args.source)?;
+    let layout = read_layout(&dev, args.sector_size)
+        .with_context(|| format!("read the partition table of {}", args.source))?;
+    for n in &layout.notes {
+        log::warn!("{n}");
+    }
+    let mut notes = layout.notes.clone();
+    let usage: Vec<RegionUsage> = layout
+        .regions
+        .iter()
+        .map(|r| match args.full {
+            true => RegionUsage::default(),
+            false => usage::region_usage(&dev, &layout.disk, r, &mut notes),
+        })
+        .collect();
+    let size = Sizes {
+        total: layout.regions.iter().map(|r| r.length).sum(),
+        free: usage.iter().map(|u| range::total(&u.free)).sum(),
+    };
+    let progress = Progress::new("capture", size.total, ui);
+    let read = read_regions(&repo, &dev, &layout, usage, &progress);
+    progress.finish();
+    let (regions, new) = read?;
+    let manifest = manifest(args, &repo, &dev, &layout, regions);
+    // Chunks are durable before the manifest that names them (save_manifest flushes first).
+    let id = repo
+        .save_manifest(&manifest)
+        .context("save the snapshot manifest")?;
+    Ok(summarise(args, id, &manifest, size, new, notes, start))
+}
+
+/// The bytes of a disk's regions, and those of them not read (free filesystem space).
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    total: u64,
+    free: u64,
+}
+
+/// The repository, with the level asked for and what interrupted writers left cleaned up.
+fn open_repository(args: &CaptureArgs) -> Result<Repository> {
+    let mut repo = Repository::open(&args.repo)?;
+    if let Some(level) = args.level {
+        repo.config.compression.level = level;
+    }
+    let stale = repo
+        .store()
+        .clean_stale()
+        .context("clean up after interrupted writers")?;
+    if stale > 0 {
+        log::info!("removed {stale} temporary files left by interrupted captures");
+    }
+    Ok(repo)
+}
+
+/// Read, chunk and store every region; returns the regions as the manifest has them.
+fn read_regions(
+    repo: &Repository,
+    dev: &SourceDisk,
+    layout: &Layout,
+    usage: Vec<RegionUsage>,
+    progress: &Progress,
+) -> Result<(Vec<Region>, NewData)> {
+    let params = repo.config.chunker;
+    let workers = Workers {
+        dev,
+        repo,
+        params: &params,
+        usage: &usage,
+        progress,
+    };
+    let mut per_region: Vec<Vec<SegmentDone>> =
+        (0..layout.regions.len()).map(|_| Vec::new()).collect();
+    let mut new = NewData::default();
+    workers.run(
+        segments::segments(&layout.regions, params.segment_size),
+        |done| {
+            new.add(done.new);
+            per_region[done.region].push(done);
+            Ok(())
+        },
+    )?;
+    let regions = layout
+        .regions
+        .iter()
+        .zip(usage)
+        .zip(per_region)
+        .map(|((plan, usage), done)| assemble::region(plan, usage, done))
+        .collect();
+    Ok((regions, new))
+}
+
+fn manifest(
+    args: &CaptureArgs,
+    repo: &Repository,
+    dev: &SourceDisk,
+    layout: &Layout,
+    regions: Vec<Region>,
+) -> Manifest {
+    let identity = dev.identity();
+    Manifest {
+        format: MANIFEST_FORMAT.into(),
+        version: MANIFEST_VERSION,
+        name: args.name.clone(),
+        time: crate::repo::now_rfc3339(),
+        hostname: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        source: SourceInfo {
+            path: args.source.to_string(),
+            model: identity.model,
+            serial: identity.serial,
+        },
+        disk: layout.disk.clone(),
+        chunker: repo.config.chunker,
+        regions,
+    }
+}
+
+fn summarise(
+    args: &CaptureArgs,
+    id: SnapshotId,
+    m: &Manifest,
+    size: Sizes,
+    new: NewData,
+    notes: Vec<String>,
+    start: Instant,
+) -> Summary {
+    let data_bytes = m.data_bytes();
+    let elapsed = start.elapsed();
+    Summary {
+        snapshot: id,
+        name: args.name.clone(),
+        source: args.source.to_string(),
+        table: m.disk.table.to_string(),
+        logical_size: m.disk.size,
+        bytes_read: size.total - size.free,
+        free_bytes_skipped: size.free,
+        data_bytes,
+        hole_bytes: m
+            .regions
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .filter(|c| c.id.is_none() && !c.free)
+            .map(|c| c.length as u64)
+            .sum(),
+        chunks: m.chunk_ids().count() as u64,
+        new_chunks: new.chunks,
+        new_plain_bytes: new.plain_bytes,
+        new_stored_bytes: new.stored_bytes,
+        dedup_ratio: (new.plain_bytes > 0).then(|| data_bytes as f64 / new.plain_bytes as f64),
+        compression_ratio: (new.stored_bytes > 0)
+            .then(|| new.plain_bytes as f64 / new.stored_bytes as f64),
+        duration_s: elapsed.as_secs_f64(),
+        throughput_mib_s: mib_per_s(size.total, elapsed),
+        notes,
+    }
+}

@@ -1,0 +1,106 @@
+//! Which bytes of each region a capture reads: all of them, or, where a filesystem's own
+//! metadata can be trusted, only those it uses. Worked out once per region, before any
+//! data is read.
+
+use crate::disk::fs;
+use crate::disk::layout::RegionPlan;
+use crate::disk::SourceDisk;
+use crate::range::{self, ByteRange};
+use crate::repo::manifest::{DiskInfo, FsUsage, RegionKind, TableKind};
+use crate::ui::bytes;
+
+/// Free runs shorter than this are read anyway. Skipping them saves little, and blocks
+/// freed by a day's file changes would turn from their old (unchanged) bytes into zeros,
+/// so that the chunks around them change and the next capture stores them again.
+pub const MIN_SKIP: u64 = 1 << 20;
+
+/// What a capture reads of one region.
+#[derive(Debug, Default)]
+pub struct RegionUsage {
+    /// The filesystems' usage, recorded in the manifest; None when read in full.
+    pub fs: Option<FsUsage>,
+    /// The ranges not read (free runs of at least `MIN_SKIP`), ascending.
+    pub free: Vec<ByteRange>,
+}
+
+/// MBR partition types that hold other partitions or a GPT, not a filesystem.
+const CONTAINER_TYPES: [u8; 4] = [0x05, 0x0F, 0x85, 0xEE];
+
+/// The partitions of a region whose filesystems may be read: a GPT partition's own, or
+/// the primary partitions of an MBR disk captured whole.
+fn partitions_of(disk: &DiskInfo, r: &RegionPlan) -> Vec<(String, ByteRange)> {
+    let region = ByteRange::new(r.offset, r.length);
+    match (r.kind, &disk.mbr) {
+        (RegionKind::Partition, _) => {
+            vec![(format!("partition {}", r.partition.unwrap_or(0)), region)]
+        }
+        (RegionKind::Disk, Some(mbr)) if disk.table == TableKind::Mbr => {
+            let ss = disk.logical_sector_size as u64;
+            mbr.entries
+                .iter()
+                .filter(|e| !CONTAINER_TYPES.contains(&e.os_type) && e.sectors > 0)
+                .map(|e| {
+                    (
+                        format!("MBR partition {}", e.index),
+                        ByteRange::new(e.first_lba as u64 * ss, e.sectors as u64 * ss),
+                    )
+                })
+                .filter(|(_, p)| region.contains(*p))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The bytes of a region that its filesystems use, when they can be known; notes say
+/// what was found (or why a partition is read in full).
+pub fn region_usage(
+    dev: &SourceDisk,
+    disk: &DiskInfo,
+    r: &RegionPlan,
+    notes: &mut Vec<String>,
+) -> RegionUsage {
+    let region = ByteRange::new(r.offset, r.length);
+    let mut free: Vec<ByteRange> = Vec::new();
+    let mut kinds = Vec::new();
+    let mut block_size = u32::MAX;
+    for (label, part) in partitions_of(disk, r) {
+        match fs::scan(dev, part.offset, part.len) {
+            fs::Scan::Used(u) => {
+                let used = u.used_bytes();
+                notes.push(format!(
+                    "{label}: {}, {} of {} in use; free runs of 1 MiB or more not read",
+                    u.kind,
+                    bytes(used),
+                    bytes(part.len)
+                ));
+                let on_disk: Vec<ByteRange> =
+                    u.used.iter().map(|x| x.shifted(part.offset)).collect();
+                free.extend(
+                    range::complement(&on_disk, part)
+                        .into_iter()
+                        .filter(|f| f.len >= MIN_SKIP),
+                );
+                kinds.push(u.kind.name());
+                block_size = block_size.min(u.block_size);
+            }
+            fs::Scan::Whole(why) => notes.push(format!("{label}: {why}; read in full")),
+        }
+    }
+    if kinds.is_empty() {
+        return RegionUsage::default();
+    }
+    free.sort_unstable();
+    // Read = the region less every partition's skipped free space.
+    let used = range::complement(&free, region);
+    let fs = FsUsage {
+        kind: kinds.join("+"),
+        block_size,
+        used_bytes: range::total(&used),
+        used,
+    };
+    RegionUsage {
+        free: fs.free_ranges(region),
+        fs: Some(fs),
+    }
+}

@@ -1,0 +1,35 @@
+//! `lifeboat capture`: its options.
+
+use clap::Args;
+
+use crate::location::DiskLocation;
+use crate::repo::RepoSpec;
+
+#[derive(Debug, Clone, Args)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub repo: RepoSpec,
+    /// The disk to read: a block device, an image file, or nbd://HOST[:PORT]/EXPORT.
+    #[arg(long, value_name = "DISK")]
+    pub source: DiskLocation,
+    /// Snapshot name, e.g. the host's name.
+    #[arg(long)]
+    pub name: String,
+    /// Logical sector size of an image file (found from its GPT when not given).
+    #[arg(long, value_parser = parse_sector_size)]
+    pub sector_size: Option<u32>,
+    /// Read every block, even those a filesystem marks free.
+    #[arg(long)]
+    pub full: bool,
+    /// zstd level for new chunks (default: the repository's).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
+    pub level: Option<i32>,
+}
+
+fn parse_sector_size(s: &str) -> Result<u32, String> {
+    match s {
+        "512" => Ok(512),
+        "4096" => Ok(4096),
+        _ => Err(format!("{s} is not a logical sector size (512 or 4096)")),
+    }
+}

@@ -1,0 +1,42 @@
+//! `lifeboat drill`: its options.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::KernelArg;
+use crate::drill::Via;
+use crate::repo::RepoSpec;
+
+#[derive(Debug, Clone, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub repo: RepoSpec,
+    /// Snapshot name (the newest with it), id or id prefix.
+    #[arg(long, value_name = "NAME_OR_ID")]
+    pub snapshot: String,
+    /// How the rescue gets the repository.
+    #[arg(long, value_enum, default_value = "http")]
+    pub via: Via,
+    #[command(flatten)]
+    pub kernel: KernelArg,
+    /// What the restored system prints on its serial console once booted.
+    #[arg(long, default_value = "login:")]
+    pub marker: String,
+    /// Have the rescue read the disk back and verify it.
+    #[arg(long)]
+    pub verify: bool,
+    /// Seconds the rescue may take to report.
+    #[arg(long, default_value_t = 900)]
+    pub rescue_timeout: u64,
+    /// Seconds the restored disk may take to show its marker.
+    #[arg(long, default_value_t = 300)]
+    pub boot_timeout: u64,
+    /// Keep the media, the disk and the console logs here (default: a new folder under
+    /// /var/tmp, of which only the console logs are kept).
+    #[arg(long, value_name = "DIR")]
+    pub work: Option<PathBuf>,
+    /// QEMU accelerator: tcg (software, works everywhere) or kvm.
+    #[arg(long, default_value = "tcg")]
+    pub accel: String,
+}

@@ -1,0 +1,29 @@
+//! `lifeboat mkimage`: its options.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::KernelArg;
+
+#[derive(Debug, Clone, Args)]
+pub struct MkimageArgs {
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub kernel: KernelArg,
+    /// Kernel command line, with the rescue's orders (lifeboat.repo=, lifeboat.snapshot=,
+    /// lifeboat.target=, lifeboat.action=, lifeboat.verify=1, lifeboat.after=).
+    #[arg(long, default_value = crate::media::DEFAULT_CMDLINE)]
+    pub cmdline: String,
+    /// The UEFI loader to install as EFI/BOOT/BOOTX64.EFI.
+    #[arg(long, default_value = crate::media::SYSTEMD_BOOT, value_name = "FILE")]
+    pub loader: PathBuf,
+    /// Copy this repository onto the stick's data partition (as /repo).
+    #[arg(long, value_name = "DIR")]
+    pub with_repo: Option<PathBuf>,
+    /// Free room on the data partition, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub data_mib: u64,
+}

@@ -1,0 +1,83 @@
+//! The commands. Each command's clap `Args` struct is its options and goes as it is to the
+//! subsystem that does the work (`RestoreArgs` to `restore::run`); every result is an
+//! [`Outcome`](crate::ui::Outcome) that the `Ui` prints for people or as JSON.
+
+pub mod capture;
+pub mod check;
+pub mod disks;
+pub mod drill;
+pub mod init;
+pub mod mkimage;
+pub mod restore;
+pub mod serve;
+pub mod snapshots;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::ui::Ui;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository.
+    Init(init::InitArgs),
+    /// Capture a disk (block device, image file or NBD export) into a new snapshot.
+    Capture(capture::CaptureArgs),
+    /// Restore a snapshot onto a disk or image file, after checking everything first.
+    Restore(restore::RestoreArgs),
+    /// List the snapshots in a repository.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Check a repository: every referenced chunk exists (and with --read-data, is intact).
+    Check(check::CheckArgs),
+    /// List the machine's disks.
+    Disks,
+    /// Prove that a snapshot comes back and boots: boot the rescue media in QEMU with a
+    /// blank disk of the snapshot's size, restore onto it (repository on a USB stick, over
+    /// HTTP, or by PXE), then boot the restored disk under OVMF and wait for its marker.
+    Drill(drill::DrillArgs),
+    /// Build the rescue media around a stock Linux kernel: initramfs.cpio.zst (this binary
+    /// as /init, storage, filesystem and network modules), lifeboat-usb.img (GPT, FAT32
+    /// ESP with systemd-boot, a data partition for a repository) and pxe/ (kernel,
+    /// initramfs, iPXE script).
+    Mkimage(mkimage::MkimageArgs),
+    /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
+    /// pushing chunks and manifests) only with the bearer token.
+    Serve(serve::ServeArgs),
+}
+
+impl Command {
+    /// Run the command and show its result.
+    pub fn run(&self, ui: &Ui) -> Result<()> {
+        match self {
+            Command::Init(a) => ui.show(&init::run(a)?),
+            Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
+            Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
+            Command::Snapshots(a) => ui.show(&snapshots::run(a)?),
+            Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),
+            Command::Disks => ui.show(&disks::run()?),
+            Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
+            Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
+            Command::Serve(a) => crate::serve::run(a),
+        }
+    }
+
+    /// Whether the command is a long-running server.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Serve(_))
+    }
+}
+
+/// The stock kernel the rescue media are built around.
+#[derive(Debug, Clone, Args)]
+pub struct KernelArg {
+    /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
+    #[arg(
+        long,
+        env = "LIFEBOAT_KERNEL",
+        default_value = ".cache/kernel",
+        value_name = "DIR"
+    )]
+    pub kernel: PathBuf,
+}

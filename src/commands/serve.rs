@@ -1,0 +1,31 @@
+//! `lifeboat serve`: its options.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The repository directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Address to listen on (port 0 picks one; the first line printed says which).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// File holding the bearer token that allows writes; without it, read-only.
+    #[arg(long, value_name = "FILE")]
+    pub write_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); serves https with --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, default_value_t = 64)]
+    pub threads: usize,
+    /// Also export every snapshot as a read-only NBD disk named after it, on this
+    /// address (e.g. 127.0.0.1:10809).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nbd: Option<String>,
+}

@@ -1,0 +1,107 @@
+//! A disk to read: a block device, an image file or an NBD export. It has no way to be
+//! written: capture sources, seed images and targets examined before a restore are all
+//! opened as this type.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::blockdev::{Identity, OpenDisk};
+use crate::location::DiskLocation;
+use crate::nbd::client::NbdClient;
+
+enum Backing {
+    File(File),
+    Nbd(NbdClient),
+}
+
+pub struct SourceDisk {
+    /// What the user named, for messages.
+    pub path: PathBuf,
+    backing: Backing,
+    pub size: u64,
+    pub is_block: bool,
+    /// The kernel's logical sector size for a block device; None otherwise.
+    pub sector_size: Option<u32>,
+}
+
+impl std::fmt::Debug for SourceDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceDisk({})", self.path.display())
+    }
+}
+
+impl SourceDisk {
+    /// Open a disk read-only wherever it is.
+    pub fn open(location: &DiskLocation) -> Result<SourceDisk> {
+        match location {
+            DiskLocation::Path(p) => Self::open_path(p),
+            DiskLocation::Nbd(addr) => {
+                let client = NbdClient::connect(addr)?;
+                Ok(SourceDisk {
+                    path: PathBuf::from(addr.to_string()),
+                    size: client.size,
+                    is_block: false,
+                    sector_size: None,
+                    backing: Backing::Nbd(client),
+                })
+            }
+        }
+    }
+
+    /// Open a local block device or image file read-only.
+    pub fn open_path(path: &Path) -> Result<SourceDisk> {
+        let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let d = OpenDisk::measure(path, file)?;
+        Ok(SourceDisk {
+            path: d.path,
+            size: d.size,
+            is_block: d.is_block,
+            sector_size: d.sector_size,
+            backing: Backing::File(d.file),
+        })
+    }
+
+    /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the disk.
+    pub fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        match &self.backing {
+            Backing::Nbd(c) => {
+                let n = buf.len().min(self.size.saturating_sub(offset) as usize);
+                c.read_at(&mut buf[..n], offset)?;
+                Ok(n)
+            }
+            Backing::File(f) => f.read_at(buf, offset),
+        }
+    }
+
+    /// Read exactly `buf.len()` bytes at `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let r = match &self.backing {
+            Backing::Nbd(c) => c.read_at(buf, offset),
+            Backing::File(f) => f.read_exact_at(buf, offset),
+        };
+        r.with_context(|| {
+            format!(
+                "read {} bytes at {offset} from {}",
+                buf.len(),
+                self.path.display()
+            )
+        })
+    }
+
+    /// Model and serial from sysfs, for block devices.
+    pub fn identity(&self) -> Identity {
+        match self.backing {
+            Backing::File(_) if self.is_block => super::blockdev::identity_of(&self.path),
+            _ => Identity::default(),
+        }
+    }
+}
+
+impl crate::io::range::ReadAt for SourceDisk {
+    fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        SourceDisk::read_partial(self, buf, offset)
+    }
+}

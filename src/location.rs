@@ -1,0 +1,310 @@
+//! Where things are, as a user names them: a repository (a directory or an http(s) URL)
+//! and a disk (a path, or an NBD export). Strings are parsed here once, into enums; this
+//! is the one module that knows URL schemes.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Serialise a type as its `Display` string and read it back with `FromStr`.
+#[macro_export]
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// The port an `nbd://HOST/EXPORT` without one means.
+pub const NBD_DEFAULT_PORT: u16 = 10809;
+
+/// A location string that names nothing Lifeboat can use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LocationError {
+    #[error("{0}: unknown scheme {1}:// (a repository is a directory, http:// or https://)")]
+    RepoScheme(String, String),
+    #[error("{0}: unknown scheme {1}:// (a disk is a path or nbd://HOST[:PORT]/EXPORT)")]
+    DiskScheme(String, String),
+    #[error("{0}: an empty location")]
+    Empty(String),
+    #[error("{0}: no host in the URL")]
+    NoHost(String),
+}
+
+/// The scheme of `s` when it looks like `scheme://...`.
+fn scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once("://")?;
+    (!scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+'))
+    .then_some(scheme)
+}
+
+/// Where a repository is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoLocation {
+    /// A directory on a local filesystem (a disk, a USB stick, an NFS mount).
+    Dir(PathBuf),
+    /// `lifeboat serve` or any static web server; the URL ends in `/`.
+    Http(HttpUrl),
+}
+
+/// An http:// or https:// URL of a repository's top, ending in `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    url: String,
+}
+
+impl HttpUrl {
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.url.starts_with("https://")
+    }
+
+    /// The URL of `key` under this one.
+    pub fn join(&self, key: &str) -> String {
+        format!("{}{key}", self.url)
+    }
+
+    /// host[:port], as written.
+    pub fn authority(&self) -> &str {
+        let rest = self.url.split_once("://").map(|p| p.1).unwrap_or("");
+        rest.split('/').next().unwrap_or("")
+    }
+
+    /// The same URL with `host` in place of a loopback host name.
+    fn with_loopback_as(&self, host: &str) -> HttpUrl {
+        let authority = self.authority();
+        let (name, port) = match authority.rsplit_once(':') {
+            Some((n, p)) if !n.ends_with(']') || authority.starts_with('[') => (n, Some(p)),
+            _ => (authority, None),
+        };
+        if !matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+            return self.clone();
+        }
+        let new_authority = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        HttpUrl {
+            url: self.url.replacen(authority, &new_authority, 1),
+        }
+    }
+}
+
+impl RepoLocation {
+    /// The directory of a local repository.
+    pub fn local_dir(&self) -> Option<&Path> {
+        match self {
+            RepoLocation::Dir(d) => Some(d),
+            RepoLocation::Http(_) => None,
+        }
+    }
+
+    pub fn is_network(&self) -> bool {
+        !matches!(self, RepoLocation::Dir(_))
+    }
+
+    /// The location as a QEMU guest with user-mode networking reaches it: the host's
+    /// loopback is 10.0.2.2 there.
+    pub fn as_seen_from_qemu_guest(&self) -> RepoLocation {
+        match self {
+            RepoLocation::Http(u) => RepoLocation::Http(u.with_loopback_as("10.0.2.2")),
+            other => other.clone(),
+        }
+    }
+}
+
+impl FromStr for RepoLocation {
+    type Err = LocationError;
+    fn from_str(s: &str) -> Result<Self, LocationError> {
+        if s.is_empty() {
+            return Err(LocationError::Empty(s.into()));
+        }
+        match scheme(s) {
+            Some("http" | "https") => {
+                let url = if s.ends_with('/') {
+                    s.to_string()
+                } else {
+                    format!("{s}/")
+                };
+                let u = HttpUrl { url };
+                if u.authority().is_empty() {
+                    return Err(LocationError::NoHost(s.into()));
+                }
+                Ok(RepoLocation::Http(u))
+            }
+            Some(other) => Err(LocationError::RepoScheme(s.into(), other.into())),
+            None => Ok(RepoLocation::Dir(PathBuf::from(s))),
+        }
+    }
+}
+
+crate::serde_as_string!(RepoLocation);
+crate::serde_as_string!(DiskLocation);
+
+impl fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoLocation::Dir(d) => write!(f, "{}", d.display()),
+            RepoLocation::Http(u) => f.write_str(u.as_str()),
+        }
+    }
+}
+
+/// Where a disk to read is: a block device or image file, or an NBD server's export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskLocation {
+    Path(PathBuf),
+    Nbd(NbdAddress),
+}
+
+/// `nbd://HOST[:PORT]/EXPORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdAddress {
+    /// host:port to connect to.
+    pub addr: String,
+    /// The export's name (empty for the server's default).
+    pub export: String,
+}
+
+impl fmt::Display for NbdAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nbd://{}/{}", self.addr, self.export)
+    }
+}
+
+impl DiskLocation {
+    /// The path of a local disk; None for a network export.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            DiskLocation::Path(p) => Some(p),
+            DiskLocation::Nbd(_) => None,
+        }
+    }
+}
+
+impl FromStr for DiskLocation {
+    type Err = LocationError;
+    fn from_str(s: &str) -> Result<Self, LocationError> {
+        if s.is_empty() {
+            return Err(LocationError::Empty(s.into()));
+        }
+        match scheme(s) {
+            Some("nbd") => {
+                let rest = &s["nbd://".len()..];
+                let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
+                if hostport.is_empty() {
+                    return Err(LocationError::NoHost(s.into()));
+                }
+                let has_port = match hostport.rsplit_once(':') {
+                    Some((_, p)) => p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty(),
+                    None => false,
+                };
+                let addr = if has_port {
+                    hostport.to_string()
+                } else {
+                    format!("{hostport}:{NBD_DEFAULT_PORT}")
+                };
+                Ok(DiskLocation::Nbd(NbdAddress {
+                    addr,
+                    export: export.to_string(),
+                }))
+            }
+            Some(other) => Err(LocationError::DiskScheme(s.into(), other.into())),
+            None => Ok(DiskLocation::Path(PathBuf::from(s))),
+        }
+    }
+}
+
+impl fmt::Display for DiskLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskLocation::Path(p) => write!(f, "{}", p.display()),
+            DiskLocation::Nbd(a) => a.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_by_scheme() {
+        assert_eq!(
+            "repo".parse::<RepoLocation>().unwrap(),
+            RepoLocation::Dir("repo".into())
+        );
+        let RepoLocation::Http(u) = "http://127.0.0.1:8080".parse().unwrap() else {
+            panic!("not http")
+        };
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(u.join("config.json"), "http://127.0.0.1:8080/config.json");
+        assert!(!u.is_tls());
+        let RepoLocation::Http(u) = "https://backup.example/r/".parse().unwrap() else {
+            panic!("not https")
+        };
+        assert!(u.is_tls());
+        assert_eq!(u.authority(), "backup.example");
+        assert!(matches!(
+            "ftp://x/".parse::<RepoLocation>(),
+            Err(LocationError::RepoScheme(_, s)) if s == "ftp"
+        ));
+        assert!("http:///".parse::<RepoLocation>().is_err());
+        assert!("".parse::<RepoLocation>().is_err());
+    }
+
+    #[test]
+    fn loopback_as_the_guest_sees_it() {
+        let l: RepoLocation = "http://127.0.0.1:4000/".parse().unwrap();
+        assert_eq!(
+            l.as_seen_from_qemu_guest().to_string(),
+            "http://10.0.2.2:4000/"
+        );
+        let l: RepoLocation = "https://localhost/x/".parse().unwrap();
+        assert_eq!(
+            l.as_seen_from_qemu_guest().to_string(),
+            "https://10.0.2.2/x/"
+        );
+        let other: RepoLocation = "http://192.0.2.7:80/".parse().unwrap();
+        assert_eq!(other.as_seen_from_qemu_guest(), other);
+        let dir: RepoLocation = "/srv/repo".parse().unwrap();
+        assert_eq!(dir.as_seen_from_qemu_guest(), dir);
+    }
+
+    #[test]
+    fn disks_by_scheme() {
+        assert_eq!(
+            "/dev/sda".parse::<DiskLocation>().unwrap(),
+            DiskLocation::Path("/dev/sda".into())
+        );
+        let DiskLocation::Nbd(a) = "nbd://127.0.0.1:10900/web".parse().unwrap() else {
+            panic!("not nbd")
+        };
+        assert_eq!(
+            (a.addr.as_str(), a.export.as_str()),
+            ("127.0.0.1:10900", "web")
+        );
+        let DiskLocation::Nbd(a) = "nbd://server".parse().unwrap() else {
+            panic!("not nbd")
+        };
+        assert_eq!((a.addr.as_str(), a.export.as_str()), ("server:10809", ""));
+        assert!("http://x/disk".parse::<DiskLocation>().is_err());
+        assert!("nbd:///x".parse::<DiskLocation>().is_err());
+    }
+}

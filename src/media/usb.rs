@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::disk::fatvol::{fix_dot_entries, format_fat, open_fat};
 use crate::io::slice::Slice;
+use crate::range::ByteRange;
 
 /// The GPT partition name the rescue looks for to find a repository on its stick.
 pub const DATA_PARTITION_NAME: &str = "lifeboat-data";
@@ -109,12 +110,12 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
                 Some(2048),
             )
             .context("add the data partition")?;
-        let place = |id: u32| -> Result<(u64, u64)> {
+        let place = |id: u32| -> ByteRange {
             let p = &disk.partitions()[&id];
-            Ok((p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512))
+            ByteRange::new(p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512)
         };
-        let (esp_at, esp_len) = place(esp_id)?;
-        let (data_at, data_len) = place(data_id)?;
+        let esp = place(esp_id);
+        let data_part = place(data_id);
         let mut file = disk.write().context("write the GPT")?;
         let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
             u32::try_from(total / 512 - 1).unwrap_or(u32::MAX),
@@ -122,9 +123,9 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
         mbr.overwrite_lba0(&mut file)
             .context("write the protective MBR")?;
 
-        format_fat(&file, esp_at, esp_len, b"LIFEBOAT   ")?;
+        format_fat(&file, esp.offset, esp.len, b"LIFEBOAT   ")?;
         {
-            let fs = open_fat(&file, esp_at, esp_len)?;
+            let fs = open_fat(&file, esp.offset, esp.len)?;
             let root = fs.root_dir();
             for d in ["EFI", "EFI/BOOT", "loader", "loader/entries", "lifeboat"] {
                 root.create_dir(d)
@@ -144,17 +145,17 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
             drop(root);
             fs.unmount().context("ESP: unmount")?;
         }
-        fix_dot_entries(&file, esp_at, esp_len)?;
+        fix_dot_entries(&file, esp.offset, esp.len)?;
 
-        format_fat(&file, data_at, data_len, b"LIFEBOATDAT")?;
+        format_fat(&file, data_part.offset, data_part.len, b"LIFEBOATDAT")?;
         if let Some(repo) = spec.repo {
-            let fs = open_fat(&file, data_at, data_len)?;
+            let fs = open_fat(&file, data_part.offset, data_part.len)?;
             let root = fs.root_dir();
             root.create_dir("repo").context("data: create repo")?;
             copy_tree(&root, "repo", repo)?;
             drop(root);
             fs.unmount().context("data: unmount")?;
-            fix_dot_entries(&file, data_at, data_len)?;
+            fix_dot_entries(&file, data_part.offset, data_part.len)?;
         }
         file.sync_all().context("sync the image")?;
         fs::rename(&tmp, spec.out)
@@ -162,8 +163,8 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
         Ok(Built {
             path: spec.out.display().to_string(),
             bytes: total,
-            esp_bytes: esp_len,
-            data_bytes: data_len,
+            esp_bytes: esp.len,
+            data_bytes: data_part.len,
             repo_bytes,
         })
     })();

@@ -13,6 +13,7 @@ pub mod cmd;
 pub mod commands;
 pub mod disk;
 pub mod drill;
+pub mod fuzz;
 pub mod io;
 pub mod location;
 pub mod media;

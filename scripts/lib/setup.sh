@@ -54,6 +54,15 @@ for line in sys.stdin:
 
 build_release() { build_lifeboat release; }
 
+# For scripts/fuzz: the nightly toolchain and cargo-fuzz, built once into .cache/tools.
+need_fuzz() {
+  rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+  if [ ! -x .cache/tools/bin/cargo-fuzz ]; then
+    cargo install --locked --root .cache/tools cargo-fuzz
+  fi
+  export PATH=$PWD/.cache/tools/bin:$PATH
+}
+
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
 # filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.

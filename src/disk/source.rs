@@ -15,6 +15,8 @@ use crate::nbd::client::NbdClient;
 enum Backing {
     File(File),
     Nbd(NbdClient),
+    /// An image held in memory (tests and fuzzing feed the disk readers this way).
+    Memory(Vec<u8>),
 }
 
 pub struct SourceDisk {
@@ -64,6 +66,17 @@ impl SourceDisk {
         })
     }
 
+    /// A disk image held in memory, named `name` in messages.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> SourceDisk {
+        SourceDisk {
+            path: PathBuf::from(name),
+            size: bytes.len() as u64,
+            is_block: false,
+            sector_size: None,
+            backing: Backing::Memory(bytes),
+        }
+    }
+
     /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the disk.
     pub fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         match &self.backing {
@@ -73,6 +86,12 @@ impl SourceDisk {
                 Ok(n)
             }
             Backing::File(f) => f.read_at(buf, offset),
+            Backing::Memory(m) => {
+                let from = m.len().min(usize::try_from(offset).unwrap_or(usize::MAX));
+                let n = buf.len().min(m.len() - from);
+                buf[..n].copy_from_slice(&m[from..from + n]);
+                Ok(n)
+            }
         }
     }
 
@@ -81,6 +100,11 @@ impl SourceDisk {
         let r = match &self.backing {
             Backing::Nbd(c) => c.read_at(buf, offset),
             Backing::File(f) => f.read_exact_at(buf, offset),
+            Backing::Memory(_) => match self.read_partial(buf, offset) {
+                Ok(n) if n == buf.len() => Ok(()),
+                Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Err(e) => Err(e),
+            },
         };
         r.with_context(|| {
             format!(

@@ -149,7 +149,10 @@ impl Exports {
 
     /// Handshake and option haggling; returns the export chosen, or None when the client
     /// leaves.
-    fn handshake(&self, s: &mut TcpStream) -> Result<Option<(Arc<SnapshotDisk>, String)>> {
+    pub fn handshake<S: Read + Write>(
+        &self,
+        s: &mut S,
+    ) -> Result<Option<(Arc<SnapshotDisk>, String)>> {
         let mut hello = Vec::new();
         hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
         hello.extend_from_slice(&IHAVEOPT.to_be_bytes());

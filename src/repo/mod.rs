@@ -76,6 +76,29 @@ pub struct Config {
     pub compression: Compression,
 }
 
+impl Config {
+    /// Read a repository's config.json (found at `location`), refusing what is not a
+    /// Lifeboat repository of this version.
+    pub fn parse(raw: &[u8], location: &str, display: &str) -> Result<Config> {
+        let value: serde_json::Value = serde_json::from_slice(raw)
+            .with_context(|| format!("{location} is not valid JSON: not a lifeboat repository"))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(REPO_FORMAT) {
+            bail!(
+                "{location} does not describe a lifeboat repository (format is not {REPO_FORMAT:?})"
+            );
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != REPO_VERSION as u64 {
+            bail!(
+                "repository {display} has format version {version}; this lifeboat reads version {REPO_VERSION} only"
+            );
+        }
+        let config: Config =
+            serde_json::from_value(value).with_context(|| format!("parse {location}"))?;
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Compression {
     pub algorithm: String,
@@ -262,26 +285,7 @@ impl Repository {
             ),
             Err(e) => return Err(e).context("read repository config"),
         };
-        let value: serde_json::Value = serde_json::from_slice(&raw).with_context(|| {
-            format!(
-                "{} is not valid JSON: not a lifeboat repository",
-                store.location("config.json")
-            )
-        })?;
-        if value.get("format").and_then(|f| f.as_str()) != Some(REPO_FORMAT) {
-            bail!(
-                "{} does not describe a lifeboat repository (format is not {REPO_FORMAT:?})",
-                store.location("config.json")
-            );
-        }
-        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != REPO_VERSION as u64 {
-            bail!(
-                "repository {display} has format version {version}; this lifeboat reads version {REPO_VERSION} only"
-            );
-        }
-        let config: Config = serde_json::from_value(value)
-            .with_context(|| format!("parse {}", store.location("config.json")))?;
+        let config = Config::parse(&raw, &store.location("config.json"), display)?;
         Ok(Repository {
             store,
             display: display.to_string(),

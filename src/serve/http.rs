@@ -20,8 +20,8 @@ use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Reposito
 /// A parsed request.
 #[derive(Debug)]
 pub struct Request {
-    method: String,
-    path: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -53,7 +53,7 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 /// What a request path names, if it names anything a repository has.
 #[derive(Debug, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     Config,
     SnapshotList,
     Snapshot(SnapshotId),
@@ -61,7 +61,7 @@ enum Target {
     Chunk(ChunkId),
 }
 
-fn parse_path(path: &str) -> Option<Target> {
+pub(crate) fn parse_path(path: &str) -> Option<Target> {
     let path = path.split('?').next().unwrap_or("");
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
@@ -223,7 +223,7 @@ fn reason(code: u16) -> &'static str {
 }
 
 /// Read one request; None when the client closed the connection between requests.
-fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Option<Request>> {
+pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Option<Request>> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
         return Ok(None);

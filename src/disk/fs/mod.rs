@@ -80,7 +80,12 @@ pub struct Reader<'a> {
     len: u64,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The filesystem at [base, base+len) of `dev`.
+    pub fn new(dev: &'a SourceDisk, base: u64, len: u64) -> Reader<'a> {
+        Reader { dev, base, len }
+    }
+
     pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         anyhow::ensure!(
             offset + len as u64 <= self.len,

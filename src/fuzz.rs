@@ -1,0 +1,155 @@
+//! Entry points for the fuzz targets (`fuzz/fuzz_targets/`) and for the replay of their
+//! corpora in the test suite (`tests/fuzz_corpus.rs`): each feeds one parser of outside
+//! input (a repository's files, a disk's tables and filesystems, a client of `serve`)
+//! with arbitrary bytes. Whatever the bytes, none may panic, hang, or allocate beyond what
+//! the format bounds; an error is the right answer to garbage.
+
+use std::io::{Cursor, Read, Write};
+use std::sync::{Arc, OnceLock};
+
+use crate::disk::fs::{ext4, fat, swap, Reader};
+use crate::disk::layout::{read_layout, read_mbr};
+use crate::disk::SourceDisk;
+use crate::repo::manifest::Manifest;
+use crate::repo::{ChunkerParams, Config, Repository};
+use crate::restore::plan::{Choices, DeferredLayout, Plan};
+
+/// A fuzz target: its name (as under `fuzz/fuzz_targets/`) and its entry point.
+pub struct Target {
+    pub name: &'static str,
+    pub run: fn(&[u8]),
+}
+
+const fn target(name: &'static str, run: fn(&[u8])) -> Target {
+    Target { name, run }
+}
+
+/// Every target: what `scripts/fuzz` runs and the replay test walks.
+pub const TARGETS: &[Target] = &[
+    target("manifest", manifest),
+    target("config", config),
+    target("disk_layout", disk_layout),
+    target("ext4", ext4_reader),
+    target("fat", fat_reader),
+    target("swap", swap_reader),
+    target("http_request", http_request),
+    target("nbd_handshake", nbd_handshake),
+];
+
+/// A snapshot manifest as a repository or server hands it over: parsed, validated, and,
+/// when valid, planned for a restore.
+pub fn manifest(data: &[u8]) {
+    let Ok(m) = serde_json::from_slice::<Manifest>(data) else {
+        return;
+    };
+    if m.validate().is_err() {
+        return;
+    }
+    let _ = m.data_bytes();
+    let _ = DeferredLayout::of(&m);
+    let _ = Plan::new(
+        &m,
+        &Choices {
+            reuse: true,
+            ..Default::default()
+        },
+    );
+}
+
+/// A repository's config.json.
+pub fn config(data: &[u8]) {
+    let _ = Config::parse(data, "config.json", "fuzz");
+}
+
+/// A whole disk: its MBR, GPT and regions, at both sector sizes.
+pub fn disk_layout(data: &[u8]) {
+    if data.len() >= 512 {
+        let _ = read_mbr(&data[..512], data.len() as u64 / 512);
+    }
+    let disk = SourceDisk::from_bytes("fuzz.img", data.to_vec());
+    let _ = read_layout(&disk, None);
+    let _ = read_layout(&disk, Some(4096));
+}
+
+fn filesystem(data: &[u8], scan: fn(&Reader, u64) -> anyhow::Result<crate::disk::fs::Usage>) {
+    let disk = SourceDisk::from_bytes("fuzz.img", data.to_vec());
+    let len = data.len() as u64;
+    let _ = scan(&Reader::new(&disk, 0, len), len);
+}
+
+pub fn ext4_reader(data: &[u8]) {
+    filesystem(data, ext4::scan)
+}
+
+pub fn fat_reader(data: &[u8]) {
+    filesystem(data, fat::scan)
+}
+
+pub fn swap_reader(data: &[u8]) {
+    filesystem(data, swap::scan)
+}
+
+/// What a client of `lifeboat serve` sends: requests, one after another.
+pub fn http_request(data: &[u8]) {
+    let mut r = Cursor::new(data);
+    while let Ok(Some(req)) = crate::serve::http::read_request(&mut r, 1 << 20) {
+        let _ = crate::serve::http::parse_path(&req.path);
+    }
+}
+
+/// A client's side of the NBD handshake: what it sends is `data`; what the server
+/// answers goes nowhere.
+struct Client<'a> {
+    sent: Cursor<&'a [u8]>,
+}
+
+impl Read for Client<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.sent.read(buf)
+    }
+}
+
+impl Write for Client<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An empty repository for the NBD server to export from, made once per process.
+fn empty_repository() -> Arc<Repository> {
+    static REPO: OnceLock<(tempfile_dir::Dir, Arc<Repository>)> = OnceLock::new();
+    REPO.get_or_init(|| {
+        let dir = tempfile_dir::Dir::new();
+        let repo = Repository::init(&dir.0.join("repo"), ChunkerParams::default(), 3)
+            .expect("create a repository for the NBD target");
+        (dir, Arc::new(repo))
+    })
+    .1
+    .clone()
+}
+
+/// A directory under the system's temporary directory, removed at exit of the process
+/// only by the OS (fuzzing runs many inputs in one process).
+mod tempfile_dir {
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!("lifeboat-fuzz-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("create a temporary directory");
+            Dir(p)
+        }
+    }
+}
+
+pub fn nbd_handshake(data: &[u8]) {
+    let exports = crate::nbd::server::Exports::new(empty_repository());
+    let mut client = Client {
+        sent: Cursor::new(data),
+    };
+    let _ = exports.handshake(&mut client);
+}

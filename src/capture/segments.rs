@@ -51,21 +51,18 @@ impl NewData {
     }
 }
 
-/// Every region cut into segments of `seg` bytes from its start, in disk order.
-pub fn segments(regions: &[RegionPlan], seg: u64) -> Vec<SegmentJob> {
-    regions
-        .iter()
-        .enumerate()
-        .flat_map(|(ri, r)| {
-            (0..r.length.div_ceil(seg)).map(move |k| SegmentJob {
-                region: ri,
-                index: k as usize,
-                offset: r.offset + k * seg,
-                length: seg.min(r.length - k * seg),
-                whole_region: r.length <= seg,
-            })
+/// Every region cut into segments of `seg` bytes from its start, in disk order, made as
+/// the workers ask for them.
+pub fn segments(regions: &[RegionPlan], seg: u64) -> impl Iterator<Item = SegmentJob> + Send + '_ {
+    regions.iter().enumerate().flat_map(move |(ri, r)| {
+        (0..r.length.div_ceil(seg)).map(move |k| SegmentJob {
+            region: ri,
+            index: k as usize,
+            offset: r.offset + k * seg,
+            length: seg.min(r.length - k * seg),
+            whole_region: r.length <= seg,
         })
-        .collect()
+    })
 }
 
 /// Everything a worker needs.
@@ -81,7 +78,7 @@ impl Workers<'_> {
     /// Run every segment on all cores; `sink` gets them back in disk order.
     pub fn run(
         &self,
-        jobs: Vec<SegmentJob>,
+        jobs: impl Iterator<Item = SegmentJob> + Send,
         sink: impl FnMut(SegmentDone) -> Result<()>,
     ) -> Result<()> {
         let seen: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
@@ -178,9 +175,8 @@ mod tests {
             offset,
             length,
         };
-        let jobs = segments(&[region(0, 100), region(100, 250)], 100);
-        let cut: Vec<(usize, usize, u64, u64, bool)> = jobs
-            .iter()
+        let regions = [region(0, 100), region(100, 250)];
+        let cut: Vec<(usize, usize, u64, u64, bool)> = segments(&regions, 100)
             .map(|j| (j.region, j.index, j.offset, j.length, j.whole_region))
             .collect();
         assert_eq!(

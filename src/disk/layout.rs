@@ -1,14 +1,11 @@
 //! Partition tables: read a disk's GPT or MBR into the manifest's terms and cut the disk into
 //! regions; move a backup GPT to the end of a larger disk.
 
-use std::io::Cursor;
+use anyhow::{bail, ensure, Context, Result};
 
-use anyhow::{bail, Context, Result};
-use gpt::disk::LogicalBlockSize;
-
-use super::SourceDisk;
+use super::{gpt, SourceDisk};
 use crate::repo::manifest::{
-    DiskInfo, GptInfo, GptPartition, MbrEntry, MbrInfo, MbrKind, RegionKind, TableKind,
+    DiskInfo, GptInfo, MbrEntry, MbrInfo, MbrKind, RegionKind, TableKind, MAX_DISK_SIZE,
 };
 
 /// A region before capture: where it is and what it holds.
@@ -27,10 +24,9 @@ pub struct Layout {
     pub notes: Vec<String>,
 }
 
-fn lb(ss: u32) -> Result<LogicalBlockSize> {
+fn supported(ss: u32) -> Result<()> {
     match ss {
-        512 => Ok(LogicalBlockSize::Lb512),
-        4096 => Ok(LogicalBlockSize::Lb4096),
+        512 | 4096 => Ok(()),
         other => bail!("logical sector size {other} is not supported (512 or 4096)"),
     }
 }
@@ -50,7 +46,7 @@ pub fn sector_size(dev: &SourceDisk, given: Option<u32>) -> Result<u32> {
         return Ok(ss);
     }
     if let Some(g) = given {
-        lb(g)?;
+        supported(g)?;
         return Ok(g);
     }
     for ss in [512u32, 4096] {
@@ -110,52 +106,20 @@ pub fn read_mbr(sector0: &[u8], disk_sectors: u64) -> Option<MbrInfo> {
 }
 
 fn read_gpt(dev: &SourceDisk, ss: u32) -> Result<Option<GptInfo>> {
-    let mut hdr = vec![0u8; ss as usize];
-    if dev.size < 2 * ss as u64 {
+    let Some(table) = gpt::read(dev, ss)? else {
         return Ok(None);
-    }
-    dev.read_at(&mut hdr, ss as u64)?;
-    if &hdr[..8] != b"EFI PART" {
-        return Ok(None);
-    }
-    let part_size = u32::from_le_bytes(hdr[84..88].try_into().unwrap());
-    if part_size != 128 {
-        bail!("GPT partition entries are {part_size} bytes; only 128-byte entries are supported");
-    }
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .logical_block_size(lb(ss)?)
-        .open_from_device(DeviceCursor { dev, pos: 0 })
-        .context("read GPT")?;
-    if let Err(e) = disk.primary_header() {
+    };
+    if let Some(why) = &table.primary_damage {
         log::warn!(
-            "primary GPT header of {} is damaged ({e}); using the backup",
+            "primary GPT of {} is damaged ({why}); using the backup",
             dev.path.display()
         );
     }
-    let h = disk.header();
-    let mut partitions: Vec<GptPartition> = disk
-        .partitions()
-        .iter()
-        .filter(|(_, p)| p.is_used())
-        .map(|(n, p)| GptPartition {
-            number: *n,
-            type_guid: p
-                .part_type_guid
-                .guid
-                .hyphenated()
-                .to_string()
-                .to_uppercase(),
-            unique_guid: p.part_guid.hyphenated().to_string().to_uppercase(),
-            name: p.name.clone(),
-            attributes: p.flags,
-            first_lba: p.first_lba,
-            last_lba: p.last_lba,
-        })
-        .collect();
+    let h = &table.header;
+    let mut partitions = gpt::parse_entries(&table.entries, h.part_size);
     partitions.sort_by_key(|p| p.first_lba);
     Ok(Some(GptInfo {
-        disk_guid: h.disk_guid.hyphenated().to_string().to_uppercase(),
+        disk_guid: gpt::guid_string(&h.disk_guid),
         first_usable_lba: h.first_usable,
         last_usable_lba: h.last_usable,
         partition_entry_lba: h.part_start,
@@ -168,9 +132,19 @@ fn read_gpt(dev: &SourceDisk, ss: u32) -> Result<Option<GptInfo>> {
 /// Cut a GPT disk into table, gaps, partitions and backup table; an error says why the
 /// table cannot be trusted to do so.
 fn gpt_regions(g: &GptInfo, ss: u64, size: u64) -> Result<Vec<RegionPlan>> {
-    let table_end = g.first_usable_lba * ss;
-    let backup_start = (g.last_usable_lba + 1) * ss;
-    if g.first_usable_lba < 2 || table_end > backup_start || backup_start > size {
+    // Byte offsets of LBAs, checked: a hostile table's LBAs must not wrap.
+    let at = |lba: u64| lba.checked_mul(ss).filter(|&b| b <= size);
+    let (Some(table_end), Some(backup_start)) = (
+        at(g.first_usable_lba),
+        g.last_usable_lba.checked_add(1).and_then(at),
+    ) else {
+        bail!(
+            "usable LBAs {}..{} do not fit a {size}-byte disk",
+            g.first_usable_lba,
+            g.last_usable_lba
+        );
+    };
+    if g.first_usable_lba < 2 || table_end > backup_start {
         bail!(
             "usable LBAs {}..{} do not fit a {size}-byte disk",
             g.first_usable_lba,
@@ -185,8 +159,8 @@ fn gpt_regions(g: &GptInfo, ss: u64, size: u64) -> Result<Vec<RegionPlan>> {
     }];
     let mut pos = table_end;
     for p in &g.partitions {
-        let start = p.first_lba * ss;
-        let end = (p.last_lba + 1) * ss;
+        let start = at(p.first_lba).unwrap_or(u64::MAX);
+        let end = p.last_lba.checked_add(1).and_then(at).unwrap_or(u64::MAX);
         if p.last_lba < p.first_lba || start < pos || end > backup_start {
             bail!(
                 "partition {} (LBA {}..{}) overlaps another or lies outside the usable area",
@@ -231,7 +205,21 @@ fn gpt_regions(g: &GptInfo, ss: u64, size: u64) -> Result<Vec<RegionPlan>> {
 }
 
 pub fn read_layout(dev: &SourceDisk, given_ss: Option<u32>) -> Result<Layout> {
+    if dev.size > MAX_DISK_SIZE {
+        bail!(
+            "{} claims {} bytes, more than any disk Lifeboat supports ({MAX_DISK_SIZE})",
+            dev.path.display(),
+            dev.size
+        );
+    }
     let ss = sector_size(dev, given_ss)?;
+    if dev.size < ss as u64 {
+        bail!(
+            "{} is {} bytes, less than one {ss}-byte sector: nothing to capture",
+            dev.path.display(),
+            dev.size
+        );
+    }
     if dev.size % ss as u64 != 0 {
         bail!(
             "{} is {} bytes, not a whole number of {ss}-byte sectors",
@@ -299,148 +287,93 @@ pub struct Relocated {
 /// sector and its last usable LBA moved to match; with `grow`, the partition that ends last
 /// is extended to that LBA. Returns the new backup area.
 pub fn relocate_gpt(head: &mut [u8], ss: u32, new_size: u64, grow: bool) -> Result<Relocated> {
-    let lbs = lb(ss)?;
     let ssz = ss as u64;
-    let mut cursor = Cursor::new(&mut *head);
-    let mut header = gpt::header::read_header_from_arbitrary_device(&mut cursor, lbs)
+    let sector = |lba: u64| (lba * ssz) as usize..((lba + 1) * ssz) as usize;
+    ensure!(head.len() as u64 >= 2 * ssz, "no room for a GPT header");
+    let mut header = gpt::Header::parse(&head[sector(1)], 1)
         .context("read the primary GPT header to move its backup")?;
-    let entries_bytes = header.num_parts as u64 * header.part_size as u64;
+    let entries_bytes = header.entries_bytes();
     let entries_sectors = entries_bytes.div_ceil(ssz);
-    let last_lba = new_size / ssz - 1;
-    let entries_start = header.part_start * ssz;
-    if entries_start + entries_bytes > head.len() as u64 {
-        bail!("the GPT entries lie beyond the first {} bytes", head.len());
-    }
+    let entries_start = header
+        .part_start
+        .checked_mul(ssz)
+        .filter(|s| {
+            s.checked_add(entries_bytes)
+                .is_some_and(|e| e <= head.len() as u64)
+        })
+        .with_context(|| format!("the GPT entries lie beyond the first {} bytes", head.len()))?;
+    let last_lba = (new_size / ssz).saturating_sub(1);
+    ensure!(
+        last_lba > header.first_usable + entries_sectors + 1,
+        "a {new_size}-byte target has no room for the GPT"
+    );
     header.backup_lba = last_lba;
     header.last_usable = last_lba - entries_sectors - 1;
-
-    let mut grown = None;
-    if grow {
-        // The used entry with the highest last LBA.
-        let es = header.part_size as usize;
-        let base = entries_start as usize;
-        let last = (0..header.num_parts as usize)
-            .map(|i| (i, &head[base + i * es..base + (i + 1) * es]))
-            .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
-            .max_by_key(|(_, e)| u64::from_le_bytes(e[40..48].try_into().unwrap()))
-            .map(|(i, e)| (i, u64::from_le_bytes(e[32..40].try_into().unwrap())));
-        let Some((i, first_lba)) = last else {
-            bail!("--grow: the GPT has no partition to grow");
-        };
-        let at = base + i * es + 40;
-        head[at..at + 8].copy_from_slice(&header.last_usable.to_le_bytes());
-        grown = Some((i as u32 + 1, (header.last_usable - first_lba + 1) * ssz));
-    }
-    let entries = head[entries_start as usize..(entries_start + entries_bytes) as usize].to_vec();
-
-    let mut cursor = Cursor::new(&mut *head);
-    header
-        .write_primary(&mut cursor, lbs)
-        .context("rewrite the primary GPT header")?;
+    let entries = entries_start as usize..(entries_start + entries_bytes) as usize;
+    let grown = if grow {
+        Some(grow_last_partition(
+            &mut head[entries.clone()],
+            header.part_size as usize,
+            header.last_usable,
+            ssz,
+        )?)
+    } else {
+        None
+    };
+    let entries = head[entries].to_vec();
+    header.parts_crc = crc32fast::hash(&entries);
+    let primary = header.encode();
+    head[ss as usize..ss as usize + primary.len()].copy_from_slice(&primary);
 
     let backup_entries_lba = last_lba - entries_sectors;
-    let area_start = backup_entries_lba * ssz;
     let mut area = vec![0u8; ((entries_sectors + 1) * ssz) as usize];
     area[..entries.len()].copy_from_slice(&entries);
-    let mut backup = header.clone();
+    let mut backup = header;
     backup.current_lba = last_lba;
     backup.backup_lba = 1;
     backup.part_start = backup_entries_lba;
-    // write_backup reads the entries at part_start of the device it is given: give it the
-    // area, addressed as if it sat at its real place.
-    let mut shifted = ShiftedCursor {
-        inner: Cursor::new(&mut area),
-        base: area_start,
-    };
-    backup
-        .write_backup(&mut shifted, lbs)
-        .context("write the backup GPT header")?;
+    let encoded = backup.encode();
+    let at = (entries_sectors * ssz) as usize;
+    area[at..at + encoded.len()].copy_from_slice(&encoded);
     Ok(Relocated {
         area,
-        area_offset: area_start,
+        area_offset: backup_entries_lba * ssz,
         grown,
     })
 }
 
-/// A Read + Seek view of a device (file, block device or NBD export), for the gpt crate.
-#[derive(Debug)]
-struct DeviceCursor<'a> {
-    dev: &'a SourceDisk,
-    pos: u64,
-}
-
-impl std::io::Read for DeviceCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.dev.read_partial(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl std::io::Write for DeviceCursor<'_> {
-    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-        Err(std::io::Error::other("read-only"))
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl std::io::Seek for DeviceCursor<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.pos = match pos {
-            std::io::SeekFrom::Start(n) => n,
-            std::io::SeekFrom::End(d) => self
-                .dev
-                .size
-                .checked_add_signed(d)
-                .ok_or_else(|| std::io::Error::other("seek"))?,
-            std::io::SeekFrom::Current(d) => self
-                .pos
-                .checked_add_signed(d)
-                .ok_or_else(|| std::io::Error::other("seek"))?,
-        };
-        Ok(self.pos)
-    }
-}
-
-/// A cursor over a buffer that stands for the bytes at `base..` of a disk.
-struct ShiftedCursor<'a> {
-    inner: Cursor<&'a mut Vec<u8>>,
-    base: u64,
-}
-
-impl std::io::Read for ShiftedCursor<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-
-impl std::io::Write for ShiftedCursor<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl std::io::Seek for ShiftedCursor<'_> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        use std::io::SeekFrom;
-        let p = match pos {
-            SeekFrom::Start(n) => SeekFrom::Start(n.checked_sub(self.base).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the area")
-            })?),
-            other => other,
-        };
-        Ok(self.inner.seek(p)? + self.base)
-    }
+/// Extend the used entry with the highest last LBA to `last_usable`; returns its number
+/// and new size in bytes.
+fn grow_last_partition(
+    entries: &mut [u8],
+    es: usize,
+    last_usable: u64,
+    ss: u64,
+) -> Result<(u32, u64)> {
+    let le64 = |e: &[u8], o: usize| u64::from_le_bytes(e[o..o + 8].try_into().expect("8 bytes"));
+    let last = entries
+        .chunks_exact(es)
+        .enumerate()
+        .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
+        .max_by_key(|(_, e)| le64(e, 40))
+        .map(|(i, e)| (i, le64(e, 32)));
+    let Some((i, first_lba)) = last else {
+        bail!("--grow: the GPT has no partition to grow");
+    };
+    ensure!(
+        first_lba <= last_usable,
+        "--grow: partition {} starts past the last usable LBA",
+        i + 1
+    );
+    let at = i * es + 40;
+    entries[at..at + 8].copy_from_slice(&last_usable.to_le_bytes());
+    Ok((i as u32 + 1, (last_usable - first_lba + 1) * ss))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::manifest::GptPartition;
 
     #[test]
     fn mbr_recognised_and_boot_sector_not() {
@@ -516,6 +449,11 @@ mod tests {
         assert!(gpt_regions(&outside, 512, disk).is_err());
         let backwards = gpt(34, 8158, &[(1, 4000, 3000)]);
         assert!(gpt_regions(&backwards, 512, disk).is_err());
+        // LBAs whose byte offsets wrap past 2^64: 2^55 + 2048 sectors is "1 MiB" wrapped.
+        let wraps = gpt(34, 8158, &[(1, (1 << 55) + 2048, (1 << 55) + 4095)]);
+        assert!(gpt_regions(&wraps, 512, disk).is_err());
+        let wraps = gpt(34, u64::MAX, &[]);
+        assert!(gpt_regions(&wraps, 512, disk).is_err());
         let too_big = gpt(34, 20000, &[]);
         assert!(gpt_regions(&too_big, 512, disk)
             .unwrap_err()
@@ -536,5 +474,28 @@ mod tests {
         s[462 + 8..462 + 12].copy_from_slice(&2048u32.to_le_bytes());
         s[462 + 12..462 + 16].copy_from_slice(&100u32.to_le_bytes());
         assert_eq!(read_mbr(&s, 4096).unwrap().kind, MbrKind::Hybrid);
+    }
+
+    #[test]
+    fn a_moved_backup_gpt_is_valid_and_the_last_partition_grows() {
+        let img = gpt::tests::disk(200);
+        let mut head = img[..34 * 512].to_vec();
+        let moved = relocate_gpt(&mut head, 512, 400 * 512, true).unwrap();
+        let primary = gpt::Header::parse(&head[512..1024], 1).unwrap();
+        assert_eq!(
+            (primary.backup_lba, primary.last_usable),
+            (399, 399 - 32 - 1)
+        );
+        assert_eq!(moved.area_offset, (399 - 32) * 512);
+        let area = &moved.area;
+        let backup = gpt::Header::parse(&area[32 * 512..], 399).unwrap();
+        assert_eq!(backup.part_start, 399 - 32);
+        assert_eq!(crc32fast::hash(&area[..128 * 128]), backup.parts_crc);
+        assert_eq!(moved.grown, Some((1, (primary.last_usable - 40 + 1) * 512)));
+        let parts = gpt::parse_entries(&head[1024..1024 + 128 * 128], 128);
+        assert_eq!(parts[0].last_lba, primary.last_usable);
+        // A target too small for the table is refused, not wrapped.
+        let mut head = img[..34 * 512].to_vec();
+        assert!(relocate_gpt(&mut head, 512, 40 * 512, false).is_err());
     }
 }

@@ -5,6 +5,7 @@ pub mod blockdev;
 pub mod detect;
 pub mod fatvol;
 pub mod fs;
+pub mod gpt;
 pub mod guard;
 pub mod layout;
 pub mod loopdev;

@@ -3,7 +3,7 @@
 //! opened as this type.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -53,9 +53,15 @@ impl SourceDisk {
         }
     }
 
-    /// Open a local block device or image file read-only.
+    /// Open a local block device or image file read-only. Opening does not wait (a FIFO
+    /// would block until a writer came); what is neither a block device nor a regular
+    /// file is refused before anything is read.
     pub fn open_path(path: &Path) -> Result<SourceDisk> {
-        let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
         let d = OpenDisk::measure(path, file)?;
         Ok(SourceDisk {
             path: d.path,

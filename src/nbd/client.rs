@@ -2,8 +2,9 @@
 //! fixed newstyle handshake with NBD_OPT_GO, then reads of at most 32 MiB each.
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -15,6 +16,37 @@ use super::{
 use crate::location::NbdAddress;
 
 const MAX_REQUEST: usize = 32 << 20;
+/// The most an option reply may carry: names and small records, never a disk's worth.
+const MAX_OPTION_REPLY: usize = 64 << 10;
+/// A server that says nothing for this long (connecting, or in the middle of a reply) has
+/// stalled: the read fails instead of waiting forever.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to `addr` within the connect timeout, with read and write timeouts set.
+fn connect(addr: &str) -> Result<TcpStream> {
+    let mut last = None;
+    for a in addr
+        .to_socket_addrs()
+        .with_context(|| format!("resolve NBD server {addr}"))?
+    {
+        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                s.set_nodelay(true).ok();
+                s.set_read_timeout(Some(IO_TIMEOUT))
+                    .and_then(|_| s.set_write_timeout(Some(IO_TIMEOUT)))
+                    .context("set NBD socket timeouts")?;
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => anyhow::Error::new(e),
+        None => anyhow::anyhow!("no address"),
+    })
+    .with_context(|| format!("connect to NBD server {addr}"))
+}
 
 pub struct NbdClient {
     /// The connection and the last request handle used on it.
@@ -38,9 +70,7 @@ impl NbdClient {
     pub fn connect(address: &NbdAddress) -> Result<NbdClient> {
         let addr = &address.addr;
         let name = &address.export;
-        let mut s =
-            TcpStream::connect(addr).with_context(|| format!("connect to NBD server {addr}"))?;
-        s.set_nodelay(true).ok();
+        let mut s = connect(addr)?;
         let what = || format!("NBD handshake with {addr}");
         let hello: [u8; 18] = read_array(&mut s).with_context(what)?;
         if be64(&hello[..8]) != NBDMAGIC || be64(&hello[8..16]) != IHAVEOPT {
@@ -62,6 +92,9 @@ impl NbdClient {
             }
             let kind = be32(&h[12..16]);
             let len = be32(&h[16..20]) as usize;
+            if len > MAX_OPTION_REPLY {
+                bail!("{addr} sent an option reply of {len} bytes (at most {MAX_OPTION_REPLY} expected)");
+            }
             let mut data = vec![0u8; len];
             std::io::Read::read_exact(&mut s, &mut data).with_context(what)?;
             match kind {

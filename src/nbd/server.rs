@@ -242,30 +242,34 @@ impl Exports {
         };
         log::info!("{peer}: NBD export {name:?} ({} bytes)", disk.size());
         let writer = Arc::new(Mutex::new(s.try_clone().context("clone the socket")?));
-        let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(16);
         std::thread::scope(|scope| -> Result<()> {
+            // Made in here, so that an early return drops the sender and the workers end.
+            let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(16);
             for _ in 0..4 {
                 let (rx, writer, disk) = (rx.clone(), writer.clone(), disk.clone());
-                scope.spawn(move || {
-                    for (handle, offset, len) in rx.iter() {
-                        let mut buf = vec![0u8; len as usize];
-                        let err = match disk.read_at(&mut buf, offset) {
-                            Ok(()) => 0,
-                            Err(e) => {
-                                log::warn!("NBD read of {len} bytes at {offset}: {e:#}");
-                                EIO
+                // A worker that cannot be started ends this client, not the server.
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || {
+                        for (handle, offset, len) in rx.iter() {
+                            let mut buf = vec![0u8; len as usize];
+                            let err = match disk.read_at(&mut buf, offset) {
+                                Ok(()) => 0,
+                                Err(e) => {
+                                    log::warn!("NBD read of {len} bytes at {offset}: {e:#}");
+                                    EIO
+                                }
+                            };
+                            let mut out = Vec::with_capacity(16 + buf.len());
+                            out.extend_from_slice(&simple_reply(handle, err));
+                            if err == 0 {
+                                out.extend_from_slice(&buf);
                             }
-                        };
-                        let mut out = Vec::with_capacity(16 + buf.len());
-                        out.extend_from_slice(&simple_reply(handle, err));
-                        if err == 0 {
-                            out.extend_from_slice(&buf);
+                            if writer.lock().unwrap().write_all(&out).is_err() {
+                                break;
+                            }
                         }
-                        if writer.lock().unwrap().write_all(&out).is_err() {
-                            break;
-                        }
-                    }
-                });
+                    })
+                    .context("start an NBD worker")?;
             }
             let reply = |handle: u64, err: u32| -> std::io::Result<()> {
                 writer.lock().unwrap().write_all(&simple_reply(handle, err))
@@ -309,16 +313,22 @@ impl Exports {
     }
 }
 
-/// Accept NBD clients on `listener` until the process ends.
+/// Accept NBD clients on `listener` until the process ends. A client whose thread cannot
+/// be started is turned away; the server goes on.
 pub fn run(listener: TcpListener, exports: Arc<Exports>) {
     for conn in listener.incoming() {
         let Ok(sock) = conn else { continue };
         let _ = sock.set_nodelay(true);
         let exports = exports.clone();
-        std::thread::spawn(move || {
-            if let Err(e) = exports.serve(sock) {
-                log::info!("NBD client: {e:#}");
-            }
-        });
+        let started = std::thread::Builder::new()
+            .name("nbd-client".into())
+            .spawn(move || {
+                if let Err(e) = exports.serve(sock) {
+                    log::info!("NBD client: {e:#}");
+                }
+            });
+        if let Err(e) = started {
+            log::warn!("NBD client refused: no thread for it ({e})");
+        }
     }
 }

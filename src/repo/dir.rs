@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -71,10 +72,27 @@ impl DirStore {
     }
 }
 
+/// Read a regular file whole: a symlink, FIFO or device where a repository file should be
+/// is refused before it is read (it could point anywhere, block, or never end), and no
+/// more is read than the file's size when opened.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.take(meta.len()).read_to_end(&mut data)?;
+    Ok(data)
+}
+
 impl Store for DirStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path(key);
-        fs::read(&path).map_err(|e| {
+        read_regular(&path).map_err(|e| {
             let location = path.display().to_string();
             if e.kind() == ErrorKind::NotFound {
                 StoreError::NotFound { location }
@@ -135,6 +153,15 @@ impl Store for DirStore {
         let mut names = Vec::new();
         for entry in rd {
             let entry = entry.with_context(|| format!("list {}", path.display()))?;
+            // Only what a reader would read: regular files, and directories (the chunk
+            // fan-out). A symlink or FIFO among them is as good as absent.
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("list {}", path.display()))?;
+            if !(kind.is_file() || kind.is_dir()) {
+                log::warn!("{} is not a regular file; ignored", entry.path().display());
+                continue;
+            }
             if let Some(name) = entry.file_name().to_str() {
                 names.push(name.to_string());
             }

@@ -11,6 +11,11 @@ use crate::range::{self, ByteRange};
 
 pub const MANIFEST_FORMAT: &str = "lifeboat-snapshot";
 pub const MANIFEST_VERSION: u32 = 1;
+/// No disk is larger than this (1 PiB): a size beyond it is an error, not a plan.
+pub const MAX_DISK_SIZE: u64 = 1 << 50;
+/// The most a table region (primary or backup) may hold: 128-byte entries by the
+/// thousand fit in a few hundred KiB; 64 MiB leaves room for any real layout.
+pub const MAX_TABLE_REGION: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -245,6 +250,36 @@ impl Manifest {
             .sum()
     }
 
+    /// The partition table regions are bounded (a restore holds them in memory), and a
+    /// GPT's usable area lies within the disk.
+    fn validate_tables(&self) -> Result<()> {
+        for r in &self.regions {
+            if matches!(r.kind, RegionKind::Table | RegionKind::BackupTable) {
+                ensure!(
+                    r.length <= MAX_TABLE_REGION,
+                    "{} is {} bytes; a partition table region holds at most {MAX_TABLE_REGION}",
+                    r.label(),
+                    r.length
+                );
+            }
+        }
+        if let Some(g) = &self.disk.gpt {
+            let ss = self.disk.logical_sector_size as u64;
+            let end = g
+                .last_usable_lba
+                .checked_add(1)
+                .and_then(|l| l.checked_mul(ss));
+            ensure!(
+                end.is_some_and(|e| e <= self.disk.size && self.disk.size - e <= MAX_TABLE_REGION)
+                    && g.first_usable_lba <= g.last_usable_lba,
+                "the GPT's usable LBAs {}..{} do not fit the disk (or leave more than {MAX_TABLE_REGION} bytes for its backup)",
+                g.first_usable_lba,
+                g.last_usable_lba
+            );
+        }
+        Ok(())
+    }
+
     /// Check the structure: format and version known, regions tile the disk, chunks tile
     /// their region, no chunk larger than the chunker allows.
     pub fn validate(&self) -> Result<()> {
@@ -263,10 +298,17 @@ impl Manifest {
             ss == 512 || ss == 4096,
             "logical sector size {ss} is not 512 or 4096"
         );
+        ensure!(
+            self.disk.size <= MAX_DISK_SIZE,
+            "a disk of {} bytes is larger than any Lifeboat supports ({MAX_DISK_SIZE})",
+            self.disk.size
+        );
+        self.chunker.validate()?;
+        self.validate_tables()?;
         let mut pos = 0u64;
         for r in &self.regions {
             ensure!(
-                r.offset == pos,
+                r.offset == pos && r.offset.checked_add(r.length).is_some(),
                 "{} starts at {} but the previous region ends at {pos}",
                 r.label(),
                 r.offset
@@ -275,7 +317,9 @@ impl Manifest {
                 let mut end = r.offset;
                 for u in &fs.used {
                     ensure!(
-                        u.offset >= end && !u.is_empty() && u.end() <= r.end(),
+                        u.offset >= end
+                            && !u.is_empty()
+                            && u.offset.checked_add(u.len).is_some_and(|e| e <= r.end()),
                         "{}: used range at {} is out of order or outside the region",
                         r.label(),
                         u.offset
@@ -308,7 +352,10 @@ impl Manifest {
                         self.chunker.max_size
                     );
                 }
-                cpos += c.length as u64;
+                cpos = cpos
+                    .checked_add(c.length as u64)
+                    .filter(|&e| e <= r.end())
+                    .ok_or_else(|| anyhow::anyhow!("{}: chunks run past the region", r.label()))?;
             }
             ensure!(
                 cpos == r.end(),
@@ -456,6 +503,33 @@ pub(crate) mod tests {
         });
         let e = m.validate().unwrap_err().to_string();
         assert!(e.contains("outside the region"), "{e}");
+
+        let mut m = sample_manifest();
+        m.regions[2].length = u64::MAX - (1 << 20) + 1;
+        assert!(m.validate().is_err(), "a region that wraps");
+
+        let mut m = sample_manifest();
+        m.chunker.avg_size = 0;
+        assert!(m.validate().is_err(), "unusable chunker settings");
+
+        let mut m = sample_manifest();
+        m.disk.gpt.as_mut().unwrap().last_usable_lba = u64::MAX;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("usable LBAs"));
+
+        let mut m = sample_manifest();
+        m.disk.gpt.as_mut().unwrap().last_usable_lba = 100;
+        m.disk.size = 1 << 40;
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("usable LBAs"),
+            "a huge backup area"
+        );
 
         let mut m = sample_manifest();
         m.version = 2;

@@ -54,6 +54,37 @@ pub enum ChunkerAlgorithm {
     FastCdc2020,
 }
 
+/// The bounds every chunker setting must keep, whoever wrote it (a repository config and
+/// a manifest are outside input): chunks of 1 KiB to 16 MiB, segments a power of two from
+/// 1 MiB to 1 GiB holding at least two of the largest chunks.
+pub const MIN_CHUNK: u32 = 1 << 10;
+pub const MAX_CHUNK: u32 = 16 << 20;
+const MIN_SEGMENT: u64 = 1 << 20;
+const MAX_SEGMENT: u64 = 1 << 30;
+
+impl ChunkerParams {
+    /// Refuse settings outside the bounds, before anything is sized or divided by them.
+    pub fn validate(&self) -> Result<()> {
+        let (min, avg, max, seg) = (
+            self.min_size,
+            self.avg_size,
+            self.max_size,
+            self.segment_size,
+        );
+        anyhow::ensure!(
+            MIN_CHUNK <= min && min <= avg && avg <= max && max <= MAX_CHUNK,
+            "chunk sizes min {min}, average {avg}, max {max} are not within {MIN_CHUNK} <= min <= average <= max <= {MAX_CHUNK}"
+        );
+        anyhow::ensure!(
+            seg.is_power_of_two()
+                && (MIN_SEGMENT..=MAX_SEGMENT).contains(&seg)
+                && seg >= 2 * max as u64,
+            "segment size {seg} is not a power of two from {MIN_SEGMENT} to {MAX_SEGMENT} holding two {max}-byte chunks"
+        );
+        Ok(())
+    }
+}
+
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
@@ -95,6 +126,10 @@ impl Config {
         }
         let config: Config =
             serde_json::from_value(value).with_context(|| format!("parse {location}"))?;
+        config
+            .chunker
+            .validate()
+            .with_context(|| format!("{location}: the chunker settings are unusable"))?;
         Ok(config)
     }
 }
@@ -538,6 +573,42 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunker_settings_out_of_bounds_are_refused() {
+        assert!(ChunkerParams::default().validate().is_ok());
+        let bad = |f: &dyn Fn(&mut ChunkerParams)| {
+            let mut p = ChunkerParams::default();
+            f(&mut p);
+            p.validate().is_err()
+        };
+        assert!(bad(&|p| p.avg_size = 0));
+        assert!(bad(&|p| p.avg_size = 1 << 31));
+        assert!(bad(&|p| p.max_size = u32::MAX));
+        assert!(bad(&|p| p.min_size = 0));
+        assert!(bad(&|p| p.segment_size = 0));
+        assert!(bad(&|p| p.segment_size = (64 << 20) + 1));
+        assert!(bad(&|p| p.segment_size = 1 << 40));
+        let mut config: serde_json::Value = serde_json::to_value(Config {
+            format: REPO_FORMAT.into(),
+            version: REPO_VERSION,
+            id: "x".into(),
+            created: "now".into(),
+            chunker: ChunkerParams::default(),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+        })
+        .unwrap();
+        assert!(Config::parse(config.to_string().as_bytes(), "c", "r").is_ok());
+        config["chunker"]["avg_size"] = 0.into();
+        let e = Config::parse(config.to_string().as_bytes(), "c", "r").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("chunker settings are unusable"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn snapshots_are_found_by_full_id_or_unique_prefix() {

@@ -457,20 +457,34 @@ fn accept(
         active.fetch_add(1, Ordering::Relaxed);
         let (handler, stop, active, tls) =
             (handler.clone(), stop.clone(), active.clone(), tls.clone());
-        std::thread::spawn(move || {
-            let result = match tls {
-                Some(cfg) => rustls::ServerConnection::new(cfg)
-                    .map_err(anyhow::Error::new)
-                    .and_then(|c| {
-                        serve_connection(rustls::StreamOwned::new(c, sock), &peer, &handler, &stop)
-                    }),
-                None => serve_connection(sock, &peer, &handler, &stop),
-            };
-            if let Err(e) = result {
-                log::info!("{peer}: {e:#}");
-            }
-            active.fetch_sub(1, Ordering::Relaxed);
-        });
+        let gone = active.clone();
+        let started = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                let result = match tls {
+                    Some(cfg) => rustls::ServerConnection::new(cfg)
+                        .map_err(anyhow::Error::new)
+                        .and_then(|c| {
+                            serve_connection(
+                                rustls::StreamOwned::new(c, sock),
+                                &peer,
+                                &handler,
+                                &stop,
+                            )
+                        }),
+                    None => serve_connection(sock, &peer, &handler, &stop),
+                };
+                if let Err(e) = result {
+                    log::info!("{peer}: {e:#}");
+                }
+                active.fetch_sub(1, Ordering::Relaxed);
+            });
+        // No thread for this connection: it is closed (dropped with the closure); the
+        // server goes on.
+        if let Err(e) = started {
+            gone.fetch_sub(1, Ordering::Relaxed);
+            log::warn!("connection refused: no thread for it ({e})");
+        }
     }
 }
 

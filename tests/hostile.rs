@@ -1,0 +1,363 @@
+//! Hostile inputs: disks, repositories and servers made to break Lifeboat. Each must get
+//! one clear error (or, where the input is still a disk, a safe capture), in bounded time
+//! and memory, with no panic, and leave the target untouched when refused.
+
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// What a bounded run of the binary came to.
+struct Bounded {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stderr: String,
+    stdout: String,
+    elapsed: Duration,
+    /// Peak resident memory of the child, in KiB.
+    max_rss_kib: i64,
+}
+
+impl Bounded {
+    /// Failed with an error message, not a panic or a signal.
+    fn refused(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected a clean failure (signal {:?}):\n{}",
+            self.signal,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "a panic:\n{}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains("lifeboat: error:"),
+            "no error line:\n{}",
+            self.stderr
+        );
+        &self.stderr
+    }
+}
+
+/// Run lifeboat with `args`; kill it (and fail) if it takes longer than `limit`. The child
+/// is reaped by wait4 (which also gives its peak memory), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+fn run_bounded(args: &[&str], limit: Duration) -> Bounded {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let start = Instant::now();
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    loop {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 fills it in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if r == pid {
+            let st = std::process::ExitStatus::from_raw(status);
+            return Bounded {
+                code: st.code(),
+                signal: st.signal(),
+                stderr: fs::read_to_string(&err).unwrap_or_default(),
+                stdout: fs::read_to_string(&out).unwrap_or_default(),
+                elapsed: start.elapsed(),
+                max_rss_kib: usage.ru_maxrss,
+            };
+        }
+        if start.elapsed() > limit {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!(
+                "lifeboat {args:?} still ran after {limit:?}:\n{}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const QUICK: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_fifo_or_an_empty_file_is_no_source() {
+    let env = Env::new();
+    let repo = env.init();
+    let fifo = env.path("fifo");
+    sh(&format!("mkfifo {}", fifo.display()));
+    let r = run_bounded(
+        &[
+            "capture",
+            "-q",
+            "--repo",
+            &repo,
+            "--source",
+            path_str(&fifo),
+            "--name",
+            "x",
+        ],
+        QUICK,
+    );
+    assert!(
+        r.refused()
+            .contains("neither a block device nor a regular file"),
+        "{}",
+        r.stderr
+    );
+    let empty = env.path("empty.img");
+    fs::write(&empty, b"").unwrap();
+    let r = run_bounded(
+        &[
+            "capture",
+            "-q",
+            "--repo",
+            &repo,
+            "--source",
+            path_str(&empty),
+            "--name",
+            "x",
+        ],
+        QUICK,
+    );
+    assert!(
+        r.refused().contains("less than one 512-byte sector"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        fs::read_dir(env.path("repo/snapshots"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn unusable_chunker_settings_are_refused_before_use() {
+    let env = Env::new();
+    let repo = env.init();
+    let disk = env.disk("mbr", "mbr.img");
+    let config = env.path("repo/config.json");
+    let good = fs::read_to_string(&config).unwrap();
+    for (field, value) in [
+        ("avg_size", "0"),
+        ("avg_size", "2147483648"),
+        ("segment_size", "0"),
+        ("max_size", "4294967295"),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+        v["chunker"][field] = serde_json::from_str(value).unwrap();
+        fs::write(&config, v.to_string()).unwrap();
+        let r = run_bounded(
+            &[
+                "capture",
+                "-q",
+                "--repo",
+                &repo,
+                "--source",
+                path_str(&disk),
+                "--name",
+                "x",
+            ],
+            QUICK,
+        );
+        assert!(
+            r.refused().contains("chunker settings are unusable"),
+            "{field}={value}: {}",
+            r.stderr
+        );
+    }
+}
+
+/// Overwrite a GPT header at `lba` with `edit` applied, its CRC made right again.
+fn forge_header(img: &std::path::Path, lba: u64, edit: impl Fn(&mut [u8])) {
+    let mut h = read_at(img, lba * 512, 92);
+    edit(&mut h);
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    let f = fs::OpenOptions::new().write(true).open(img).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &h, lba * 512).unwrap();
+}
+
+#[test]
+fn hostile_partition_tables_are_not_obeyed() {
+    let env = Env::new();
+    let repo = env.init();
+    // The primary header damaged, the backup's entries said to be 0 bytes each (a panic
+    // in the gpt crate once): captured whole, with the reason.
+    let disk = env.disk("gpt", "gpt.img");
+    let last = fs::metadata(&disk).unwrap().len() / 512 - 1;
+    forge_header(&disk, 1, |h| h[40] ^= 1);
+    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xFF], 512 + 16).unwrap();
+    forge_header(&disk, last, |h| {
+        h[84..88].copy_from_slice(&0u32.to_le_bytes())
+    });
+    let r = run_bounded(
+        &[
+            "capture",
+            "--json",
+            "-q",
+            "--repo",
+            &repo,
+            "--source",
+            path_str(&disk),
+            "--name",
+            "a",
+        ],
+        QUICK,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let notes = s["notes"].to_string();
+    assert!(notes.contains("GPT not usable"), "{notes}");
+    assert!(r.max_rss_kib < 256 << 10, "{} KiB", r.max_rss_kib);
+
+    // A partition at LBA 2^55 + 2048, whose byte offset wraps to 1 MiB, with both CRCs
+    // right: the table is not used to cut regions.
+    let disk = env.disk("gpt", "wrap.img");
+    let mut entries = read_at(&disk, 1024, 128 * 128);
+    entries[32..40].copy_from_slice(&((1u64 << 55) + 2048).to_le_bytes());
+    entries[40..48].copy_from_slice(&((1u64 << 55) + 4095).to_le_bytes());
+    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &entries, 1024).unwrap();
+    let crc = crc32fast::hash(&entries);
+    forge_header(&disk, 1, |h| h[88..92].copy_from_slice(&crc.to_le_bytes()));
+    let r = run_bounded(
+        &[
+            "capture",
+            "--json",
+            "-q",
+            "--repo",
+            &repo,
+            "--source",
+            path_str(&disk),
+            "--name",
+            "b",
+        ],
+        QUICK,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(
+        s["notes"].to_string().contains("GPT is inconsistent"),
+        "{}",
+        s["notes"]
+    );
+    assert!(!r.stderr.contains("panicked"));
+}
+
+/// A fake NBD server that completes the handshake announcing `size` bytes, then says
+/// nothing more. Returns its port.
+fn fake_nbd(size: u64) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut hello = 0x4e42_444d_4147_4943u64.to_be_bytes().to_vec();
+            hello.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+            hello.extend_from_slice(&3u16.to_be_bytes());
+            let _ = s.write_all(&hello);
+            let mut flags = [0u8; 4];
+            let mut head = [0u8; 16];
+            if s.read_exact(&mut flags).is_err() || s.read_exact(&mut head).is_err() {
+                continue;
+            }
+            let len = u32::from_be_bytes(head[12..16].try_into().unwrap());
+            let mut opt = vec![0u8; len as usize];
+            let _ = s.read_exact(&mut opt);
+            let reply = |kind: u32, data: &[u8]| {
+                let mut r = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+                r.extend_from_slice(&7u32.to_be_bytes());
+                r.extend_from_slice(&kind.to_be_bytes());
+                r.extend_from_slice(&(data.len() as u32).to_be_bytes());
+                r.extend_from_slice(data);
+                r
+            };
+            let mut info = 0u16.to_be_bytes().to_vec();
+            info.extend_from_slice(&size.to_be_bytes());
+            info.extend_from_slice(&3u16.to_be_bytes());
+            let _ = s.write_all(&reply(3, &info));
+            let _ = s.write_all(&reply(1, b""));
+            // Then silence: keep the socket open for the test's length.
+            std::thread::sleep(Duration::from_secs(120));
+        }
+    });
+    port
+}
+
+#[test]
+fn an_nbd_server_announcing_an_absurd_disk_is_refused_in_bounded_memory() {
+    let env = Env::new();
+    let repo = env.init();
+    let port = fake_nbd(1 << 62);
+    let url = format!("nbd://127.0.0.1:{port}/big");
+    let r = run_bounded(
+        &[
+            "capture", "-q", "--repo", &repo, "--source", &url, "--name", "x",
+        ],
+        QUICK,
+    );
+    assert!(
+        r.refused().contains("more than any disk Lifeboat supports"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.max_rss_kib < 64 << 10, "{} KiB", r.max_rss_kib);
+    assert!(r.elapsed < QUICK);
+}
+
+#[test]
+fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
+    let env = Env::new();
+    let repo = env.init();
+    let disk = env.disk("gpt", "gpt.img");
+    let snap = env.capture(&disk, "m")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = env.manifest(&snap);
+    let chunk = first_chunk_of_partition(&m, 1);
+    let path = env.chunk_path(&chunk);
+    fs::remove_file(&path).unwrap();
+    sh(&format!("mkfifo {}", path.display()));
+    let r = run_bounded(
+        &["check", "--json", "-q", "--repo", &repo, "--read-data"],
+        QUICK,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["missing"][0]["chunk"], chunk.as_str(), "{report}");
+    let target = env.path("t.img");
+    let r = run_bounded(
+        &[
+            "restore",
+            "-q",
+            "--repo",
+            &repo,
+            "--snapshot",
+            &snap,
+            "--target",
+            path_str(&target),
+        ],
+        QUICK,
+    );
+    assert!(r.refused().contains("missing"), "{}", r.stderr);
+    assert!(!target.exists(), "nothing was written");
+}

@@ -361,3 +361,57 @@ fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
     assert!(r.refused().contains("missing"), "{}", r.stderr);
     assert!(!target.exists(), "nothing was written");
 }
+
+#[test]
+fn a_manifest_that_raises_its_own_chunk_limit_is_refused_before_writing() {
+    let env = Env::new();
+    let repo = env.init();
+    let disk = env.disk("gpt", "gpt.img");
+    let snap = env.capture(&disk, "m")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut m = env.manifest(&snap);
+    // Merge the first stored chunks of a region into one reference of over 256 KiB (the
+    // repository's maximum), and raise the manifest's own limit to match.
+    let chunks = m["regions"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .map(|r| r["chunks"].as_array_mut().unwrap())
+        .find(|c| c.iter().take(8).all(|c| c.get("id").is_some()) && c.len() > 8)
+        .expect("a region that starts with 8 stored chunks");
+    let merged: u64 = chunks[..8]
+        .iter()
+        .map(|c| c["length"].as_u64().unwrap())
+        .sum();
+    assert!(merged > 256 << 10);
+    chunks[0]["length"] = merged.into();
+    chunks.drain(1..8);
+    m["chunker"]["max_size"] = (4u64 << 20).into();
+    let mut data = serde_json::to_vec(&m).unwrap();
+    data.push(b'\n');
+    let forged = blake3::hash(&data).to_hex().to_string();
+    fs::write(env.path(&format!("repo/snapshots/{forged}.json")), &data).unwrap();
+    let target = env.path("t.img");
+    fs::write(&target, vec![0x5a; 100 << 20]).unwrap();
+    let before = hash_file(&target);
+    let r = run_bounded(
+        &[
+            "restore",
+            "-q",
+            "--yes",
+            "--repo",
+            &repo,
+            "--snapshot",
+            &forged,
+            "--target",
+            path_str(&target),
+        ],
+        QUICK,
+    );
+    let e = r.refused();
+    assert!(e.contains("over the repository's maximum"), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    assert_eq!(hash_file(&target), before, "the target is untouched");
+}

@@ -415,3 +415,116 @@ fn a_manifest_that_raises_its_own_chunk_limit_is_refused_before_writing() {
     assert!(e.contains("nothing was written"), "{e}");
     assert_eq!(hash_file(&target), before, "the target is untouched");
 }
+
+/// How the hostile web server answers a GET of a chunk.
+#[derive(Clone, Copy)]
+enum ChunkAnswer {
+    /// An endless body with no length.
+    Endless,
+    /// Content-Length of 4 GiB.
+    HugeLength,
+    /// 500 every time.
+    Error,
+}
+
+/// A web server that serves a real repository's config, listings and manifests (and HEADs
+/// of chunks), but answers chunk GETs as `answer` says. One request per connection.
+fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let repo = repo.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read_exact(&mut b).is_ok() {
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
+                let file = repo.join(path.trim_start_matches('/'));
+                let send = |s: &mut std::net::TcpStream, code: &str, body: &[u8]| {
+                    let h = format!(
+                        "HTTP/1.1 {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(h.as_bytes());
+                    if method != "HEAD" {
+                        let _ = s.write_all(body);
+                    }
+                };
+                if path.starts_with("/chunks/") && method == "GET" {
+                    match answer {
+                        ChunkAnswer::Error => send(&mut s, "500 Internal Server Error", b"no"),
+                        ChunkAnswer::HugeLength => {
+                            let _ = s.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 4294967296\r\n\r\n",
+                            );
+                            let zeros = vec![0u8; 1 << 20];
+                            while s.write_all(&zeros).is_ok() {}
+                        }
+                        ChunkAnswer::Endless => {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                            let zeros = vec![0u8; 1 << 20];
+                            while s.write_all(&zeros).is_ok() {}
+                        }
+                    }
+                } else if path.ends_with('/') && file.is_dir() {
+                    let mut page = String::new();
+                    for e in fs::read_dir(&file).unwrap() {
+                        let e = e.unwrap();
+                        let slash = if e.path().is_dir() { "/" } else { "" };
+                        let name = e.file_name().to_string_lossy().to_string();
+                        page.push_str(&format!("<a href=\"{name}{slash}\">x</a>\n"));
+                    }
+                    send(&mut s, "200 OK", page.as_bytes());
+                } else if let Ok(data) = fs::read(&file) {
+                    send(&mut s, "200 OK", &data);
+                } else {
+                    send(&mut s, "404 Not Found", b"");
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
+    let env = Env::new();
+    env.init();
+    let disk = env.disk("gpt", "gpt.img");
+    env.capture(&disk, "m");
+    for (answer, expect) in [
+        (ChunkAnswer::Endless, "larger than the"),
+        (ChunkAnswer::HugeLength, "larger than the"),
+        (ChunkAnswer::Error, "HTTP 500"),
+    ] {
+        let port = hostile_server(env.path("repo"), answer);
+        let url = format!("http://127.0.0.1:{port}/");
+        let target = env.path("t.img");
+        let _ = fs::remove_file(&target);
+        let r = run_bounded(
+            &[
+                "restore",
+                "-q",
+                "--repo",
+                &url,
+                "--snapshot",
+                "m",
+                "--target",
+                path_str(&target),
+            ],
+            Duration::from_secs(120),
+        );
+        let e = r.refused().to_string();
+        println!("{} s, {} KiB: {e}", r.elapsed.as_secs(), r.max_rss_kib);
+        assert!(e.contains(expect), "{e}");
+        assert_eq!(e.matches(expect).count(), 1, "the cause once: {e}");
+        assert!(e.contains("/chunks/"), "names the chunk's URL: {e}");
+        assert!(r.max_rss_kib < 256 << 10, "{} KiB", r.max_rss_kib);
+    }
+}

@@ -75,7 +75,7 @@ impl DirStore {
 /// Read a regular file whole: a symlink, FIFO or device where a repository file should be
 /// is refused before it is read (it could point anywhere, block, or never end), and no
 /// more is read than the file's size when opened.
-fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -84,6 +84,12 @@ fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
+    if meta.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, larger than the {limit} such a file may hold",
+            meta.len()
+        )));
+    }
     let mut data = Vec::with_capacity(meta.len() as usize);
     f.take(meta.len()).read_to_end(&mut data)?;
     Ok(data)
@@ -91,15 +97,19 @@ fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
 
 impl Store for DirStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(key, u64::MAX)
+    }
+
+    fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.path(key);
-        read_regular(&path).map_err(|e| {
+        read_regular(&path, limit).map_err(|e| {
             let location = path.display().to_string();
             if e.kind() == ErrorKind::NotFound {
                 StoreError::NotFound { location }
             } else {
                 StoreError::Other {
                     location,
-                    source: anyhow::Error::new(e).context("read"),
+                    cause: anyhow::Error::new(e).context("read"),
                 }
             }
         })

@@ -17,6 +17,11 @@ use super::store::{Store, StoreError};
 use crate::location::HttpUrl;
 
 const ATTEMPTS: u32 = 7;
+/// No new attempt starts after this long: a server that stalls costs a bounded time.
+const RETRY_BUDGET: Duration = Duration::from_secs(90);
+/// One request, from connecting to the body's last byte, may take this long: a server
+/// that trickles its answer cannot hold a restore by sending a byte now and then.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// Requests kept in flight: each mostly waits on the network.
 const REQUESTS_IN_FLIGHT: usize = 16;
 /// Largest body read: a manifest of a very large disk.
@@ -61,8 +66,9 @@ impl HttpStore {
         let base = url.clone();
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(60))
-            .timeout_write(Duration::from_secs(60))
+            .timeout_read(Duration::from_secs(30))
+            .timeout_write(Duration::from_secs(30))
+            .timeout(REQUEST_DEADLINE)
             .max_idle_connections_per_host(64)
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = cacert {
@@ -82,7 +88,17 @@ impl HttpStore {
     /// Run one request with retries; `f` says what each attempt came to.
     fn with_retries<T>(&self, key: &str, f: impl Fn() -> Attempt<T>) -> Result<T, StoreError> {
         let mut last = String::new();
+        let start = std::time::Instant::now();
         for attempt in 0..ATTEMPTS {
+            if attempt > 0 && start.elapsed() > RETRY_BUDGET {
+                return Err(StoreError::Other {
+                    location: self.url(key),
+                    cause: anyhow!(
+                        "gave up after {attempt} attempts in {} s: {last}",
+                        start.elapsed().as_secs()
+                    ),
+                });
+            }
             if attempt > 0 {
                 let ms = (100u64 << attempt.min(6)).min(5000);
                 log::info!("{}: {last}; retrying in {ms} ms", self.url(key));
@@ -96,7 +112,7 @@ impl HttpStore {
         }
         Err(StoreError::Other {
             location: self.url(key),
-            source: anyhow!("gave up after {ATTEMPTS} attempts: {last}"),
+            cause: anyhow!("gave up after {ATTEMPTS} attempts: {last}"),
         })
     }
 
@@ -112,7 +128,7 @@ impl HttpStore {
                 let body = r.into_string().unwrap_or_default();
                 Attempt::Fail(StoreError::Other {
                     location: self.url(key),
-                    source: anyhow!("HTTP {code}: {}", body.trim()),
+                    cause: anyhow!("HTTP {code}: {}", body.trim()),
                 })
             }
             // A certificate the client does not trust, a bad URL or an unknown host do not
@@ -128,7 +144,7 @@ impl HttpStore {
             {
                 Attempt::Fail(StoreError::Other {
                     location: self.url(key),
-                    source: anyhow!("{t}"),
+                    cause: anyhow!("{t}"),
                 })
             }
             ureq::Error::Transport(t) => Attempt::Retry(t.to_string()),
@@ -138,17 +154,28 @@ impl HttpStore {
 
 impl Store for HttpStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(key, MAX_BODY)
+    }
+
+    fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let limit = limit.min(MAX_BODY);
         self.with_retries(key, || match self.agent.get(&self.url(key)).call() {
             Ok(r) => {
                 let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+                if expected.is_some_and(|n| n > limit) {
+                    return Attempt::Fail(super::store::too_large(self.url(key), limit));
+                }
                 // Sized from the header: growing by doubling would leave every chunk buffer
                 // up to twice its size.
-                let mut buf = Vec::with_capacity(expected.unwrap_or(0).min(MAX_BODY) as usize);
-                match r.into_reader().take(MAX_BODY).read_to_end(&mut buf) {
+                let mut buf = Vec::with_capacity(expected.unwrap_or(0) as usize);
+                match r.into_reader().take(limit + 1).read_to_end(&mut buf) {
                     Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
+                    Ok(n) if n as u64 > limit => {
+                        Attempt::Fail(super::store::too_large(self.url(key), limit))
+                    }
                     Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(
                         "transfer cut after {n} of {} bytes",
-                        expected.unwrap()
+                        expected.unwrap_or(0)
                     )),
                     Ok(_) => Attempt::Done(buf),
                 }

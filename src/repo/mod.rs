@@ -28,6 +28,8 @@ use dir::DirStore;
 
 pub const REPO_FORMAT: &str = "lifeboat-repository";
 pub const REPO_VERSION: u32 = 1;
+/// A config is a few hundred bytes; more is not a config.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerParams {
@@ -151,12 +153,11 @@ pub enum ChunkError {
         location: String,
         reason: String,
     },
-    #[error("chunk {id} could not be read ({location}): {source:#}")]
+    #[error("chunk {id} could not be read: {cause:#}")]
     Unreadable {
         id: ChunkId,
         location: String,
-        #[source]
-        source: anyhow::Error,
+        cause: anyhow::Error,
     },
 }
 
@@ -312,7 +313,7 @@ impl Repository {
     }
 
     pub fn open_store(store: Arc<dyn Store>, display: &str) -> Result<Repository> {
-        let raw = match store.get("config.json") {
+        let raw = match store.get_at_most("config.json", MAX_CONFIG_BYTES) {
             Ok(raw) => raw,
             Err(StoreError::NotFound { .. }) => bail!(
                 "{display} is not a lifeboat repository (it has no config.json); {}",
@@ -380,16 +381,26 @@ impl Repository {
         result
     }
 
+    /// The most a stored (compressed) chunk may take: zstd never grows data by more than
+    /// a small fraction.
+    fn chunk_limit(&self) -> u64 {
+        let max = self.config.chunker.max_size as u64;
+        max + max / 128 + (64 << 10)
+    }
+
     fn get_chunk_once(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
         let key = chunk_key(id);
-        let raw = self.store.get(&key).map_err(|e| match e {
-            StoreError::NotFound { location } => ChunkError::Missing { id: *id, location },
-            StoreError::Other { location, source } => ChunkError::Unreadable {
-                id: *id,
-                location,
-                source,
-            },
-        })?;
+        let raw = self
+            .store
+            .get_at_most(&key, self.chunk_limit())
+            .map_err(|e| match e {
+                StoreError::NotFound { location } => ChunkError::Missing { id: *id, location },
+                StoreError::Other { location, cause } => ChunkError::Unreadable {
+                    id: *id,
+                    cause: anyhow::anyhow!("{location}: {cause:#}"),
+                    location,
+                },
+            })?;
         self.decode_chunk(id, &raw)
     }
 

@@ -9,17 +9,35 @@ use anyhow::Result;
 pub enum StoreError {
     #[error("{location} does not exist")]
     NotFound { location: String },
-    #[error("{location}: {source:#}")]
+    /// The cause is part of the message (and not also a `source`, which would print it
+    /// twice in an error chain).
+    #[error("{location}: {cause:#}")]
     Other {
         location: String,
-        #[source]
-        source: anyhow::Error,
+        cause: anyhow::Error,
     },
+}
+
+/// The error for a file over the size its kind may have.
+pub fn too_large(location: String, limit: u64) -> StoreError {
+    StoreError::Other {
+        location,
+        cause: anyhow::anyhow!("larger than the {limit} bytes such a file may hold"),
+    }
 }
 
 pub trait Store: Send + Sync {
     /// Read a whole file.
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    /// Read a whole file of at most `limit` bytes; a larger one is an error, found without
+    /// reading it whole where the backend can tell its size first.
+    fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let data = self.get(key)?;
+        if data.len() as u64 > limit {
+            return Err(too_large(self.location(key), limit));
+        }
+        Ok(data)
+    }
     /// The file's size, or None when it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// Does the file exist?

@@ -552,3 +552,98 @@ fn a_qemu_guest_reads_the_nbd_export_as_a_disk() {
     assert_eq!(line.trim(), want, "guest console:\n{console}");
     assert!(out.status.success(), "qemu: {}", out.status);
 }
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn addr_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+#[test]
+fn serve_stays_up_under_abuse() {
+    let (env, src, _) = setup();
+    let token = env.path("token");
+    std::fs::write(&token, "0123456789abcdef0123").unwrap();
+    let served = Served::start(&env.repo(), Some(&token));
+    let addr = addr_of(&served.url);
+    let pid = served.child.id();
+    let timeout = Some(std::time::Duration::from_secs(10));
+
+    // A request line of 20 MiB: cut at 64 KiB, never held whole.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_write_timeout(timeout).unwrap();
+    let _ = s.write_all(b"GET /");
+    let junk = vec![b'a'; 1 << 20];
+    for _ in 0..20 {
+        if s.write_all(&junk).is_err() {
+            break;
+        }
+    }
+    drop(s);
+
+    // A 1 GiB PUT without the token: 401 at once, the body never asked for.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(timeout).unwrap();
+    let put = format!(
+        "PUT /chunks/ab/{} HTTP/1.1\r\nContent-Length: 1073741824\r\n\r\n",
+        "ab".repeat(32)
+    );
+    s.write_all(put.as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+
+    // HTTP/1.0 without keep-alive: the reply, then the connection closes.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(timeout).unwrap();
+    s.write_all(b"GET /config.json HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert!(
+        all.starts_with("HTTP/1.1 200") && all.contains("lifeboat-repository"),
+        "{all}"
+    );
+    assert!(all.contains("Connection: close"), "{all}");
+
+    // 200 slow clients, each trickling a request head a byte a second, while a real
+    // restore runs: the restore completes and is exact.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow: Vec<_> = (0..200)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(&addr) else {
+                    return;
+                };
+                let _ = s.write_all(b"GET /config.json HTTP/1.1\r\n");
+                while !stop.load(Ordering::Relaxed) && s.write_all(b"X").is_ok() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let target = env.path("under-load.img");
+    let start = std::time::Instant::now();
+    let o = restore_from(&served.url, "web", &target);
+    let took = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in slow {
+        let _ = t.join();
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&target), hash_file(&src));
+    println!("restore under 200 slow clients: {took:?}");
+    let rss = peak_rss_kib(pid);
+    assert!(rss < 256 << 10, "serve peaked at {rss} KiB");
+}

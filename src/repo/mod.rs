@@ -383,7 +383,7 @@ impl Repository {
 
     /// The most a stored (compressed) chunk may take: zstd never grows data by more than
     /// a small fraction.
-    fn chunk_limit(&self) -> u64 {
+    pub fn chunk_limit(&self) -> u64 {
         let max = self.config.chunker.max_size as u64;
         max + max / 128 + (64 << 10)
     }

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,21 +17,17 @@ use super::ServeArgs;
 use crate::location::RepoLocation;
 use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Repository, SnapshotId};
 
-/// A parsed request.
+/// A request, its body read.
 #[derive(Debug)]
-pub struct Request {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct Request {
+    pub(crate) head: Head,
     body: Vec<u8>,
 }
 
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+impl std::ops::Deref for Request {
+    type Target = Head;
+    fn deref(&self) -> &Head {
+        &self.head
     }
 }
 
@@ -95,7 +91,43 @@ impl Handler {
         Reply::Bytes(200, page.into_bytes(), "text/html; charset=utf-8")
     }
 
-    fn authorized(&self, req: &Request) -> bool {
+    /// Whether a request's body may be read, and how long it is; otherwise the reply that
+    /// refuses it, sent without reading the body: writing needs the token, and a body
+    /// may be no longer than what it can be.
+    fn admit_body(&self, head: &Head) -> Result<u64, Reply> {
+        let len = head
+            .content_length()
+            .map_err(|e| Reply::Text(400, format!("{e:#}\n")))?;
+        if len == 0 {
+            return Ok(0);
+        }
+        let limit = match (head.method.as_str(), parse_path(&head.path)) {
+            ("PUT", Some(Target::Chunk(_))) => self.repo.chunk_limit(),
+            ("PUT", Some(Target::Snapshot(_))) => MAX_MANIFEST_PUT,
+            ("PUT", _) => {
+                return Err(Reply::Text(
+                    405,
+                    "only chunks and snapshots are written\n".into(),
+                ))
+            }
+            _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
+        };
+        if !self.authorized(head) {
+            return Err(Reply::Text(
+                401,
+                "writing needs the server's bearer token\n".into(),
+            ));
+        }
+        if len > limit {
+            return Err(Reply::Text(
+                413,
+                format!("a body of {len} bytes is over the {limit} such a file may hold\n"),
+            ));
+        }
+        Ok(len)
+    }
+
+    fn authorized(&self, req: &Head) -> bool {
         let Some(token) = &self.token else {
             return false;
         };
@@ -193,16 +225,13 @@ impl Handler {
         }
     }
 
-    /// Answer one request: (status, content type, body, extra header).
+    /// Answer one request whole: (status, content type, body). For tests.
+    #[cfg(test)]
     fn answer(&self, req: &Request) -> (u16, &'static str, Vec<u8>) {
-        match self.route(req) {
-            Reply::File(path) => match std::fs::read(&path) {
-                Ok(data) => (200, "application/octet-stream", data),
-                Err(_) => (404, "text/plain", b"not found\n".to_vec()),
-            },
-            Reply::Bytes(code, body, kind) => (code, kind, body),
-            Reply::Text(code, text) => (code, "text/plain", text.into_bytes()),
-        }
+        let mut o = Outgoing::from(self.route(req));
+        let mut body = Vec::new();
+        o.body.read_to_end(&mut body).expect("read the reply");
+        (o.code, o.kind, body)
     }
 }
 
@@ -222,25 +251,95 @@ fn reason(code: u16) -> &'static str {
     }
 }
 
-/// Read one request; None when the client closed the connection between requests.
-pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Option<Request>> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+/// The most a request line and its headers may take together.
+const MAX_HEAD: u64 = 64 << 10;
+/// A client has this long to send a request's line and headers once it starts one, and
+/// to start one after the last (idle keep-alive connections are closed after it).
+const HEAD_DEADLINE: Duration = Duration::from_secs(15);
+/// A request body must arrive at least this fast (after the head's deadline).
+const MIN_BODY_RATE: u64 = 64 << 10;
+/// A reply must be taken at least this fast.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a manifest PUT may carry (a chunk's limit is the repository's own).
+const MAX_MANIFEST_PUT: u64 = 1 << 30;
+
+/// A request's line and headers.
+#[derive(Debug)]
+pub struct Head {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    /// HTTP/1.0: the connection closes after the reply unless the client asks otherwise.
+    http10: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the connection stays open after this request's reply.
+    fn keep_alive(&self) -> bool {
+        let connection = self.header("Connection").map(str::to_ascii_lowercase);
+        match connection.as_deref() {
+            Some("close") => false,
+            Some("keep-alive") => true,
+            _ => !self.http10,
+        }
+    }
+
+    fn content_length(&self) -> Result<u64> {
+        anyhow::ensure!(
+            self.header("Transfer-Encoding").is_none(),
+            "chunked request bodies are not accepted"
+        );
+        Ok(self
+            .header("Content-Length")
+            .map(|v| v.parse::<u64>())
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
+/// One line of the head, within what is left of the head's budget.
+fn read_head_line(r: &mut impl BufRead, budget: &mut u64) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    let n = r.take(*budget).read_until(b'\n', &mut line)? as u64;
+    if n == 0 {
         return Ok(None);
     }
+    *budget -= n;
+    anyhow::ensure!(
+        line.ends_with(b"\n"),
+        if *budget == 0 {
+            "request headers over 64 KiB"
+        } else {
+            "connection closed in the headers"
+        }
+    );
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+/// Read a request's line and headers (64 KiB at most); None when the client closed the
+/// connection between requests.
+pub(crate) fn read_head(r: &mut impl BufRead) -> Result<Option<Head>> {
+    let mut budget = MAX_HEAD;
+    let Some(line) = read_head_line(r, &mut budget)? else {
+        return Ok(None);
+    };
     let mut parts = line.split_whitespace();
     let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
         anyhow::bail!("bad request line {line:?}");
     };
+    let http10 = parts.next() == Some("HTTP/1.0");
     let mut headers = Vec::new();
-    let mut head_bytes = line.len();
     loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
+        let Some(h) = read_head_line(r, &mut budget)? else {
             anyhow::bail!("connection closed in the headers");
-        }
-        head_bytes += h.len();
-        anyhow::ensure!(head_bytes < 64 * 1024, "request headers over 64 KiB");
+        };
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -249,65 +348,198 @@ pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Opti
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut req = Request {
+    Ok(Some(Head {
         method: method.to_string(),
         path: path.to_string(),
+        http10,
         headers,
-        body: Vec::new(),
-    };
-    anyhow::ensure!(
-        req.header("Transfer-Encoding").is_none(),
-        "chunked request bodies are not accepted"
-    );
-    let len: u64 = req
-        .header("Content-Length")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(0);
-    anyhow::ensure!(len <= body_limit, "body of {len} bytes is over the limit");
-    r.take(len).read_to_end(&mut req.body)?;
-    anyhow::ensure!(req.body.len() as u64 == len, "the body ended early");
-    Ok(Some(req))
+    }))
 }
 
-/// Serve requests on one connection until the client closes it, stops, or idles out.
+fn read_body(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(len as usize);
+    r.take(len).read_to_end(&mut body)?;
+    anyhow::ensure!(body.len() as u64 == len, "the body ended early");
+    Ok(body)
+}
+
+/// Read one whole request, its body at most `body_limit` bytes; None when the client
+/// closed the connection between requests.
+pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Option<Request>> {
+    let Some(head) = read_head(r)? else {
+        return Ok(None);
+    };
+    let len = head.content_length()?;
+    anyhow::ensure!(len <= body_limit, "body of {len} bytes is over the limit");
+    let body = read_body(r, len)?;
+    Ok(Some(Request { head, body }))
+}
+
+/// The socket under a connection (plain or TLS), whose reads fail once the current
+/// deadline has passed: a client that trickles a byte now and then cannot hold a worker
+/// past it.
+struct Timed {
+    sock: TcpStream,
+    until: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+/// What a connection's deadline is set through.
+#[derive(Clone)]
+struct Deadline(Arc<std::sync::Mutex<Instant>>);
+
+impl Deadline {
+    fn set(&self, d: Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + d;
+    }
+}
+
+fn timed(sock: TcpStream, accepted: Instant) -> std::io::Result<(Timed, Deadline)> {
+    sock.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let until = Arc::new(std::sync::Mutex::new(accepted + HEAD_DEADLINE));
+    Ok((
+        Timed {
+            sock,
+            until: until.clone(),
+        },
+        Deadline(until),
+    ))
+}
+
+/// Open a repository file to send: a regular file only (no symlink out of the
+/// repository, no FIFO), with its length.
+fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::ErrorKind::NotFound.into());
+    }
+    Ok((f, meta.len()))
+}
+
+/// A reply's status, content type, length and body, ready to send.
+struct Outgoing {
+    code: u16,
+    kind: &'static str,
+    len: u64,
+    body: Box<dyn Read>,
+}
+
+impl From<Reply> for Outgoing {
+    fn from(reply: Reply) -> Outgoing {
+        match reply {
+            Reply::File(path) => match open_regular(&path) {
+                Ok((f, len)) => Outgoing {
+                    code: 200,
+                    kind: "application/octet-stream",
+                    len,
+                    body: Box::new(f.take(len)),
+                },
+                Err(_) => Reply::Text(404, "not found\n".into()).into(),
+            },
+            Reply::Bytes(code, b, kind) => Outgoing {
+                code,
+                kind,
+                len: b.len() as u64,
+                body: Box::new(std::io::Cursor::new(b)),
+            },
+            Reply::Text(code, t) => Outgoing {
+                code,
+                kind: "text/plain",
+                len: t.len() as u64,
+                body: Box::new(std::io::Cursor::new(t.into_bytes())),
+            },
+        }
+    }
+}
+
+/// Write a reply: the head, then (but for HEAD) the body, a file streamed from disk.
+fn send<W: Write>(out: &mut W, method: &str, reply: Reply, close: bool) -> Result<(u16, u64)> {
+    let mut o = Outgoing::from(reply);
+    let head =
+        format!(
+        "HTTP/1.1 {} {}\r\nServer: lifeboat\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n",
+        o.code,
+        reason(o.code),
+        o.kind,
+        o.len,
+        if o.code == 401 { "WWW-Authenticate: Bearer\r\n" } else { "" },
+        if close { "Connection: close\r\n" } else { "" },
+    );
+    out.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        let n = std::io::copy(&mut o.body, out)?;
+        anyhow::ensure!(n == o.len, "the file shrank while it was sent");
+    }
+    out.flush()?;
+    Ok((o.code, o.len))
+}
+
+/// Serve requests on one connection until the client closes it, asks to, idles out, or
+/// misses a deadline.
 fn serve_connection<S: Read + Write>(
     stream: S,
+    deadline: &Deadline,
     peer: &str,
     handler: &Handler,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut r = BufReader::with_capacity(64 * 1024, stream);
-    let limit = (1u64 << 30).max(2 * handler.repo.config.chunker.max_size as u64 + 4096);
+    // The first request's deadline runs from when the connection was accepted (time in
+    // the queue counts); each later one's from the end of the reply before it.
+    let mut first = true;
     while !stop.load(Ordering::Relaxed) {
-        let Some(req) = read_request(&mut r, limit)? else {
+        if !first {
+            deadline.set(HEAD_DEADLINE);
+        }
+        first = false;
+        let Some(head) = read_head(&mut r)? else {
             return Ok(());
         };
         let start = Instant::now();
-        let (code, kind, body) = handler.answer(&req);
-        let close = req
-            .header("Connection")
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let mut out = format!(
-            "HTTP/1.1 {code} {}\r\nServer: lifeboat\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{}{}\r\n",
-            reason(code),
-            body.len(),
-            if code == 401 { "WWW-Authenticate: Bearer\r\n" } else { "" },
-            if close { "Connection: close\r\n" } else { "" },
-        )
-        .into_bytes();
-        if req.method != "HEAD" {
-            out.extend_from_slice(&body);
-        }
-        let stream = r.get_mut();
-        stream.write_all(&out)?;
-        stream.flush()?;
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let mut close = !head.keep_alive();
+        let (method, path) = (head.method.clone(), head.path.clone());
+        let reply = match handler.admit_body(&head) {
+            Ok(len) => {
+                deadline.set(HEAD_DEADLINE + Duration::from_secs(len / MIN_BODY_RATE));
+                let body = read_body(&mut r, len)?;
+                handler.route(&Request { head, body })
+            }
+            // Refused before its body was read: the body is left unread, so the
+            // connection cannot carry another request.
+            Err(refusal) => {
+                close = true;
+                refusal
+            }
+        };
+        let (code, len) = send(r.get_mut(), &method, reply, close)?;
         log::info!(
-            "{peer} {} {} {code} {} {ms:.1}ms",
-            req.method,
-            req.path,
-            body.len()
+            "{peer} {method} {path} {code} {len} {:.1}ms",
+            start.elapsed().as_secs_f64() * 1000.0
         );
         if close {
             break;
@@ -422,7 +654,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         root: args.repo.clone(),
         token,
     });
-    accept(&listener, &handler, tls, &stop, args.threads.max(1));
+    accept(&listener, &handler, tls, &stop, args.threads.max(1))?;
     handler
         .repo
         .store()
@@ -431,61 +663,82 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Take connections until `stop`, each on a thread of its own, at most `max` at once.
+/// One connection: plain or TLS over the timed socket.
+fn handle(
+    (sock, accepted): (TcpStream, Instant),
+    handler: &Handler,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    stop: &AtomicBool,
+) {
+    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    // One write per reply, sent at once: no waiting on the client's delayed ACK.
+    let _ = sock.set_nodelay(true);
+    let result = timed(sock, accepted).map_err(anyhow::Error::new).and_then(
+        |(stream, deadline)| match tls {
+            Some(cfg) => rustls::ServerConnection::new(cfg.clone())
+                .map_err(anyhow::Error::new)
+                .and_then(|c| {
+                    let tls = rustls::StreamOwned::new(c, stream);
+                    serve_connection(tls, &deadline, &peer, handler, stop)
+                }),
+            None => serve_connection(stream, &deadline, &peer, handler, stop),
+        },
+    );
+    if let Err(e) = result {
+        log::info!("{peer}: {e:#}");
+    }
+}
+
+/// Take connections until `stop` and hand them to a fixed pool of `workers` threads
+/// through a bounded queue. A connection that finds the queue full is answered 503 at
+/// once (with Retry-After), by the accepting thread, and closed; every deadline a
+/// connection has keeps a slow or idle client from holding a worker for long.
 fn accept(
     listener: &TcpListener,
     handler: &Arc<Handler>,
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: &Arc<AtomicBool>,
-    max: usize,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
+    workers: usize,
+) -> Result<()> {
+    let (tx, rx) = crossbeam_channel::bounded::<(TcpStream, Instant)>(workers * 4);
+    let mut pool = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let (rx, handler, tls, stop) = (rx.clone(), handler.clone(), tls.clone(), stop.clone());
+        let started = std::thread::Builder::new()
+            .name(format!("http-{i}"))
+            .spawn(move || {
+                for sock in rx.iter() {
+                    handle(sock, &handler, tls.as_ref(), &stop);
+                }
+            });
+        match started {
+            Ok(t) => pool.push(t),
+            // Serve with the workers there are, rather than not at all.
+            Err(e) if !pool.is_empty() => {
+                log::warn!("{} HTTP workers instead of {workers}: {e}", pool.len());
+                break;
+            }
+            Err(e) => return Err(e).context("start the HTTP workers"),
+        }
+    }
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let Ok(mut sock) = conn else { continue };
-        let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        // One write per reply, sent at once: no waiting on the client's delayed ACK.
-        let _ = sock.set_nodelay(true);
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
-        if active.load(Ordering::Relaxed) >= max {
-            let _ = sock.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            log::info!("{peer}: {max} connections already served; refused");
-            continue;
-        }
-        active.fetch_add(1, Ordering::Relaxed);
-        let (handler, stop, active, tls) =
-            (handler.clone(), stop.clone(), active.clone(), tls.clone());
-        let gone = active.clone();
-        let started = std::thread::Builder::new()
-            .name("http".into())
-            .spawn(move || {
-                let result = match tls {
-                    Some(cfg) => rustls::ServerConnection::new(cfg)
-                        .map_err(anyhow::Error::new)
-                        .and_then(|c| {
-                            serve_connection(
-                                rustls::StreamOwned::new(c, sock),
-                                &peer,
-                                &handler,
-                                &stop,
-                            )
-                        }),
-                    None => serve_connection(sock, &peer, &handler, &stop),
-                };
-                if let Err(e) = result {
-                    log::info!("{peer}: {e:#}");
-                }
-                active.fetch_sub(1, Ordering::Relaxed);
-            });
-        // No thread for this connection: it is closed (dropped with the closure); the
-        // server goes on.
-        if let Err(e) = started {
-            gone.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("connection refused: no thread for it ({e})");
+        let Ok(sock) = conn else { continue };
+        if let Err(crossbeam_channel::TrySendError::Full((mut sock, _))) =
+            tx.try_send((sock, Instant::now()))
+        {
+            let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = sock.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            log::info!("a connection was refused: every worker is busy and the queue is full");
         }
     }
+    drop(tx);
+    for t in pool {
+        let _ = t.join();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -568,6 +821,55 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_admitted_only_with_the_token_and_within_their_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = handler(dir.path(), Some("0123456789abcdef"));
+        let chunk = format!("/{}", chunk_key(&ChunkId::of(b"x")));
+        let code = |r: &Request| match h.admit_body(&r.head) {
+            Ok(len) => len as u16,
+            Err(Reply::Text(code, _)) => code,
+            Err(_) => 0,
+        };
+        // A gigabyte announced without the token: refused before a byte of it is read.
+        let mut big = put(chunk.clone(), vec![], None);
+        big.head.headers[0].1 = (1u64 << 30).to_string();
+        assert_eq!(code(&big), 401);
+        big.head
+            .headers
+            .push(("Authorization".into(), "Bearer 0123456789abcdef".into()));
+        assert_eq!(code(&big), 413);
+        assert_eq!(
+            code(&put(chunk, vec![0; 100], Some("0123456789abcdef"))),
+            100
+        );
+        assert_eq!(
+            code(&put(
+                "/config.json".into(),
+                vec![0; 10],
+                Some("0123456789abcdef")
+            )),
+            405
+        );
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_and_11_keeps_alive_unless_asked() {
+        let head = |raw: &str| {
+            read_head(&mut std::io::Cursor::new(raw.as_bytes()))
+                .unwrap()
+                .unwrap()
+        };
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive());
+        assert!(head("GET / HTTP/1.1\r\n\r\n").keep_alive());
+        assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive());
+        // A request line that never ends is cut at the head's limit, not read whole.
+        let endless = "GET /".to_string() + &"a".repeat(200_000);
+        let e = read_head(&mut std::io::Cursor::new(endless.as_bytes())).unwrap_err();
+        assert!(e.to_string().contains("64 KiB"), "{e}");
+    }
+
+    #[test]
     fn tokens_compare_whole() {
         assert!(same(b"secret-token-123", b"secret-token-123"));
         assert!(!same(b"secret-token-123", b"secret-token-124"));
@@ -584,12 +886,15 @@ mod tests {
     }
 
     fn put(path: String, body: Vec<u8>, auth: Option<&str>) -> Request {
+        let mut headers = vec![("Content-Length".to_string(), body.len().to_string())];
+        headers.extend(auth.map(|t| ("Authorization".to_string(), format!("Bearer {t}"))));
         Request {
-            method: "PUT".into(),
-            path,
-            headers: auth
-                .map(|t| vec![("Authorization".to_string(), format!("Bearer {t}"))])
-                .unwrap_or_default(),
+            head: Head {
+                method: "PUT".into(),
+                path,
+                http10: false,
+                headers,
+            },
             body,
         }
     }
@@ -642,9 +947,12 @@ mod tests {
         let key = format!("/{}", chunk_key(&ChunkId::of(&data)));
         assert_eq!(h.answer(&put(key, data, Some("anything-at-all-1"))).0, 401);
         let get = Request {
-            method: "GET".into(),
-            path: "/config.json".into(),
-            headers: vec![],
+            head: Head {
+                method: "GET".into(),
+                path: "/config.json".into(),
+                http10: false,
+                headers: vec![],
+            },
             body: vec![],
         };
         let (code, _, body) = h.answer(&get);

@@ -7,7 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -24,7 +26,20 @@ use crate::repo::{ChunkId, Manifest, Repository};
 const TRANSMISSION_FLAGS: u16 =
     FLAG_HAS_FLAGS | FLAG_READ_ONLY | FLAG_SEND_FLUSH | FLAG_CAN_MULTI_CONN;
 /// Largest read served (qemu asks for at most 32 MiB).
-const MAX_READ: u32 = 32 << 20;
+/// Largest read served, and announced as the export's maximum block size: with a few in
+/// flight per connection, it bounds what a client that does not read its replies can make
+/// the server hold.
+const MAX_READ: u32 = 4 << 20;
+/// Requests in flight per connection (workers reading for it, and requests queued).
+const WORKERS: usize = 4;
+const QUEUED: usize = 8;
+/// Decompressed chunks kept per connection, in bytes.
+const CACHE_BYTES: usize = 8 << 20;
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 32;
+/// A client has this long for its handshake, and a reply this long to be taken.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Decompressed chunks by id, and the order they came in (the oldest leaves first).
 type ChunkCache = (HashMap<ChunkId, Arc<Vec<u8>>>, VecDeque<ChunkId>);
@@ -65,7 +80,8 @@ impl SnapshotDisk {
         let mut cache = self.cache.lock().unwrap();
         cache.0.insert(*id, data.clone());
         cache.1.push_back(*id);
-        while cache.1.len() > 256 {
+        let max_entries = CACHE_BYTES / self.repo.config.chunker.max_size.max(1) as usize;
+        while cache.1.len() > max_entries.max(1) {
             if let Some(old) = cache.1.pop_front() {
                 cache.0.remove(&old);
             }
@@ -237,15 +253,20 @@ impl Exports {
     /// several can be in flight.
     fn serve(&self, mut s: TcpStream) -> Result<()> {
         let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+            .and_then(|_| s.set_write_timeout(Some(WRITE_TIMEOUT)))
+            .context("set the socket's timeouts")?;
         let Some((disk, name)) = self.handshake(&mut s)? else {
             return Ok(());
         };
+        // Once attached, a client may stay idle as long as it likes (a guest's disk).
+        s.set_read_timeout(None).context("clear the read timeout")?;
         log::info!("{peer}: NBD export {name:?} ({} bytes)", disk.size());
         let writer = Arc::new(Mutex::new(s.try_clone().context("clone the socket")?));
         std::thread::scope(|scope| -> Result<()> {
             // Made in here, so that an early return drops the sender and the workers end.
-            let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(16);
-            for _ in 0..4 {
+            let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(QUEUED);
+            for _ in 0..WORKERS {
                 let (rx, writer, disk) = (rx.clone(), writer.clone(), disk.clone());
                 // A worker that cannot be started ends this client, not the server.
                 std::thread::Builder::new()
@@ -259,12 +280,16 @@ impl Exports {
                                     EIO
                                 }
                             };
-                            let mut out = Vec::with_capacity(16 + buf.len());
-                            out.extend_from_slice(&simple_reply(handle, err));
-                            if err == 0 {
-                                out.extend_from_slice(&buf);
-                            }
-                            if writer.lock().unwrap().write_all(&out).is_err() {
+                            // Header and data under one lock, without copying the data.
+                            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                            let sent = w.write_all(&simple_reply(handle, err)).and_then(|_| {
+                                if err == 0 {
+                                    w.write_all(&buf)
+                                } else {
+                                    Ok(())
+                                }
+                            });
+                            if sent.is_err() {
                                 break;
                             }
                         }
@@ -313,21 +338,30 @@ impl Exports {
     }
 }
 
-/// Accept NBD clients on `listener` until the process ends. A client whose thread cannot
-/// be started is turned away; the server goes on.
+/// Accept NBD clients on `listener` until the process ends, at most `MAX_CONNECTIONS` at
+/// once. A client beyond that, or whose thread cannot be started, is turned away; the
+/// server goes on.
 pub fn run(listener: TcpListener, exports: Arc<Exports>) {
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(sock) = conn else { continue };
+        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            log::warn!("NBD client refused: {MAX_CONNECTIONS} already attached");
+            continue;
+        }
         let _ = sock.set_nodelay(true);
-        let exports = exports.clone();
+        let (exports, count) = (exports.clone(), active.clone());
+        active.fetch_add(1, Ordering::Relaxed);
         let started = std::thread::Builder::new()
             .name("nbd-client".into())
             .spawn(move || {
                 if let Err(e) = exports.serve(sock) {
                     log::info!("NBD client: {e:#}");
                 }
+                count.fetch_sub(1, Ordering::Relaxed);
             });
         if let Err(e) = started {
+            active.fetch_sub(1, Ordering::Relaxed);
             log::warn!("NBD client refused: no thread for it ({e})");
         }
     }

@@ -6,6 +6,9 @@ use anyhow::{ensure, Result};
 use super::{FsKind, Reader, Usage};
 use crate::range::{append_merged, ByteRange};
 
+/// The most FAT bytes (all copies) read into memory: 32 million FAT32 clusters.
+const MAX_FAT_BYTES: u64 = 128 << 20;
+
 pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     let b = r.read(0, 512)?;
     let le16 = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
@@ -53,9 +56,15 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         fat_sectors * bps * 8 >= (clusters + 2) * bits,
         "the FAT is too small for {clusters} clusters"
     );
-    let fat_len = (fat_sectors * bps) as usize;
+    // Only the entries the clusters have, of every copy, held at once: bounded, so that
+    // a FAT claiming to be huge is read in full instead of into memory.
+    let fat_len = ((clusters + 2) * bits).div_ceil(8);
+    ensure!(
+        fat_len * nfats <= MAX_FAT_BYTES,
+        "{nfats} FATs of {fat_len} bytes are more than the {MAX_FAT_BYTES} bytes read into memory"
+    );
     let fats: Vec<Vec<u8>> = (0..nfats)
-        .map(|i| r.read((reserved + i * fat_sectors) * bps, fat_len))
+        .map(|i| r.read((reserved + i * fat_sectors) * bps, fat_len as usize))
         .collect::<Result<_>>()?;
     let entry = |fat: &[u8], c: u64| -> u32 {
         match bits {
@@ -90,4 +99,28 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         block_size: cluster_bytes as u32,
         used,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::SourceDisk;
+
+    #[test]
+    fn a_fat_too_large_to_hold_is_refused_before_it_is_read() {
+        // A FAT32 boot sector for a 1 TiB volume with four 1 GiB FATs.
+        let mut b = vec![0u8; 4096];
+        b[0x0B..0x0D].copy_from_slice(&4096u16.to_le_bytes());
+        b[0x0D] = 1;
+        b[0x0E..0x10].copy_from_slice(&32u16.to_le_bytes());
+        b[0x10] = 4;
+        b[0x20..0x24].copy_from_slice(&(1u32 << 28).to_le_bytes());
+        b[0x24..0x28].copy_from_slice(&(1u32 << 18).to_le_bytes());
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        let disk = SourceDisk::from_bytes("fat.img", b);
+        let len = 1u64 << 40;
+        let e = scan(&Reader::new(&disk, 0, len), len).unwrap_err();
+        assert!(e.to_string().contains("read into memory"), "{e}");
+    }
 }

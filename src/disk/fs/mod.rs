@@ -88,7 +88,9 @@ impl<'a> Reader<'a> {
 
     pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
         anyhow::ensure!(
-            offset + len as u64 <= self.len,
+            offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= self.len),
             "metadata at byte {offset} lies outside the partition"
         );
         let mut buf = vec![0u8; len];

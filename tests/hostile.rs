@@ -20,7 +20,9 @@ struct Bounded {
     stderr: String,
     stdout: String,
     elapsed: Duration,
-    /// Peak resident memory of the child, in KiB.
+    /// Peak resident memory of the child, in KiB, as its VmHWM last read before it ended
+    /// (wait4's ru_maxrss is no use here: it counts the test process's own memory, shared
+    /// with the child until it execs).
     max_rss_kib: i64,
 }
 
@@ -49,7 +51,7 @@ impl Bounded {
 }
 
 /// Run lifeboat with `args`; kill it (and fail) if it takes longer than `limit`. The child
-/// is reaped by wait4 (which also gives its peak memory), not by `Child::wait`.
+/// is reaped by wait4, not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
 fn run_bounded(args: &[&str], limit: Duration) -> Bounded {
     let dir = tempfile::tempdir().unwrap();
@@ -63,11 +65,16 @@ fn run_bounded(args: &[&str], limit: Duration) -> Bounded {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
+    let mut hwm = 0i64;
     loop {
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(v) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                hwm = hwm.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+        }
         let mut status = 0;
-        // SAFETY: an all-zero rusage is valid; wait4 fills it in.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        // SAFETY: waits for our own child; a null rusage is allowed.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, std::ptr::null_mut()) };
         if r == pid {
             let st = std::process::ExitStatus::from_raw(status);
             return Bounded {
@@ -76,7 +83,7 @@ fn run_bounded(args: &[&str], limit: Duration) -> Bounded {
                 stderr: fs::read_to_string(&err).unwrap_or_default(),
                 stdout: fs::read_to_string(&out).unwrap_or_default(),
                 elapsed: start.elapsed(),
-                max_rss_kib: usage.ru_maxrss,
+                max_rss_kib: hwm,
             };
         }
         if start.elapsed() > limit {
@@ -263,8 +270,13 @@ fn hostile_partition_tables_are_not_obeyed() {
 }
 
 /// A fake NBD server that completes the handshake announcing `size` bytes, then says
-/// nothing more. Returns its port.
+/// nothing more; with `claim`, its option reply instead claims that many bytes of data
+/// (and sends none). Returns its port.
 fn fake_nbd(size: u64) -> u16 {
+    fake_nbd_claiming(size, None)
+}
+
+fn fake_nbd_claiming(size: u64, claim: Option<u32>) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -290,6 +302,13 @@ fn fake_nbd(size: u64) -> u16 {
                 r.extend_from_slice(data);
                 r
             };
+            if let Some(claim) = claim {
+                let mut r = reply(3, b"");
+                r[16..20].copy_from_slice(&claim.to_be_bytes());
+                let _ = s.write_all(&r);
+                std::thread::sleep(Duration::from_secs(120));
+                continue;
+            }
             let mut info = 0u16.to_be_bytes().to_vec();
             info.extend_from_slice(&size.to_be_bytes());
             info.extend_from_slice(&3u16.to_be_bytes());
@@ -321,6 +340,27 @@ fn an_nbd_server_announcing_an_absurd_disk_is_refused_in_bounded_memory() {
     );
     assert!(r.max_rss_kib < 64 << 10, "{} KiB", r.max_rss_kib);
     assert!(r.elapsed < QUICK);
+}
+
+#[test]
+fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
+    let env = Env::new();
+    let repo = env.init();
+    let port = fake_nbd_claiming(1 << 30, Some(u32::MAX));
+    let url = format!("nbd://127.0.0.1:{port}/x");
+    let r = run_bounded(
+        &[
+            "capture", "-q", "--repo", &repo, "--source", &url, "--name", "x",
+        ],
+        QUICK,
+    );
+    assert!(
+        r.refused().contains("option reply of 4294967295 bytes"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
+    assert!(r.max_rss_kib < 64 << 10, "{} KiB", r.max_rss_kib);
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub const TARGETS: &[Target] = &[
     target("swap", swap_reader),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
+    target("nbd_requests", nbd_requests),
 ];
 
 /// A snapshot manifest as a repository or server hands it over: parsed, validated, and,
@@ -152,4 +153,50 @@ pub fn nbd_handshake(data: &[u8]) {
         sent: Cursor::new(data),
     };
     let _ = exports.handshake(&mut client);
+}
+
+/// A client's requests once attached to a 1 MiB export of zeros: reads (in range or not),
+/// writes (refused, their payload skipped), flushes, disconnects, garbage.
+pub fn nbd_requests(data: &[u8]) {
+    use crate::repo::manifest::{ChunkRef, DiskInfo, Region, RegionKind, SourceInfo, TableKind};
+    const SIZE: u64 = 1 << 20;
+    static DISK: OnceLock<crate::nbd::server::SnapshotDisk> = OnceLock::new();
+    let disk = DISK.get_or_init(|| {
+        let m = Manifest {
+            format: crate::repo::manifest::MANIFEST_FORMAT.into(),
+            version: crate::repo::manifest::MANIFEST_VERSION,
+            name: "zeros".into(),
+            time: String::new(),
+            hostname: String::new(),
+            source: SourceInfo {
+                path: String::new(),
+                model: None,
+                serial: None,
+            },
+            disk: DiskInfo {
+                size: SIZE,
+                logical_sector_size: 512,
+                table: TableKind::None,
+                gpt: None,
+                mbr: None,
+            },
+            chunker: ChunkerParams::default(),
+            regions: vec![Region {
+                kind: RegionKind::Disk,
+                partition: None,
+                offset: 0,
+                length: SIZE,
+                blake3: String::new(),
+                filesystem: None,
+                chunks: vec![ChunkRef {
+                    offset: 0,
+                    length: SIZE as u32,
+                    id: None,
+                    free: false,
+                }],
+            }],
+        };
+        crate::nbd::server::SnapshotDisk::new(empty_repository(), &m)
+    });
+    let _ = crate::nbd::server::transmit(disk, Cursor::new(data), std::io::sink());
 }

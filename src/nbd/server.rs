@@ -262,80 +262,98 @@ impl Exports {
         // Once attached, a client may stay idle as long as it likes (a guest's disk).
         s.set_read_timeout(None).context("clear the read timeout")?;
         log::info!("{peer}: NBD export {name:?} ({} bytes)", disk.size());
-        let writer = Arc::new(Mutex::new(s.try_clone().context("clone the socket")?));
-        std::thread::scope(|scope| -> Result<()> {
-            // Made in here, so that an early return drops the sender and the workers end.
-            let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(QUEUED);
-            for _ in 0..WORKERS {
-                let (rx, writer, disk) = (rx.clone(), writer.clone(), disk.clone());
-                // A worker that cannot be started ends this client, not the server.
-                std::thread::Builder::new()
-                    .spawn_scoped(scope, move || {
-                        for (handle, offset, len) in rx.iter() {
-                            let mut buf = vec![0u8; len as usize];
-                            let err = match disk.read_at(&mut buf, offset) {
-                                Ok(()) => 0,
-                                Err(e) => {
-                                    log::warn!("NBD read of {len} bytes at {offset}: {e:#}");
-                                    EIO
-                                }
-                            };
-                            // Header and data under one lock, without copying the data.
-                            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                            let sent = w.write_all(&simple_reply(handle, err)).and_then(|_| {
-                                if err == 0 {
-                                    w.write_all(&buf)
-                                } else {
-                                    Ok(())
-                                }
-                            });
-                            if sent.is_err() {
-                                break;
-                            }
-                        }
-                    })
-                    .context("start an NBD worker")?;
-            }
-            let reply = |handle: u64, err: u32| -> std::io::Result<()> {
-                writer.lock().unwrap().write_all(&simple_reply(handle, err))
-            };
-            while let Ok(magic) = read_u32(&mut s) {
-                if magic != REQUEST_MAGIC {
-                    bail!("bad request magic {magic:#x}");
-                }
-                let Request {
-                    kind,
-                    handle,
-                    offset,
-                    length: len,
-                    ..
-                } = Request::decode_after_magic(&read_array(&mut s)?);
-                match kind {
-                    CMD_READ
-                        if len <= MAX_READ
-                            && offset
-                                .checked_add(len as u64)
-                                .is_some_and(|e| e <= disk.size()) =>
-                    {
-                        if tx.send((handle, offset, len)).is_err() {
-                            break;
-                        }
-                    }
-                    CMD_READ => reply(handle, EINVAL)?,
-                    CMD_DISC => break,
-                    CMD_FLUSH => reply(handle, 0)?,
-                    CMD_WRITE => {
-                        // A write: read and drop its payload, refuse it.
-                        std::io::copy(&mut (&mut s).take(len as u64), &mut std::io::sink())?;
-                        reply(handle, EPERM)?;
-                    }
-                    _ => reply(handle, EINVAL)?,
-                }
-            }
-            drop(tx);
-            Ok(())
-        })
+        let writer = s.try_clone().context("clone the socket")?;
+        transmit(&disk, s, writer)
     }
+}
+
+/// Answer reads from the queue: read the disk, then write the reply (header and data
+/// under one lock, without copying the data). Ends when the queue closes or the client
+/// stops taking replies.
+fn answer_reads<W: Write>(
+    disk: &SnapshotDisk,
+    queue: crossbeam_channel::Receiver<(u64, u64, u32)>,
+    writer: &Mutex<W>,
+) {
+    for (handle, offset, len) in queue.iter() {
+        let mut buf = vec![0u8; len as usize];
+        let err = match disk.read_at(&mut buf, offset) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::warn!("NBD read of {len} bytes at {offset}: {e:#}");
+                EIO
+            }
+        };
+        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = w.write_all(&simple_reply(handle, err)).and_then(|_| {
+            if err == 0 {
+                w.write_all(&buf)
+            } else {
+                Ok(())
+            }
+        });
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+/// The transmission phase: requests are read in order from `r` and answered by a few
+/// workers through `w`, so that several can be in flight.
+pub fn transmit<R: Read, W: Write + Send>(disk: &SnapshotDisk, mut r: R, w: W) -> Result<()> {
+    let writer = Mutex::new(w);
+    std::thread::scope(|scope| -> Result<()> {
+        // Made in here, so that an early return drops the sender and the workers end.
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(QUEUED);
+        for _ in 0..WORKERS {
+            let (rx, writer) = (rx.clone(), &writer);
+            // A worker that cannot be started ends this client, not the server.
+            std::thread::Builder::new()
+                .spawn_scoped(scope, move || answer_reads(disk, rx, writer))
+                .context("start an NBD worker")?;
+        }
+        let reply = |handle: u64, err: u32| -> std::io::Result<()> {
+            writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(&simple_reply(handle, err))
+        };
+        while let Ok(magic) = read_u32(&mut r) {
+            if magic != REQUEST_MAGIC {
+                bail!("bad request magic {magic:#x}");
+            }
+            let Request {
+                kind,
+                handle,
+                offset,
+                length: len,
+                ..
+            } = Request::decode_after_magic(&read_array(&mut r)?);
+            match kind {
+                CMD_READ
+                    if len <= MAX_READ
+                        && offset
+                            .checked_add(len as u64)
+                            .is_some_and(|e| e <= disk.size()) =>
+                {
+                    if tx.send((handle, offset, len)).is_err() {
+                        break;
+                    }
+                }
+                CMD_READ => reply(handle, EINVAL)?,
+                CMD_DISC => break,
+                CMD_FLUSH => reply(handle, 0)?,
+                CMD_WRITE => {
+                    // A write: read and drop its payload, refuse it.
+                    std::io::copy(&mut (&mut r).take(len as u64), &mut std::io::sink())?;
+                    reply(handle, EPERM)?;
+                }
+                _ => reply(handle, EINVAL)?,
+            }
+        }
+        drop(tx);
+        Ok(())
+    })
 }
 
 /// Accept NBD clients on `listener` until the process ends, at most `MAX_CONNECTIONS` at
@@ -364,5 +382,59 @@ pub fn run(listener: TcpListener, exports: Arc<Exports>) {
             active.fetch_sub(1, Ordering::Relaxed);
             log::warn!("NBD client refused: no thread for it ({e})");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nbd::{be32, be64, SIMPLE_REPLY_MAGIC};
+    use crate::repo::manifest::tests::sample_manifest;
+
+    fn request(kind: u16, handle: u64, offset: u64, length: u32) -> Vec<u8> {
+        Request {
+            flags: 0,
+            kind,
+            handle,
+            offset,
+            length,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    #[test]
+    fn requests_are_answered_and_writes_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&dir.path().join("r"), Default::default(), 3).unwrap();
+        let disk = SnapshotDisk::new(Arc::new(repo), &sample_manifest());
+        let gap = 34 * 512; // zeros: a hole in the sample, no chunk needed
+        let mut sent = request(CMD_READ, 1, gap, 4096);
+        sent.extend(request(CMD_READ, 2, disk.size(), 512));
+        sent.extend(request(CMD_FLUSH, 3, 0, 0));
+        sent.extend(request(CMD_WRITE, 4, 0, 16));
+        sent.extend([b'x'; 16]);
+        sent.extend(request(CMD_READ, 5, 0, MAX_READ + 1));
+        sent.extend(request(CMD_DISC, 6, 0, 0));
+        let mut out = Vec::new();
+        transmit(&disk, std::io::Cursor::new(sent), &mut out).unwrap();
+        // Replies: (handle, error), in any order; the read's 4096 zeros follow its header.
+        let mut replies = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            assert_eq!(be32(&out[at..]), SIMPLE_REPLY_MAGIC);
+            let (err, handle) = (be32(&out[at + 4..]), be64(&out[at + 8..]));
+            at += 16;
+            if handle == 1 {
+                assert!(out[at..at + 4096].iter().all(|&b| b == 0));
+                at += 4096;
+            }
+            replies.push((handle, err));
+        }
+        replies.sort();
+        assert_eq!(
+            replies,
+            vec![(1, 0), (2, EINVAL), (3, 0), (4, EPERM), (5, EINVAL)]
+        );
     }
 }

@@ -215,23 +215,7 @@ fn hostile_partition_tables_are_not_obeyed() {
     forge_header(&disk, last, |h| {
         h[84..88].copy_from_slice(&0u32.to_le_bytes())
     });
-    let r = run_bounded(
-        &[
-            "capture",
-            "--json",
-            "-q",
-            "--repo",
-            &repo,
-            "--source",
-            path_str(&disk),
-            "--name",
-            "a",
-        ],
-        QUICK,
-    );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let notes = s["notes"].to_string();
+    let (r, notes) = capture_notes(&repo, &disk, "a");
     assert!(notes.contains("GPT not usable"), "{notes}");
     assert!(r.max_rss_kib < 256 << 10, "{} KiB", r.max_rss_kib);
 
@@ -245,28 +229,30 @@ fn hostile_partition_tables_are_not_obeyed() {
     std::os::unix::fs::FileExt::write_all_at(&f, &entries, 1024).unwrap();
     let crc = crc32fast::hash(&entries);
     forge_header(&disk, 1, |h| h[88..92].copy_from_slice(&crc.to_le_bytes()));
-    let r = run_bounded(
-        &[
-            "capture",
-            "--json",
-            "-q",
-            "--repo",
-            &repo,
-            "--source",
-            path_str(&disk),
-            "--name",
-            "b",
-        ],
-        QUICK,
-    );
+    let (_, notes) = capture_notes(&repo, &disk, "b");
+    assert!(notes.contains("GPT is inconsistent"), "{notes}");
+}
+
+/// Capture `disk`, which must succeed (without a panic), and return the run and the
+/// summary's notes.
+fn capture_notes(repo: &str, disk: &std::path::Path, name: &str) -> (Bounded, String) {
+    let args = [
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        repo,
+        "--source",
+        path_str(disk),
+        "--name",
+        name,
+    ];
+    let r = run_bounded(&args, QUICK);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert!(
-        s["notes"].to_string().contains("GPT is inconsistent"),
-        "{}",
-        s["notes"]
-    );
-    assert!(!r.stderr.contains("panicked"));
+    let notes = s["notes"].to_string();
+    (r, notes)
 }
 
 /// A fake NBD server that completes the handshake announcing `size` bytes, then says

@@ -7,7 +7,7 @@
 //! to hold their superblock backup, descriptor blocks and reserved GDT blocks, plus any
 //! group's bitmaps and inode table that lie in them: a superset of what the kernel marks.
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::crc::{crc16, crc32c};
 use super::{FsKind, Reader, Usage};
@@ -66,6 +66,10 @@ struct Super {
     csum_seed: u32,
     uuid: [u8; 16],
 }
+
+/// The most block groups whose descriptors are held in memory (4 Mi: 512 TiB in 128 MiB
+/// groups); a filesystem claiming more is read in full.
+const MAX_GROUPS: u64 = 1 << 22;
 
 impl Super {
     fn parse(sb: &[u8]) -> Result<Super> {
@@ -132,6 +136,11 @@ impl Super {
                 "the superblock checksum does not match"
             );
         }
+        let groups = (blocks - first_data_block).div_ceil(bpg);
+        ensure!(
+            groups <= MAX_GROUPS,
+            "{groups} block groups are more than the {MAX_GROUPS} whose descriptors are read into memory"
+        );
         Ok(Super {
             bs,
             blocks,
@@ -139,7 +148,7 @@ impl Super {
             bpg,
             ipg,
             inode_size,
-            groups: (blocks - first_data_block).div_ceil(bpg),
+            groups,
             desc_size,
             compat: le32(sb, 0x5C),
             incompat,
@@ -309,7 +318,10 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     let sb_bytes = r.read(1024, 1024)?;
     let sb = Super::parse(&sb_bytes)?;
     let bs = sb.bs;
-    let fs_bytes = sb.blocks * bs;
+    let fs_bytes = sb
+        .blocks
+        .checked_mul(bs)
+        .with_context(|| format!("{} blocks of {bs} bytes overflow", sb.blocks))?;
     ensure!(
         fs_bytes <= len,
         "the filesystem ({fs_bytes} bytes) is larger than its partition ({len} bytes)"
@@ -327,7 +339,8 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
             (d.inode_table, itable_blocks),
         ] {
             ensure!(
-                first >= sb.first_data_block && first + n <= sb.blocks,
+                first >= sb.first_data_block
+                    && first.checked_add(n).is_some_and(|e| e <= sb.blocks),
                 "group {g}'s metadata at block {first} lies outside the filesystem"
             );
             meta.push((first, n));

@@ -119,32 +119,20 @@ impl Write for Client<'_> {
     }
 }
 
-/// An empty repository for the NBD server to export from, made once per process.
+/// An empty repository for the NBD server to export from, made once per process. Its
+/// directory is removed at once: the server finds no snapshots in it either way, and
+/// nothing is left behind.
 fn empty_repository() -> Arc<Repository> {
-    static REPO: OnceLock<(tempfile_dir::Dir, Arc<Repository>)> = OnceLock::new();
+    static REPO: OnceLock<Arc<Repository>> = OnceLock::new();
     REPO.get_or_init(|| {
-        let dir = tempfile_dir::Dir::new();
-        let repo = Repository::init(&dir.0.join("repo"), ChunkerParams::default(), 3)
-            .expect("create a repository for the NBD target");
-        (dir, Arc::new(repo))
+        let dir = std::env::temp_dir().join(format!("lifeboat-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let repo = Repository::init(&dir, ChunkerParams::default(), 3)
+            .expect("create a repository for the NBD targets");
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(repo)
     })
-    .1
     .clone()
-}
-
-/// A directory under the system's temporary directory, removed at exit of the process
-/// only by the OS (fuzzing runs many inputs in one process).
-mod tempfile_dir {
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Dir {
-        pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!("lifeboat-fuzz-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).expect("create a temporary directory");
-            Dir(p)
-        }
-    }
 }
 
 pub fn nbd_handshake(data: &[u8]) {

@@ -303,57 +303,81 @@ fn answer_reads<W: Write>(
 pub fn transmit<R: Read, W: Write + Send>(disk: &SnapshotDisk, mut r: R, w: W) -> Result<()> {
     let writer = Mutex::new(w);
     std::thread::scope(|scope| -> Result<()> {
-        // Made in here, so that an early return drops the sender and the workers end.
         let (tx, rx) = crossbeam_channel::bounded::<(u64, u64, u32)>(QUEUED);
+        let mut workers = Vec::with_capacity(WORKERS);
+        let mut started = Ok(());
         for _ in 0..WORKERS {
             let (rx, writer) = (rx.clone(), &writer);
             // A worker that cannot be started ends this client, not the server.
-            std::thread::Builder::new()
+            match std::thread::Builder::new()
                 .spawn_scoped(scope, move || answer_reads(disk, rx, writer))
-                .context("start an NBD worker")?;
-        }
-        let reply = |handle: u64, err: u32| -> std::io::Result<()> {
-            writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .write_all(&simple_reply(handle, err))
-        };
-        while let Ok(magic) = read_u32(&mut r) {
-            if magic != REQUEST_MAGIC {
-                bail!("bad request magic {magic:#x}");
-            }
-            let Request {
-                kind,
-                handle,
-                offset,
-                length: len,
-                ..
-            } = Request::decode_after_magic(&read_array(&mut r)?);
-            match kind {
-                CMD_READ
-                    if len <= MAX_READ
-                        && offset
-                            .checked_add(len as u64)
-                            .is_some_and(|e| e <= disk.size()) =>
-                {
-                    if tx.send((handle, offset, len)).is_err() {
-                        break;
-                    }
+            {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    started = Err(anyhow::Error::new(e).context("start an NBD worker"));
+                    break;
                 }
-                CMD_READ => reply(handle, EINVAL)?,
-                CMD_DISC => break,
-                CMD_FLUSH => reply(handle, 0)?,
-                CMD_WRITE => {
-                    // A write: read and drop its payload, refuse it.
-                    std::io::copy(&mut (&mut r).take(len as u64), &mut std::io::sink())?;
-                    reply(handle, EPERM)?;
-                }
-                _ => reply(handle, EINVAL)?,
             }
         }
+        let result = started.and_then(|_| read_requests(disk, &mut r, &tx, &writer));
+        // The queue closes, so the workers end; they are joined, not only waited for, so
+        // that they are gone (their thread-locals freed) when this returns.
         drop(tx);
-        Ok(())
+        for w in workers {
+            let _ = w.join();
+        }
+        result
     })
+}
+
+/// Read requests until the client disconnects: reads go to the workers' queue, anything
+/// else is answered here.
+fn read_requests<R: Read, W: Write>(
+    disk: &SnapshotDisk,
+    r: &mut R,
+    queue: &crossbeam_channel::Sender<(u64, u64, u32)>,
+    writer: &Mutex<W>,
+) -> Result<()> {
+    let reply = |handle: u64, err: u32| -> std::io::Result<()> {
+        writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&simple_reply(handle, err))
+    };
+    while let Ok(magic) = read_u32(r) {
+        if magic != REQUEST_MAGIC {
+            bail!("bad request magic {magic:#x}");
+        }
+        let Request {
+            kind,
+            handle,
+            offset,
+            length: len,
+            ..
+        } = Request::decode_after_magic(&read_array(r)?);
+        match kind {
+            CMD_READ
+                if len <= MAX_READ
+                    && offset
+                        .checked_add(len as u64)
+                        .is_some_and(|e| e <= disk.size()) =>
+            {
+                if queue.send((handle, offset, len)).is_err() {
+                    break;
+                }
+            }
+            CMD_READ => reply(handle, EINVAL)?,
+            CMD_DISC => break,
+            CMD_FLUSH => reply(handle, 0)?,
+            CMD_WRITE => {
+                // A write: read and drop its payload, refuse it.
+                std::io::copy(&mut r.take(len as u64), &mut std::io::sink())?;
+                reply(handle, EPERM)?;
+            }
+            _ => reply(handle, EINVAL)?,
+        }
+    }
+    Ok(())
 }
 
 /// Accept NBD clients on `listener` until the process ends, at most `MAX_CONNECTIONS` at

@@ -99,25 +99,23 @@ fn run_bounded(args: &[&str], limit: Duration) -> Bounded {
 
 const QUICK: Duration = Duration::from_secs(20);
 
+/// A quiet capture of `source` into `repo`, named "x", bounded by `QUICK`.
+fn try_capture(repo: &str, source: &str) -> Bounded {
+    run_bounded(
+        &[
+            "capture", "-q", "--repo", repo, "--source", source, "--name", "x",
+        ],
+        QUICK,
+    )
+}
+
 #[test]
 fn a_fifo_or_an_empty_file_is_no_source() {
     let env = Env::new();
     let repo = env.init();
     let fifo = env.path("fifo");
     sh(&format!("mkfifo {}", fifo.display()));
-    let r = run_bounded(
-        &[
-            "capture",
-            "-q",
-            "--repo",
-            &repo,
-            "--source",
-            path_str(&fifo),
-            "--name",
-            "x",
-        ],
-        QUICK,
-    );
+    let r = try_capture(&repo, path_str(&fifo));
     assert!(
         r.refused()
             .contains("neither a block device nor a regular file"),
@@ -126,19 +124,7 @@ fn a_fifo_or_an_empty_file_is_no_source() {
     );
     let empty = env.path("empty.img");
     fs::write(&empty, b"").unwrap();
-    let r = run_bounded(
-        &[
-            "capture",
-            "-q",
-            "--repo",
-            &repo,
-            "--source",
-            path_str(&empty),
-            "--name",
-            "x",
-        ],
-        QUICK,
-    );
+    let r = try_capture(&repo, path_str(&empty));
     assert!(
         r.refused().contains("less than one 512-byte sector"),
         "{}",
@@ -169,19 +155,7 @@ fn unusable_chunker_settings_are_refused_before_use() {
         let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
         v["chunker"][field] = serde_json::from_str(value).unwrap();
         fs::write(&config, v.to_string()).unwrap();
-        let r = run_bounded(
-            &[
-                "capture",
-                "-q",
-                "--repo",
-                &repo,
-                "--source",
-                path_str(&disk),
-                "--name",
-                "x",
-            ],
-            QUICK,
-        );
+        let r = try_capture(&repo, path_str(&disk));
         assert!(
             r.refused().contains("chunker settings are unusable"),
             "{field}={value}: {}",
@@ -313,12 +287,7 @@ fn an_nbd_server_announcing_an_absurd_disk_is_refused_in_bounded_memory() {
     let repo = env.init();
     let port = fake_nbd(1 << 62);
     let url = format!("nbd://127.0.0.1:{port}/big");
-    let r = run_bounded(
-        &[
-            "capture", "-q", "--repo", &repo, "--source", &url, "--name", "x",
-        ],
-        QUICK,
-    );
+    let r = try_capture(&repo, &url);
     assert!(
         r.refused().contains("more than any disk Lifeboat supports"),
         "{}",
@@ -334,12 +303,7 @@ fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
     let repo = env.init();
     let port = fake_nbd_claiming(1 << 30, Some(u32::MAX));
     let url = format!("nbd://127.0.0.1:{port}/x");
-    let r = run_bounded(
-        &[
-            "capture", "-q", "--repo", &repo, "--source", &url, "--name", "x",
-        ],
-        QUICK,
-    );
+    let r = try_capture(&repo, &url);
     assert!(
         r.refused().contains("option reply of 4294967295 bytes"),
         "{}",

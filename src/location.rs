@@ -188,16 +188,6 @@ impl fmt::Display for NbdAddress {
     }
 }
 
-impl DiskLocation {
-    /// The path of a local disk; None for a network export.
-    pub fn local_path(&self) -> Option<&Path> {
-        match self {
-            DiskLocation::Path(p) => Some(p),
-            DiskLocation::Nbd(_) => None,
-        }
-    }
-}
-
 impl FromStr for DiskLocation {
     type Err = LocationError;
     fn from_str(s: &str) -> Result<Self, LocationError> {

@@ -61,11 +61,6 @@ impl OpenDisk {
             sector_size,
         })
     }
-
-    /// Model and serial from sysfs, for block devices.
-    pub fn identity(&self) -> Identity {
-        identity_of(&self.path)
-    }
 }
 
 /// What a disk says of itself.

@@ -478,10 +478,30 @@ impl Repository {
         }
         let manifest: Manifest = serde_json::from_slice(&data)
             .with_context(|| format!("snapshot manifest {location} does not parse"))?;
-        manifest
-            .validate()
+        self.check_manifest(&manifest)
             .with_context(|| format!("snapshot manifest {location} is inconsistent"))?;
         Ok(Snapshot { id: *id, manifest })
+    }
+
+    /// A manifest holds together (`Manifest::validate`) and fits this repository: it
+    /// cannot raise its own chunk limit past the config's (no chunk decompresses past
+    /// that, so such a snapshot would fail only once a restore had begun writing).
+    pub fn check_manifest(&self, m: &Manifest) -> Result<()> {
+        m.validate()?;
+        let max = self.config.chunker.max_size;
+        let over = m
+            .regions
+            .iter()
+            .flat_map(|r| &r.chunks)
+            .find(|c| c.id.is_some() && c.length > max);
+        if let Some(c) = over {
+            bail!(
+                "it names a {}-byte chunk at offset {}, over the repository's maximum of {max} bytes: forged, or from another repository",
+                c.length,
+                c.offset
+            );
+        }
+        Ok(())
     }
 
     /// Ids of all stored manifests.

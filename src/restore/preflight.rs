@@ -36,7 +36,6 @@ struct TargetState {
 pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> {
     refuse_network_target(&args.target)?;
     let snap = repo.resolve(&args.snapshot)?;
-    chunks_within_the_repository_bounds(repo, &snap)?;
     all_chunks_present(repo, &snap)?;
     guard::check_target(&args.target, args.repo.local_dir())?;
     let state = examine_target(&args.target, &snap)?;
@@ -63,28 +62,6 @@ fn refuse_network_target(target: &Path) -> Result<()> {
         bail!(
             "target {}: restores go to a block device or an image file",
             target.display()
-        );
-    }
-    Ok(())
-}
-
-/// No chunk larger than the repository's chunker makes: a manifest cannot raise its own
-/// limit (the repository decompresses no chunk past the config's maximum, so such a
-/// snapshot would fail after writing began).
-fn chunks_within_the_repository_bounds(repo: &Repository, snap: &Snapshot) -> Result<()> {
-    let max = repo.config.chunker.max_size;
-    let over = snap
-        .manifest
-        .regions
-        .iter()
-        .flat_map(|r| &r.chunks)
-        .find(|c| c.id.is_some() && c.length > max);
-    if let Some(c) = over {
-        bail!(
-            "snapshot {} names a {}-byte chunk at offset {}, over the repository's maximum of {max} bytes: the manifest is forged or from another repository",
-            snap.short_id(),
-            c.length,
-            c.offset
         );
     }
     Ok(())

@@ -100,10 +100,6 @@ impl SeedImage {
             .map(|r| r.length.min(size.saturating_sub(r.offset)))
             .sum()
     }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.disk.path
-    }
 }
 
 impl ChunkSource for SeedImage {

@@ -199,7 +199,7 @@ impl Handler {
             Ok(m) => m,
             Err(e) => return Reply::Text(422, format!("the manifest does not parse: {e}\n")),
         };
-        if let Err(e) = m.validate() {
+        if let Err(e) = self.repo.check_manifest(&m) {
             return Reply::Text(422, format!("the manifest is inconsistent: {e:#}\n"));
         }
         // Chunks before the manifest: make the pushed chunks durable, then insist on all.

@@ -316,12 +316,8 @@ fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
 #[test]
 fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
     let env = Env::new();
-    let repo = env.init();
-    let disk = env.disk("gpt", "gpt.img");
-    let snap = env.capture(&disk, "m")["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, snap) = env.with_snapshot("gpt", "m");
+    let repo = env.repo();
     let m = env.manifest(&snap);
     let chunk = first_chunk_of_partition(&m, 1);
     let path = env.chunk_path(&chunk);
@@ -355,12 +351,8 @@ fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
 #[test]
 fn a_manifest_that_raises_its_own_chunk_limit_is_refused_before_writing() {
     let env = Env::new();
-    let repo = env.init();
-    let disk = env.disk("gpt", "gpt.img");
-    let snap = env.capture(&disk, "m")["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, snap) = env.with_snapshot("gpt", "m");
+    let repo = env.repo();
     let mut m = env.manifest(&snap);
     // Merge the first stored chunks of a region into one reference of over 256 KiB (the
     // repository's maximum), and raise the manifest's own limit to match.
@@ -485,9 +477,7 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
 #[test]
 fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
     let env = Env::new();
-    env.init();
-    let disk = env.disk("gpt", "gpt.img");
-    env.capture(&disk, "m");
+    env.with_snapshot("gpt", "m");
     for (answer, expect) in [
         (ChunkAnswer::Endless, "larger than the"),
         (ChunkAnswer::HugeLength, "larger than the"),

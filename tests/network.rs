@@ -107,12 +107,7 @@ fn restore_from(url: &str, snapshot: &str, target: &std::path::Path) -> std::pro
 
 fn setup() -> (Env, std::path::PathBuf, String) {
     let env = Env::new();
-    let src = env.disk("gpt", "src.img");
-    env.init();
-    let id = env.capture(&src, "web")["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (src, id) = env.with_snapshot("gpt", "web");
     (env, src, id)
 }
 

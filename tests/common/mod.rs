@@ -48,6 +48,18 @@ impl Env {
         repo
     }
 
+    /// A repository holding one snapshot of a new sample disk of `kind`: the disk and the
+    /// snapshot's id.
+    pub fn with_snapshot(&self, kind: &str, name: &str) -> (PathBuf, String) {
+        let disk = self.disk(kind, &format!("{name}.img"));
+        self.init();
+        let id = self.capture(&disk, name)["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (disk, id)
+    }
+
     /// Capture and return the JSON summary.
     pub fn capture(&self, source: &Path, name: &str) -> Value {
         let out = ok(&[

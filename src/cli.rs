@@ -22,8 +22,22 @@ pub struct Cli {
     /// More diagnostics on stderr (-v info, -vv debug).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Seconds a network read or write may stall (HTTP repositories, NBD); every other
+    /// network deadline follows from it: connecting (at most 10 s), a whole request (4x,
+    /// plus its body at 64 KiB/s), no new retry after 3x.
+    #[arg(long, global = true, env = "LIFEBOAT_IO_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub io_timeout: f64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds from 0.1 to 86400"
+        )),
+    }
 }
 
 impl Cli {

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         .parse_env("LIFEBOAT_LOG")
         .format_timestamp(None)
         .init();
+    lifeboat::io::timeouts::set_io_timeout(std::time::Duration::from_secs_f64(cli.io_timeout));
     match cli.command.run(&cli.ui()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

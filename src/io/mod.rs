@@ -2,11 +2,16 @@
 //! check run through.
 
 pub mod coalesce;
+pub mod hashing;
+pub mod limited;
 pub mod parallel;
 pub mod progress;
 pub mod range;
 pub mod slice;
+pub mod timeouts;
 
 pub use coalesce::CoalescingWriter;
+pub use hashing::HashingReader;
+pub use limited::LimitedReader;
 pub use progress::Progress;
 pub use range::RangeReader;

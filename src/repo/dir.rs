@@ -72,10 +72,10 @@ impl DirStore {
     }
 }
 
-/// Read a regular file whole: a symlink, FIFO or device where a repository file should be
-/// is refused before it is read (it could point anywhere, block, or never end), and no
-/// more is read than the file's size when opened.
-fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+/// Open a regular file of at most `limit` bytes: a symlink, FIFO or device where a
+/// repository file should be is refused before it is read (it could point anywhere,
+/// block, or never end); no more is read than the file's size when opened.
+fn open_regular(path: &Path, limit: u64) -> std::io::Result<(std::io::Take<File>, u64)> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
@@ -90,9 +90,27 @@ fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
             meta.len()
         )));
     }
-    let mut data = Vec::with_capacity(meta.len() as usize);
-    f.take(meta.len()).read_to_end(&mut data)?;
+    Ok((f.take(meta.len()), meta.len()))
+}
+
+/// Read a regular file whole (see `open_regular`).
+fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let (mut f, len) = open_regular(path, limit)?;
+    let mut data = Vec::with_capacity(len as usize);
+    f.read_to_end(&mut data)?;
     Ok(data)
+}
+
+fn store_error(path: &Path, e: std::io::Error) -> StoreError {
+    let location = path.display().to_string();
+    if e.kind() == ErrorKind::NotFound {
+        StoreError::NotFound { location }
+    } else {
+        StoreError::Other {
+            location,
+            cause: anyhow::Error::new(e).context("read"),
+        }
+    }
 }
 
 impl Store for DirStore {
@@ -102,17 +120,13 @@ impl Store for DirStore {
 
     fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
         let path = self.path(key);
-        read_regular(&path, limit).map_err(|e| {
-            let location = path.display().to_string();
-            if e.kind() == ErrorKind::NotFound {
-                StoreError::NotFound { location }
-            } else {
-                StoreError::Other {
-                    location,
-                    cause: anyhow::Error::new(e).context("read"),
-                }
-            }
-        })
+        read_regular(&path, limit).map_err(|e| store_error(&path, e))
+    }
+
+    fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let path = self.path(key);
+        let (f, _) = open_regular(&path, limit).map_err(|e| store_error(&path, e))?;
+        Ok(Box::new(f))
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {

@@ -14,17 +14,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::store::{Store, StoreError};
+use crate::io::{timeouts, LimitedReader};
 use crate::location::HttpUrl;
 
 const ATTEMPTS: u32 = 7;
-/// No new attempt starts after this long: a server that stalls costs a bounded time.
-const RETRY_BUDGET: Duration = Duration::from_secs(90);
-/// One request, from connecting to the body's last byte, may take this long: a server
-/// that trickles its answer cannot hold a restore by sending a byte now and then.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// Requests kept in flight: each mostly waits on the network.
 const REQUESTS_IN_FLIGHT: usize = 16;
-/// Largest body read: a manifest of a very large disk.
+/// Largest body read whole into memory (a directory listing, a chunk); manifests are
+/// streamed (`open`) with their own limit.
 const MAX_BODY: u64 = 1 << 30;
 
 pub struct HttpStore {
@@ -64,11 +61,14 @@ enum Attempt<T> {
 impl HttpStore {
     pub fn new(url: &HttpUrl, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
         let base = url.clone();
+        // Every read and write stalls at most the I/O timeout; each request has its own
+        // overall deadline (`timeouts::request_deadline`) and bodies a minimum rate, so a
+        // server that trickles its answer cannot hold a restore by sending a byte now and
+        // then.
         let mut b = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout_read(Duration::from_secs(30))
-            .timeout_write(Duration::from_secs(30))
-            .timeout(REQUEST_DEADLINE)
+            .timeout_connect(timeouts::connect())
+            .timeout_read(timeouts::io())
+            .timeout_write(timeouts::io())
             .max_idle_connections_per_host(64)
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = cacert {
@@ -90,7 +90,7 @@ impl HttpStore {
         let mut last = String::new();
         let start = std::time::Instant::now();
         for attempt in 0..ATTEMPTS {
-            if attempt > 0 && start.elapsed() > RETRY_BUDGET {
+            if attempt > 0 && start.elapsed() > timeouts::retry_budget() {
                 return Err(StoreError::Other {
                     location: self.url(key),
                     cause: anyhow!(
@@ -114,6 +114,28 @@ impl HttpStore {
             location: self.url(key),
             cause: anyhow!("gave up after {ATTEMPTS} attempts: {last}"),
         })
+    }
+
+    /// Send a GET and take its head: the body (at most `limit` bytes, at the minimum
+    /// rate) and its announced length. A body announced over `limit` is refused unread.
+    #[allow(clippy::type_complexity)]
+    fn start_get<T>(
+        &self,
+        key: &str,
+        limit: u64,
+    ) -> Result<(Box<dyn Read + Send + 'static>, Option<u64>), Attempt<T>> {
+        let r = self
+            .agent
+            .get(&self.url(key))
+            .timeout(timeouts::request_deadline(limit))
+            .call()
+            .map_err(|e| self.classify(key, e))?;
+        let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+        if expected.is_some_and(|n| n > limit) {
+            return Err(Attempt::Fail(super::store::too_large(self.url(key), limit)));
+        }
+        let body = LimitedReader::new(r.into_reader(), limit, timeouts::io(), timeouts::MIN_RATE);
+        Ok((Box::new(body), expected))
     }
 
     fn classify<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
@@ -159,20 +181,16 @@ impl Store for HttpStore {
 
     fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
         let limit = limit.min(MAX_BODY);
-        self.with_retries(key, || match self.agent.get(&self.url(key)).call() {
-            Ok(r) => {
-                let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
-                if expected.is_some_and(|n| n > limit) {
-                    return Attempt::Fail(super::store::too_large(self.url(key), limit));
-                }
+        self.with_retries(key, || match self.start_get(key, limit) {
+            Ok((mut body, expected)) => {
                 // Sized from the header: growing by doubling would leave every chunk buffer
                 // up to twice its size.
                 let mut buf = Vec::with_capacity(expected.unwrap_or(0) as usize);
-                match r.into_reader().take(limit + 1).read_to_end(&mut buf) {
-                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
-                    Ok(n) if n as u64 > limit => {
+                match body.read_to_end(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                         Attempt::Fail(super::store::too_large(self.url(key), limit))
                     }
+                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
                     Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(
                         "transfer cut after {n} of {} bytes",
                         expected.unwrap_or(0)
@@ -180,12 +198,24 @@ impl Store for HttpStore {
                     Ok(_) => Attempt::Done(buf),
                 }
             }
-            Err(e) => self.classify(key, e),
+            Err(a) => a,
         })
     }
 
+    fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let (body, _) = self.with_retries(key, || match self.start_get(key, limit) {
+            Ok(started) => Attempt::Done(started),
+            Err(a) => a,
+        })?;
+        Ok(body)
+    }
+
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        let r = self.with_retries(key, || match self.agent.head(&self.url(key)).call() {
+        let head = self
+            .agent
+            .head(&self.url(key))
+            .timeout(timeouts::request_deadline(0));
+        let r = self.with_retries(key, || match head.clone().call() {
             Ok(r) => Attempt::Done(Some(
                 r.header("Content-Length")
                     .and_then(|v| v.parse().ok())
@@ -209,6 +239,7 @@ impl Store for HttpStore {
             match self
                 .agent
                 .put(&self.url(key))
+                .timeout(timeouts::request_deadline(data.len() as u64))
                 .set("Authorization", &auth)
                 .send_bytes(data)
             {

@@ -13,6 +13,10 @@ pub const MANIFEST_FORMAT: &str = "lifeboat-snapshot";
 pub const MANIFEST_VERSION: u32 = 1;
 /// No disk is larger than this (1 PiB): a size beyond it is an error, not a plan.
 pub const MAX_DISK_SIZE: u64 = 1 << 50;
+/// The most a manifest file may hold. It is parsed as it streams in, into about half its
+/// size in memory: 1 GiB of JSON is some 11 million chunks, a fully used disk of about
+/// 700 GB at the default chunk size.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
 /// The most a table region (primary or backup) may hold: 128-byte entries by the
 /// thousand fit in a few hundred KiB; 64 MiB leaves room for any real layout.
 pub const MAX_TABLE_REGION: u64 = 64 << 20;
@@ -168,7 +172,54 @@ pub struct Region {
     /// Present when only the blocks a filesystem uses were read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FsUsage>,
+    #[serde(deserialize_with = "chunks_in_blocks")]
     pub chunks: Vec<ChunkRef>,
+}
+
+/// Hand memory freed so far back to the system at once (mimalloc, the binary's
+/// allocator, keeps it for a while otherwise; without mimalloc this does nothing).
+fn release_freed_memory() {
+    // SAFETY: a plain call into the allocator's own collection; no pointers are passed.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+/// A region's chunk list, gathered in blocks and moved into one exact vector at the end:
+/// growing one vector by doubling would, at its last step, hold the old and the new
+/// buffer at once (three times the list's size for a disk's millions of chunks).
+fn chunks_in_blocks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ChunkRef>, D::Error> {
+    struct Blocks;
+    impl<'de> serde::de::Visitor<'de> for Blocks {
+        type Value = Vec<ChunkRef>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of chunks")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            const BLOCK: usize = 1 << 16;
+            let mut blocks: Vec<Vec<ChunkRef>> = Vec::new();
+            let mut block = Vec::with_capacity(BLOCK);
+            while let Some(c) = seq.next_element()? {
+                block.push(c);
+                if block.len() == BLOCK {
+                    blocks.push(std::mem::replace(&mut block, Vec::with_capacity(BLOCK)));
+                }
+            }
+            if blocks.is_empty() {
+                block.shrink_to_fit();
+                return Ok(block);
+            }
+            let mut all = Vec::with_capacity(blocks.len() * BLOCK + block.len());
+            for b in blocks {
+                all.extend(b);
+                release_freed_memory();
+            }
+            all.extend(block);
+            Ok(all)
+        }
+    }
+    d.deserialize_seq(Blocks)
 }
 
 /// What a filesystem-aware capture found: the filesystem and the byte ranges it read: the

@@ -217,6 +217,13 @@ pub struct Repository {
     pub config: Config,
 }
 
+/// Why a manifest could not be read: the transfer (worth another try on a network), or
+/// the manifest itself.
+enum ManifestRead {
+    Transfer(anyhow::Error),
+    Bad(anyhow::Error),
+}
+
 /// A manifest with the id it is stored under.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -461,26 +468,67 @@ impl Repository {
     }
 
     /// Load one manifest by full id, verifying that its content still hashes to its name.
+    /// It is parsed as it streams in (never held whole), and used only once all of it has
+    /// been read and found to hash to its name. A transfer cut on the way is tried again
+    /// (twice) on a network store.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let key = snapshot_key(id);
         let location = self.store.location(&key);
-        let data = self
-            .store
-            .get(&key)
-            .map_err(anyhow::Error::new)
-            .context("read snapshot manifest")?;
-        let actual = SnapshotId::of(&data);
-        if actual != *id {
-            bail!(
-                "snapshot manifest {location} is damaged: its content hashes to {}, not to its name (truncated or altered)",
-                actual.short()
-            );
-        }
-        let manifest: Manifest = serde_json::from_slice(&data)
-            .with_context(|| format!("snapshot manifest {location} does not parse"))?;
+        let attempts = if self.store.is_remote() { 3 } else { 1 };
+        let mut attempt = 1;
+        let manifest = loop {
+            match self.read_manifest(id, &key, &location) {
+                Err(ManifestRead::Transfer(e)) if attempt < attempts => {
+                    log::info!("{location}: {e:#}; reading it again");
+                    attempt += 1;
+                }
+                Err(ManifestRead::Transfer(e) | ManifestRead::Bad(e)) => return Err(e),
+                Ok(m) => break m,
+            }
+        };
         self.check_manifest(&manifest)
             .with_context(|| format!("snapshot manifest {location} is inconsistent"))?;
         Ok(Snapshot { id: *id, manifest })
+    }
+
+    /// Stream, parse and hash one manifest (see `load_snapshot`).
+    fn read_manifest(
+        &self,
+        id: &SnapshotId,
+        key: &str,
+        location: &str,
+    ) -> Result<Manifest, ManifestRead> {
+        let transfer = |e: anyhow::Error| {
+            ManifestRead::Transfer(e.context(format!("read snapshot manifest {location}")))
+        };
+        let reader = match self.store.open(key, manifest::MAX_MANIFEST_BYTES) {
+            Ok(r) => r,
+            Err(e @ StoreError::NotFound { .. }) => {
+                return Err(ManifestRead::Bad(
+                    anyhow::Error::new(e).context("read snapshot manifest"),
+                ))
+            }
+            Err(e) => return Err(transfer(anyhow::Error::new(e))),
+        };
+        let mut hashing = crate::io::HashingReader::new(reader);
+        let parsed: serde_json::Result<Manifest> =
+            serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, &mut hashing));
+        if let Err(e) = &parsed {
+            if let Some(io) = e.io_error_kind() {
+                return Err(transfer(anyhow::anyhow!("{e} ({io})")));
+            }
+        }
+        let (hash, _) = hashing.finish().map_err(|e| transfer(e.into()))?;
+        let actual = SnapshotId(*hash.as_bytes());
+        if actual != *id {
+            return Err(ManifestRead::Bad(anyhow::anyhow!(
+                "snapshot manifest {location} is damaged: its content hashes to {}, not to its name (truncated or altered)",
+                actual.short()
+            )));
+        }
+        parsed
+            .with_context(|| format!("snapshot manifest {location} does not parse"))
+            .map_err(ManifestRead::Bad)
     }
 
     /// A manifest holds together (`Manifest::validate`) and fits this repository: it

@@ -38,6 +38,17 @@ pub trait Store: Send + Sync {
         }
         Ok(data)
     }
+    /// Open a file of at most `limit` bytes to stream it (a manifest, parsed as it
+    /// arrives instead of held whole); reading past `limit` fails with `InvalidData`.
+    fn open(
+        &self,
+        key: &str,
+        limit: u64,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>, StoreError> {
+        Ok(Box::new(std::io::Cursor::new(
+            self.get_at_most(key, limit)?,
+        )))
+    }
     /// The file's size, or None when it does not exist.
     fn size(&self, key: &str) -> Result<Option<u64>>;
     /// Does the file exist?

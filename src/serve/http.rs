@@ -21,7 +21,51 @@ use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Reposito
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) head: Head,
-    body: Vec<u8>,
+    body: Body,
+}
+
+/// A request's body: in memory (a chunk, at most the repository's chunk limit), or
+/// spooled to a temporary file in the repository (a manifest, which may be large).
+#[derive(Debug)]
+pub(crate) enum Body {
+    Bytes(Vec<u8>),
+    File(Spooled),
+}
+
+/// A request body written to a temporary file under the repository's `tmp/`, synced,
+/// with its BLAKE3 hash; removed when dropped unless it was renamed into place.
+#[derive(Debug)]
+pub(crate) struct Spooled {
+    path: PathBuf,
+    hash: blake3::Hash,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Write `len` bytes of `r` to a new temporary file in `dir`, hashing them on the way.
+fn spool(r: &mut impl Read, len: u64, dir: &Path) -> Result<Spooled> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(crate::repo::atomic::temp_name("put"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let mut spooled = Spooled {
+        path,
+        hash: blake3::Hash::from_bytes([0; 32]),
+    };
+    let mut body = crate::io::HashingReader::new(r.take(len));
+    let n = std::io::copy(&mut body, &mut file)
+        .and_then(|n| file.sync_all().map(|_| n))
+        .with_context(|| format!("write {}", spooled.path.display()))?;
+    anyhow::ensure!(n == len, "the body ended early");
+    spooled.hash = body.finish()?.0;
+    Ok(spooled)
 }
 
 impl std::ops::Deref for Request {
@@ -166,10 +210,16 @@ impl Handler {
                 if !self.authorized(req) {
                     return Reply::Text(401, "writing needs the server's bearer token\n".into());
                 }
-                match t {
-                    Target::Chunk(id) => self.put_chunk(&id, &req.body),
-                    Target::Snapshot(id) => self.put_manifest(&id, &req.body),
-                    _ => unreachable!(),
+                match (t, &req.body) {
+                    (Target::Chunk(id), Body::Bytes(b)) => self.put_chunk(&id, b),
+                    (Target::Snapshot(id), Body::File(f)) => self.put_manifest(&id, f),
+                    (Target::Snapshot(id), Body::Bytes(b)) => {
+                        match spool(&mut &b[..], b.len() as u64, &self.root.join("tmp")) {
+                            Ok(f) => self.put_manifest(&id, &f),
+                            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+                        }
+                    }
+                    _ => Reply::Text(500, "a chunk's body was not read into memory\n".into()),
                 }
             }
             ("PUT", _) => Reply::Text(405, "only chunks and snapshots are written\n".into()),
@@ -187,24 +237,30 @@ impl Handler {
         }
     }
 
-    fn put_manifest(&self, id: &SnapshotId, body: &[u8]) -> Reply {
-        let actual = SnapshotId::of(body);
+    /// Store a manifest spooled to a temporary file: it must hash to its name, parse (as
+    /// it streams from the file), hold together and name only chunks already stored;
+    /// then it is renamed into place, after the chunks it names are durable.
+    fn put_manifest(&self, id: &SnapshotId, body: &Spooled) -> Reply {
+        let actual = SnapshotId(*body.hash.as_bytes());
         if actual != *id {
             return Reply::Text(
                 422,
                 format!("the manifest hashes to {actual}, not to its name\n"),
             );
         }
-        let m: Manifest = match serde_json::from_slice(body) {
-            Ok(m) => m,
-            Err(e) => return Reply::Text(422, format!("the manifest does not parse: {e}\n")),
+        let parsed = std::fs::File::open(&body.path).map(|f| {
+            serde_json::from_reader::<_, Manifest>(BufReader::with_capacity(256 << 10, f))
+        });
+        let m = match parsed {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return Reply::Text(422, format!("the manifest does not parse: {e}\n")),
+            Err(e) => return Reply::Text(500, format!("read {}: {e}\n", body.path.display())),
         };
         if let Err(e) = self.repo.check_manifest(&m) {
             return Reply::Text(422, format!("the manifest is inconsistent: {e:#}\n"));
         }
         // Chunks before the manifest: make the pushed chunks durable, then insist on all.
-        let store = self.repo.store();
-        if let Err(e) = store.flush() {
+        if let Err(e) = self.repo.store().flush() {
             return Reply::Text(500, format!("{e:#}\n"));
         }
         for c in m.chunk_ids() {
@@ -216,13 +272,20 @@ impl Handler {
                 Err(e) => return Reply::Text(500, format!("{e:#}\n")),
             }
         }
-        match store
-            .put(&snapshot_key(id), body)
-            .and_then(|_| store.flush())
-        {
+        match self.place(&body.path, &snapshot_key(id)) {
             Ok(()) => Reply::Text(201, "stored\n".into()),
             Err(e) => Reply::Text(500, format!("{e:#}\n")),
         }
+    }
+
+    /// Rename a synced temporary file to `key` and make the rename durable.
+    fn place(&self, tmp: &Path, key: &str) -> Result<()> {
+        let path = self.root.join(key);
+        let dir = path.parent().context("a key has a directory")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        std::fs::rename(tmp, &path)
+            .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+        crate::repo::atomic::sync_dir(dir)
     }
 
     /// Answer one request whole: (status, content type, body). For tests.
@@ -261,7 +324,7 @@ const MIN_BODY_RATE: u64 = 64 << 10;
 /// A reply must be taken at least this fast.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a manifest PUT may carry (a chunk's limit is the repository's own).
-const MAX_MANIFEST_PUT: u64 = 1 << 30;
+const MAX_MANIFEST_PUT: u64 = crate::repo::manifest::MAX_MANIFEST_BYTES;
 
 /// A request's line and headers.
 #[derive(Debug)]
@@ -371,7 +434,7 @@ pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Opti
     };
     let len = head.content_length()?;
     anyhow::ensure!(len <= body_limit, "body of {len} bytes is over the limit");
-    let body = read_body(r, len)?;
+    let body = Body::Bytes(read_body(r, len)?);
     Ok(Some(Request { head, body }))
 }
 
@@ -526,7 +589,12 @@ fn serve_connection<S: Read + Write>(
         let reply = match handler.admit_body(&head) {
             Ok(len) => {
                 deadline.set(HEAD_DEADLINE + Duration::from_secs(len / MIN_BODY_RATE));
-                let body = read_body(&mut r, len)?;
+                let body = match parse_path(&head.path) {
+                    Some(Target::Snapshot(_)) => {
+                        Body::File(spool(&mut r, len, &handler.root.join("tmp"))?)
+                    }
+                    _ => Body::Bytes(read_body(&mut r, len)?),
+                };
                 handler.route(&Request { head, body })
             }
             // Refused before its body was read: the body is left unread, so the
@@ -798,7 +866,7 @@ mod tests {
             ("PUT", "/chunks/ab/x")
         );
         assert_eq!(r.header("Authorization"), Some("Bearer t"));
-        assert_eq!(r.body, b"hello");
+        assert!(matches!(&r.body, Body::Bytes(b) if b == b"hello"));
         assert!(
             request("", 100).unwrap().is_none(),
             "closed between requests"
@@ -895,7 +963,7 @@ mod tests {
                 http10: false,
                 headers,
             },
-            body,
+            body: Body::Bytes(body),
         }
     }
 
@@ -953,7 +1021,7 @@ mod tests {
                 http10: false,
                 headers: vec![],
             },
-            body: vec![],
+            body: Body::Bytes(vec![]),
         };
         let (code, _, body) = h.answer(&get);
         assert_eq!(code, 200);

@@ -1,0 +1,38 @@
+//! How long Lifeboat waits on a peer (an HTTP repository, an NBD server): one setting,
+//! `--io-timeout` (default 30 s), from which every network deadline follows, so that a
+//! slow link can be given more time and a test can trip each deadline in seconds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const DEFAULT_MS: u64 = 30_000;
+static IO_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_MS);
+
+/// The slowest a body may arrive once its grace is over: 64 KiB/s.
+pub const MIN_RATE: u64 = 64 << 10;
+
+/// Set the I/O timeout for the whole process (from the command line).
+pub fn set_io_timeout(d: Duration) {
+    IO_TIMEOUT_MS.store((d.as_millis() as u64).max(100), Ordering::Relaxed);
+}
+
+/// The longest a single read or write may stall.
+pub fn io() -> Duration {
+    Duration::from_millis(IO_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// The longest a connection may take to open.
+pub fn connect() -> Duration {
+    io().min(Duration::from_secs(10))
+}
+
+/// No new attempt at a request starts after this long (3 x the I/O timeout).
+pub fn retry_budget() -> Duration {
+    io() * 3
+}
+
+/// A whole request, from connecting to its body's last byte, for a body of at most
+/// `limit` bytes: 4 x the I/O timeout, plus the body at the minimum rate.
+pub fn request_deadline(limit: u64) -> Duration {
+    io() * 4 + Duration::from_secs(limit / MIN_RATE)
+}

@@ -23,8 +23,8 @@ pub struct Cli {
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Seconds a network read or write may stall (HTTP repositories, NBD); every other
-    /// network deadline follows from it: connecting (at most 10 s), a whole request (4x,
-    /// plus its body at 64 KiB/s), no new retry after 3x.
+    /// network deadline follows from it: connecting (at most 10 s), a whole request (2x,
+    /// plus its body at 64 KiB/s), an NBD reply (2x), no new retry after 3x.
     #[arg(long, global = true, env = "LIFEBOAT_IO_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub io_timeout: f64,
     #[command(subcommand)]

@@ -298,6 +298,41 @@ fn an_nbd_server_announcing_an_absurd_disk_is_refused_in_bounded_memory() {
 }
 
 #[test]
+fn an_nbd_server_that_stalls_after_the_handshake_is_given_up_on() {
+    let env = Env::new();
+    let repo = env.init();
+    let port = fake_nbd(1 << 30);
+    let url = format!("nbd://127.0.0.1:{port}/x");
+    let r = run_bounded(
+        &[
+            "capture",
+            "-q",
+            "--io-timeout",
+            "2",
+            "--repo",
+            &repo,
+            "--source",
+            &url,
+            "--name",
+            "x",
+        ],
+        QUICK,
+    );
+    let e = r.refused();
+    println!("{:.1} s: {e}", r.elapsed.as_secs_f64());
+    assert!(e.contains("127.0.0.1"), "names the server: {e}");
+    assert!(e.contains("stalled"), "{e}");
+    // A stall is twice the I/O timeout.
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    let snapshots = ok(&["snapshots", "--json", "--repo", &repo]);
+    assert_eq!(
+        String::from_utf8_lossy(&snapshots.stdout).trim(),
+        "[]",
+        "nothing stored"
+    );
+}
+
+#[test]
 fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
     let env = Env::new();
     let repo = env.init();
@@ -407,6 +442,10 @@ enum ChunkAnswer {
     HugeLength,
     /// 500 every time.
     Error,
+    /// A length, then one byte every half second (for at most a minute).
+    Trickle,
+    /// Nothing at all after the request (for at most a minute).
+    Silent,
 }
 
 /// A web server that serves a real repository's config, listings and manifests (and HEADs
@@ -448,6 +487,17 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
                             let zeros = vec![0u8; 1 << 20];
                             while s.write_all(&zeros).is_ok() {}
                         }
+                        ChunkAnswer::Trickle => {
+                            let _ =
+                                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                            for _ in 0..120 {
+                                if s.write_all(b"x").is_err() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(500));
+                            }
+                        }
+                        ChunkAnswer::Silent => std::thread::sleep(Duration::from_secs(60)),
                         ChunkAnswer::Endless => {
                             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
                             let zeros = vec![0u8; 1 << 20];
@@ -478,10 +528,14 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
 fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
     let env = Env::new();
     env.with_snapshot("gpt", "m");
+    // With a 2 s I/O timeout: no read may stall 2 s, a body must keep 64 KiB/s after
+    // 2 s, and no new attempt starts after 6 s (the defaults are 30 s and 90 s).
     for (answer, expect) in [
         (ChunkAnswer::Endless, "larger than the"),
         (ChunkAnswer::HugeLength, "larger than the"),
         (ChunkAnswer::Error, "HTTP 500"),
+        (ChunkAnswer::Trickle, "too slow"),
+        (ChunkAnswer::Silent, "timed out"),
     ] {
         let port = hostile_server(env.path("repo"), answer);
         let url = format!("http://127.0.0.1:{port}/");
@@ -491,6 +545,8 @@ fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
             &[
                 "restore",
                 "-q",
+                "--io-timeout",
+                "2",
                 "--repo",
                 &url,
                 "--snapshot",
@@ -498,10 +554,19 @@ fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
                 "--target",
                 path_str(&target),
             ],
-            Duration::from_secs(120),
+            Duration::from_secs(60),
         );
         let e = r.refused().to_string();
-        println!("{} s, {} KiB: {e}", r.elapsed.as_secs(), r.max_rss_kib);
+        println!(
+            "{:.1} s, {} KiB: {e}",
+            r.elapsed.as_secs_f64(),
+            r.max_rss_kib
+        );
+        assert!(
+            r.elapsed < Duration::from_secs(20),
+            "bounded by the I/O timeout: {:?}",
+            r.elapsed
+        );
         assert!(e.contains(expect), "{e}");
         assert_eq!(e.matches(expect).count(), 1, "the cause once: {e}");
         assert!(e.contains("/chunks/"), "names the chunk's URL: {e}");

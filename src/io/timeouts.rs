@@ -32,7 +32,8 @@ pub fn retry_budget() -> Duration {
 }
 
 /// A whole request, from connecting to its body's last byte, for a body of at most
-/// `limit` bytes: 4 x the I/O timeout, plus the body at the minimum rate.
+/// `limit` bytes: 2 x the I/O timeout, plus the body at the minimum rate. (It bounds the
+/// wait for the first byte too: a server that accepts and stays silent costs this long.)
 pub fn request_deadline(limit: u64) -> Duration {
-    io() * 4 + Duration::from_secs(limit / MIN_RATE)
+    io() * 2 + Duration::from_secs(limit / MIN_RATE)
 }

@@ -13,15 +13,18 @@ use super::{
     HANDSHAKE_NO_ZEROES, IHAVEOPT, INFO_EXPORT, NBDMAGIC, OPT_GO, REPLY_MAGIC, REP_ACK, REP_INFO,
     SIMPLE_REPLY_MAGIC,
 };
+use crate::io::{timeouts, LimitedReader};
 use crate::location::NbdAddress;
 
 const MAX_REQUEST: usize = 32 << 20;
 /// The most an option reply may carry: names and small records, never a disk's worth.
 const MAX_OPTION_REPLY: usize = 64 << 10;
-/// A server that says nothing for this long (connecting, or in the middle of a reply) has
-/// stalled: the read fails instead of waiting forever.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A server that says nothing for twice the I/O timeout (60 s by default: a real server
+/// may be fetching from far away), in the middle of a reply or before it, has stalled: the
+/// read fails instead of waiting forever. A reply must also keep the minimum rate.
+fn stall_timeout() -> Duration {
+    timeouts::io() * 2
+}
 
 /// A connection to `addr` within the connect timeout, with read and write timeouts set.
 fn connect(addr: &str) -> Result<TcpStream> {
@@ -30,11 +33,11 @@ fn connect(addr: &str) -> Result<TcpStream> {
         .to_socket_addrs()
         .with_context(|| format!("resolve NBD server {addr}"))?
     {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&a, timeouts::connect()) {
             Ok(s) => {
                 s.set_nodelay(true).ok();
-                s.set_read_timeout(Some(IO_TIMEOUT))
-                    .and_then(|_| s.set_write_timeout(Some(IO_TIMEOUT)))
+                s.set_read_timeout(Some(stall_timeout()))
+                    .and_then(|_| s.set_write_timeout(Some(stall_timeout())))
                     .context("set NBD socket timeouts")?;
                 return Ok(s);
             }
@@ -118,8 +121,21 @@ impl NbdClient {
         })
     }
 
-    /// Read `buf.len()` bytes at `offset`.
+    /// Read `buf.len()` bytes at `offset`. A server that stalls is named as such.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.read_at_once(buf, offset).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the NBD server stalled: no reply within {} s ({e})",
+                    stall_timeout().as_secs_f64()
+                ),
+            ),
+            _ => e,
+        })
+    }
+
+    fn read_at_once(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let (s, handle) = &mut *guard;
         let mut done = 0;
@@ -134,7 +150,10 @@ impl NbdClient {
                 length: n as u32,
             };
             s.write_all(&req.encode())?;
-            let r: [u8; 16] = read_array(s)?;
+            // The reply's header and data, at the minimum rate after the stall timeout.
+            let mut s =
+                LimitedReader::new(&mut *s, 16 + n as u64, stall_timeout(), timeouts::MIN_RATE);
+            let r: [u8; 16] = read_array(&mut s)?;
             if be32(&r[..4]) != SIMPLE_REPLY_MAGIC || be64(&r[8..16]) != *handle {
                 return Err(std::io::Error::other("unexpected NBD reply"));
             }
@@ -142,7 +161,7 @@ impl NbdClient {
             if err != 0 {
                 return Err(std::io::Error::from_raw_os_error(err as i32));
             }
-            std::io::Read::read_exact(s, &mut buf[done..done + n])?;
+            std::io::Read::read_exact(&mut s, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())

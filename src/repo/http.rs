@@ -61,10 +61,9 @@ enum Attempt<T> {
 impl HttpStore {
     pub fn new(url: &HttpUrl, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
         let base = url.clone();
-        // Every read and write stalls at most the I/O timeout; each request has its own
-        // overall deadline (`timeouts::request_deadline`) and bodies a minimum rate, so a
-        // server that trickles its answer cannot hold a restore by sending a byte now and
-        // then.
+        // Each request has its own overall deadline (`timeouts::request_deadline`, which
+        // in ureq 2 also bounds each read) and bodies a minimum rate, so a server that
+        // trickles its answer cannot hold a restore by sending a byte now and then.
         let mut b = ureq::AgentBuilder::new()
             .timeout_connect(timeouts::connect())
             .timeout_read(timeouts::io())
@@ -94,7 +93,8 @@ impl HttpStore {
                 return Err(StoreError::Other {
                     location: self.url(key),
                     cause: anyhow!(
-                        "gave up after {attempt} attempts in {} s: {last}",
+                        "gave up after {attempt} attempt{} in {} s: {last}",
+                        if attempt == 1 { "" } else { "s" },
                         start.elapsed().as_secs()
                     ),
                 });
@@ -169,7 +169,7 @@ impl HttpStore {
                     cause: anyhow!("{t}"),
                 })
             }
-            ureq::Error::Transport(t) => Attempt::Retry(t.to_string()),
+            ureq::Error::Transport(t) => Attempt::Retry(transport_error(&t)),
         }
     }
 }
@@ -289,6 +289,24 @@ impl Store for HttpStore {
     fn concurrency(&self) -> usize {
         REQUESTS_IN_FLIGHT.max(crate::io::parallel::cores())
     }
+}
+
+/// A transport error without the URL (the caller names it) or repeats: "network error:
+/// error encountered in the status line: timed out reading response".
+fn transport_error(t: &ureq::Transport) -> String {
+    let mut whole = t.kind().to_string();
+    for part in [
+        t.message().map(str::to_string),
+        std::error::Error::source(t).map(|c| c.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        whole = format!("{whole}: {part}");
+    }
+    let mut parts: Vec<&str> = whole.split(": ").collect();
+    parts.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    parts.join(": ").to_lowercase()
 }
 
 /// The targets of `href="..."` links in an HTML page, percent-decoded.

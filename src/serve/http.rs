@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 
+use super::pool::{self, Active, HEAD_DEADLINE};
 use super::ServeArgs;
 use crate::location::RepoLocation;
 use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Repository, SnapshotId};
@@ -315,14 +316,9 @@ fn reason(code: u16) -> &'static str {
 }
 
 /// The most a request line and its headers may take together.
-const MAX_HEAD: u64 = 64 << 10;
-/// A client has this long to send a request's line and headers once it starts one, and
-/// to start one after the last (idle keep-alive connections are closed after it).
-const HEAD_DEADLINE: Duration = Duration::from_secs(15);
+const MAX_HEAD: u64 = pool::MAX_HEAD as u64;
 /// A request body must arrive at least this fast (after the head's deadline).
 const MIN_BODY_RATE: u64 = 64 << 10;
-/// A reply must be taken at least this fast.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most a manifest PUT may carry (a chunk's limit is the repository's own).
 const MAX_MANIFEST_PUT: u64 = crate::repo::manifest::MAX_MANIFEST_BYTES;
 
@@ -438,57 +434,6 @@ pub(crate) fn read_request(r: &mut impl BufRead, body_limit: u64) -> Result<Opti
     Ok(Some(Request { head, body }))
 }
 
-/// The socket under a connection (plain or TLS), whose reads fail once the current
-/// deadline has passed: a client that trickles a byte now and then cannot hold a worker
-/// past it.
-struct Timed {
-    sock: TcpStream,
-    until: Arc<std::sync::Mutex<Instant>>,
-}
-
-impl Read for Timed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let until = *self.until.lock().unwrap_or_else(|p| p.into_inner());
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        self.sock.set_read_timeout(Some(left))?;
-        self.sock.read(buf)
-    }
-}
-
-impl Write for Timed {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.sock.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sock.flush()
-    }
-}
-
-/// What a connection's deadline is set through.
-#[derive(Clone)]
-struct Deadline(Arc<std::sync::Mutex<Instant>>);
-
-impl Deadline {
-    fn set(&self, d: Duration) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now() + d;
-    }
-}
-
-fn timed(sock: TcpStream, accepted: Instant) -> std::io::Result<(Timed, Deadline)> {
-    sock.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let until = Arc::new(std::sync::Mutex::new(accepted + HEAD_DEADLINE));
-    Ok((
-        Timed {
-            sock,
-            until: until.clone(),
-        },
-        Deadline(until),
-    ))
-}
-
 /// Open a repository file to send: a regular file only (no symlink out of the
 /// repository, no FIFO), with its length.
 fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
@@ -562,58 +507,40 @@ fn send<W: Write>(out: &mut W, method: &str, reply: Reply, close: bool) -> Resul
     Ok((o.code, o.len))
 }
 
-/// Serve requests on one connection until the client closes it, asks to, idles out, or
-/// misses a deadline.
-fn serve_connection<S: Read + Write>(
-    stream: S,
-    deadline: &Deadline,
-    peer: &str,
-    handler: &Handler,
-    stop: &AtomicBool,
-) -> Result<()> {
-    let mut r = BufReader::with_capacity(64 * 1024, stream);
-    // The first request's deadline runs from when the connection was accepted (time in
-    // the queue counts); each later one's from the end of the reply before it.
-    let mut first = true;
-    while !stop.load(Ordering::Relaxed) {
-        if !first {
-            deadline.set(HEAD_DEADLINE);
+/// Serve one request on a connection whose head has arrived (see `pool`); whether the
+/// connection may carry another.
+fn serve_one(conn: &mut Active, handler: &Handler) -> Result<bool> {
+    let Some(head) = read_head(conn)? else {
+        return Ok(false);
+    };
+    let start = Instant::now();
+    let mut close = !head.keep_alive();
+    let (method, path) = (head.method.clone(), head.path.clone());
+    let reply = match handler.admit_body(&head) {
+        Ok(len) => {
+            conn.set_deadline(HEAD_DEADLINE + Duration::from_secs(len / MIN_BODY_RATE));
+            let body = match parse_path(&head.path) {
+                Some(Target::Snapshot(_)) => {
+                    Body::File(spool(conn, len, &handler.root.join("tmp"))?)
+                }
+                _ => Body::Bytes(read_body(conn, len)?),
+            };
+            handler.route(&Request { head, body })
         }
-        first = false;
-        let Some(head) = read_head(&mut r)? else {
-            return Ok(());
-        };
-        let start = Instant::now();
-        let mut close = !head.keep_alive();
-        let (method, path) = (head.method.clone(), head.path.clone());
-        let reply = match handler.admit_body(&head) {
-            Ok(len) => {
-                deadline.set(HEAD_DEADLINE + Duration::from_secs(len / MIN_BODY_RATE));
-                let body = match parse_path(&head.path) {
-                    Some(Target::Snapshot(_)) => {
-                        Body::File(spool(&mut r, len, &handler.root.join("tmp"))?)
-                    }
-                    _ => Body::Bytes(read_body(&mut r, len)?),
-                };
-                handler.route(&Request { head, body })
-            }
-            // Refused before its body was read: the body is left unread, so the
-            // connection cannot carry another request.
-            Err(refusal) => {
-                close = true;
-                refusal
-            }
-        };
-        let (code, len) = send(r.get_mut(), &method, reply, close)?;
-        log::info!(
-            "{peer} {method} {path} {code} {len} {:.1}ms",
-            start.elapsed().as_secs_f64() * 1000.0
-        );
-        if close {
-            break;
+        // Refused before its body was read: the body is left unread, so the connection
+        // cannot carry another request.
+        Err(refusal) => {
+            close = true;
+            refusal
         }
-    }
-    Ok(())
+    };
+    let (code, len) = send(conn, &method, reply, close)?;
+    log::info!(
+        "{} {method} {path} {code} {len} {:.1}ms",
+        conn.peer,
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(!close)
 }
 
 fn read_file(p: &Path, what: &str) -> Result<Vec<u8>> {
@@ -722,90 +649,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         root: args.repo.clone(),
         token,
     });
-    accept(&listener, &handler, tls, &stop, args.threads.max(1))?;
+    let h = handler.clone();
+    let serve: Arc<pool::Serve> = Arc::new(move |conn: &mut Active| serve_one(conn, &h));
+    pool::run(&listener, serve, tls, &stop, args.threads.max(1))?;
     handler
         .repo
         .store()
         .flush()
         .context("make the last writes durable")?;
-    Ok(())
-}
-
-/// One connection: plain or TLS over the timed socket.
-fn handle(
-    (sock, accepted): (TcpStream, Instant),
-    handler: &Handler,
-    tls: Option<&Arc<rustls::ServerConfig>>,
-    stop: &AtomicBool,
-) {
-    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    // One write per reply, sent at once: no waiting on the client's delayed ACK.
-    let _ = sock.set_nodelay(true);
-    let result = timed(sock, accepted).map_err(anyhow::Error::new).and_then(
-        |(stream, deadline)| match tls {
-            Some(cfg) => rustls::ServerConnection::new(cfg.clone())
-                .map_err(anyhow::Error::new)
-                .and_then(|c| {
-                    let tls = rustls::StreamOwned::new(c, stream);
-                    serve_connection(tls, &deadline, &peer, handler, stop)
-                }),
-            None => serve_connection(stream, &deadline, &peer, handler, stop),
-        },
-    );
-    if let Err(e) = result {
-        log::info!("{peer}: {e:#}");
-    }
-}
-
-/// Take connections until `stop` and hand them to a fixed pool of `workers` threads
-/// through a bounded queue. A connection that finds the queue full is answered 503 at
-/// once (with Retry-After), by the accepting thread, and closed; every deadline a
-/// connection has keeps a slow or idle client from holding a worker for long.
-fn accept(
-    listener: &TcpListener,
-    handler: &Arc<Handler>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    stop: &Arc<AtomicBool>,
-    workers: usize,
-) -> Result<()> {
-    let (tx, rx) = crossbeam_channel::bounded::<(TcpStream, Instant)>(workers * 4);
-    let mut pool = Vec::with_capacity(workers);
-    for i in 0..workers {
-        let (rx, handler, tls, stop) = (rx.clone(), handler.clone(), tls.clone(), stop.clone());
-        let started = std::thread::Builder::new()
-            .name(format!("http-{i}"))
-            .spawn(move || {
-                for sock in rx.iter() {
-                    handle(sock, &handler, tls.as_ref(), &stop);
-                }
-            });
-        match started {
-            Ok(t) => pool.push(t),
-            // Serve with the workers there are, rather than not at all.
-            Err(e) if !pool.is_empty() => {
-                log::warn!("{} HTTP workers instead of {workers}: {e}", pool.len());
-                break;
-            }
-            Err(e) => return Err(e).context("start the HTTP workers"),
-        }
-    }
-    for conn in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let Ok(sock) = conn else { continue };
-        if let Err(crossbeam_channel::TrySendError::Full((mut sock, _))) =
-            tx.try_send((sock, Instant::now()))
-        {
-            let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = sock.write_all(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            log::info!("a connection was refused: every worker is busy and the queue is full");
-        }
-    }
-    drop(tx);
-    for t in pool {
-        let _ = t.join();
-    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! snapshots as read-only disks over NBD (the protocol lives in `nbd/`).
 
 pub mod http;
+mod pool;
 
 pub use crate::commands::serve::ServeArgs;
 pub use http::run;

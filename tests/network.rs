@@ -730,3 +730,50 @@ fn nbd_clients_that_never_read_their_replies_cannot_exhaust_serve() {
     );
     println!("serve peaked at {} MiB", rss >> 10);
 }
+
+/// Whether the server has closed `s` (a read ends or fails at once, with nothing sent
+/// beyond what `skip` bytes of greeting the server sends first).
+fn closed_by_server(s: &mut TcpStream, skip: usize) -> bool {
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut greeting = vec![0u8; skip];
+    if s.read_exact(&mut greeting).is_err() {
+        return true;
+    }
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn nbd_handshakes_have_a_deadline_and_one_address_a_share() {
+    let (env, src, _) = setup();
+    let served = Served::start_with(&env.repo(), &["--nbd".into(), "127.0.0.1:0".into()], "http");
+    let nbd = served.nbd.clone().unwrap();
+    // Eight connections that never finish the handshake take this address's share; a
+    // ninth is turned away at once.
+    let mut silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(&nbd).unwrap()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut ninth = TcpStream::connect(&nbd).unwrap();
+    assert!(
+        closed_by_server(&mut ninth, 0),
+        "a ninth connection from one address"
+    );
+    // The handshake's 10 s deadline frees them.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    for s in &mut silent {
+        assert!(
+            closed_by_server(s, 18),
+            "a handshake past its deadline is cut"
+        );
+    }
+    let out = env.path("nbd.img");
+    sh(&format!(
+        "qemu-img convert -f raw -O raw nbd://{nbd}/web {}",
+        out.display()
+    ));
+    assert_eq!(hash_file(&out), hash_file(&src));
+}

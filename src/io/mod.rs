@@ -2,6 +2,7 @@
 //! check run through.
 
 pub mod coalesce;
+pub mod deadline;
 pub mod hashing;
 pub mod limited;
 pub mod parallel;
@@ -11,6 +12,7 @@ pub mod slice;
 pub mod timeouts;
 
 pub use coalesce::CoalescingWriter;
+pub use deadline::DeadlineSocket;
 pub use hashing::HashingReader;
 pub use limited::LimitedReader;
 pub use progress::Progress;

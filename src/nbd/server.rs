@@ -6,8 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use super::{
     NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, REPLY_MAGIC, REP_ACK,
     REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_MAGIC,
 };
+use crate::io::DeadlineSocket;
 use crate::repo::manifest::ChunkRef;
 use crate::repo::{ChunkId, Manifest, Repository};
 
@@ -38,7 +38,9 @@ const CACHE_BYTES: usize = 8 << 20;
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 32;
 /// A client has this long for its handshake, and a reply this long to be taken.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Clients attached at once from one address: one host cannot take every slot.
+const MAX_PER_ADDRESS: usize = 8;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Decompressed chunks by id, and the order they came in (the oldest leaves first).
@@ -251,14 +253,17 @@ impl Exports {
 
     /// Serve one client: requests are read in order and answered by a few workers, so
     /// several can be in flight.
-    fn serve(&self, mut s: TcpStream) -> Result<()> {
+    fn serve(&self, s: TcpStream) -> Result<()> {
         let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .and_then(|_| s.set_write_timeout(Some(WRITE_TIMEOUT)))
-            .context("set the socket's timeouts")?;
-        let Some((disk, name)) = self.handshake(&mut s)? else {
+        s.set_write_timeout(Some(WRITE_TIMEOUT))
+            .context("set the socket's write timeout")?;
+        // The whole handshake within its deadline: a client that trickles it, or keeps
+        // asking for options, is cut off.
+        let mut hs = DeadlineSocket::new(s, HANDSHAKE_TIMEOUT);
+        let Some((disk, name)) = self.handshake(&mut hs)? else {
             return Ok(());
         };
+        let s = hs.sock;
         // Once attached, a client may stay idle as long as it likes (a guest's disk).
         s.set_read_timeout(None).context("clear the read timeout")?;
         log::info!("{peer}: NBD export {name:?} ({} bytes)", disk.size());
@@ -381,30 +386,58 @@ fn read_requests<R: Read, W: Write>(
 }
 
 /// Accept NBD clients on `listener` until the process ends, at most `MAX_CONNECTIONS` at
-/// once. A client beyond that, or whose thread cannot be started, is turned away; the
-/// server goes on.
+/// once and `MAX_PER_ADDRESS` from one address. A client beyond that, or whose thread
+/// cannot be started, is turned away; the server goes on.
 pub fn run(listener: TcpListener, exports: Arc<Exports>) {
-    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attached: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     for conn in listener.incoming() {
         let Ok(sock) = conn else { continue };
-        if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            log::warn!("NBD client refused: {MAX_CONNECTIONS} already attached");
+        let Ok(ip) = sock.peer_addr().map(|a| a.ip()) else {
+            continue;
+        };
+        if let Err(why) = admit(&attached, ip) {
+            log::warn!("NBD client {ip} refused: {why}");
             continue;
         }
         let _ = sock.set_nodelay(true);
-        let (exports, count) = (exports.clone(), active.clone());
-        active.fetch_add(1, Ordering::Relaxed);
+        let (exports, count) = (exports.clone(), attached.clone());
         let started = std::thread::Builder::new()
             .name("nbd-client".into())
             .spawn(move || {
                 if let Err(e) = exports.serve(sock) {
                     log::info!("NBD client: {e:#}");
                 }
-                count.fetch_sub(1, Ordering::Relaxed);
+                leave(&count, ip);
             });
         if let Err(e) = started {
-            active.fetch_sub(1, Ordering::Relaxed);
-            log::warn!("NBD client refused: no thread for it ({e})");
+            leave(&attached, ip);
+            log::warn!("NBD client {ip} refused: no thread for it ({e})");
+        }
+    }
+}
+
+/// Count a new client in, if there is room for it.
+fn admit(attached: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) -> Result<(), String> {
+    let mut a = attached.lock().unwrap_or_else(|p| p.into_inner());
+    if a.values().sum::<usize>() >= MAX_CONNECTIONS {
+        return Err(format!("{MAX_CONNECTIONS} clients already attached"));
+    }
+    let n = a.entry(ip).or_default();
+    if *n >= MAX_PER_ADDRESS {
+        return Err(format!(
+            "{MAX_PER_ADDRESS} already attached from this address"
+        ));
+    }
+    *n += 1;
+    Ok(())
+}
+
+fn leave(attached: &Mutex<HashMap<IpAddr, usize>>, ip: IpAddr) {
+    let mut a = attached.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = a.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            a.remove(&ip);
         }
     }
 }

@@ -649,3 +649,52 @@ fn a_manifest_of_millions_of_chunks_is_read_in_bounded_memory() {
         r.max_rss_kib
     );
 }
+
+#[test]
+fn repository_files_that_are_symlinks_to_dev_zero_are_not_read() {
+    let env = Env::new();
+    let (_, snap) = env.with_snapshot("gpt", "m");
+    let repo = env.repo();
+    let m = env.manifest(&snap);
+    // A chunk: missing to check and restore, read in bounded time and memory.
+    let chunk = first_chunk_of_partition(&m, 1);
+    let path = env.chunk_path(&chunk);
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let r = run_bounded(
+        &["check", "--json", "-q", "--repo", &repo, "--read-data"],
+        QUICK,
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(report["missing"][0]["chunk"], chunk.as_str(), "{report}");
+    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
+    let target = env.path("t.img");
+    let r = run_bounded(
+        &[
+            "restore",
+            "-q",
+            "--repo",
+            &repo,
+            "--snapshot",
+            &snap,
+            "--target",
+            path_str(&target),
+        ],
+        QUICK,
+    );
+    assert!(r.refused().contains("missing"), "{}", r.stderr);
+    assert!(!target.exists(), "nothing was written");
+    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
+    // The config: the repository cannot be opened, and says why.
+    let config = env.path("repo/config.json");
+    fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &config).unwrap();
+    let r = run_bounded(&["snapshots", "--repo", &repo], QUICK);
+    let e = r.refused();
+    assert!(
+        e.contains("config.json") && e.contains("symbolic link"),
+        "{e}"
+    );
+    assert!(r.max_rss_kib < 64 << 10, "{} KiB", r.max_rss_kib);
+}

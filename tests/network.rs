@@ -32,14 +32,28 @@ impl Served {
     }
 
     fn start_with(repo: &str, extra: &[String], scheme: &str) -> Served {
-        let mut cmd = Command::new(bin());
+        Self::start_wrapped(&[], repo, extra, scheme, Stdio::null())
+    }
+
+    /// Started through `wrapper` (a command that execs the rest, as prlimit does).
+    fn start_wrapped(
+        wrapper: &[&str],
+        repo: &str,
+        extra: &[String],
+        scheme: &str,
+        stderr: Stdio,
+    ) -> Served {
+        let mut cmd = match wrapper {
+            [] => Command::new(bin()),
+            [first, rest @ ..] => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+        };
         cmd.args(["serve", "--repo", repo, "--listen", "127.0.0.1:0"])
             .args(extra);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
         let mut line = String::new();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         out.read_line(&mut line).unwrap();
@@ -776,4 +790,50 @@ fn nbd_handshakes_have_a_deadline_and_one_address_a_share() {
         out.display()
     ));
     assert_eq!(hash_file(&out), hash_file(&src));
+}
+
+#[test]
+fn serve_that_cannot_start_a_thread_refuses_one_client_and_stays_up() {
+    let (env, _, _) = setup();
+    // The unprivileged user "nobody" may run 12 threads: serve's own, and few more.
+    sh(&format!("chmod -R a+rX {}", env.path("").display()));
+    let log = env.path("serve.log");
+    let served = Served::start_wrapped(
+        &[
+            "prlimit",
+            "--nproc=12",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+        &env.repo(),
+        &[
+            "--nbd".into(),
+            "127.0.0.1:0".into(),
+            "--threads".into(),
+            "4".into(),
+        ],
+        "http",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let nbd = served.nbd.clone().unwrap();
+    let clients: Vec<TcpStream> = (0..8)
+        .filter_map(|_| TcpStream::connect(&nbd).ok())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("refused: no thread for it"), "{log_text}");
+    // The process is up, and HTTP still answers.
+    let mut s = TcpStream::connect(addr_of(&served.url)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /config.json HTTP/1.0\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert!(
+        all.starts_with("HTTP/1.1 200") && all.contains("lifeboat-repository"),
+        "{all}"
+    );
+    drop(clients);
 }

@@ -79,10 +79,18 @@ fn open_regular(path: &Path, limit: u64) -> std::io::Result<(std::io::Take<File>
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path)?;
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ELOOP) => std::io::Error::other(
+                "a symbolic link, where a repository holds regular files only",
+            ),
+            _ => e,
+        })?;
     let meta = f.metadata()?;
     if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, device or directory), where a repository holds regular files only",
+        ));
     }
     if meta.len() > limit {
         return Err(std::io::Error::other(format!(

@@ -100,6 +100,9 @@ impl Workers<'_> {
         let mut hasher = treehash::segment_hasher(s.offset - region_offset);
         let mut chunks = Vec::new();
         let mut new = NewData::default();
+        // One writer per segment: in a repository of packs, a segment's new chunks go
+        // into one pack in disk order.
+        let mut writer = self.repo.chunk_writer();
         loop {
             let offset = s.offset + chunker.position;
             let Some(data) = chunker
@@ -118,7 +121,7 @@ impl Workers<'_> {
                 if first_time && !self.repo.has_chunk(&id)? {
                     let stored = self
                         .repo
-                        .put_chunk(&id, data)
+                        .put_chunk_with(&mut writer, &id, data)
                         .with_context(|| format!("store chunk {id}"))?;
                     new.add(NewData {
                         chunks: 1,

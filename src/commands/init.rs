@@ -19,6 +19,10 @@ pub struct InitArgs {
     /// zstd compression level for chunks.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub level: i32,
+    /// Repository format: 1 keeps a file per chunk; 2 appends chunks into pack files of
+    /// about 16 MiB named by index files (see docs/repository-format.md).
+    #[arg(long, default_value_t = crate::repo::REPO_VERSION, value_parser = clap::value_parser!(u32).range(1..=2))]
+    pub format_version: u32,
 }
 
 /// The new repository's config, as stored.
@@ -51,7 +55,7 @@ pub fn run(args: &InitArgs) -> Result<Created> {
         max_size: avg * 4,
         ..Default::default()
     };
-    let r = Repository::init(&args.repo, params, args.level)?;
+    let r = Repository::init_version(&args.repo, params, args.level, args.format_version)?;
     Ok(Created {
         dir: args.repo.clone(),
         config: r.config,

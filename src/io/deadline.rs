@@ -31,7 +31,13 @@ impl Read for DeadlineSocket {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "past the deadline"));
         }
         self.sock.set_read_timeout(Some(left))?;
-        self.sock.read(buf)
+        // The socket's timeout is what was left: its expiry is the deadline's.
+        self.sock.read(buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => {
+                io::Error::new(io::ErrorKind::TimedOut, "past the deadline")
+            }
+            _ => e,
+        })
     }
 }
 

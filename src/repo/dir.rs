@@ -131,6 +131,23 @@ impl Store for DirStore {
         read_regular(&path, limit).map_err(|e| store_error(&path, e))
     }
 
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(key);
+        let (f, size) = open_regular(&path, u64::MAX).map_err(|e| store_error(&path, e))?;
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(StoreError::Other {
+                location: path.display().to_string(),
+                cause: anyhow::anyhow!("{size} bytes, too short for {len} bytes at {offset}"),
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        f.get_ref()
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| store_error(&path, e))?;
+        Ok(buf)
+    }
+
     fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
         let path = self.path(key);
         let (f, _) = open_regular(&path, limit).map_err(|e| store_error(&path, e))?;

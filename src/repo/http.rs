@@ -202,6 +202,65 @@ impl Store for HttpStore {
         })
     }
 
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let Some(last) = offset.checked_add(len).and_then(|e| e.checked_sub(1)) else {
+            return Ok(Vec::new());
+        };
+        let range = format!("bytes={offset}-{last}");
+        self.with_retries(key, || {
+            let r = match self
+                .agent
+                .get(&self.url(key))
+                .timeout(timeouts::request_deadline(len))
+                .set("Range", &range)
+                .call()
+            {
+                Ok(r) => r,
+                Err(e) => return self.classify(key, e),
+            };
+            // 206: the range asked for; 200: a server that ignores ranges sends the
+            // whole file, of which the range is kept (read no further than its end).
+            let partial = r.status() == 206;
+            let wanted = format!("bytes {offset}-{last}/");
+            if partial
+                && !r
+                    .header("Content-Range")
+                    .is_some_and(|v| v.starts_with(&wanted))
+            {
+                return Attempt::Fail(StoreError::Other {
+                    location: self.url(key),
+                    cause: anyhow!(
+                        "asked for {range}, sent {:?}",
+                        r.header("Content-Range").unwrap_or("no Content-Range")
+                    ),
+                });
+            }
+            let skip = if partial { 0 } else { offset };
+            let mut body = LimitedReader::new(
+                r.into_reader(),
+                skip + len,
+                timeouts::io(),
+                timeouts::MIN_RATE,
+            );
+            if skip > 0 {
+                if let Err(e) = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()) {
+                    return Attempt::Retry(format!("transfer cut: {e}"));
+                }
+            }
+            let mut buf = vec![0u8; len as usize];
+            match body.read_exact(&mut buf) {
+                Ok(()) => Attempt::Done(buf),
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    Attempt::Fail(StoreError::Other {
+                        location: self.url(key),
+                        cause: anyhow!("shorter than {len} bytes at {offset}"),
+                    })
+                }
+                Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
+            }
+        })
+    }
+
     fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
         let (body, _) = self.with_retries(key, || match self.start_get(key, limit) {
             Ok(started) => Attempt::Done(started),

@@ -4,10 +4,13 @@
 pub mod atomic;
 pub mod check;
 pub mod chunker;
+pub mod chunks;
 pub mod dir;
 pub mod http;
 pub mod id;
+pub mod index;
 pub mod manifest;
+pub mod pack;
 pub mod store;
 pub mod treehash;
 
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::location::RepoLocation;
 
+pub use chunks::{chunk_key, ChunkWriter, Layout};
 pub use id::{ChunkId, SnapshotId};
 pub use manifest::Manifest;
 pub use store::{Store, StoreError};
@@ -27,7 +31,10 @@ pub use store::{Store, StoreError};
 use dir::DirStore;
 
 pub const REPO_FORMAT: &str = "lifeboat-repository";
+/// The version `init` writes: 1 keeps a file per chunk, 2 packs them (`chunks::Layout`).
 pub const REPO_VERSION: u32 = 1;
+/// The versions this build reads and writes.
+pub const REPO_VERSIONS: [u32; 2] = [1, 2];
 /// A config is a few hundred bytes; more is not a config.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -121,9 +128,9 @@ impl Config {
             );
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != REPO_VERSION as u64 {
+        if !REPO_VERSIONS.iter().any(|&v| v as u64 == version) {
             bail!(
-                "repository {display} has format version {version}; this lifeboat reads version {REPO_VERSION} only"
+                "repository {display} has format version {version}; this lifeboat reads versions {REPO_VERSIONS:?}"
             );
         }
         let config: Config =
@@ -171,11 +178,6 @@ impl ChunkError {
     }
 }
 
-pub fn chunk_key(id: &ChunkId) -> String {
-    let hex = id.to_hex();
-    format!("chunks/{}/{}", &hex[..2], hex)
-}
-
 pub fn snapshot_key(id: &SnapshotId) -> String {
     format!("snapshots/{id}.json")
 }
@@ -215,6 +217,7 @@ pub struct Repository {
     /// What the user named, for messages.
     pub display: String,
     pub config: Config,
+    chunks: chunks::Chunks,
 }
 
 /// Why a manifest could not be read: the transfer (worth another try on a network), or
@@ -249,6 +252,20 @@ fn hint(dir: &str) -> String {
 impl Repository {
     /// Create a new repository in `dir` (absent or empty).
     pub fn init(dir: &Path, chunker: ChunkerParams, level: i32) -> Result<Repository> {
+        Self::init_version(dir, chunker, level, REPO_VERSION)
+    }
+
+    /// Create a new repository of format `version` (see `REPO_VERSIONS`).
+    pub fn init_version(
+        dir: &Path,
+        chunker: ChunkerParams,
+        level: i32,
+        version: u32,
+    ) -> Result<Repository> {
+        anyhow::ensure!(
+            REPO_VERSIONS.contains(&version),
+            "format version {version} is not one of {REPO_VERSIONS:?}"
+        );
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir)
                 .with_context(|| format!("read directory {}", dir.display()))?;
@@ -264,13 +281,18 @@ impl Repository {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let store = DirStore::new(dir);
-        for sub in ["chunks", "snapshots", "tmp"] {
+        let subs: &[&str] = if version == 1 {
+            &["chunks", "snapshots", "tmp"]
+        } else {
+            &["packs", "index", "snapshots", "tmp"]
+        };
+        for sub in subs {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
         }
         let config = Config {
             format: REPO_FORMAT.into(),
-            version: REPO_VERSION,
+            version,
             id: uuid::Uuid::new_v4().simple().to_string(),
             created: now_rfc3339(),
             chunker,
@@ -286,11 +308,32 @@ impl Repository {
         atomic::sync_dir(dir)?;
         store.put("config.json", &data)?;
         store.flush()?;
-        Ok(Repository {
-            store: Arc::new(store),
-            display: dir.display().to_string(),
+        Ok(Self::with_store(
+            Arc::new(store),
+            &dir.display().to_string(),
             config,
-        })
+        ))
+    }
+
+    fn with_store(store: Arc<dyn Store>, display: &str, config: Config) -> Repository {
+        let layout = if config.version >= 2 {
+            Layout::Packs
+        } else {
+            Layout::Files
+        };
+        let max = config.chunker.max_size as u64;
+        let chunks = chunks::Chunks::new(
+            layout,
+            store.clone(),
+            config.chunker.max_size,
+            max + max / 128 + (64 << 10),
+        );
+        Repository {
+            store,
+            display: display.to_string(),
+            config,
+            chunks,
+        }
     }
 
     /// Open the repository named on the command line: a directory, or an http(s) URL.
@@ -329,11 +372,7 @@ impl Repository {
             Err(e) => return Err(e).context("read repository config"),
         };
         let config = Config::parse(&raw, &store.location("config.json"), display)?;
-        Ok(Repository {
-            store,
-            display: display.to_string(),
-            config,
-        })
+        Ok(Self::with_store(store, display, config))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -346,28 +385,53 @@ impl Repository {
     }
 
     pub fn chunk_location(&self, id: &ChunkId) -> String {
-        self.store.location(&chunk_key(id))
+        self.chunks.location(id)
+    }
+
+    /// How this repository lays out its chunks.
+    pub fn layout(&self) -> Layout {
+        self.chunks.layout
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> Result<bool> {
-        self.store.has(&chunk_key(id))
+        self.chunks.has(id)
     }
 
-    /// Compress and store a chunk; returns the bytes stored.
-    pub fn put_chunk(&self, id: &ChunkId, plain: &[u8]) -> Result<u64> {
+    /// A writer of new chunks, for one thread (see `ChunkWriter`).
+    pub fn chunk_writer(&self) -> ChunkWriter<'_> {
+        self.chunks.writer()
+    }
+
+    /// Compress a chunk as this repository stores it.
+    pub fn compress(&self, plain: &[u8]) -> Result<Vec<u8>> {
         let level = self.config.compression.level;
-        let packed = COMPRESSOR.with(|c| -> Result<Vec<u8>> {
+        COMPRESSOR.with(|c| -> Result<Vec<u8>> {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(l, _)| *l) != Some(level) {
                 *c = Some((level, zstd::bulk::Compressor::new(level)?));
             }
-            let comp = &mut c.as_mut().unwrap().1;
+            let comp = &mut c.as_mut().expect("just made").1;
             comp.include_checksum(false)?;
             comp.include_contentsize(true)?;
             Ok(comp.compress(plain)?)
-        })?;
-        self.store.put(&chunk_key(id), &packed)?;
+        })
+    }
+
+    /// Compress and store a chunk through `writer`; returns the bytes stored.
+    pub fn put_chunk_with(
+        &self,
+        writer: &mut ChunkWriter<'_>,
+        id: &ChunkId,
+        plain: &[u8],
+    ) -> Result<u64> {
+        let packed = self.compress(plain)?;
+        writer.put(id, &packed, plain.len() as u32)?;
         Ok(packed.len() as u64)
+    }
+
+    /// Compress and store one chunk; returns the bytes stored.
+    pub fn put_chunk(&self, id: &ChunkId, plain: &[u8]) -> Result<u64> {
+        self.put_chunk_with(&mut self.chunk_writer(), id, plain)
     }
 
     /// Read, decompress and verify a chunk. From a remote store, a chunk that fails
@@ -396,19 +460,23 @@ impl Repository {
     }
 
     fn get_chunk_once(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
-        let key = chunk_key(id);
-        let raw = self
-            .store
-            .get_at_most(&key, self.chunk_limit())
-            .map_err(|e| match e {
-                StoreError::NotFound { location } => ChunkError::Missing { id: *id, location },
-                StoreError::Other { location, cause } => ChunkError::Unreadable {
-                    id: *id,
-                    cause: anyhow::anyhow!("{location}: {cause:#}"),
-                    location,
-                },
-            })?;
-        self.decode_chunk(id, &raw)
+        let (raw, plain_len) = self.chunks.read(id).map_err(|e| match e {
+            chunks::ReadError::Missing(location) => ChunkError::Missing { id: *id, location },
+            chunks::ReadError::Other(location, cause) => ChunkError::Unreadable {
+                id: *id,
+                location,
+                cause,
+            },
+        })?;
+        let plain = self.decode_chunk(id, &raw)?;
+        if plain_len.is_some_and(|n| n as usize != plain.len()) {
+            return Err(ChunkError::Corrupt {
+                id: *id,
+                location: self.chunk_location(id),
+                reason: format!("the index says {} plain bytes", plain_len.unwrap_or(0)),
+            });
+        }
+        Ok(plain)
     }
 
     /// Decompress stored bytes and check that they hash to `id`.
@@ -437,20 +505,18 @@ impl Repository {
 
     /// All chunk ids present in the store.
     pub fn list_chunks(&self) -> Result<Vec<ChunkId>> {
-        let mut ids = Vec::new();
-        for fan in self.store.list("chunks")? {
-            for name in self.store.list(&format!("chunks/{fan}"))? {
-                if let Ok(id) = name.parse::<ChunkId>() {
-                    ids.push(id);
-                }
-            }
-        }
-        Ok(ids)
+        self.chunks.list()
     }
 
-    /// Make all chunk writes durable; call before saving a manifest that names them.
+    /// Every pack the index files name, with its length (none in format 1).
+    pub fn packs(&self) -> Result<Vec<(pack::PackId, u64)>> {
+        self.chunks.packs()
+    }
+
+    /// Make all chunk writes durable (format 2: seal the packs, write them, then their
+    /// index file); call before saving a manifest that names them.
     pub fn flush(&self) -> Result<()> {
-        self.store.flush()
+        self.chunks.flush()
     }
 
     /// Store a manifest (after its chunks, which must be flushed) and return its id.
@@ -461,7 +527,7 @@ impl Repository {
         let mut data = serde_json::to_vec(manifest)?;
         data.push(b'\n');
         let id = SnapshotId::of(&data);
-        self.store.flush()?;
+        self.flush()?;
         self.store.put(&snapshot_key(&id), &data)?;
         self.store.flush()?;
         Ok(id)

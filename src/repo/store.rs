@@ -38,6 +38,22 @@ pub trait Store: Send + Sync {
         }
         Ok(data)
     }
+    /// Read `len` bytes at `offset` of a file (a chunk in a pack). A file shorter than
+    /// that is an error.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let data = self.get(key)?;
+        let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64);
+        match end {
+            Some(e) => Ok(data[offset as usize..e as usize].to_vec()),
+            None => Err(StoreError::Other {
+                location: self.location(key),
+                cause: anyhow::anyhow!(
+                    "{} bytes, too short for {len} bytes at {offset}",
+                    data.len()
+                ),
+            }),
+        }
+    }
     /// Open a file of at most `limit` bytes to stream it (a manifest, parsed as it
     /// arrives instead of held whole); reading past `limit` fails with `InvalidData`.
     fn open(

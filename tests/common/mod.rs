@@ -48,6 +48,40 @@ impl Env {
         repo
     }
 
+    /// A repository of format `version` (2: pack files).
+    pub fn init_version(&self, version: u32) -> String {
+        let repo = self.repo();
+        ok(&[
+            "init",
+            "--repo",
+            &repo,
+            "--format-version",
+            &version.to_string(),
+        ]);
+        repo
+    }
+
+    /// Where a chunk's stored bytes are: its own file (format 1), or a pack (format 2)
+    /// found through the repository's index files; (file, offset, length).
+    pub fn stored_chunk(&self, id: &str) -> (PathBuf, u64, u64) {
+        let file = self.chunk_path(id);
+        if file.exists() {
+            let len = std::fs::metadata(&file).unwrap().len();
+            return (file, 0, len);
+        }
+        for e in std::fs::read_dir(self.path("repo/index")).unwrap() {
+            let data = std::fs::read(e.unwrap().path()).unwrap();
+            for p in lifeboat::repo::index::parse(&data, u32::MAX, u64::MAX).unwrap() {
+                if let Some(c) = p.entries.iter().find(|c| c.id.to_hex() == id) {
+                    let hex = p.id.to_hex();
+                    let pack = self.path(&format!("repo/packs/{}/{hex}.pack", &hex[..2]));
+                    return (pack, c.offset as u64, c.stored as u64);
+                }
+            }
+        }
+        panic!("chunk {id} is stored nowhere");
+    }
+
     /// A repository holding one snapshot of a new sample disk of `kind`: the disk and the
     /// snapshot's id.
     pub fn with_snapshot(&self, kind: &str, name: &str) -> (PathBuf, String) {

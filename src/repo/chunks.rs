@@ -1,0 +1,354 @@
+//! Where a repository keeps its chunks: one file each (format 1, `chunks/`), or appended
+//! into pack files named by index files (format 2, `packs/` and `index/`). Everything above
+//! (capture, restore, check, serve) sees stored chunks by id only.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::{Context, Result};
+
+use super::index::{self, ChunkIndex, IndexedPack};
+use super::pack::{PackBuilder, PackId, SealedPack};
+use super::store::{Store, StoreError};
+use super::ChunkId;
+
+/// How chunks are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Format 1: `chunks/<2 hex>/<id>`, one file per chunk.
+    Files,
+    /// Format 2: packs and index files.
+    Packs,
+}
+
+/// A pack is sealed and written once its chunks reach this many bytes.
+pub const PACK_TARGET: usize = 16 << 20;
+
+/// Format 1's name for a chunk.
+pub fn chunk_key(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("chunks/{}/{}", &hex[..2], hex)
+}
+
+/// Why stored bytes could not be had.
+pub enum ReadError {
+    Missing(String),
+    Other(String, anyhow::Error),
+}
+
+#[derive(Default)]
+struct Packer {
+    /// Part-filled packs that no writer holds now.
+    idle: Vec<PackBuilder>,
+    /// Packs written since the last index file.
+    written: Vec<IndexedPack>,
+}
+
+pub struct Chunks {
+    pub layout: Layout,
+    store: Arc<dyn Store>,
+    max_plain: u32,
+    max_stored: u64,
+    /// Format 2: every index file's entries, loaded on first use, and the packs written
+    /// since.
+    index: RwLock<Option<ChunkIndex>>,
+    packer: Mutex<Packer>,
+    /// Format 2: whether each pack asked about is in the store at the length its index
+    /// gives (asked once per pack: a stat, or a HEAD).
+    present: Mutex<HashMap<PackId, bool>>,
+}
+
+impl Chunks {
+    pub fn new(layout: Layout, store: Arc<dyn Store>, max_plain: u32, max_stored: u64) -> Chunks {
+        Chunks {
+            layout,
+            store,
+            max_plain,
+            max_stored,
+            index: RwLock::new(None),
+            packer: Mutex::new(Packer::default()),
+            present: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Run `f` on the chunk index, loading it first if need be.
+    fn with_index<R>(&self, f: impl FnOnce(&ChunkIndex) -> R) -> Result<R> {
+        {
+            let guard = self.index.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(idx) = guard.as_ref() {
+                return Ok(f(idx));
+            }
+        }
+        let mut guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load_index()?);
+        }
+        Ok(f(guard.as_ref().expect("just loaded")))
+    }
+
+    /// Read every index file, each checked against its name and its own limits.
+    fn load_index(&self) -> Result<ChunkIndex> {
+        let mut idx = ChunkIndex::default();
+        for name in self.store.list("index").context("list the index files")? {
+            let Some(hex) = name.strip_suffix(".idx") else {
+                continue;
+            };
+            let key = format!("index/{name}");
+            let location = self.store.location(&key);
+            let data = self
+                .store
+                .get_at_most(&key, index::MAX_INDEX_BYTES)
+                .map_err(anyhow::Error::new)
+                .context("read an index file")?;
+            if blake3::hash(&data).to_hex().as_str() != hex {
+                anyhow::bail!(
+                    "index file {location} is damaged: its content does not hash to its name"
+                );
+            }
+            let packs = index::parse(&data, self.max_plain, self.max_stored)
+                .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))?;
+            packs.iter().for_each(|p| idx.add(p));
+        }
+        Ok(idx)
+    }
+
+    /// Where a chunk is, for messages.
+    pub fn location(&self, id: &ChunkId) -> String {
+        match self.layout {
+            Layout::Files => self.store.location(&chunk_key(id)),
+            Layout::Packs => match self.with_index(|i| i.get(id)) {
+                Ok(Some(l)) => format!(
+                    "{} at byte {}",
+                    self.store.location(&l.pack.key()),
+                    l.offset
+                ),
+                _ => format!(
+                    "chunk {id} (named by no index file in {})",
+                    self.store.location("index/")
+                ),
+            },
+        }
+    }
+
+    /// Whether a chunk is stored: its file exists (format 1); an index names it and its
+    /// pack is in the store at the length the index gives (format 2).
+    pub fn has(&self, id: &ChunkId) -> Result<bool> {
+        match self.layout {
+            Layout::Files => self.store.has(&chunk_key(id)),
+            Layout::Packs => match self.with_index(|i| i.get(id))? {
+                Some(loc) => self.pack_present(&loc.pack, loc.pack_len),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// Whether a pack is in the store at `len` bytes (asked once, then remembered).
+    pub fn pack_present(&self, pack: &PackId, len: u64) -> Result<bool> {
+        if let Some(&p) = self
+            .present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pack)
+        {
+            return Ok(p);
+        }
+        let size = self.store.size(&pack.key())?;
+        if size.is_some_and(|s| s != len) {
+            log::warn!(
+                "pack {} is {} bytes, not the {len} its index gives",
+                self.store.location(&pack.key()),
+                size.unwrap_or(0)
+            );
+        }
+        let p = size == Some(len);
+        self.present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*pack, p);
+        Ok(p)
+    }
+
+    /// A chunk's stored (compressed) bytes, and its plain length where the layout
+    /// records it.
+    pub fn read(&self, id: &ChunkId) -> Result<(Vec<u8>, Option<u32>), ReadError> {
+        let store_error = |e: StoreError| match e {
+            StoreError::NotFound { location } => ReadError::Missing(location),
+            StoreError::Other { location, cause } => {
+                ReadError::Other(location.clone(), anyhow::anyhow!("{location}: {cause:#}"))
+            }
+        };
+        match self.layout {
+            Layout::Files => self
+                .store
+                .get_at_most(&chunk_key(id), self.max_stored)
+                .map(|raw| (raw, None))
+                .map_err(store_error),
+            Layout::Packs => {
+                let loc = self
+                    .with_index(|i| i.get(id))
+                    .map_err(|e| ReadError::Other(self.store.location("index/"), e))?
+                    .ok_or_else(|| ReadError::Missing(self.location(id)))?;
+                let raw = self
+                    .store
+                    .get_range(&loc.pack.key(), loc.offset as u64, loc.stored as u64)
+                    .map_err(store_error)?;
+                Ok((raw, Some(loc.plain)))
+            }
+        }
+    }
+
+    /// Every stored chunk's id.
+    pub fn list(&self) -> Result<Vec<ChunkId>> {
+        match self.layout {
+            Layout::Files => {
+                let mut ids = Vec::new();
+                for fan in self.store.list("chunks")? {
+                    for name in self.store.list(&format!("chunks/{fan}"))? {
+                        if let Ok(id) = name.parse::<ChunkId>() {
+                            ids.push(id);
+                        }
+                    }
+                }
+                Ok(ids)
+            }
+            Layout::Packs => {
+                let all: Vec<(ChunkId, PackId, u64)> = self.with_index(|i| {
+                    i.chunk_ids()
+                        .filter_map(|id| i.get(id).map(|l| (*id, l.pack, l.pack_len)))
+                        .collect()
+                })?;
+                let mut ids = Vec::with_capacity(all.len());
+                for (id, pack, len) in all {
+                    if self.pack_present(&pack, len)? {
+                        ids.push(id);
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    /// Every pack the index files name, with its length (format 2).
+    pub fn packs(&self) -> Result<Vec<(super::pack::PackId, u64)>> {
+        match self.layout {
+            Layout::Files => Ok(Vec::new()),
+            Layout::Packs => self.with_index(|i| i.packs().to_vec()),
+        }
+    }
+
+    /// A writer of new chunks (one per thread: each fills a pack of its own).
+    pub fn writer(&self) -> ChunkWriter<'_> {
+        ChunkWriter {
+            chunks: self,
+            pack: None,
+        }
+    }
+
+    /// Write a sealed pack, and make its chunks known (to `has` and `read`) at once.
+    fn write_pack(&self, builder: PackBuilder) -> Result<()> {
+        let SealedPack { id, bytes, entries } = builder.seal();
+        self.store
+            .put(&id.key(), &bytes)
+            .with_context(|| format!("write pack {}", self.store.location(&id.key())))?;
+        let pack = IndexedPack {
+            id,
+            len: bytes.len() as u64,
+            entries,
+        };
+        self.present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, true);
+        self.with_index(|_| ())?;
+        if let Some(idx) = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            idx.add(&pack);
+        }
+        self.packer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .written
+            .push(pack);
+        Ok(())
+    }
+
+    /// Make every chunk written so far durable: part-filled packs are sealed and written,
+    /// the store flushed, then one index file names the new packs, and is flushed too.
+    pub fn flush(&self) -> Result<()> {
+        let idle = std::mem::take(&mut self.packer.lock().unwrap_or_else(|p| p.into_inner()).idle);
+        for b in idle.into_iter().filter(|b| !b.is_empty()) {
+            self.write_pack(b)?;
+        }
+        self.store.flush()?;
+        let written = std::mem::take(
+            &mut self
+                .packer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .written,
+        );
+        if !written.is_empty() {
+            let data = index::encode(&written);
+            let key = index::index_key(&data);
+            self.store
+                .put(&key, &data)
+                .with_context(|| format!("write index file {}", self.store.location(&key)))?;
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores new chunks: format 1 writes each as a file; format 2 appends them to a pack
+/// of this writer's own (so a pack holds runs of chunks in the order they were given),
+/// written once full, or given back for the next writer (or `flush`) when dropped.
+pub struct ChunkWriter<'a> {
+    chunks: &'a Chunks,
+    pack: Option<PackBuilder>,
+}
+
+impl ChunkWriter<'_> {
+    pub fn put(&mut self, id: &ChunkId, stored: &[u8], plain_len: u32) -> Result<()> {
+        let c = self.chunks;
+        match c.layout {
+            Layout::Files => c.store.put(&chunk_key(id), stored),
+            Layout::Packs => {
+                let pack = self.pack.get_or_insert_with(|| {
+                    c.packer
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .idle
+                        .pop()
+                        .unwrap_or_else(|| {
+                            PackBuilder::with_capacity(PACK_TARGET + c.max_stored as usize)
+                        })
+                });
+                pack.add(*id, stored, plain_len);
+                if pack.len() >= PACK_TARGET {
+                    let full = self.pack.take().expect("just filled");
+                    c.write_pack(full)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for ChunkWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pack.take() {
+            if !p.is_empty() {
+                self.chunks
+                    .packer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .idle
+                    .push(p);
+            }
+        }
+    }
+}

@@ -35,7 +35,43 @@ pub const TARGETS: &[Target] = &[
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
+    target("pack", pack),
+    target("index", index),
 ];
+
+/// A pack file as a repository or server hands it over: its trailer parsed and checked,
+/// then every chunk it lists decompressed within its stated length and hashed.
+pub fn pack(data: &[u8]) {
+    use crate::repo::pack::parse_trailer;
+    let max_plain = 1 << 20;
+    let Ok(Ok(entries)) = parse_trailer(data, data.len() as u64, max_plain, 2 << 20) else {
+        return;
+    };
+    let mut d = zstd::bulk::Decompressor::new().expect("a zstd context");
+    for e in entries {
+        let frame = &data[e.offset as usize..e.end() as usize];
+        if let Ok(plain) = d.decompress(frame, e.plain as usize) {
+            let _ = crate::repo::ChunkId::of(&plain) == e.id;
+        }
+    }
+}
+
+/// An index file: parsed, checked, and loaded into a chunk index that is then asked.
+pub fn index(data: &[u8]) {
+    use crate::repo::index::{parse, ChunkIndex};
+    let Ok(packs) = parse(data, 1 << 20, 2 << 20) else {
+        return;
+    };
+    let mut idx = ChunkIndex::default();
+    for p in &packs {
+        idx.add(p);
+    }
+    for p in &packs {
+        for e in &p.entries {
+            assert!(idx.get(&e.id).is_some());
+        }
+    }
+}
 
 /// A snapshot manifest as a repository or server hands it over: parsed, validated, and,
 /// when valid, planned for a restore.

@@ -131,6 +131,7 @@ pub fn http_request(data: &[u8]) {
     let mut r = Cursor::new(data);
     while let Ok(Some(req)) = crate::serve::http::read_request(&mut r, 1 << 20) {
         let _ = crate::serve::http::parse_path(&req.path);
+        let _ = crate::serve::http::parse_range(req.range(), 1 << 30);
     }
 }
 

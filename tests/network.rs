@@ -837,3 +837,98 @@ fn serve_that_cannot_start_a_thread_refuses_one_client_and_stays_up() {
     );
     drop(clients);
 }
+
+#[test]
+fn a_packed_repository_over_http_captures_restores_and_checks() {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init_version(2);
+    let token = env.path("token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    let served = Served::start(&env.repo(), Some(&token));
+    // A capture pushes packs and an index file, then its manifest; serve checks each.
+    let o = ok(&[
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        &served.url,
+        "--token-file",
+        path_str(&token),
+        "--source",
+        path_str(&src),
+        "--name",
+        "web",
+    ]);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(s["new_chunks"].as_u64().unwrap() > 100, "{s}");
+    assert!(env.path("repo/index").read_dir().unwrap().count() == 1);
+    assert!(!env.path("repo/chunks").exists());
+    let r: Value = serde_json::from_slice(
+        &ok(&[
+            "check",
+            "--read-data",
+            "--json",
+            "-q",
+            "--repo",
+            &served.url,
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let a = env.path("served.img");
+    let o = restore_from(&served.url, "web", &a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&a), hash_file(&src));
+    // A pack whose content is not its name, and an index naming a pack never sent, are
+    // refused.
+    let agent = ureq::Agent::new();
+    let fake = format!("{}packs/ab/ab{}.pack", served.url, "0".repeat(62));
+    match agent
+        .put(&fake)
+        .set("Authorization", "Bearer s3cret-token-0123456789")
+        .send_bytes(b"not a pack")
+    {
+        Err(ureq::Error::Status(422, _)) => {}
+        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
+    }
+    let idx_dir = env.path("repo/index");
+    let idx = std::fs::read(idx_dir.read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
+    let mut orphan = idx.clone();
+    orphan[16] ^= 1; // the first pack's id: a pack that does not exist
+    let name = blake3::hash(&orphan).to_hex().to_string();
+    match agent
+        .put(&format!("{}index/{name}.idx", served.url))
+        .set("Authorization", "Bearer s3cret-token-0123456789")
+        .send_bytes(&orphan)
+    {
+        Err(ureq::Error::Status(409, _)) => {}
+        other => panic!("expected 409, got {:?}", other.map(|r| r.status())),
+    }
+
+    // A static web server that ignores Range: every chunk still restores exactly.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut py = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(env.path("repo"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let b = env.path("static.img");
+    let o = restore_from(&format!("http://127.0.0.1:{port}/"), "web", &b);
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&b), hash_file(&src));
+}

@@ -236,6 +236,31 @@ impl Chunks {
         }
     }
 
+    /// Make the chunks of packs named by a new index file known (a server that was sent
+    /// one), if the index is loaded already (otherwise it will be read with the rest).
+    pub fn learn(&self, packs: &[IndexedPack]) {
+        if let Some(idx) = self
+            .index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            packs.iter().for_each(|p| idx.add(p));
+        }
+    }
+
+    /// A pack known to be stored now (a server that was just sent it).
+    pub fn mark_present(&self, pack: &PackId) {
+        self.present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*pack, true);
+    }
+
+    pub fn limits(&self) -> (u32, u64) {
+        (self.max_plain, self.max_stored)
+    }
+
     /// A writer of new chunks (one per thread: each fills a pack of its own).
     pub fn writer(&self) -> ChunkWriter<'_> {
         ChunkWriter {

@@ -508,6 +508,49 @@ impl Repository {
         self.chunks.list()
     }
 
+    /// Whether a pack is stored at `len` bytes.
+    pub fn pack_present(&self, id: &pack::PackId, len: u64) -> Result<bool> {
+        self.chunks.pack_present(id, len)
+    }
+
+    /// A pack known to be stored now (see `Chunks::mark_present`).
+    pub fn note_pack_stored(&self, id: &pack::PackId) {
+        self.chunks.mark_present(id)
+    }
+
+    /// Parse an index file within this repository's limits.
+    pub fn parse_index(&self, data: &[u8]) -> Result<Vec<index::IndexedPack>, String> {
+        let (plain, stored) = self.chunks.limits();
+        index::parse(data, plain, stored)
+    }
+
+    /// Make a new index file's packs known to this process.
+    pub fn learn_index(&self, packs: &[index::IndexedPack]) {
+        self.chunks.learn(packs)
+    }
+
+    /// Check a whole pack: its trailer, and every chunk in it against its id and length.
+    pub fn verify_pack(&self, data: &[u8]) -> Result<Vec<pack::PackEntry>> {
+        let (plain, stored) = self.chunks.limits();
+        let entries = pack::parse_trailer(data, data.len() as u64, plain, stored)
+            .map_err(|e| anyhow::anyhow!("the pack is malformed: {e}"))?
+            .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?;
+        for e in &entries {
+            let frame = &data[e.offset as usize..e.end() as usize];
+            let got = self
+                .decode_chunk(&e.id, frame)
+                .map_err(anyhow::Error::new)?;
+            anyhow::ensure!(
+                got.len() == e.plain as usize,
+                "chunk {} is {} bytes, not the {} its entry gives",
+                e.id,
+                got.len(),
+                e.plain
+            );
+        }
+        Ok(entries)
+    }
+
     /// Every pack the index files name, with its length (none in format 1).
     pub fn packs(&self) -> Result<Vec<(pack::PackId, u64)>> {
         self.chunks.packs()

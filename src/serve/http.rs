@@ -16,6 +16,7 @@ use nix::sys::signal::{SigSet, Signal};
 use super::pool::{self, Active, HEAD_DEADLINE};
 use super::ServeArgs;
 use crate::location::RepoLocation;
+use crate::repo::pack::{PackId, MAX_PACK_BYTES};
 use crate::repo::{chunk_key, snapshot_key, ChunkId, Manifest, RepoSpec, Repository, SnapshotId};
 
 /// A request, its body read.
@@ -83,7 +84,8 @@ struct Handler {
 }
 
 enum Reply {
-    File(PathBuf),
+    /// A file, whole or (with the request's Range header) in part.
+    File(PathBuf, Option<String>),
     Bytes(u16, Vec<u8>, &'static str),
     Text(u16, String),
 }
@@ -100,6 +102,10 @@ pub(crate) enum Target {
     Snapshot(SnapshotId),
     ChunkList(Option<String>),
     Chunk(ChunkId),
+    IndexList,
+    /// An index file, by its 64 hex digits.
+    Index(String),
+    Pack(PackId),
 }
 
 pub(crate) fn parse_path(path: &str) -> Option<Target> {
@@ -117,6 +123,16 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
         ["chunks", fan, id] if is_hex(fan, 2) && is_hex(id, 64) && id.starts_with(fan) => {
             id.parse().ok().map(Target::Chunk)
         }
+        ["index", ""] => Some(Target::IndexList),
+        ["index", name] => name
+            .strip_suffix(".idx")
+            .filter(|h| is_hex(h, 64))
+            .map(|h| Target::Index(h.to_string())),
+        ["packs", fan, name] if is_hex(fan, 2) => name
+            .strip_suffix(".pack")
+            .filter(|h| is_hex(h, 64) && h.starts_with(fan))
+            .and_then(|h| h.parse::<ChunkId>().ok())
+            .map(|c| Target::Pack(PackId(c.0))),
         _ => None,
     }
 }
@@ -149,10 +165,12 @@ impl Handler {
         let limit = match (head.method.as_str(), parse_path(&head.path)) {
             ("PUT", Some(Target::Chunk(_))) => self.repo.chunk_limit(),
             ("PUT", Some(Target::Snapshot(_))) => MAX_MANIFEST_PUT,
+            ("PUT", Some(Target::Pack(_))) => MAX_PACK_BYTES,
+            ("PUT", Some(Target::Index(_))) => crate::repo::index::MAX_INDEX_BYTES,
             ("PUT", _) => {
                 return Err(Reply::Text(
                     405,
-                    "only chunks and snapshots are written\n".into(),
+                    "only chunks, packs, index files and snapshots are written\n".into(),
                 ))
             }
             _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
@@ -186,10 +204,18 @@ impl Handler {
             return Reply::Text(404, "not found\n".into());
         };
         let read = req.method == "GET" || req.method == "HEAD";
+        let file =
+            |key: String| Reply::File(self.root.join(key), req.header("Range").map(str::to_string));
         match (req.method.as_str(), target) {
-            (_, Target::Config) if read => Reply::File(self.root.join("config.json")),
-            (_, Target::Snapshot(id)) if read => Reply::File(self.root.join(snapshot_key(&id))),
-            (_, Target::Chunk(id)) if read => Reply::File(self.root.join(chunk_key(&id))),
+            (_, Target::Config) if read => file("config.json".into()),
+            (_, Target::Snapshot(id)) if read => file(snapshot_key(&id)),
+            (_, Target::Chunk(id)) if read => file(chunk_key(&id)),
+            (_, Target::Pack(id)) if read => file(id.key()),
+            (_, Target::Index(hex)) if read => file(format!("index/{hex}.idx")),
+            ("GET", Target::IndexList) => match self.repo.store().list("index") {
+                Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".idx")).collect()),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
             ("GET", Target::SnapshotList) => match self.repo.store().list("snapshots") {
                 Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".json")).collect()),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
@@ -207,23 +233,41 @@ impl Handler {
                     Err(e) => Reply::Text(500, format!("{e:#}\n")),
                 }
             }
-            ("PUT", t @ (Target::Chunk(_) | Target::Snapshot(_))) => {
+            (
+                "PUT",
+                t @ (Target::Chunk(_) | Target::Snapshot(_) | Target::Pack(_) | Target::Index(_)),
+            ) => {
                 if !self.authorized(req) {
                     return Reply::Text(401, "writing needs the server's bearer token\n".into());
                 }
-                match (t, &req.body) {
-                    (Target::Chunk(id), Body::Bytes(b)) => self.put_chunk(&id, b),
-                    (Target::Snapshot(id), Body::File(f)) => self.put_manifest(&id, f),
-                    (Target::Snapshot(id), Body::Bytes(b)) => {
+                let local;
+                let spooled = match (&t, &req.body) {
+                    (Target::Chunk(id), Body::Bytes(b)) => return self.put_chunk(id, b),
+                    (Target::Chunk(_), Body::File(_)) => {
+                        return Reply::Text(500, "a chunk's body was not read into memory\n".into())
+                    }
+                    (_, Body::File(f)) => f,
+                    (_, Body::Bytes(b)) => {
                         match spool(&mut &b[..], b.len() as u64, &self.root.join("tmp")) {
-                            Ok(f) => self.put_manifest(&id, &f),
-                            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+                            Ok(f) => {
+                                local = f;
+                                &local
+                            }
+                            Err(e) => return Reply::Text(500, format!("{e:#}\n")),
                         }
                     }
-                    _ => Reply::Text(500, "a chunk's body was not read into memory\n".into()),
+                };
+                match t {
+                    Target::Snapshot(id) => self.put_manifest(&id, spooled),
+                    Target::Pack(id) => self.put_pack(&id, spooled),
+                    Target::Index(hex) => self.put_index(&hex, spooled),
+                    _ => Reply::Text(405, "not written here\n".into()),
                 }
             }
-            ("PUT", _) => Reply::Text(405, "only chunks and snapshots are written\n".into()),
+            ("PUT", _) => Reply::Text(
+                405,
+                "only chunks, packs, index files and snapshots are written\n".into(),
+            ),
             _ => Reply::Text(405, "method not allowed\n".into()),
         }
     }
@@ -279,6 +323,81 @@ impl Handler {
         }
     }
 
+    /// Store a pack spooled to a temporary file: it must hash to its name, its trailer
+    /// hold, and every chunk in it decompress to its stated length and hash to its id;
+    /// only then is it renamed into place.
+    fn put_pack(&self, id: &PackId, body: &Spooled) -> Reply {
+        if body.hash.as_bytes() != &id.0 {
+            return Reply::Text(
+                422,
+                format!(
+                    "the pack hashes to {}, not to its name\n",
+                    body.hash.to_hex()
+                ),
+            );
+        }
+        match std::fs::read(&body.path) {
+            Ok(data) => {
+                if let Err(e) = self.repo.verify_pack(&data) {
+                    return Reply::Text(422, format!("{e:#}\n"));
+                }
+            }
+            Err(e) => return Reply::Text(500, format!("read {}: {e}\n", body.path.display())),
+        }
+        match self.place(&body.path, &id.key()) {
+            Ok(()) => {
+                self.repo.note_pack_stored(id);
+                Reply::Text(201, "stored\n".into())
+            }
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
+    /// Store an index file: it must hash to its name and parse, and every pack it names
+    /// must be stored already at the length it gives (data before what names it); then
+    /// this server's own index learns it.
+    fn put_index(&self, hex: &str, body: &Spooled) -> Reply {
+        if body.hash.to_hex().as_str() != hex {
+            return Reply::Text(
+                422,
+                format!(
+                    "the index hashes to {}, not to its name\n",
+                    body.hash.to_hex()
+                ),
+            );
+        }
+        let data = match std::fs::read(&body.path) {
+            Ok(d) => d,
+            Err(e) => return Reply::Text(500, format!("read {}: {e}\n", body.path.display())),
+        };
+        let packs = match self.repo.parse_index(&data) {
+            Ok(p) => p,
+            Err(e) => return Reply::Text(422, format!("the index file is malformed: {e}\n")),
+        };
+        if let Err(e) = self.repo.store().flush() {
+            return Reply::Text(500, format!("{e:#}\n"));
+        }
+        for p in &packs {
+            match self.repo.pack_present(&p.id, p.len) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Reply::Text(
+                        409,
+                        format!("pack {} is not stored; push it first\n", p.id),
+                    )
+                }
+                Err(e) => return Reply::Text(500, format!("{e:#}\n")),
+            }
+        }
+        match self.place(&body.path, &format!("index/{hex}.idx")) {
+            Ok(()) => {
+                self.repo.learn_index(&packs);
+                Reply::Text(201, "stored\n".into())
+            }
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
     /// Rename a synced temporary file to `key` and make the rename durable.
     fn place(&self, tmp: &Path, key: &str) -> Result<()> {
         let path = self.root.join(key);
@@ -303,6 +422,8 @@ fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         201 => "Created",
+        206 => "Partial Content",
+        416 => "Range Not Satisfiable",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -333,6 +454,11 @@ pub struct Head {
 }
 
 impl Head {
+    /// The Range header, if any.
+    pub(crate) fn range(&self) -> Option<&str> {
+        self.header("Range")
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -449,36 +575,120 @@ fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
     Ok((f, meta.len()))
 }
 
-/// A reply's status, content type, length and body, ready to send.
+/// A reply's status, content type, length, extra header lines and body, ready to send.
 struct Outgoing {
     code: u16,
     kind: &'static str,
     len: u64,
+    headers: String,
     body: Box<dyn Read>,
+}
+
+/// What a Range header asks of a file of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// The whole file (no header, or one this server does not serve in part: several
+    /// ranges, or another unit).
+    Whole,
+    /// Bytes `start..=last`.
+    Part { start: u64, last: u64 },
+    /// Nothing of it can be sent (416).
+    Unsatisfiable,
+}
+
+/// Parse a Range header value (`bytes=A-B`, `bytes=A-`, `bytes=-N`) against a length.
+pub(crate) fn parse_range(value: Option<&str>, len: u64) -> RangeAsk {
+    let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| s.parse::<u64>().ok();
+    let (start, last) = match (a.is_empty(), b.is_empty()) {
+        (false, true) => match num(a) {
+            Some(s) => (s, len.saturating_sub(1)),
+            None => return RangeAsk::Whole,
+        },
+        (false, false) => match (num(a), num(b)) {
+            (Some(s), Some(e)) if e >= s => (s, e.min(len.saturating_sub(1))),
+            _ => return RangeAsk::Whole,
+        },
+        (true, false) => match num(b) {
+            Some(0) => return RangeAsk::Unsatisfiable,
+            Some(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+            None => return RangeAsk::Whole,
+        },
+        (true, true) => return RangeAsk::Whole,
+    };
+    if len == 0 || start >= len {
+        return RangeAsk::Unsatisfiable;
+    }
+    RangeAsk::Part { start, last }
+}
+
+/// A file's reply: whole (200), in part (206), or 416; every file says it takes ranges.
+fn file_reply(mut f: std::fs::File, len: u64, range: Option<&str>) -> Outgoing {
+    use std::io::{Seek, SeekFrom};
+    let mut headers = String::from("Accept-Ranges: bytes\r\n");
+    match parse_range(range, len) {
+        RangeAsk::Whole => Outgoing {
+            code: 200,
+            kind: "application/octet-stream",
+            len,
+            headers,
+            body: Box::new(f.take(len)),
+        },
+        RangeAsk::Part { start, last } => {
+            if f.seek(SeekFrom::Start(start)).is_err() {
+                return Reply::Text(500, "seek failed\n".into()).into();
+            }
+            let n = last - start + 1;
+            headers.push_str(&format!("Content-Range: bytes {start}-{last}/{len}\r\n"));
+            Outgoing {
+                code: 206,
+                kind: "application/octet-stream",
+                len: n,
+                headers,
+                body: Box::new(f.take(n)),
+            }
+        }
+        RangeAsk::Unsatisfiable => {
+            headers.push_str(&format!("Content-Range: bytes */{len}\r\n"));
+            Outgoing {
+                code: 416,
+                kind: "text/plain",
+                len: 0,
+                headers,
+                body: Box::new(std::io::empty()),
+            }
+        }
+    }
 }
 
 impl From<Reply> for Outgoing {
     fn from(reply: Reply) -> Outgoing {
         match reply {
-            Reply::File(path) => match open_regular(&path) {
-                Ok((f, len)) => Outgoing {
-                    code: 200,
-                    kind: "application/octet-stream",
-                    len,
-                    body: Box::new(f.take(len)),
-                },
+            Reply::File(path, range) => match open_regular(&path) {
+                Ok((f, len)) => file_reply(f, len, range.as_deref()),
                 Err(_) => Reply::Text(404, "not found\n".into()).into(),
             },
             Reply::Bytes(code, b, kind) => Outgoing {
                 code,
                 kind,
                 len: b.len() as u64,
+                headers: String::new(),
                 body: Box::new(std::io::Cursor::new(b)),
             },
             Reply::Text(code, t) => Outgoing {
                 code,
                 kind: "text/plain",
                 len: t.len() as u64,
+                headers: String::new(),
                 body: Box::new(std::io::Cursor::new(t.into_bytes())),
             },
         }
@@ -490,11 +700,12 @@ fn send<W: Write>(out: &mut W, method: &str, reply: Reply, close: bool) -> Resul
     let mut o = Outgoing::from(reply);
     let head =
         format!(
-        "HTTP/1.1 {} {}\r\nServer: lifeboat\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n",
+        "HTTP/1.1 {} {}\r\nServer: lifeboat\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}{}\r\n",
         o.code,
         reason(o.code),
         o.kind,
         o.len,
+        o.headers,
         if o.code == 401 { "WWW-Authenticate: Bearer\r\n" } else { "" },
         if close { "Connection: close\r\n" } else { "" },
     );
@@ -520,7 +731,7 @@ fn serve_one(conn: &mut Active, handler: &Handler) -> Result<bool> {
         Ok(len) => {
             conn.set_deadline(HEAD_DEADLINE + Duration::from_secs(len / MIN_BODY_RATE));
             let body = match parse_path(&head.path) {
-                Some(Target::Snapshot(_)) => {
+                Some(Target::Snapshot(_) | Target::Pack(_) | Target::Index(_)) => {
                     Body::File(spool(conn, len, &handler.root.join("tmp"))?)
                 }
                 _ => Body::Bytes(read_body(conn, len)?),
@@ -664,6 +875,49 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 mod tests {
     use super::*;
     use crate::repo::{ChunkerParams, Repository};
+
+    #[test]
+    fn ranges_are_parsed_against_the_length() {
+        use RangeAsk::*;
+        let p = |v: &str| parse_range(Some(v), 100);
+        assert_eq!(parse_range(None, 100), Whole);
+        assert_eq!(p("bytes=0-9"), Part { start: 0, last: 9 });
+        assert_eq!(
+            p("bytes=90-"),
+            Part {
+                start: 90,
+                last: 99
+            }
+        );
+        assert_eq!(
+            p("bytes=95-200"),
+            Part {
+                start: 95,
+                last: 99
+            }
+        );
+        assert_eq!(
+            p("bytes=-10"),
+            Part {
+                start: 90,
+                last: 99
+            }
+        );
+        assert_eq!(p("bytes=-1000"), Part { start: 0, last: 99 });
+        assert_eq!(p("bytes=100-"), Unsatisfiable);
+        assert_eq!(p("bytes=-0"), Unsatisfiable);
+        for whole in [
+            "bytes=5-1",
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=x-1",
+            "bytes=-",
+            "bytes=18446744073709551616-",
+        ] {
+            assert_eq!(p(whole), Whole, "{whole}");
+        }
+        assert_eq!(parse_range(Some("bytes=0-0"), 0), Unsatisfiable);
+    }
 
     #[test]
     fn paths_name_only_what_a_repository_has() {

@@ -150,11 +150,7 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
     let id = machine(&env, "never-seen-4");
     let m = env.manifest(&id);
     let chunk = first_chunk_of_partition(&m, 2);
-    let path = env.chunk_path(&chunk);
-    let mut data = std::fs::read(&path).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0x55;
-    std::fs::write(&path, data).unwrap();
+    env.flip_stored_byte(&chunk);
     let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "45");
     assert!(!ok && v["pass"] == false, "{v:#}");
     let rescue = phase(&v, "rescue");

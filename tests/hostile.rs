@@ -351,7 +351,7 @@ fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
 #[test]
 fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
     let env = Env::new();
-    let (_, snap) = env.with_snapshot("gpt", "m");
+    let (_, snap) = env.with_snapshot_v1("gpt", "m");
     let repo = env.repo();
     let m = env.manifest(&snap);
     let chunk = first_chunk_of_partition(&m, 1);
@@ -477,7 +477,8 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
                         let _ = s.write_all(body);
                     }
                 };
-                if path.starts_with("/chunks/") && method == "GET" {
+                if (path.starts_with("/chunks/") || path.starts_with("/packs/")) && method == "GET"
+                {
                     match answer {
                         ChunkAnswer::Error => send(&mut s, "500 Internal Server Error", b"no"),
                         ChunkAnswer::HugeLength => {
@@ -488,8 +489,15 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
                             while s.write_all(&zeros).is_ok() {}
                         }
                         ChunkAnswer::Trickle => {
-                            let _ =
-                                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                            // A length a chunk file may have, or a pack's (whose
+                            // range is then read from the start of the whole file).
+                            let len = if path.starts_with("/packs/") {
+                                1 << 30
+                            } else {
+                                100_000
+                            };
+                            let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                            let _ = s.write_all(h.as_bytes());
                             for _ in 0..120 {
                                 if s.write_all(b"x").is_err() {
                                     break;
@@ -526,51 +534,62 @@ fn hostile_server(repo: std::path::PathBuf, answer: ChunkAnswer) -> u16 {
 
 #[test]
 fn a_hostile_web_server_cannot_exhaust_memory_or_repeat_itself() {
-    let env = Env::new();
-    env.with_snapshot("gpt", "m");
-    // With a 2 s I/O timeout: no read may stall 2 s, a body must keep 64 KiB/s after
-    // 2 s, and no new attempt starts after 6 s (the defaults are 30 s and 90 s).
-    for (answer, expect) in [
-        (ChunkAnswer::Endless, "larger than the"),
-        (ChunkAnswer::HugeLength, "larger than the"),
-        (ChunkAnswer::Error, "HTTP 500"),
-        (ChunkAnswer::Trickle, "too slow"),
-        (ChunkAnswer::Silent, "timed out"),
-    ] {
-        let port = hostile_server(env.path("repo"), answer);
-        let url = format!("http://127.0.0.1:{port}/");
-        let target = env.path("t.img");
-        let _ = fs::remove_file(&target);
-        let r = run_bounded(
-            &[
-                "restore",
-                "-q",
-                "--io-timeout",
-                "2",
-                "--repo",
-                &url,
-                "--snapshot",
-                "m",
-                "--target",
-                path_str(&target),
-            ],
-            Duration::from_secs(60),
-        );
-        let e = r.refused().to_string();
-        println!(
-            "{:.1} s, {} KiB: {e}",
-            r.elapsed.as_secs_f64(),
-            r.max_rss_kib
-        );
-        assert!(
-            r.elapsed < Duration::from_secs(20),
-            "bounded by the I/O timeout: {:?}",
-            r.elapsed
-        );
-        assert!(e.contains(expect), "{e}");
-        assert_eq!(e.matches(expect).count(), 1, "the cause once: {e}");
-        assert!(e.contains("/chunks/"), "names the chunk's URL: {e}");
-        assert!(r.max_rss_kib < 256 << 10, "{} KiB", r.max_rss_kib);
+    // Format 1 fetches chunk files whole; format 2 asks for ranges of packs, so a server
+    // that ignores the range and sends garbage gives a corrupt chunk instead.
+    for version in [1, 2] {
+        let env = Env::new();
+        let disk = env.disk("gpt", "m.img");
+        env.init_version(version);
+        env.capture(&disk, "m");
+        let (big, url_part) = if version == 1 {
+            ("larger than the", "/chunks/")
+        } else {
+            ("is corrupt", "/packs/")
+        };
+        // With a 2 s I/O timeout: no read may stall 2 s, a body must keep 64 KiB/s after
+        // 2 s, and no new attempt starts after 6 s (the defaults are 30 s and 90 s).
+        for (answer, expect) in [
+            (ChunkAnswer::Endless, big),
+            (ChunkAnswer::HugeLength, big),
+            (ChunkAnswer::Error, "HTTP 500"),
+            (ChunkAnswer::Trickle, "too slow"),
+            (ChunkAnswer::Silent, "timed out"),
+        ] {
+            let port = hostile_server(env.path("repo"), answer);
+            let url = format!("http://127.0.0.1:{port}/");
+            let target = env.path("t.img");
+            let _ = fs::remove_file(&target);
+            let r = run_bounded(
+                &[
+                    "restore",
+                    "-q",
+                    "--io-timeout",
+                    "2",
+                    "--repo",
+                    &url,
+                    "--snapshot",
+                    "m",
+                    "--target",
+                    path_str(&target),
+                ],
+                Duration::from_secs(60),
+            );
+            let e = r.refused().to_string();
+            println!(
+                "v{version}: {:.1} s, {} KiB: {e}",
+                r.elapsed.as_secs_f64(),
+                r.max_rss_kib
+            );
+            assert!(
+                r.elapsed < Duration::from_secs(20),
+                "bounded by the I/O timeout: {:?}",
+                r.elapsed
+            );
+            assert!(e.contains(expect), "{e}");
+            assert_eq!(e.matches(expect).count(), 1, "the cause once: {e}");
+            assert!(e.contains(url_part), "names the URL: {e}");
+            assert!(r.max_rss_kib < 256 << 10, "{} KiB", r.max_rss_kib);
+        }
     }
 }
 
@@ -653,7 +672,7 @@ fn a_manifest_of_millions_of_chunks_is_read_in_bounded_memory() {
 #[test]
 fn repository_files_that_are_symlinks_to_dev_zero_are_not_read() {
     let env = Env::new();
-    let (_, snap) = env.with_snapshot("gpt", "m");
+    let (_, snap) = env.with_snapshot_v1("gpt", "m");
     let repo = env.repo();
     let m = env.manifest(&snap);
     // A chunk: missing to check and restore, read in bounded time and memory.

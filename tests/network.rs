@@ -299,11 +299,7 @@ fn a_corrupt_chunk_served_over_http_is_named() {
     let (env, _src, id) = setup();
     let m = env.manifest(&id);
     let bad = first_chunk_of_partition(&m, 3);
-    let p = env.chunk_path(&bad);
-    let mut data = std::fs::read(&p).unwrap();
-    let mid = data.len() / 2;
-    data[mid] ^= 0x10;
-    std::fs::write(&p, data).unwrap();
+    env.flip_stored_byte(&bad);
     let served = Served::start(&env.repo(), None);
     let o = restore_from(&served.url, "web", &env.path("dst.img"));
     assert!(!o.status.success());

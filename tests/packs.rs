@@ -115,13 +115,36 @@ fn a_flipped_byte_in_a_pack_is_named_and_a_missing_pack_refused_before_writing()
     assert_eq!(hash_file(&target), before, "the target is untouched");
 }
 
+/// Files a capture has written so far: packs and index files in place, and (with `pid`)
+/// that writer's files waiting in tmp/.
+fn written(repo: &std::path::Path, pid: Option<u32>) -> usize {
+    let placed = ["packs", "index"]
+        .iter()
+        .map(|d| repo.join(d))
+        .filter(|d| d.exists())
+        .map(|d| files_under(&d))
+        .sum::<usize>();
+    let mine = |n: &str| pid.is_some_and(|p| n.contains(&format!("-{p}-")));
+    let waiting = fs::read_dir(repo.join("tmp"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| mine(&e.file_name().to_string_lossy()))
+                .count()
+        })
+        .unwrap_or(0);
+    placed + waiting
+}
+
 #[test]
 fn killed_packed_captures_leave_a_sound_repository() {
     let env = Env::new();
     let src = env.disk("gpt", "src.img");
     let repo = env.init_version(2);
-    let mut killed = 0;
-    for ms in [0u64, 150, 400, 800, 1500] {
+    let repo_path = env.path("repo");
+    let mut kills = Vec::new();
+    // Kill at once; once a pack is being written; once one is in place (its index not
+    // yet); and once two files are (a pack and its index, or two packs).
+    for threshold in [0usize, 1, 1, 2] {
         let mut child = Command::new(bin())
             .args([
                 "capture",
@@ -137,14 +160,26 @@ fn killed_packed_captures_leave_a_sound_repository() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = child.kill();
-        if child.wait().unwrap().code().is_none() {
-            killed += 1;
+        let before = written(&repo_path, None);
+        let start = std::time::Instant::now();
+        while written(&repo_path, Some(child.id())) < before + threshold
+            && start.elapsed() < Duration::from_secs(60)
+        {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
         }
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        kills.push((threshold, status.code()));
         check_clean(&repo);
     }
-    assert!(killed >= 3, "most kills landed mid-capture ({killed} of 5)");
+    eprintln!("kills (threshold, exit code): {kills:?}");
+    assert!(
+        kills.iter().filter(|k| k.1.is_none()).count() >= 3,
+        "most kills landed mid-capture: {kills:?}"
+    );
     let s = env.capture(&src, "k");
     check_clean(&repo);
     let dst = env.path("dst.img");

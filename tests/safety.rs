@@ -25,9 +25,14 @@ fn flip_byte(path: &std::path::Path) {
 /// A repository with one snapshot of a GPT disk, and a target that holds a valid copy of
 /// that disk (so a wiped table is observable).
 fn setup() -> (Env, std::path::PathBuf, String, std::path::PathBuf) {
+    setup_version(2)
+}
+
+/// The same in a repository of format `version` (1 for tests about chunk files).
+fn setup_version(version: u32) -> (Env, std::path::PathBuf, String, std::path::PathBuf) {
     let env = Env::new();
     let src = env.disk("gpt", "src.img");
-    env.init();
+    env.init_version(version);
     let id = env.capture(&src, "web01")["snapshot"]
         .as_str()
         .unwrap()
@@ -45,7 +50,7 @@ fn corrupt_chunk_fails_restore_names_it_and_wipes_the_table() {
     make_disk("gpt", &target);
     let m = env.manifest(&id);
     let bad = first_chunk_of_partition(&m, 3);
-    flip_byte(&env.chunk_path(&bad));
+    env.flip_stored_byte(&bad);
     assert_eq!(&read_at(&target, 512, 8), b"EFI PART");
 
     let o = env.restore("web01", &target, &["--yes"]);
@@ -66,7 +71,8 @@ fn corrupt_chunk_fails_restore_names_it_and_wipes_the_table() {
 
 #[test]
 fn check_read_data_names_corrupt_and_missing_chunks() {
-    let (env, _src, id, _target) = setup();
+    // Chunk files (format 1): one deleted is one missing. (tests/packs.rs does packs.)
+    let (env, _src, id, _target) = setup_version(1);
     let m = env.manifest(&id);
     let flipped = first_chunk_of_partition(&m, 2);
     let deleted = first_chunk_of_partition(&m, 1);
@@ -113,7 +119,7 @@ fn refused(env: &Env, target: &std::path::Path, snapshot: &str, extra: &[&str], 
 
 #[test]
 fn deleted_chunk_is_refused_before_any_write() {
-    let (env, _src, id, target) = setup();
+    let (env, _src, id, target) = setup_version(1);
     let m = env.manifest(&id);
     let gone = first_chunk_of_partition(&m, 3);
     fs::remove_file(env.chunk_path(&gone)).unwrap();
@@ -205,10 +211,10 @@ fn foreign_and_future_repositories_are_refused() {
     let cfg = env.path("repo/config.json");
     let text = fs::read_to_string(&cfg)
         .unwrap()
-        .replace("\"version\": 1", "\"version\": 2");
+        .replace("\"version\": 2", "\"version\": 3");
     fs::write(&cfg, text).unwrap();
     let err = fails(&["snapshots", "--repo", &repo]);
-    assert!(err.contains("format version 2"), "{err}");
+    assert!(err.contains("format version 3"), "{err}");
 }
 
 /// Run a restore under a pseudo-terminal (util-linux `script`), typing `answer`.

@@ -236,6 +236,16 @@ impl Store for HttpStore {
                 });
             }
             let skip = if partial { 0 } else { offset };
+            let whole: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+            if !partial && whole.is_some_and(|n| n < offset + len) {
+                return Attempt::Fail(StoreError::Other {
+                    location: self.url(key),
+                    cause: anyhow!(
+                        "{} bytes, too short for {len} bytes at {offset}",
+                        whole.unwrap_or(0)
+                    ),
+                });
+            }
             let mut body = LimitedReader::new(
                 r.into_reader(),
                 skip + len,
@@ -250,12 +260,6 @@ impl Store for HttpStore {
             let mut buf = vec![0u8; len as usize];
             match body.read_exact(&mut buf) {
                 Ok(()) => Attempt::Done(buf),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Attempt::Fail(StoreError::Other {
-                        location: self.url(key),
-                        cause: anyhow!("shorter than {len} bytes at {offset}"),
-                    })
-                }
                 Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
             }
         })

@@ -61,6 +61,32 @@ impl Env {
         repo
     }
 
+    /// Flip one bit in the middle of a chunk's stored bytes, wherever they are kept.
+    pub fn flip_stored_byte(&self, id: &str) {
+        use std::os::unix::fs::FileExt;
+        let (file, offset, len) = self.stored_chunk(id);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, offset + len / 2).unwrap();
+        f.write_all_at(&[b[0] ^ 0x40], offset + len / 2).unwrap();
+    }
+
+    /// A repository of format 1 holding one snapshot of a new sample disk of `kind`
+    /// (for tests about chunk files themselves).
+    pub fn with_snapshot_v1(&self, kind: &str, name: &str) -> (PathBuf, String) {
+        let disk = self.disk(kind, &format!("{name}.img"));
+        self.init_version(1);
+        let id = self.capture(&disk, name)["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (disk, id)
+    }
+
     /// Where a chunk's stored bytes are: its own file (format 1), or a pack (format 2)
     /// found through the repository's index files; (file, offset, length).
     pub fn stored_chunk(&self, id: &str) -> (PathBuf, u64, u64) {

@@ -197,6 +197,25 @@ impl Chunks {
         }
     }
 
+    /// Where each chunk lies (format 2; None for a chunk no index names, and for all in
+    /// format 1).
+    pub fn locate(&self, ids: &[ChunkId]) -> Result<Vec<Option<index::Location>>> {
+        match self.layout {
+            Layout::Files => Ok(vec![None; ids.len()]),
+            Layout::Packs => self.with_index(|i| ids.iter().map(|id| i.get(id)).collect()),
+        }
+    }
+
+    /// Read `len` bytes at `offset` of a pack.
+    pub fn read_pack_range(
+        &self,
+        pack: &PackId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.store.get_range(&pack.key(), offset, len)
+    }
+
     /// Every stored chunk's id.
     pub fn list(&self) -> Result<Vec<ChunkId>> {
         match self.layout {

@@ -6,7 +6,7 @@
 use anyhow::Result;
 
 use super::plan::{Deferred, Job, Plan, BATCH_BYTES};
-use super::sources::{Chain, Got, Origin};
+use super::sources::{Chain, Origin};
 use crate::disk::TargetDisk;
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::{CoalescingWriter, Progress};
@@ -71,12 +71,7 @@ pub fn write(
     map_ordered(
         plan.batches,
         width,
-        |batch: Vec<Job>| {
-            batch
-                .into_iter()
-                .map(|j| chain.fetch(&j).map(|g| (j, g)))
-                .collect::<Result<Vec<(Job, Got)>>>()
-        },
+        |batch: Vec<Job>| chain.fetch_batch(batch),
         |fetched| {
             for (job, got) in fetched {
                 progress.inc(job.length as u64);

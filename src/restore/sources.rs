@@ -34,6 +34,12 @@ pub struct Got {
 pub trait ChunkSource: Sync {
     /// The chunk of `job`, verified; None when this source does not have it.
     fn fetch(&self, job: &Job) -> Result<Option<Got>>;
+
+    /// The chunks of several jobs (in disk order), each as `fetch` would give it; a
+    /// source that can read neighbours together does so.
+    fn fetch_many(&self, jobs: &[&Job]) -> Result<Vec<Option<Got>>> {
+        jobs.iter().map(|j| self.fetch(j)).collect()
+    }
 }
 
 /// The target, read where the plan says it may already hold the chunk.
@@ -122,9 +128,9 @@ pub struct FromRepository<'a> {
     pub repo: &'a Repository,
 }
 
-impl ChunkSource for FromRepository<'_> {
-    fn fetch(&self, job: &Job) -> Result<Option<Got>> {
-        let data = self.repo.get_chunk(&job.id)?;
+impl FromRepository<'_> {
+    /// A chunk read for `job`, checked against the length the manifest gives.
+    fn got(&self, job: &Job, data: Vec<u8>) -> Result<Option<Got>> {
         if data.len() as u64 != job.range().len {
             bail!(
                 "chunk {} holds {} bytes but the manifest says {} at offset {}",
@@ -138,6 +144,22 @@ impl ChunkSource for FromRepository<'_> {
             origin: Origin::Repository,
             data,
         }))
+    }
+}
+
+impl ChunkSource for FromRepository<'_> {
+    fn fetch(&self, job: &Job) -> Result<Option<Got>> {
+        let data = self.repo.get_chunk(&job.id)?;
+        self.got(job, data)
+    }
+
+    fn fetch_many(&self, jobs: &[&Job]) -> Result<Vec<Option<Got>>> {
+        let ids: Vec<ChunkId> = jobs.iter().map(|j| j.id).collect();
+        let read = self.repo.get_chunks(&ids)?;
+        jobs.iter()
+            .zip(read)
+            .map(|(job, data)| self.got(job, data))
+            .collect()
     }
 }
 
@@ -158,6 +180,33 @@ pub struct Chain<'a> {
 impl<'a> Chain<'a> {
     pub fn new(sources: Vec<&'a dyn ChunkSource>) -> Chain<'a> {
         Chain { sources }
+    }
+
+    /// The chunks of `jobs` (in disk order), each from the first source that has it;
+    /// each source is asked for all the chunks the ones before it lacked at once.
+    pub fn fetch_batch(&self, jobs: Vec<Job>) -> Result<Vec<(Job, Got)>> {
+        let mut got: Vec<Option<Got>> = (0..jobs.len()).map(|_| None).collect();
+        for s in &self.sources {
+            let pending: Vec<usize> = (0..jobs.len()).filter(|&i| got[i].is_none()).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let asked: Vec<&Job> = pending.iter().map(|&i| &jobs[i]).collect();
+            for (i, g) in pending.into_iter().zip(s.fetch_many(&asked)?) {
+                got[i] = g;
+            }
+        }
+        jobs.into_iter()
+            .zip(got)
+            .map(|(job, g)| match g {
+                Some(g) => Ok((job, g)),
+                None => bail!(
+                    "no source holds chunk {} (at offset {})",
+                    job.id,
+                    job.offset
+                ),
+            })
+            .collect()
     }
 
     /// The chunk from the first source that has it.

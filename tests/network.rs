@@ -877,6 +877,32 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
     let o = restore_from(&served.url, "web", &a);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(hash_file(&a), hash_file(&src));
+    // Packs are served in part, and as content that never changes.
+    let pack = std::fs::read_dir(env.path("repo/packs"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    let r = ureq::get(&format!("{}packs/{}/{name}", served.url, &name[..2]))
+        .set("Range", "bytes=10-19")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let total = std::fs::metadata(&pack).unwrap().len();
+    assert_eq!(
+        r.header("Content-Range"),
+        Some(format!("bytes 10-19/{total}").as_str())
+    );
+    assert_eq!(
+        r.header("ETag"),
+        Some(format!("\"{}\"", name.trim_end_matches(".pack")).as_str())
+    );
+    assert!(r.header("Cache-Control").unwrap().contains("immutable"));
+    let mut part = Vec::new();
+    r.into_reader().read_to_end(&mut part).unwrap();
+    assert_eq!(part, std::fs::read(&pack).unwrap()[10..20]);
     // A pack whose content is not its name, and an index naming a pack never sent, are
     // refused.
     let agent = ureq::Agent::new();

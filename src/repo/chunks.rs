@@ -368,7 +368,11 @@ impl ChunkWriter<'_> {
                         .idle
                         .pop()
                         .unwrap_or_else(|| {
-                            PackBuilder::with_capacity(PACK_TARGET + c.max_stored as usize)
+                            // Room for the last chunk and the trailer: sealing never
+                            // moves the pack to a larger buffer.
+                            PackBuilder::with_capacity(
+                                PACK_TARGET + c.max_stored as usize + (1 << 20),
+                            )
                         })
                 });
                 pack.add(*id, stored, plain_len);

@@ -84,8 +84,9 @@ struct Handler {
 }
 
 enum Reply {
-    /// A file, whole or (with the request's Range header) in part.
-    File(PathBuf, Option<String>),
+    /// A file, whole or (with the request's Range header) in part; with an ETag when
+    /// its name is its content's hash (it never changes: caches may keep it for good).
+    File(PathBuf, Option<String>, Option<String>),
     Bytes(u16, Vec<u8>, &'static str),
     Text(u16, String),
 }
@@ -204,14 +205,16 @@ impl Handler {
             return Reply::Text(404, "not found\n".into());
         };
         let read = req.method == "GET" || req.method == "HEAD";
-        let file =
-            |key: String| Reply::File(self.root.join(key), req.header("Range").map(str::to_string));
+        let range = req.header("Range").map(str::to_string);
+        let file = |key: String, etag: Option<String>| {
+            Reply::File(self.root.join(key), range.clone(), etag)
+        };
         match (req.method.as_str(), target) {
-            (_, Target::Config) if read => file("config.json".into()),
-            (_, Target::Snapshot(id)) if read => file(snapshot_key(&id)),
-            (_, Target::Chunk(id)) if read => file(chunk_key(&id)),
-            (_, Target::Pack(id)) if read => file(id.key()),
-            (_, Target::Index(hex)) if read => file(format!("index/{hex}.idx")),
+            (_, Target::Config) if read => file("config.json".into(), None),
+            (_, Target::Snapshot(id)) if read => file(snapshot_key(&id), Some(id.to_hex())),
+            (_, Target::Chunk(id)) if read => file(chunk_key(&id), Some(id.to_hex())),
+            (_, Target::Pack(id)) if read => file(id.key(), Some(id.to_hex())),
+            (_, Target::Index(hex)) if read => file(format!("index/{hex}.idx"), Some(hex)),
             ("GET", Target::IndexList) => match self.repo.store().list("index") {
                 Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".idx")).collect()),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
@@ -631,10 +634,16 @@ pub(crate) fn parse_range(value: Option<&str>, len: u64) -> RangeAsk {
     RangeAsk::Part { start, last }
 }
 
-/// A file's reply: whole (200), in part (206), or 416; every file says it takes ranges.
-fn file_reply(mut f: std::fs::File, len: u64, range: Option<&str>) -> Outgoing {
+/// A file's reply: whole (200), in part (206), or 416; every file says it takes ranges,
+/// and a content-addressed one (with `etag`) that it never changes.
+fn file_reply(mut f: std::fs::File, len: u64, range: Option<&str>, etag: Option<&str>) -> Outgoing {
     use std::io::{Seek, SeekFrom};
     let mut headers = String::from("Accept-Ranges: bytes\r\n");
+    if let Some(tag) = etag {
+        headers.push_str(&format!(
+            "ETag: \"{tag}\"\r\nCache-Control: public, max-age=31536000, immutable\r\n"
+        ));
+    }
     match parse_range(range, len) {
         RangeAsk::Whole => Outgoing {
             code: 200,
@@ -673,8 +682,8 @@ fn file_reply(mut f: std::fs::File, len: u64, range: Option<&str>) -> Outgoing {
 impl From<Reply> for Outgoing {
     fn from(reply: Reply) -> Outgoing {
         match reply {
-            Reply::File(path, range) => match open_regular(&path) {
-                Ok((f, len)) => file_reply(f, len, range.as_deref()),
+            Reply::File(path, range, etag) => match open_regular(&path) {
+                Ok((f, len)) => file_reply(f, len, range.as_deref(), etag.as_deref()),
                 Err(_) => Reply::Text(404, "not found\n".into()).into(),
             },
             Reply::Bytes(code, b, kind) => Outgoing {

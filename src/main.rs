@@ -11,7 +11,14 @@ use lifeboat::cli::Cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its v2 option 15, 10 ms by default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // Freed memory goes back to the system at once: a restore's peak 165 -> 110 MiB and a
+    // capture's 147 -> 83 MiB (bench disk), for about 0.1 s more system time.
+    // SAFETY: sets one allocator option; no pointers involved.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     if lifeboat::rescue::is_init() {
         lifeboat::rescue::main();
     }

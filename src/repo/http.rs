@@ -19,7 +19,7 @@ use crate::location::HttpUrl;
 
 const ATTEMPTS: u32 = 7;
 /// Requests kept in flight: each mostly waits on the network.
-const REQUESTS_IN_FLIGHT: usize = 16;
+const REQUESTS_IN_FLIGHT: usize = 8;
 /// Largest body read whole into memory (a directory listing, a chunk); manifests are
 /// streamed (`open`) with their own limit.
 const MAX_BODY: u64 = 1 << 30;

@@ -14,7 +14,7 @@ use crate::range::ByteRange;
 
 /// At most this many bytes of chunks are between the repository and the disk at once,
 /// wherever they are: queued, in a worker, or waiting for the one before them.
-const BYTES_IN_FLIGHT: u64 = 32 << 20;
+const BYTES_IN_FLIGHT: u64 = 16 << 20;
 
 const MIB: u64 = 1 << 20;
 

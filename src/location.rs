@@ -31,8 +31,10 @@ pub const NBD_DEFAULT_PORT: u16 = 10809;
 /// A location string that names nothing Lifeboat can use.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocationError {
-    #[error("{0}: unknown scheme {1}:// (a repository is a directory, http:// or https://)")]
+    #[error("{0}: unknown scheme {1}:// (a repository is a directory, http://, https:// or s3://BUCKET/PREFIX)")]
     RepoScheme(String, String),
+    #[error("{0}: {1}")]
+    BadBucket(String, &'static str),
     #[error("{0}: unknown scheme {1}:// (a disk is a path or nbd://HOST[:PORT]/EXPORT)")]
     DiskScheme(String, String),
     #[error("{0}: an empty location")]
@@ -58,6 +60,58 @@ pub enum RepoLocation {
     Dir(PathBuf),
     /// `lifeboat serve` or any static web server; the URL ends in `/`.
     Http(HttpUrl),
+    /// A bucket (and a prefix in it) of an S3 object store.
+    S3(S3Url),
+}
+
+/// `s3://BUCKET[/PREFIX]`: the prefix, when given, ends in `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// The object key of `key` under the prefix.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+impl fmt::Display for S3Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+fn parse_s3(s: &str) -> Result<S3Url, LocationError> {
+    let rest = &s["s3://".len()..];
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    // S3's bucket naming rules: 3 to 63 of lowercase letters, digits, '.' and '-'.
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !ok {
+        return Err(LocationError::BadBucket(
+            s.into(),
+            "a bucket name is 3 to 63 lowercase letters, digits, dots and hyphens",
+        ));
+    }
+    if prefix.split('/').any(|p| p == ".." || p == ".") {
+        return Err(LocationError::BadBucket(
+            s.into(),
+            "no . or .. in the prefix",
+        ));
+    }
+    let prefix = match prefix.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    Ok(S3Url {
+        bucket: bucket.into(),
+        prefix,
+    })
 }
 
 /// An http:// or https:// URL of a repository's top, ending in `/`.
@@ -111,7 +165,7 @@ impl RepoLocation {
     pub fn local_dir(&self) -> Option<&Path> {
         match self {
             RepoLocation::Dir(d) => Some(d),
-            RepoLocation::Http(_) => None,
+            RepoLocation::Http(_) | RepoLocation::S3(_) => None,
         }
     }
 
@@ -148,6 +202,7 @@ impl FromStr for RepoLocation {
                 }
                 Ok(RepoLocation::Http(u))
             }
+            Some("s3") => parse_s3(s).map(RepoLocation::S3),
             Some(other) => Err(LocationError::RepoScheme(s.into(), other.into())),
             None => Ok(RepoLocation::Dir(PathBuf::from(s))),
         }
@@ -162,6 +217,7 @@ impl fmt::Display for RepoLocation {
         match self {
             RepoLocation::Dir(d) => write!(f, "{}", d.display()),
             RepoLocation::Http(u) => f.write_str(u.as_str()),
+            RepoLocation::S3(u) => u.fmt(f),
         }
     }
 }
@@ -226,6 +282,35 @@ impl fmt::Display for DiskLocation {
         match self {
             DiskLocation::Path(p) => write!(f, "{}", p.display()),
             DiskLocation::Nbd(a) => a.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod s3_tests {
+    use super::*;
+
+    #[test]
+    fn s3_locations_name_a_bucket_and_a_prefix() {
+        let l: RepoLocation = "s3://backups/fleet/web01".parse().unwrap();
+        assert_eq!(
+            l,
+            RepoLocation::S3(S3Url {
+                bucket: "backups".into(),
+                prefix: "fleet/web01/".into()
+            })
+        );
+        assert_eq!(l.to_string(), "s3://backups/fleet/web01/");
+        let bare: RepoLocation = "s3://backups".parse().unwrap();
+        assert_eq!(bare.to_string(), "s3://backups/");
+        for bad in [
+            "s3://",
+            "s3://Upper",
+            "s3://ab",
+            "s3://b_ucket/x",
+            "s3://bucket/../x",
+        ] {
+            assert!(bad.parse::<RepoLocation>().is_err(), "{bad}");
         }
     }
 }

@@ -791,15 +791,17 @@ fn nbd_handshakes_have_a_deadline_and_one_address_a_share() {
 #[test]
 fn serve_that_cannot_start_a_thread_refuses_one_client_and_stays_up() {
     let (env, _, _) = setup();
-    // The unprivileged user "nobody" may run 12 threads: serve's own, and few more.
+    // A user of its own (the limit counts all of a user's tasks, and no other process
+    // runs as this one) may run 12 threads: serve's own, and few more.
     sh(&format!("chmod -R a+rX {}", env.path("").display()));
     let log = env.path("serve.log");
+    let uid = format!("--reuid={}", 60_000 + std::process::id() % 5_000);
     let served = Served::start_wrapped(
         &[
             "prlimit",
             "--nproc=12",
             "setpriv",
-            "--reuid=65534",
+            &uid,
             "--regid=65534",
             "--clear-groups",
         ],

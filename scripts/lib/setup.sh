@@ -63,6 +63,18 @@ need_fuzz() {
   export PATH=$PWD/.cache/tools/bin:$PATH
 }
 
+# For the S3 tests: Garage (a distributed S3 store in Rust, from crates.io), built once
+# into .cache/tools with only what the tests use (about 10 minutes on 2 cores).
+GARAGE_VERSION=2.5.0
+need_garage() {
+  local g=.cache/tools/bin/garage
+  if [ ! -x "$g" ] || ! "$g" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+    echo "== building garage $GARAGE_VERSION into .cache/tools (once)"
+    cargo install --locked --root .cache/tools garage --version "$GARAGE_VERSION" \
+      --no-default-features --features bundled-libs,lmdb
+  fi
+}
+
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
 # filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.

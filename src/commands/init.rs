@@ -1,18 +1,22 @@
 //! `lifeboat init`: create a repository.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::repo::{ChunkerParams, Config, Repository};
+use crate::location::RepoLocation;
+use crate::repo::{ChunkerParams, Config, RepoSpec, Repository};
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
-    /// Directory to create (must be absent or empty).
-    #[arg(long, value_name = "DIR")]
-    pub repo: PathBuf,
+    /// Directory to create (must be absent or empty), or s3://BUCKET/PREFIX (an empty
+    /// prefix of an existing bucket).
+    #[arg(long, value_name = "DIR_OR_S3")]
+    pub repo: RepoLocation,
+    /// The S3 endpoint of an s3:// repository (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, region from AWS_REGION).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
     /// Average chunk size in KiB (minimum is a quarter, maximum four times this).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     pub chunk_avg_kib: u32,
@@ -30,17 +34,13 @@ pub struct InitArgs {
 #[serde(transparent)]
 pub struct Created {
     #[serde(skip)]
-    pub dir: PathBuf,
+    pub dir: String,
     pub config: Config,
 }
 
 impl Outcome for Created {
     fn print(&self) {
-        println!(
-            "created repository {} (id {})",
-            self.dir.display(),
-            self.config.id
-        );
+        println!("created repository {} (id {})", self.dir, self.config.id);
     }
 }
 
@@ -55,9 +55,31 @@ pub fn run(args: &InitArgs) -> Result<Created> {
         max_size: avg * 4,
         ..Default::default()
     };
-    let r = Repository::init_version(&args.repo, params, args.level, args.format_version)?;
+    let r = match &args.repo {
+        RepoLocation::Dir(dir) => {
+            Repository::init_version(dir, params, args.level, args.format_version)?
+        }
+        RepoLocation::S3(_) => {
+            let spec = RepoSpec {
+                s3_endpoint: args.s3_endpoint.clone(),
+                ..RepoSpec::at(args.repo.clone())
+            };
+            let store = std::sync::Arc::new(spec.s3_store()?);
+            Repository::init_in(
+                store,
+                &args.repo.to_string(),
+                params,
+                args.level,
+                args.format_version,
+            )?
+        }
+        RepoLocation::Http(_) => bail!(
+            "{}: create a repository on the server's disk (lifeboat init there), then serve it",
+            args.repo
+        ),
+    };
     Ok(Created {
-        dir: args.repo.clone(),
+        dir: args.repo.to_string(),
         config: r.config,
     })
 }

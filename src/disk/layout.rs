@@ -220,7 +220,7 @@ pub fn read_layout(dev: &SourceDisk, given_ss: Option<u32>) -> Result<Layout> {
             dev.size
         );
     }
-    if dev.size % ss as u64 != 0 {
+    if !dev.size.is_multiple_of(ss as u64) {
         bail!(
             "{} is {} bytes, not a whole number of {ss}-byte sectors",
             dev.path.display(),

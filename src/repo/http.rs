@@ -15,7 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::store::{Store, StoreError};
 use crate::io::{timeouts, LimitedReader};
-use crate::location::HttpUrl;
+use crate::location::{HttpUrl, S3Url};
+use rusty_s3::S3Action;
 
 const ATTEMPTS: u32 = 7;
 /// Requests kept in flight: each mostly waits on the network.
@@ -25,10 +26,37 @@ const REQUESTS_IN_FLIGHT: usize = 8;
 const MAX_BODY: u64 = 1 << 30;
 
 pub struct HttpStore {
-    base: HttpUrl,
+    addressing: Addressing,
     agent: ureq::Agent,
-    token: Option<String>,
 }
+
+/// How requests are addressed and authorised (one per store: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Addressing {
+    /// `lifeboat serve` or a static web server: URLs under a base; writes with a token.
+    Plain {
+        base: HttpUrl,
+        token: Option<String>,
+    },
+    /// An S3 bucket (path-style, as self-hosted stores want): every request a URL
+    /// presigned with AWS Signature Version 4.
+    S3 {
+        bucket: rusty_s3::Bucket,
+        credentials: rusty_s3::Credentials,
+        url: S3Url,
+    },
+}
+
+/// What a request does, for presigning.
+#[derive(Clone, Copy)]
+enum Verb {
+    Get,
+    Head,
+    Put,
+}
+
+/// How long a presigned URL stays valid: longer than any request may take.
+const PRESIGNED_FOR: Duration = Duration::from_secs(3600);
 
 /// A rustls client config trusting the certificates in a PEM file (and nothing else).
 fn tls_with_ca(path: &Path) -> Result<Arc<rustls::ClientConfig>> {
@@ -60,7 +88,47 @@ enum Attempt<T> {
 
 impl HttpStore {
     pub fn new(url: &HttpUrl, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
-        let base = url.clone();
+        let addressing = Addressing::Plain {
+            base: url.clone(),
+            token,
+        };
+        Ok(HttpStore {
+            addressing,
+            agent: Self::agent(cacert)?,
+        })
+    }
+
+    /// A bucket of an S3 store at `endpoint` (path-style addressing), with credentials.
+    pub fn s3(
+        url: &S3Url,
+        endpoint: &str,
+        region: &str,
+        key_id: &str,
+        secret: &str,
+        cacert: Option<&Path>,
+    ) -> Result<HttpStore> {
+        let endpoint: url::Url = endpoint
+            .parse()
+            .with_context(|| format!("S3 endpoint {endpoint:?} is not a URL"))?;
+        let bucket = rusty_s3::Bucket::new(
+            endpoint,
+            rusty_s3::UrlStyle::Path,
+            url.bucket.clone(),
+            region.to_string(),
+        )
+        .map_err(|e| anyhow!("S3 bucket {}: {e}", url.bucket))?;
+        let addressing = Addressing::S3 {
+            bucket,
+            credentials: rusty_s3::Credentials::new(key_id, secret),
+            url: url.clone(),
+        };
+        Ok(HttpStore {
+            addressing,
+            agent: Self::agent(cacert)?,
+        })
+    }
+
+    fn agent(cacert: Option<&Path>) -> Result<ureq::Agent> {
         // Each request has its own overall deadline (`timeouts::request_deadline`, which
         // in ureq 2 also bounds each read) and bodies a minimum rate, so a server that
         // trickles its answer cannot hold a restore by sending a byte now and then.
@@ -73,15 +141,36 @@ impl HttpStore {
         if let Some(ca) = cacert {
             b = b.tls_config(tls_with_ca(ca)?);
         }
-        Ok(HttpStore {
-            base,
-            agent: b.build(),
-            token,
-        })
+        Ok(b.build())
     }
 
+    /// Where `key` is, for messages: a URL, or s3://BUCKET/PREFIX/KEY.
     fn url(&self, key: &str) -> String {
-        self.base.join(key)
+        match &self.addressing {
+            Addressing::Plain { base, .. } => base.join(key),
+            Addressing::S3 { url, .. } => format!("s3://{}/{}", url.bucket, url.key(key)),
+        }
+    }
+
+    /// The URL a request for `key` goes to.
+    fn request_url(&self, verb: Verb, key: &str) -> String {
+        match &self.addressing {
+            Addressing::Plain { base, .. } => base.join(key),
+            Addressing::S3 {
+                bucket,
+                credentials,
+                url,
+            } => {
+                let object = url.key(key);
+                let c = Some(credentials);
+                match verb {
+                    Verb::Get => bucket.get_object(c, &object).sign(PRESIGNED_FOR),
+                    Verb::Head => bucket.head_object(c, &object).sign(PRESIGNED_FOR),
+                    Verb::Put => bucket.put_object(c, &object).sign(PRESIGNED_FOR),
+                }
+                .to_string()
+            }
+        }
     }
 
     /// Run one request with retries; `f` says what each attempt came to.
@@ -100,7 +189,14 @@ impl HttpStore {
                 });
             }
             if attempt > 0 {
-                let ms = (100u64 << attempt.min(6)).min(5000);
+                // Exponential, with jitter so that many clients told to slow down (S3's
+                // 503 SlowDown) do not all come back at once.
+                let base = (100u64 << attempt.min(6)).min(5000);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos() as u64)
+                    .unwrap_or(0);
+                let ms = base / 2 + nanos % (base / 2 + 1);
                 log::info!("{}: {last}; retrying in {ms} ms", self.url(key));
                 std::thread::sleep(Duration::from_millis(ms));
             }
@@ -126,7 +222,7 @@ impl HttpStore {
     ) -> Result<(Box<dyn Read + Send + 'static>, Option<u64>), Attempt<T>> {
         let r = self
             .agent
-            .get(&self.url(key))
+            .get(&self.request_url(Verb::Get, key))
             .timeout(timeouts::request_deadline(limit))
             .call()
             .map_err(|e| self.classify(key, e))?;
@@ -138,19 +234,95 @@ impl HttpStore {
         Ok((Box::new(body), expected))
     }
 
+    /// The names under `dir/` in a bucket: objects, and the next level of "directories"
+    /// (common prefixes), page by page.
+    fn list_s3(&self, dir: &str) -> Result<Vec<String>> {
+        let Addressing::S3 {
+            bucket,
+            credentials,
+            url,
+        } = &self.addressing
+        else {
+            unreachable!("only an S3 store lists this way")
+        };
+        let prefix = url.key(&format!("{dir}/"));
+        let mut names = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..100_000 {
+            let mut action = bucket.list_objects_v2(Some(credentials));
+            action.with_prefix(prefix.as_str());
+            action.with_delimiter("/");
+            if let Some(t) = &token {
+                action.with_continuation_token(t.as_str());
+            }
+            let signed = action.sign(PRESIGNED_FOR).to_string();
+            let key = format!("{dir}/");
+            let page = self.with_retries(&key, || {
+                match self
+                    .agent
+                    .get(&signed)
+                    .timeout(timeouts::request_deadline(16 << 20))
+                    .call()
+                {
+                    Ok(r) => {
+                        let mut body = String::new();
+                        match r.into_reader().take(16 << 20).read_to_string(&mut body) {
+                            Ok(_) => Attempt::Done(body),
+                            Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
+                        }
+                    }
+                    Err(e) => self.classify(&key, e),
+                }
+            })?;
+            let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&page)
+                .map_err(|e| anyhow!("{}: a listing that does not parse: {e}", self.url(&key)))?;
+            for c in &parsed.contents {
+                names.extend(c.key.strip_prefix(prefix.as_str()).map(str::to_string));
+            }
+            for p in &parsed.common_prefixes {
+                if let Some(n) = p.prefix.strip_prefix(prefix.as_str()) {
+                    names.push(n.trim_end_matches('/').to_string());
+                }
+            }
+            match parsed.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        names.retain(|n| !n.is_empty() && !n.contains('/'));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     fn classify<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
         match e {
-            ureq::Error::Status(404, _) => Attempt::Fail(StoreError::NotFound {
-                location: self.url(key),
-            }),
+            ureq::Error::Status(404, r) => {
+                let body = r.into_string().unwrap_or_default();
+                if body.contains("NoSuchBucket") {
+                    return Attempt::Fail(StoreError::Other {
+                        location: self.url(key),
+                        cause: anyhow!("the bucket does not exist ({})", s3_message(&body)),
+                    });
+                }
+                Attempt::Fail(StoreError::NotFound {
+                    location: self.url(key),
+                })
+            }
             ureq::Error::Status(code, _) if code >= 500 || code == 429 => {
                 Attempt::Retry(format!("HTTP {code}"))
             }
             ureq::Error::Status(code, r) => {
                 let body = r.into_string().unwrap_or_default();
+                let why = match code {
+                    401 | 403 => {
+                        "access denied (check the credentials and the bucket's permissions): "
+                    }
+                    _ => "",
+                };
                 Attempt::Fail(StoreError::Other {
                     location: self.url(key),
-                    cause: anyhow!("HTTP {code}: {}", body.trim()),
+                    cause: anyhow!("HTTP {code}: {why}{}", s3_message(&body)),
                 })
             }
             // A certificate the client does not trust, a bad URL or an unknown host do not
@@ -210,7 +382,7 @@ impl Store for HttpStore {
         self.with_retries(key, || {
             let r = match self
                 .agent
-                .get(&self.url(key))
+                .get(&self.request_url(Verb::Get, key))
                 .timeout(timeouts::request_deadline(len))
                 .set("Range", &range)
                 .call()
@@ -276,7 +448,7 @@ impl Store for HttpStore {
     fn size(&self, key: &str) -> Result<Option<u64>> {
         let head = self
             .agent
-            .head(&self.url(key))
+            .head(&self.request_url(Verb::Head, key))
             .timeout(timeouts::request_deadline(0));
         let r = self.with_retries(key, || match head.clone().call() {
             Ok(r) => Attempt::Done(Some(
@@ -291,21 +463,23 @@ impl Store for HttpStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        let Some(token) = &self.token else {
-            bail!(
+        let auth = match &self.addressing {
+            Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
+            Addressing::Plain { token: None, .. } => bail!(
                 "{}: writing to an HTTP repository needs a token (--token-file)",
                 self.url(key)
-            );
+            ),
+            Addressing::S3 { .. } => None,
         };
-        let auth = format!("Bearer {token}");
         self.with_retries(key, || {
-            match self
+            let mut req = self
                 .agent
-                .put(&self.url(key))
-                .timeout(timeouts::request_deadline(data.len() as u64))
-                .set("Authorization", &auth)
-                .send_bytes(data)
-            {
+                .put(&self.request_url(Verb::Put, key))
+                .timeout(timeouts::request_deadline(data.len() as u64));
+            if let Some(a) = &auth {
+                req = req.set("Authorization", a);
+            }
+            match req.send_bytes(data) {
                 Ok(_) => Attempt::Done(()),
                 Err(e) => self.classify(key, e),
             }
@@ -314,6 +488,9 @@ impl Store for HttpStore {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
+        if let Addressing::S3 { .. } = self.addressing {
+            return self.list_s3(dir);
+        }
         let key = format!("{dir}/");
         let page = match self.get(&key) {
             Ok(p) => p,
@@ -352,6 +529,16 @@ impl Store for HttpStore {
     fn concurrency(&self) -> usize {
         REQUESTS_IN_FLIGHT.max(crate::io::parallel::cores())
     }
+}
+
+/// An error body's message: S3's `<Message>` when there is one, else the text.
+fn s3_message(body: &str) -> String {
+    let m = body
+        .split_once("<Message>")
+        .and_then(|(_, rest)| rest.split_once("</Message>"))
+        .map(|(m, _)| m)
+        .unwrap_or(body);
+    m.trim().chars().take(300).collect()
 }
 
 /// A transport error without the URL (the caller names it) or repeats: "network error:

@@ -195,6 +195,10 @@ pub struct RepoSpec {
     /// File holding the bearer token that `lifeboat serve` wants for writes.
     #[arg(long, env = "LIFEBOAT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// The S3 endpoint of an s3:// repository (credentials come from AWS_ACCESS_KEY_ID
+    /// and AWS_SECRET_ACCESS_KEY, the region from AWS_REGION).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 impl RepoSpec {
@@ -204,11 +208,36 @@ impl RepoSpec {
             location,
             cacert: None,
             token_file: None,
+            s3_endpoint: None,
         }
     }
 
     pub fn local_dir(&self) -> Option<&Path> {
         self.location.local_dir()
+    }
+
+    /// The store of an s3:// location: endpoint, region and credentials from the flags
+    /// and the AWS_* environment.
+    pub fn s3_store(&self) -> Result<http::HttpStore> {
+        let RepoLocation::S3(url) = &self.location else {
+            bail!("{} is not an s3:// repository", self.location);
+        };
+        let endpoint = self
+            .s3_endpoint
+            .as_deref()
+            .context("an s3:// repository needs its endpoint: --s3-endpoint or AWS_ENDPOINT_URL")?;
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| format!("an s3:// repository needs {name}"))
+        };
+        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        http::HttpStore::s3(
+            url,
+            endpoint,
+            &region,
+            &var("AWS_ACCESS_KEY_ID")?,
+            &var("AWS_SECRET_ACCESS_KEY")?,
+            self.cacert.as_deref(),
+        )
     }
 }
 
@@ -359,7 +388,41 @@ impl Repository {
                 }
                 Self::open_store(Arc::new(DirStore::new(dir)), &display)
             }
+            RepoLocation::S3(_) => Self::open_store(Arc::new(spec.s3_store()?), &display),
         }
+    }
+
+    /// Create a new repository in an empty store (an S3 bucket or prefix).
+    pub fn init_in(
+        store: Arc<dyn Store>,
+        display: &str,
+        chunker: ChunkerParams,
+        level: i32,
+        version: u32,
+    ) -> Result<Repository> {
+        anyhow::ensure!(
+            REPO_VERSIONS.contains(&version),
+            "format version {version} is not one of {REPO_VERSIONS:?}"
+        );
+        if store.has("config.json")? {
+            bail!("{display} already holds a repository");
+        }
+        let config = Config {
+            format: REPO_FORMAT.into(),
+            version,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            created: now_rfc3339(),
+            chunker,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level,
+            },
+        };
+        let mut data = serde_json::to_vec_pretty(&config)?;
+        data.push(b'\n');
+        store.put("config.json", &data)?;
+        store.flush()?;
+        Ok(Self::with_store(store, display, config))
     }
 
     pub fn open_store(store: Arc<dyn Store>, display: &str) -> Result<Repository> {

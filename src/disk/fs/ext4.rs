@@ -111,7 +111,7 @@ impl Super {
         };
         let desc_size = if is64 { le16(sb, 0xFE) as usize } else { 32 };
         ensure!(
-            bpg > 0 && bpg <= 8 * bs && bpg % 8 == 0,
+            bpg > 0 && bpg <= 8 * bs && bpg.is_multiple_of(8),
             "{bpg} blocks per group"
         );
         ensure!(blocks > first_data_block, "{blocks} blocks");
@@ -179,7 +179,7 @@ impl Super {
         if self.ro_compat & RO_COMPAT_SPARSE_SUPER == 0 || g == 1 {
             return true;
         }
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             return false;
         }
         [3u64, 5, 7].iter().any(|&p| {

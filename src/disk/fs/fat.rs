@@ -71,7 +71,11 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
             12 => {
                 let o = (c + c / 2) as usize;
                 let v = u16::from_le_bytes([fat[o], fat[o + 1]]);
-                (if c % 2 == 0 { v & 0xFFF } else { v >> 4 }) as u32
+                (if c.is_multiple_of(2) {
+                    v & 0xFFF
+                } else {
+                    v >> 4
+                }) as u32
             }
             16 => u16::from_le_bytes([fat[2 * c as usize], fat[2 * c as usize + 1]]) as u32,
             _ => {

@@ -104,6 +104,40 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// Python's http.server over a directory (directory listings, no ranges); stopped when
+/// dropped.
+struct StaticServer(std::process::Child);
+
+impl StaticServer {
+    fn start(dir: &std::path::Path) -> (StaticServer, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let py = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port);
+        (StaticServer(py), format!("http://127.0.0.1:{port}/"))
+    }
+}
+
+impl Drop for StaticServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn restore_from(url: &str, snapshot: &str, target: &std::path::Path) -> std::process::Output {
     run(&[
         "restore",
@@ -313,31 +347,13 @@ fn a_corrupt_chunk_served_over_http_is_named() {
 #[test]
 fn a_static_web_server_serves_a_repository_for_restore() {
     let (env, src, id) = setup();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let mut py = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(env.path("repo"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}/");
-    wait_for_port(port);
+    let (py, url) = StaticServer::start(&env.path("repo"));
     // By name (which needs the directory listing) and by id (which needs nothing else).
     let a = env.path("by-name.img");
     let o = restore_from(&url, "web", &a);
     let b = env.path("by-id.img");
     let o2 = restore_from(&url, &id, &b);
-    let _ = py.kill();
-    let _ = py.wait();
+    drop(py);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o2.status.success(), "{}", stderr(&o2));
     assert_eq!(hash_file(&a), hash_file(&src));
@@ -932,27 +948,10 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
     }
 
     // A static web server that ignores Range: every chunk still restores exactly.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    let mut py = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(env.path("repo"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
+    let (py, url) = StaticServer::start(&env.path("repo"));
     let b = env.path("static.img");
-    let o = restore_from(&format!("http://127.0.0.1:{port}/"), "web", &b);
-    let _ = py.kill();
-    let _ = py.wait();
+    let o = restore_from(&url, "web", &b);
+    drop(py);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(hash_file(&b), hash_file(&src));
 }

@@ -117,6 +117,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// A new repository's config: a random id, now, zstd at `level`.
+    pub fn new(chunker: ChunkerParams, level: i32, version: u32) -> Result<Config> {
+        anyhow::ensure!(
+            REPO_VERSIONS.contains(&version),
+            "format version {version} is not one of {REPO_VERSIONS:?}"
+        );
+        Ok(Config {
+            format: REPO_FORMAT.into(),
+            version,
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            created: now_rfc3339(),
+            chunker,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level,
+            },
+        })
+    }
+
     /// Read a repository's config.json (found at `location`), refusing what is not a
     /// Lifeboat repository of this version.
     pub fn parse(raw: &[u8], location: &str, display: &str) -> Result<Config> {
@@ -291,10 +310,6 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
-        anyhow::ensure!(
-            REPO_VERSIONS.contains(&version),
-            "format version {version} is not one of {REPO_VERSIONS:?}"
-        );
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir)
                 .with_context(|| format!("read directory {}", dir.display()))?;
@@ -319,17 +334,7 @@ impl Repository {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
         }
-        let config = Config {
-            format: REPO_FORMAT.into(),
-            version,
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            created: now_rfc3339(),
-            chunker,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level,
-            },
-        };
+        let config = Config::new(chunker, level, version)?;
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
         // config.json is written last: a directory is a repository once it exists.
@@ -400,24 +405,10 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
-        anyhow::ensure!(
-            REPO_VERSIONS.contains(&version),
-            "format version {version} is not one of {REPO_VERSIONS:?}"
-        );
         if store.has("config.json")? {
             bail!("{display} already holds a repository");
         }
-        let config = Config {
-            format: REPO_FORMAT.into(),
-            version,
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            created: now_rfc3339(),
-            chunker,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level,
-            },
-        };
+        let config = Config::new(chunker, level, version)?;
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
         store.put("config.json", &data)?;

@@ -352,19 +352,26 @@ fn an_nbd_option_reply_claiming_4_gib_is_refused_at_once() {
 fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
     let env = Env::new();
     let (_, snap) = env.with_snapshot_v1("gpt", "m");
-    let repo = env.repo();
     let m = env.manifest(&snap);
     let chunk = first_chunk_of_partition(&m, 1);
     let path = env.chunk_path(&chunk);
     fs::remove_file(&path).unwrap();
     sh(&format!("mkfifo {}", path.display()));
+    missing_to_check_and_restore(&env, &snap, &chunk);
+}
+
+/// `check --read-data` names `chunk` missing, and a restore of `snap` is refused for it
+/// with nothing written; both in bounded time and memory.
+fn missing_to_check_and_restore(env: &Env, snap: &str, chunk: &str) {
+    let repo = env.repo();
     let r = run_bounded(
         &["check", "--json", "-q", "--repo", &repo, "--read-data"],
         QUICK,
     );
     assert_eq!(r.code, Some(1), "{}", r.stderr);
     let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(report["missing"][0]["chunk"], chunk.as_str(), "{report}");
+    assert_eq!(report["missing"][0]["chunk"], chunk, "{report}");
+    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
     let target = env.path("t.img");
     let r = run_bounded(
         &[
@@ -373,7 +380,7 @@ fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
             "--repo",
             &repo,
             "--snapshot",
-            &snap,
+            snap,
             "--target",
             path_str(&target),
         ],
@@ -381,6 +388,7 @@ fn a_chunk_that_is_a_fifo_is_missing_to_check_and_restore_alike() {
     );
     assert!(r.refused().contains("missing"), "{}", r.stderr);
     assert!(!target.exists(), "nothing was written");
+    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
 }
 
 #[test]
@@ -681,31 +689,7 @@ fn repository_files_that_are_symlinks_to_dev_zero_are_not_read() {
     let path = env.chunk_path(&chunk);
     fs::remove_file(&path).unwrap();
     std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
-    let r = run_bounded(
-        &["check", "--json", "-q", "--repo", &repo, "--read-data"],
-        QUICK,
-    );
-    assert_eq!(r.code, Some(1), "{}", r.stderr);
-    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(report["missing"][0]["chunk"], chunk.as_str(), "{report}");
-    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
-    let target = env.path("t.img");
-    let r = run_bounded(
-        &[
-            "restore",
-            "-q",
-            "--repo",
-            &repo,
-            "--snapshot",
-            &snap,
-            "--target",
-            path_str(&target),
-        ],
-        QUICK,
-    );
-    assert!(r.refused().contains("missing"), "{}", r.stderr);
-    assert!(!target.exists(), "nothing was written");
-    assert!(r.max_rss_kib < 128 << 10, "{} KiB", r.max_rss_kib);
+    missing_to_check_and_restore(&env, &snap, &chunk);
     // The config: the repository cannot be opened, and says why.
     let config = env.path("repo/config.json");
     fs::remove_file(&config).unwrap();

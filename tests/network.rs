@@ -933,6 +933,24 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
         Err(ureq::Error::Status(422, _)) => {}
         other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
     }
+    // Named by its own hash, but no pack: its trailer is checked, and it is refused.
+    let junk = b"not a pack, but named by its hash".to_vec();
+    let junk_id = blake3::hash(&junk).to_hex().to_string();
+    match agent
+        .put(&format!(
+            "{}packs/{}/{junk_id}.pack",
+            served.url,
+            &junk_id[..2]
+        ))
+        .set("Authorization", "Bearer s3cret-token-0123456789")
+        .send_bytes(&junk)
+    {
+        Err(ureq::Error::Status(422, r)) => {
+            let why = r.into_string().unwrap();
+            assert!(why.contains("malformed"), "{why}");
+        }
+        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
+    }
     let idx_dir = env.path("repo/index");
     let idx = std::fs::read(idx_dir.read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
     let mut orphan = idx.clone();

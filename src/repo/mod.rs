@@ -663,16 +663,35 @@ impl Repository {
         self.chunks.learn(packs)
     }
 
-    /// Check a whole pack: its trailer, and every chunk in it against its id and length.
-    pub fn verify_pack(&self, data: &[u8]) -> Result<Vec<pack::PackEntry>> {
+    /// Check a whole pack file: its trailer, and every chunk in it against its id and
+    /// length, reading a chunk at a time (never the pack whole).
+    pub fn verify_pack(&self, file: &std::fs::File) -> Result<Vec<pack::PackEntry>> {
+        use std::os::unix::fs::FileExt;
+        let len = file.metadata().context("stat the pack")?.len();
         let (plain, stored) = self.chunks.limits();
-        let entries = pack::parse_trailer(data, data.len() as u64, plain, stored)
-            .map_err(|e| anyhow::anyhow!("the pack is malformed: {e}"))?
-            .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?;
+        let malformed = |e: pack::PackError| anyhow::anyhow!("the pack is malformed: {e}");
+        // The tail first, then the whole trailer it announces: read from the end, each
+        // size checked by `parse_trailer` before it is read.
+        let read_end = |n: u64| -> Result<Vec<u8>> {
+            let n = n.min(len);
+            let mut b = vec![0u8; n as usize];
+            file.read_exact_at(&mut b, len - n)
+                .context("read the pack")?;
+            Ok(b)
+        };
+        let tail = read_end(pack::TAIL_BYTES as u64)?;
+        let entries = match pack::parse_trailer(&tail, len, plain, stored).map_err(malformed)? {
+            Ok(e) => e,
+            Err(need) => pack::parse_trailer(&read_end(need as u64)?, len, plain, stored)
+                .map_err(malformed)?
+                .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?,
+        };
         for e in &entries {
-            let frame = &data[e.offset as usize..e.end() as usize];
+            let mut frame = vec![0u8; e.stored as usize];
+            file.read_exact_at(&mut frame, e.offset as u64)
+                .context("read the pack")?;
             let got = self
-                .decode_chunk(&e.id, frame)
+                .decode_chunk(&e.id, &frame)
                 .map_err(anyhow::Error::new)?;
             anyhow::ensure!(
                 got.len() == e.plain as usize,

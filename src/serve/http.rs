@@ -339,9 +339,9 @@ impl Handler {
                 ),
             );
         }
-        match std::fs::read(&body.path) {
-            Ok(data) => {
-                if let Err(e) = self.repo.verify_pack(&data) {
+        match std::fs::File::open(&body.path) {
+            Ok(f) => {
+                if let Err(e) = self.repo.verify_pack(&f) {
                     return Reply::Text(422, format!("{e:#}\n"));
                 }
             }

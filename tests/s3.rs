@@ -94,18 +94,21 @@ fn repositories_on_a_three_node_garage_cluster() {
     let src = env.disk("gpt", "src.img");
     let repo = "s3://lifeboat/fleet/web01";
     g.ok(&["init", "-q", "--repo", repo]);
-    let o = g.ok(&[
-        "capture",
-        "--json",
-        "-q",
-        "--repo",
-        repo,
-        "--source",
-        path_str(&src),
-        "--name",
-        "web",
-    ]);
-    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let capture = || -> serde_json::Value {
+        let o = g.ok(&[
+            "capture",
+            "--json",
+            "-q",
+            "--repo",
+            repo,
+            "--source",
+            path_str(&src),
+            "--name",
+            "web",
+        ]);
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let s = capture();
     assert!(s["new_chunks"].as_u64().unwrap() > 100, "{s}");
     let r: serde_json::Value = serde_json::from_slice(
         &g.ok(&["check", "--read-data", "--json", "-q", "--repo", repo])
@@ -127,21 +130,7 @@ fn repositories_on_a_three_node_garage_cluster() {
     ]);
     assert_eq!(hash_file(&dst), hash_file(&src));
     // The same disk again: nothing new stored.
-    let again: serde_json::Value = serde_json::from_slice(
-        &g.ok(&[
-            "capture",
-            "--json",
-            "-q",
-            "--repo",
-            repo,
-            "--source",
-            path_str(&src),
-            "--name",
-            "web",
-        ])
-        .stdout,
-    )
-    .unwrap();
+    let again = capture();
     assert_eq!(again["new_chunks"], 0, "{again}");
 
     // Wrong credentials, a missing bucket: one clear error each.

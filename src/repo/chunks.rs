@@ -247,14 +247,6 @@ impl Chunks {
         }
     }
 
-    /// Every pack the index files name, with its length (format 2).
-    pub fn packs(&self) -> Result<Vec<(super::pack::PackId, u64)>> {
-        match self.layout {
-            Layout::Files => Ok(Vec::new()),
-            Layout::Packs => self.with_index(|i| i.packs().to_vec()),
-        }
-    }
-
     /// Make the chunks of packs named by a new index file known (a server that was sent
     /// one), if the index is loaded already (otherwise it will be read with the rest).
     pub fn learn(&self, packs: &[IndexedPack]) {

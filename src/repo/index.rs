@@ -159,11 +159,6 @@ impl ChunkIndex {
         self.chunks.keys()
     }
 
-    /// Every pack the index names, with its length.
-    pub fn packs(&self) -> &[(PackId, u64)] {
-        &self.packs
-    }
-
     pub fn len(&self) -> usize {
         self.chunks.len()
     }

@@ -704,11 +704,6 @@ impl Repository {
         Ok(entries)
     }
 
-    /// Every pack the index files name, with its length (none in format 1).
-    pub fn packs(&self) -> Result<Vec<(pack::PackId, u64)>> {
-        self.chunks.packs()
-    }
-
     /// Make all chunk writes durable (format 2: seal the packs, write them, then their
     /// index file); call before saving a manifest that names them.
     pub fn flush(&self) -> Result<()> {

@@ -208,20 +208,6 @@ impl<'a> Chain<'a> {
             })
             .collect()
     }
-
-    /// The chunk from the first source that has it.
-    pub fn fetch(&self, job: &Job) -> Result<Got> {
-        for s in &self.sources {
-            if let Some(got) = s.fetch(job)? {
-                return Ok(got);
-            }
-        }
-        bail!(
-            "no source holds chunk {} (at offset {})",
-            job.id,
-            job.offset
-        )
-    }
 }
 
 fn read_range(read: impl Fn(&mut [u8], u64) -> Result<()>, r: ByteRange) -> Result<Vec<u8>> {
@@ -272,15 +258,15 @@ mod tests {
         let seed = fake(vec![1, 2], Origin::Seed);
         let repo = fake(vec![1, 2, 3], Origin::Repository);
         let chain = Chain::new(vec![&target, &seed, &repo]);
-        assert_eq!(chain.fetch(&job(1)).unwrap().origin, Origin::InPlace);
-        assert_eq!(chain.fetch(&job(2)).unwrap().origin, Origin::Seed);
-        assert_eq!(chain.fetch(&job(3)).unwrap().origin, Origin::Repository);
+        let got = chain.fetch_batch(vec![job(1), job(2), job(3)]).unwrap();
+        let origins: Vec<Origin> = got.iter().map(|(_, g)| g.origin).collect();
+        assert_eq!(origins, [Origin::InPlace, Origin::Seed, Origin::Repository]);
         assert_eq!(
             repo.calls.load(Ordering::SeqCst),
             1,
             "asked only when needed"
         );
-        let e = chain.fetch(&job(4)).unwrap_err().to_string();
+        let e = chain.fetch_batch(vec![job(4)]).unwrap_err().to_string();
         assert!(e.contains("no source holds chunk"), "{e}");
     }
 }

@@ -183,6 +183,22 @@ impl RepoLocation {
     }
 }
 
+/// An http(s) URL (an S3 endpoint) as a QEMU guest with user networking reaches it: a
+/// loopback host becomes the host's address 10.0.2.2; anything else is left alone.
+pub fn url_as_seen_from_qemu_guest(url: &str) -> String {
+    match url.parse::<RepoLocation>() {
+        Ok(RepoLocation::Http(u)) => {
+            let seen = u.with_loopback_as("10.0.2.2").url;
+            if url.ends_with('/') {
+                seen
+            } else {
+                seen.trim_end_matches('/').to_string()
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl FromStr for RepoLocation {
     type Err = LocationError;
     fn from_str(s: &str) -> Result<Self, LocationError> {
@@ -360,6 +376,14 @@ mod tests {
         assert_eq!(other.as_seen_from_qemu_guest(), other);
         let dir: RepoLocation = "/srv/repo".parse().unwrap();
         assert_eq!(dir.as_seen_from_qemu_guest(), dir);
+        assert_eq!(
+            url_as_seen_from_qemu_guest("http://127.0.0.1:3900"),
+            "http://10.0.2.2:3900"
+        );
+        assert_eq!(
+            url_as_seen_from_qemu_guest("https://s3.example.org/"),
+            "https://s3.example.org/"
+        );
     }
 
     #[test]

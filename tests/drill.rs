@@ -1,6 +1,6 @@
 //! Restore drills in QEMU (software emulation), end to end: the demo machine from
 //! scripts/make-machine is captured, then `lifeboat drill` boots the rescue media with a
-//! blank disk, restores onto it by USB stick, HTTP or PXE, and boots the restored disk
+//! blank disk, restores onto it by USB stick, HTTP or PXE (from S3), and boots the restored disk
 //! under OVMF until the machine prints its own marker. And one drill that must fail: a
 //! corrupt chunk stops the rescue with the error on its console, and the disk never boots.
 
@@ -14,6 +14,16 @@ use serde_json::Value;
 
 /// A captured demo machine with a marker of its own.
 fn machine(env: &Env, marker: &str) -> String {
+    let img = machine_image(env, marker);
+    env.init();
+    env.capture(&img, "demo")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The demo machine's disk image, with a marker of its own.
+fn machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
     let img = env.path("machine.img");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine");
     let o = Command::new(script)
@@ -27,14 +37,22 @@ fn machine(env: &Env, marker: &str) -> String {
         "make-machine: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    env.init();
-    env.capture(&img, "demo")["snapshot"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    img
 }
 
 fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value) {
+    drill_from(env, &env.repo(), &[], via, marker, boot_timeout)
+}
+
+/// A drill of the snapshot named demo in `repo`, with `vars` in the environment.
+fn drill_from(
+    env: &Env,
+    repo: &str,
+    vars: &[(String, String)],
+    via: &str,
+    marker: &str,
+    boot_timeout: &str,
+) -> (bool, Value) {
     let work = env.path(&format!("drill-{via}"));
     let o = Command::new(bin())
         .args([
@@ -42,7 +60,7 @@ fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value
             "--json",
             "-q",
             "--repo",
-            &env.repo(),
+            repo,
             "--snapshot",
             "demo",
         ])
@@ -56,6 +74,7 @@ fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value
         ])
         .args(["--rescue-timeout", "420", "--work", path_str(&work)])
         .env("LIFEBOAT_KERNEL", kernel_dir())
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&o.stdout)
@@ -132,12 +151,50 @@ fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
     assert!(listing.contains("-ok.json"), "{listing}");
 }
 
+/// The fleet's case: a network boot, and the repository in an S3 bucket (a three-node
+/// Garage cluster), reached with the endpoint and key given on the kernel command line.
 #[test]
-fn drill_by_pxe_restores_over_http_and_boots() {
+fn drill_by_pxe_restores_from_s3_and_boots() {
     let env = Env::new();
-    let id = machine(&env, "pxe-marker-3");
-    let (ok, v) = drill(&env, "pxe", "LIFEBOAT-MARKER", "180");
+    let img = machine_image(&env, "pxe-marker-3");
+    let g = common::garage::Garage::start(&env.path("garage"));
+    let repo = "s3://lifeboat/drill";
+    g.ok(&["init", "-q", "--repo", repo]);
+    let o = g.ok(&[
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        repo,
+        "--source",
+        path_str(&img),
+        "--name",
+        "demo",
+    ]);
+    let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, v) = drill_from(&env, repo, g.vars(), "pxe", "LIFEBOAT-MARKER", "180");
     assert_passed(ok, &v, &id, "pxe-marker-3");
+    let orders = &v["rescue_report"]["orders"];
+    assert!(
+        orders["repo"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://lifeboat/drill"),
+        "{orders}"
+    );
+    assert!(
+        orders["s3"]["endpoint"]
+            .as_str()
+            .unwrap()
+            .contains("10.0.2.2"),
+        "{orders}"
+    );
+    // The secret is on the command line, never in the report.
+    let secret = g.var("AWS_SECRET_ACCESS_KEY");
+    assert!(!v.to_string().contains(secret));
     // BIOS network boot: no UEFI variables, so the fallback loader is what boots it.
     let b = &v["rescue_report"]["bootloader"];
     assert_eq!(b["nvram_ok"], false);

@@ -110,6 +110,11 @@ struct StaticServer(std::process::Child);
 
 impl StaticServer {
     fn start(dir: &std::path::Path) -> (StaticServer, String) {
+        Self::start_logging(dir, Stdio::null())
+    }
+
+    /// The same, with its log of requests (one line per request) going to `log`.
+    fn start_logging(dir: &std::path::Path, log: impl Into<Stdio>) -> (StaticServer, String) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
@@ -123,7 +128,7 @@ impl StaticServer {
             ])
             .current_dir(dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         wait_for_port(port);
@@ -820,6 +825,30 @@ impl PidsCgroup {
     }
 }
 
+impl PidsCgroup {
+    fn current(&self) -> u32 {
+        std::fs::read_to_string(self.0.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Once the members have started their threads (the count has not changed for half
+    /// a second), allow the tasks there are and `more`.
+    fn allow_more(&self, more: u32) {
+        let mut now = self.current();
+        let mut same = 0;
+        while same < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let n = self.current();
+            same = if n == now { same + 1 } else { 0 };
+            now = n;
+        }
+        std::fs::write(self.0.join("pids.max"), (now + more).to_string()).unwrap();
+    }
+}
+
 impl Drop for PidsCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.0);
@@ -829,9 +858,9 @@ impl Drop for PidsCgroup {
 #[test]
 fn serve_that_cannot_start_a_thread_refuses_one_client_and_stays_up() {
     let (env, _, _) = setup();
-    // serve runs in a pids cgroup of its own that allows 12 tasks: its own threads, and
-    // few more.
-    let cgroup = PidsCgroup::new(12);
+    // serve runs in a pids cgroup of its own that, once it has started, allows it two
+    // more tasks.
+    let cgroup = PidsCgroup::new(64);
     let enter = format!(
         "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
         cgroup.0.display()
@@ -850,6 +879,7 @@ fn serve_that_cannot_start_a_thread_refuses_one_client_and_stays_up() {
         std::fs::File::create(&log).unwrap().into(),
     );
     let nbd = served.nbd.clone().unwrap();
+    cgroup.allow_more(2);
     let clients: Vec<TcpStream> = (0..8)
         .filter_map(|_| TcpStream::connect(&nbd).ok())
         .collect();
@@ -990,11 +1020,186 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
         other => panic!("expected 409, got {:?}", other.map(|r| r.status())),
     }
 
-    // A static web server that ignores Range: every chunk still restores exactly.
-    let (py, url) = StaticServer::start(&env.path("repo"));
+    // A static web server that ignores Range: every chunk still restores exactly, each
+    // pack is read whole about once (not once per run of chunks), and the client says why.
+    let log = env.path("static.log");
+    let (py, url) =
+        StaticServer::start_logging(&env.path("repo"), std::fs::File::create(&log).unwrap());
     let b = env.path("static.img");
-    let o = restore_from(&url, "web", &b);
+    let o = run(&[
+        "restore",
+        "--json",
+        "--repo",
+        &url,
+        "--snapshot",
+        "web",
+        "--target",
+        path_str(&b),
+    ]);
     drop(py);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(hash_file(&b), hash_file(&src));
+    assert!(
+        stderr(&o).contains("ignores Range requests"),
+        "{}",
+        stderr(&o)
+    );
+    let packs = sh(&format!(
+        "find {} -name '*.pack' | wc -l",
+        env.path("repo/packs").display()
+    ));
+    let packs: usize = packs.trim().parse().unwrap();
+    let gets = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"GET /packs/"))
+        .count();
+    // Before the server is found out, each restore worker (8) may have asked once.
+    assert!(gets <= packs + 8, "{gets} pack reads for {packs} packs");
+}
+
+/// A fleet restores at once: 50 clients against `serve --threads 4`, whose requests wait
+/// their turn in its queue (and clients wait when told to) instead of failing. Each
+/// restore asks the server a bounded number of times: the index, not a question per chunk.
+#[test]
+fn fifty_restores_at_once_through_serve_all_finish_exactly() {
+    let (env, src, _) = setup();
+    let want = hash_file(&src);
+    let served = Served::start_with(&env.repo(), &["--threads".into(), "4".into()], "http");
+    let start = std::time::Instant::now();
+    let clients: Vec<_> = (0..50)
+        .map(|i| {
+            let url = served.url.clone();
+            let target = env.path(&format!("fleet{i}.img"));
+            std::thread::spawn(move || {
+                let t = std::time::Instant::now();
+                let o = restore_from(&url, "web", &target);
+                (target, o, t.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut requests = Vec::new();
+    for c in clients {
+        let (target, o, secs) = c.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(hash_file(&target), want);
+        std::fs::remove_file(&target).unwrap();
+        let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+        requests.push(s["requests"].as_u64().unwrap());
+        times.push(secs);
+    }
+    times.sort_by(f64::total_cmp);
+    requests.sort();
+    let chunks = serde_json::from_slice::<Value>(
+        &restore_from(&served.url, "web", &env.path("one.img")).stdout,
+    )
+    .unwrap()["chunks"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "50 restores in {:.1} s: median {:.1} s, p95 {:.1} s, max {:.1} s; requests per restore {}..{} (median {}) for {chunks} chunks",
+        start.elapsed().as_secs_f64(),
+        times[25],
+        times[47],
+        times[49],
+        requests[0],
+        requests[49],
+        requests[25]
+    );
+    assert!(
+        times[49] < 240.0,
+        "the slowest restore took {:.0} s",
+        times[49]
+    );
+    assert!(
+        requests[49] < chunks / 4,
+        "{} requests for {chunks} chunks: ranged reads of runs, not a request per chunk",
+        requests[49]
+    );
+}
+
+/// nginx serving a repository directory as static files (its own process, on a port of
+/// its own); stopped when dropped.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(env: &Env, root: &std::path::Path) -> (Nginx, String) {
+        let dir = env.path("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+               access_log {d}/access.log;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {}; autoindex on; }}\n\
+             }}\n",
+            root.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/test installs it)");
+        wait_for_port(port);
+        (Nginx(child), format!("http://127.0.0.1:{port}/"))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A repository needs no Lifeboat on the server: nginx serves its files with ranges, and
+/// restores, checks and listings work through it, each pack read in ranged parts.
+#[test]
+fn nginx_serves_a_packed_repository_with_ranges() {
+    let (env, src, id) = setup();
+    let (nginx, url) = Nginx::start(&env, &env.path("repo"));
+    let b = env.path("nginx.img");
+    let o = run(&[
+        "restore",
+        "--json",
+        "--repo",
+        &url,
+        "--snapshot",
+        "web",
+        "--target",
+        path_str(&b),
+        "--verify",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(hash_file(&b), hash_file(&src));
+    assert!(!stderr(&o).contains("ignores Range"), "{}", stderr(&o));
+    let log = std::fs::read_to_string(env.path("nginx/access.log")).unwrap();
+    let pack_reads: Vec<&str> = log.lines().filter(|l| l.contains("GET /packs/")).collect();
+    assert!(!pack_reads.is_empty(), "{log}");
+    assert!(
+        pack_reads.iter().all(|l| l.contains("\" 206 ")),
+        "every pack read of the restore is a ranged one: {pack_reads:?}"
+    );
+    let list: Value =
+        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &url]).stdout).unwrap();
+    assert!(list.to_string().contains(&id), "{list}");
+    let r: Value = serde_json::from_slice(
+        &ok(&["check", "--read-data", "--json", "-q", "--repo", &url]).stdout,
+    )
+    .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    drop(nginx);
 }

@@ -4,88 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Child;
+use std::time::{Duration, Instant};
 
+use common::garage::Garage;
 use common::*;
-
-/// The cluster: stopped when dropped.
-struct Garage {
-    dir: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Garage {
-    fn start(dir: &Path) -> Garage {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let garage = root.join(".cache/tools/bin/garage");
-        assert!(
-            garage.exists(),
-            "{} is missing: scripts/test builds it",
-            garage.display()
-        );
-        // Ports of our own: base + 10..33, from this process's id.
-        let base = 20_000 + (std::process::id() % 400) * 100;
-        let o = Command::new(root.join("scripts/garage-cluster"))
-            .arg(dir)
-            .arg(base.to_string())
-            .env("GARAGE", &garage)
-            .output()
-            .unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).to_string();
-        let g = Garage {
-            dir: dir.to_path_buf(),
-            env: out
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-                .collect(),
-        };
-        assert!(
-            o.status.success(),
-            "garage-cluster: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        g
-    }
-
-    fn var(&self, k: &str) -> &str {
-        &self.env.iter().find(|(n, _)| n == k).unwrap().1
-    }
-
-    /// lifeboat with the cluster's endpoint, region and key (or `key` and `secret`).
-    fn lifeboat(&self, args: &[&str], key: Option<(&str, &str)>) -> Output {
-        let mut c = Command::new(bin());
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        if let Some((id, secret)) = key {
-            c.env("AWS_ACCESS_KEY_ID", id)
-                .env("AWS_SECRET_ACCESS_KEY", secret);
-        }
-        c.args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let o = self.lifeboat(args, None);
-        assert!(
-            o.status.success(),
-            "lifeboat {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let _ = Command::new(root.join("scripts/garage-cluster"))
-            .arg("--stop")
-            .arg(&self.dir)
-            .status();
-    }
-}
 
 #[test]
 fn repositories_on_a_three_node_garage_cluster() {
@@ -129,6 +52,7 @@ fn repositories_on_a_three_node_garage_cluster() {
         path_str(&dst),
     ]);
     assert_eq!(hash_file(&dst), hash_file(&src));
+    sixteen_restores_at_once_are_all_exact(&env, &g, repo, &hash_file(&src));
     // The same disk again: nothing new stored.
     let again = capture();
     assert_eq!(again["new_chunks"], 0, "{again}");
@@ -149,4 +73,106 @@ fn repositories_on_a_three_node_garage_cluster() {
     let e = String::from_utf8_lossy(&missing.stderr).to_string();
     assert!(!missing.status.success());
     assert!(e.contains("the bucket does not exist"), "{e}");
+}
+
+/// Sixteen clients restore the same snapshot from the cluster at the same time.
+fn sixteen_restores_at_once_are_all_exact(env: &Env, g: &Garage, repo: &str, want: &str) {
+    let targets: Vec<_> = (0..16).map(|i| env.path(&format!("many{i}.img"))).collect();
+    let children: Vec<Child> = targets
+        .iter()
+        .map(|t| {
+            g.spawn(&[
+                "restore",
+                "-q",
+                "--repo",
+                repo,
+                "--snapshot",
+                "web",
+                "--target",
+                path_str(t),
+            ])
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "restore {i}: {}", stderr(&o));
+        assert_eq!(hash_file(&targets[i]), want, "restore {i}");
+        std::fs::remove_file(&targets[i]).unwrap();
+    }
+}
+
+/// Bytes a process has read or written so far (`rchar` or `wchar` of /proc/PID/io).
+fn io_bytes(child: &Child, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/io", child.id()))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(": ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Wait until `child` has moved `bytes` (so that what follows happens in its middle).
+fn wait_for_progress(child: &mut Child, field: &str, bytes: u64) {
+    let start = Instant::now();
+    while io_bytes(child, field) < bytes {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before {bytes} bytes: make the disk larger"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_garage_node_killed_in_the_middle_of_a_capture_or_a_restore_costs_nothing() {
+    let env = Env::new();
+    let g = Garage::start(&env.path("garage"));
+    let src = env.path("big.img");
+    sh(&format!("head -c 192M /dev/urandom > {}", src.display()));
+    let repo = "s3://lifeboat/crash";
+    g.ok(&["init", "-q", "--repo", repo]);
+
+    // Node 3 dies a third of the way into the capture; nodes 1 and 2 are a quorum.
+    let mut c = g.spawn(&[
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        repo,
+        "--source",
+        path_str(&src),
+        "--name",
+        "big",
+    ]);
+    wait_for_progress(&mut c, "rchar", 64 << 20);
+    g.kill_node(3);
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "capture: {}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(s["new_chunks"].as_u64().unwrap() > 1000, "{s}");
+
+    // Node 3 back (it catches up by itself); node 2 dies a third of the way into a restore.
+    g.restart_node(3);
+    let dst = env.path("dst.img");
+    let mut r = g.spawn(&[
+        "restore",
+        "-q",
+        "--repo",
+        repo,
+        "--snapshot",
+        "big",
+        "--target",
+        path_str(&dst),
+    ]);
+    wait_for_progress(&mut r, "wchar", 64 << 20);
+    g.kill_node(2);
+    let o = r.wait_with_output().unwrap();
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    assert_eq!(hash_file(&dst), hash_file(&src));
+    let r: serde_json::Value = serde_json::from_slice(
+        &g.ok(&["check", "--read-data", "--json", "-q", "--repo", repo])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
 }

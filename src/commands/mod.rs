@@ -7,6 +7,7 @@ pub mod check;
 pub mod disks;
 pub mod drill;
 pub mod init;
+pub mod migrate;
 pub mod mkimage;
 pub mod restore;
 pub mod serve;
@@ -31,6 +32,9 @@ pub enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// Check a repository: every referenced chunk exists (and with --read-data, is intact).
     Check(check::CheckArgs),
+    /// Move a format 1 repository (a file per chunk) forward to format 2 (packs), in
+    /// place; safe to interrupt and run again. It needs the repository to itself.
+    Migrate(migrate::MigrateArgs),
     /// List the machine's disks.
     Disks,
     /// Prove that a snapshot comes back and boots: boot the rescue media in QEMU with a
@@ -56,6 +60,7 @@ impl Command {
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),
             Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),
+            Command::Migrate(a) => ui.show(&crate::repo::migrate::run(a, ui)?),
             Command::Disks => ui.show(&disks::run()?),
             Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),

@@ -264,6 +264,20 @@ fn repository_for_guest(args: &DrillArgs) -> Result<(String, Option<Server>)> {
             let url = format!("http://10.0.2.2:{}/", srv.port);
             Ok((url, Some(srv)))
         }
+        (_, RepoLocation::S3(url)) => {
+            // The endpoint as the guest reaches it, and the key: on the command line.
+            let (endpoint, keys) = args.repo.s3_access()?;
+            let mut order = format!(
+                "{url} lifeboat.s3-endpoint={} lifeboat.s3-key={} lifeboat.s3-secret={}",
+                crate::location::url_as_seen_from_qemu_guest(&endpoint),
+                keys.key_id,
+                keys.secret
+            );
+            if let Some(r) = keys.region {
+                order.push_str(&format!(" lifeboat.s3-region={r}"));
+            }
+            Ok((order, None))
+        }
         (_, remote) => Ok((remote.as_seen_from_qemu_guest().to_string(), None)),
     }
 }

@@ -31,6 +31,13 @@ pub fn retry_budget() -> Duration {
     io() * 3
 }
 
+/// How long a client keeps coming back to a server that says it is busy (503 or 429
+/// with `Retry-After`): 20 x the I/O timeout, 10 minutes by default. A fleet restoring
+/// at once queues for its turn instead of failing.
+pub fn overload_budget() -> Duration {
+    io() * 20
+}
+
 /// A whole request, from connecting to its body's last byte, for a body of at most
 /// `limit` bytes: 2 x the I/O timeout, plus the body at the minimum rate. (It bounds the
 /// wait for the first byte too: a server that accepts and stays silent costs this long.)

@@ -36,6 +36,9 @@ pub struct Report {
     pub chunks_stored: usize,
     pub chunks_read: usize,
     pub unreferenced_chunks: usize,
+    /// Format 2: pack files no index file names (a capture that stopped before its
+    /// index: their chunks are not part of the repository; prune deletes them).
+    pub unindexed_packs: Vec<String>,
     pub missing: Vec<Problem>,
     pub corrupt: Vec<Problem>,
     pub ok: bool,
@@ -74,6 +77,12 @@ impl Outcome for Report {
             self.chunks_read,
             self.unreferenced_chunks
         );
+        if !self.unindexed_packs.is_empty() {
+            println!(
+                "{} pack files named by no index file (left by an interrupted capture; not used)",
+                self.unindexed_packs.len()
+            );
+        }
         println!(
             "{}",
             if self.ok {
@@ -143,6 +152,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
         }
     }
     let unreferenced = stored.iter().filter(|id| !users.contains_key(id)).count();
+    let unindexed_packs = repo.unindexed_packs()?;
     let ok = damaged.is_empty() && missing.is_empty() && corrupt.is_empty();
     Ok(Report {
         repository: repo.display.clone(),
@@ -152,6 +162,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
         chunks_stored: stored.len(),
         chunks_read: read,
         unreferenced_chunks: unreferenced,
+        unindexed_packs,
         missing: missing.into_values().collect(),
         corrupt: corrupt.into_values().collect(),
         ok,
@@ -162,8 +173,9 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
 fn read_every_chunk(repo: &Repository, ids: &HashSet<ChunkId>, ui: &Ui) -> Result<Vec<ChunkError>> {
     let progress = Progress::items("check", ids.len() as u64, ui);
     let mut errors = Vec::new();
+    let ordered = repo.in_storage_order(ids.iter().copied().collect())?;
     let result = map_ordered(
-        ids.iter().copied(),
+        ordered,
         Width::new(repo.concurrency(), 4),
         |id| Ok(repo.get_chunk(&id).err()),
         |failed| {

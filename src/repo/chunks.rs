@@ -2,8 +2,8 @@
 //! into pack files named by index files (format 2, `packs/` and `index/`). Everything above
 //! (capture, restore, check, serve) sees stored chunks by id only.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use anyhow::{Context, Result};
 
@@ -56,6 +56,56 @@ pub struct Chunks {
     /// Format 2: whether each pack asked about is in the store at the length its index
     /// gives (asked once per pack: a stat, or a HEAD).
     present: Mutex<HashMap<PackId, bool>>,
+    /// Whole packs, for stores that ignore ranges.
+    whole_packs: WholePacks,
+}
+
+/// The last few whole packs read from a store that ignores ranges, so that a restore,
+/// which reads a pack's chunks in order, reads each pack once. Each pack is read by one
+/// thread while the others that want it wait; at most `MAX_BYTES` are kept.
+#[derive(Default)]
+struct WholePacks {
+    packs: Mutex<VecDeque<(PackId, Arc<WholePack>)>>,
+}
+
+/// A pack read whole, once; None when it could not be (too large, or unreadable: the
+/// ranged read that follows says why).
+type WholePack = OnceLock<Option<Arc<Vec<u8>>>>;
+
+impl WholePacks {
+    /// Memory for whole packs, and the most one may take (a full pack is a little over
+    /// `PACK_TARGET`).
+    const MAX_BYTES: u64 = 60 << 20;
+    const MAX_PACK: u64 = 20 << 20;
+
+    fn get(
+        &self,
+        pack: &PackId,
+        read: impl FnOnce(u64) -> Option<Vec<u8>>,
+    ) -> Option<Arc<Vec<u8>>> {
+        let cell = {
+            let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+            match packs.iter().find(|(id, _)| id == pack) {
+                Some((_, cell)) => cell.clone(),
+                None => {
+                    let cell = Arc::new(WholePack::new());
+                    packs.push_back((*pack, cell.clone()));
+                    // Keep the newest within the budget; one being read counts in full.
+                    let size = |c: &WholePack| match c.get() {
+                        Some(Some(v)) => v.len() as u64,
+                        Some(None) => 0,
+                        None => Self::MAX_PACK,
+                    };
+                    while packs.iter().map(|(_, c)| size(c)).sum::<u64>() > Self::MAX_BYTES {
+                        packs.pop_front();
+                    }
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| read(Self::MAX_PACK).map(Arc::new))
+            .clone()
+    }
 }
 
 impl Chunks {
@@ -68,6 +118,7 @@ impl Chunks {
             index: RwLock::new(None),
             packer: Mutex::new(Packer::default()),
             present: Mutex::new(HashMap::new()),
+            whole_packs: WholePacks::default(),
         }
     }
 
@@ -189,8 +240,7 @@ impl Chunks {
                     .map_err(|e| ReadError::Other(self.store.location("index/"), e))?
                     .ok_or_else(|| ReadError::Missing(self.location(id)))?;
                 let raw = self
-                    .store
-                    .get_range(&loc.pack.key(), loc.offset as u64, loc.stored as u64)
+                    .read_pack_range(&loc.pack, loc.offset as u64, loc.stored as u64)
                     .map_err(store_error)?;
                 Ok((raw, Some(loc.plain)))
             }
@@ -206,13 +256,24 @@ impl Chunks {
         }
     }
 
-    /// Read `len` bytes at `offset` of a pack.
+    /// Read `len` bytes at `offset` of a pack: a ranged read, or, from a server that
+    /// ignores ranges, a slice of the whole pack read once and kept while it is in use.
     pub fn read_pack_range(
         &self,
         pack: &PackId,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
+        if self.store.ignores_ranges() {
+            if let Some(whole) = self.whole_packs.get(pack, |limit| {
+                self.store.get_at_most(&pack.key(), limit).ok()
+            }) {
+                let end = offset.checked_add(len).filter(|&e| e <= whole.len() as u64);
+                if let Some(end) = end {
+                    return Ok(whole[offset as usize..end as usize].to_vec());
+                }
+            }
+        }
         self.store.get_range(&pack.key(), offset, len)
     }
 
@@ -245,6 +306,26 @@ impl Chunks {
                 Ok(ids)
             }
         }
+    }
+
+    /// Format 2: the pack files in the store that no index file names (left by a
+    /// capture that stopped before its index was written: unused, for prune to delete).
+    pub fn unindexed_packs(&self) -> Result<Vec<String>> {
+        if self.layout != Layout::Packs {
+            return Ok(Vec::new());
+        }
+        let named: std::collections::HashSet<String> =
+            self.with_index(|i| i.pack_ids().map(|p| p.key()).collect())?;
+        let mut found = Vec::new();
+        for fan in self.store.list("packs")? {
+            for name in self.store.list(&format!("packs/{fan}"))? {
+                let key = format!("packs/{fan}/{name}");
+                if name.ends_with(".pack") && !named.contains(&key) {
+                    found.push(self.store.location(&key));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Make the chunks of packs named by a new index file known (a server that was sent

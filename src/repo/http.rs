@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ const MAX_BODY: u64 = 1 << 30;
 pub struct HttpStore {
     addressing: Addressing,
     agent: ureq::Agent,
+    /// Set once a ranged GET came back whole (200): the server has no Range support.
+    ranges_ignored: AtomicBool,
+    /// Requests sent, retries included.
+    requests: AtomicU64,
 }
 
 /// How requests are addressed and authorised (one per store: its size does not matter).
@@ -82,8 +87,22 @@ fn tls_with_ca(path: &Path) -> Result<Arc<rustls::ClientConfig>> {
 
 enum Attempt<T> {
     Done(T),
+    /// Failed in a way that may pass: try again (a few times).
     Retry(String),
+    /// The server is busy and asked to be asked again after this long.
+    Busy(Duration, String),
     Fail(StoreError),
+}
+
+/// `d` and up to half of it again, at random, so that clients sent away together do not
+/// all come back together.
+fn jittered(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let half = d.as_millis() as u64 / 2;
+    d + Duration::from_millis(nanos % (half + 1))
 }
 
 impl HttpStore {
@@ -95,6 +114,8 @@ impl HttpStore {
         Ok(HttpStore {
             addressing,
             agent: Self::agent(cacert)?,
+            ranges_ignored: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -125,6 +146,8 @@ impl HttpStore {
         Ok(HttpStore {
             addressing,
             agent: Self::agent(cacert)?,
+            ranges_ignored: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -173,43 +196,62 @@ impl HttpStore {
         }
     }
 
-    /// Run one request with retries; `f` says what each attempt came to.
+    /// Run one request with retries; `f` says what each attempt came to. Failures are
+    /// tried again with backoff and jitter, a few times within the retry budget; a
+    /// server that says it is busy (503 or 429 with `Retry-After`) is waited for as it
+    /// asks, within the longer overload budget, without using up the attempts.
     fn with_retries<T>(&self, key: &str, f: impl Fn() -> Attempt<T>) -> Result<T, StoreError> {
         let mut last = String::new();
         let start = std::time::Instant::now();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 && start.elapsed() > timeouts::retry_budget() {
-                return Err(StoreError::Other {
-                    location: self.url(key),
-                    cause: anyhow!(
-                        "gave up after {attempt} attempt{} in {} s: {last}",
-                        if attempt == 1 { "" } else { "s" },
+        let mut failures = 0u32;
+        let mut busy: Option<Duration> = None;
+        let give_up = |why: String| StoreError::Other {
+            location: self.url(key),
+            cause: anyhow!(why),
+        };
+        loop {
+            if let Some(asked) = busy.take() {
+                if start.elapsed() + asked > timeouts::overload_budget() {
+                    return Err(give_up(format!(
+                        "the server stayed busy for {} s: {last}",
                         start.elapsed().as_secs()
-                    ),
-                });
-            }
-            if attempt > 0 {
+                    )));
+                }
+                log::debug!("{}: {last}; waiting {asked:?} as asked", self.url(key));
+                std::thread::sleep(jittered(asked));
+            } else if failures > 0 {
+                if start.elapsed() > timeouts::retry_budget() {
+                    return Err(give_up(format!(
+                        "gave up after {failures} attempt{} in {} s: {last}",
+                        if failures == 1 { "" } else { "s" },
+                        start.elapsed().as_secs()
+                    )));
+                }
                 // Exponential, with jitter so that many clients told to slow down (S3's
                 // 503 SlowDown) do not all come back at once.
-                let base = (100u64 << attempt.min(6)).min(5000);
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos() as u64)
-                    .unwrap_or(0);
-                let ms = base / 2 + nanos % (base / 2 + 1);
-                log::info!("{}: {last}; retrying in {ms} ms", self.url(key));
-                std::thread::sleep(Duration::from_millis(ms));
+                let wait = jittered(Duration::from_millis((50u64 << failures.min(7)).min(2500)));
+                log::info!("{}: {last}; retrying in {wait:?}", self.url(key));
+                std::thread::sleep(wait);
             }
+            self.requests.fetch_add(1, Ordering::Relaxed);
             match f() {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(why) => last = why,
+                Attempt::Busy(asked, why) => {
+                    last = why;
+                    busy = Some(asked);
+                }
+                Attempt::Retry(why) => {
+                    last = why;
+                    failures += 1;
+                    if failures >= ATTEMPTS {
+                        return Err(give_up(format!(
+                            "gave up after {ATTEMPTS} attempts: {last}"
+                        )));
+                    }
+                }
             }
         }
-        Err(StoreError::Other {
-            location: self.url(key),
-            cause: anyhow!("gave up after {ATTEMPTS} attempts: {last}"),
-        })
     }
 
     /// Send a GET and take its head: the body (at most `limit` bytes, at the minimum
@@ -309,8 +351,27 @@ impl HttpStore {
                     location: self.url(key),
                 })
             }
-            ureq::Error::Status(code, _) if code >= 500 || code == 429 => {
-                Attempt::Retry(format!("HTTP {code}"))
+            ureq::Error::Status(code @ (429 | 503), r) if r.header("Retry-After").is_some() => {
+                // Seconds (an HTTP date is taken as "soon"); at most a minute at a time.
+                let secs: u64 = r
+                    .header("Retry-After")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(1);
+                let body = r.into_string().unwrap_or_default();
+                Attempt::Busy(
+                    Duration::from_secs(secs.clamp(1, 60)),
+                    format!("HTTP {code} (busy) {}", s3_message(&body))
+                        .trim()
+                        .to_string(),
+                )
+            }
+            ureq::Error::Status(code, r) if code >= 500 || code == 429 => {
+                let body = r.into_string().unwrap_or_default();
+                Attempt::Retry(
+                    format!("HTTP {code} {}", s3_message(&body))
+                        .trim()
+                        .to_string(),
+                )
             }
             ureq::Error::Status(code, r) => {
                 let body = r.into_string().unwrap_or_default();
@@ -406,6 +467,14 @@ impl Store for HttpStore {
                         r.header("Content-Range").unwrap_or("no Content-Range")
                     ),
                 });
+            }
+            if !partial && !self.ranges_ignored.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "{}: the server ignores Range requests, so packs are read whole (and \
+                     only while a few fit in memory); lifeboat serve, nginx or S3 read only \
+                     what a restore needs",
+                    self.url("")
+                );
             }
             let skip = if partial { 0 } else { offset };
             let whole: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
@@ -520,6 +589,14 @@ impl Store for HttpStore {
 
     fn location(&self, key: &str) -> String {
         self.url(key)
+    }
+
+    fn ignores_ranges(&self) -> bool {
+        self.ranges_ignored.load(Ordering::Relaxed)
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(self.requests.load(Ordering::Relaxed))
     }
 
     fn is_remote(&self) -> bool {

@@ -155,6 +155,11 @@ impl ChunkIndex {
         })
     }
 
+    /// The packs that index files name.
+    pub fn pack_ids(&self) -> impl Iterator<Item = &PackId> {
+        self.packs.iter().map(|(id, _)| id)
+    }
+
     pub fn chunk_ids(&self) -> impl Iterator<Item = &ChunkId> {
         self.chunks.keys()
     }

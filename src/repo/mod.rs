@@ -10,6 +10,7 @@ pub mod http;
 pub mod id;
 pub mod index;
 pub mod manifest;
+pub mod migrate;
 pub mod pack;
 pub mod store;
 pub mod treehash;
@@ -218,6 +219,24 @@ pub struct RepoSpec {
     /// and AWS_SECRET_ACCESS_KEY, the region from AWS_REGION).
     #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
     pub s3_endpoint: Option<String>,
+    /// S3 credentials given other than by the environment (the rescue's orders).
+    #[arg(skip)]
+    pub s3_keys: Option<S3Keys>,
+}
+
+/// An S3 access key, and the region to sign for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Keys {
+    pub key_id: String,
+    pub secret: String,
+    pub region: Option<String>,
+}
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: Debug output ends up in logs.
+        write!(f, "S3Keys({}, region {:?})", self.key_id, self.region)
+    }
 }
 
 impl RepoSpec {
@@ -228,6 +247,7 @@ impl RepoSpec {
             cacert: None,
             token_file: None,
             s3_endpoint: None,
+            s3_keys: None,
         }
     }
 
@@ -235,26 +255,39 @@ impl RepoSpec {
         self.location.local_dir()
     }
 
-    /// The store of an s3:// location: endpoint, region and credentials from the flags
-    /// and the AWS_* environment.
-    pub fn s3_store(&self) -> Result<http::HttpStore> {
-        let RepoLocation::S3(url) = &self.location else {
-            bail!("{} is not an s3:// repository", self.location);
-        };
+    /// The endpoint and key of an s3:// location: from the flags (or the rescue's
+    /// orders) and the AWS_* environment.
+    pub fn s3_access(&self) -> Result<(String, S3Keys)> {
         let endpoint = self
             .s3_endpoint
-            .as_deref()
+            .clone()
             .context("an s3:// repository needs its endpoint: --s3-endpoint or AWS_ENDPOINT_URL")?;
         let var = |name: &str| {
             std::env::var(name).with_context(|| format!("an s3:// repository needs {name}"))
         };
-        let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+        let keys = match &self.s3_keys {
+            Some(k) => k.clone(),
+            None => S3Keys {
+                key_id: var("AWS_ACCESS_KEY_ID")?,
+                secret: var("AWS_SECRET_ACCESS_KEY")?,
+                region: std::env::var("AWS_REGION").ok(),
+            },
+        };
+        Ok((endpoint, keys))
+    }
+
+    /// The store of an s3:// location.
+    pub fn s3_store(&self) -> Result<http::HttpStore> {
+        let RepoLocation::S3(url) = &self.location else {
+            bail!("{} is not an s3:// repository", self.location);
+        };
+        let (endpoint, keys) = self.s3_access()?;
         http::HttpStore::s3(
             url,
-            endpoint,
-            &region,
-            &var("AWS_ACCESS_KEY_ID")?,
-            &var("AWS_SECRET_ACCESS_KEY")?,
+            &endpoint,
+            keys.region.as_deref().unwrap_or("us-east-1"),
+            &keys.key_id,
+            &keys.secret,
             self.cacert.as_deref(),
         )
     }
@@ -594,14 +627,7 @@ impl Repository {
     }
 
     fn get_chunk_once(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
-        let (raw, plain_len) = self.chunks.read(id).map_err(|e| match e {
-            chunks::ReadError::Missing(location) => ChunkError::Missing { id: *id, location },
-            chunks::ReadError::Other(location, cause) => ChunkError::Unreadable {
-                id: *id,
-                location,
-                cause,
-            },
-        })?;
+        let (raw, plain_len) = self.read_stored(id)?;
         let plain = self.decode_chunk(id, &raw)?;
         if plain_len.is_some_and(|n| n as usize != plain.len()) {
             return Err(ChunkError::Corrupt {
@@ -611,6 +637,22 @@ impl Repository {
             });
         }
         Ok(plain)
+    }
+
+    /// A chunk as stored (compressed), unverified: `decode_chunk` checks it.
+    pub fn get_stored_chunk(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
+        Ok(self.read_stored(id)?.0)
+    }
+
+    fn read_stored(&self, id: &ChunkId) -> Result<(Vec<u8>, Option<u32>), ChunkError> {
+        self.chunks.read(id).map_err(|e| match e {
+            chunks::ReadError::Missing(location) => ChunkError::Missing { id: *id, location },
+            chunks::ReadError::Other(location, cause) => ChunkError::Unreadable {
+                id: *id,
+                location,
+                cause,
+            },
+        })
     }
 
     /// Decompress stored bytes and check that they hash to `id`.
@@ -638,6 +680,24 @@ impl Repository {
     }
 
     /// All chunk ids present in the store.
+    /// Format 2: pack files that no index file names.
+    pub fn unindexed_packs(&self) -> Result<Vec<String>> {
+        self.chunks.unindexed_packs()
+    }
+
+    /// `ids` in the order they lie in the store (pack by pack, offset by offset), so
+    /// that reading them all reads each pack front to back.
+    pub fn in_storage_order(&self, mut ids: Vec<ChunkId>) -> Result<Vec<ChunkId>> {
+        let locs = self.chunks.locate(&ids)?;
+        let mut keyed: Vec<_> = ids
+            .drain(..)
+            .zip(locs)
+            .map(|(id, l)| (l.map(|l| (l.pack.to_hex(), l.offset)), id))
+            .collect();
+        keyed.sort();
+        Ok(keyed.into_iter().map(|(_, id)| id).collect())
+    }
+
     pub fn list_chunks(&self) -> Result<Vec<ChunkId>> {
         self.chunks.list()
     }

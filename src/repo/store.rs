@@ -90,6 +90,15 @@ pub trait Store: Send + Sync {
     fn is_remote(&self) -> bool {
         false
     }
+    /// Whether the store has been seen to answer a ranged read with the whole file (a
+    /// web server without Range support): readers then read what they need whole, once.
+    fn ignores_ranges(&self) -> bool {
+        false
+    }
+    /// Requests sent so far, for a network store.
+    fn requests(&self) -> Option<u64> {
+        None
+    }
     /// How many requests this store wants in flight at once: one per core for a local
     /// disk; a network store says more, since each request mostly waits.
     fn concurrency(&self) -> usize {

@@ -3,7 +3,10 @@
 //! `lifeboat.target=` (`serial:`, `wwn:`, `path:` or `largest-empty`), `lifeboat.action=`
 //! (`restore`, `capture`, `menu`, `poweroff`), `lifeboat.verify=1`,
 //! `lifeboat.after=` (`reboot`, `poweroff`, `stay`), `lifeboat.name=` (capture),
-//! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`).
+//! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`);
+//! for `lifeboat.repo=s3://BUCKET/PREFIX`: `lifeboat.s3-endpoint=URL`,
+//! `lifeboat.s3-region=`, `lifeboat.s3-key=` and `lifeboat.s3-secret=` (a read-only key
+//! for restores: whoever can read the command line can read it).
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +15,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::location::RepoLocation;
+use crate::repo::S3Keys;
 
 /// Where the rescue finds its repository: the stick's data partition, or the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +31,8 @@ impl FromStr for RescueRepo {
             return Ok(RescueRepo::Usb);
         }
         match s.parse::<RepoLocation>() {
-            Ok(l @ RepoLocation::Http(_)) => Ok(RescueRepo::Network(l)),
-            _ => bail!("lifeboat.repo={s}: expected usb or an http(s) URL"),
+            Ok(l @ (RepoLocation::Http(_) | RepoLocation::S3(_))) => Ok(RescueRepo::Network(l)),
+            _ => bail!("lifeboat.repo={s}: expected usb, an http(s) URL or s3://BUCKET/PREFIX"),
         }
     }
 }
@@ -81,6 +85,34 @@ pub struct Orders {
     pub name: Option<String>,
     #[serde(skip)]
     pub token: Option<String>,
+    /// How to reach an s3:// repository (the secret is never reported).
+    #[serde(default, skip_serializing_if = "S3Access::is_empty")]
+    pub s3: S3Access,
+}
+
+/// The endpoint and key of an s3:// repository, from `lifeboat.s3-*=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Access {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub key_id: Option<String>,
+    #[serde(skip)]
+    pub secret: Option<String>,
+}
+
+impl S3Access {
+    fn is_empty(&self) -> bool {
+        *self == S3Access::default()
+    }
+
+    /// The key, when both of its halves were given.
+    pub fn keys(&self) -> Option<S3Keys> {
+        Some(S3Keys {
+            key_id: self.key_id.clone()?,
+            secret: self.secret.clone()?,
+            region: self.region.clone(),
+        })
+    }
 }
 
 impl TargetSpec {
@@ -109,6 +141,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         after: After::Reboot,
         name: None,
         token: None,
+        s3: S3Access::default(),
     };
     let mut action = None;
     for word in cmdline.split_whitespace() {
@@ -122,6 +155,10 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
             "target" => o.target = Some(TargetSpec::parse(value)?),
             "name" => o.name = Some(value.into()),
             "token" => o.token = Some(value.into()),
+            "s3-endpoint" => o.s3.endpoint = Some(value.into()),
+            "s3-region" => o.s3.region = Some(value.into()),
+            "s3-key" => o.s3.key_id = Some(value.into()),
+            "s3-secret" => o.s3.secret = Some(value.into()),
             "verify" => o.verify = matches!(value, "1" | "yes" | "true" | ""),
             "action" => {
                 action = Some(match value {
@@ -153,6 +190,11 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
             "lifeboat.action=restore needs lifeboat.repo=, lifeboat.snapshot= and lifeboat.target="
         );
     }
+    if matches!(&o.repo, Some(RescueRepo::Network(RepoLocation::S3(_))))
+        && (o.s3.endpoint.is_none() || o.s3.keys().is_none())
+    {
+        bail!("lifeboat.repo=s3://... needs lifeboat.s3-endpoint=, lifeboat.s3-key= and lifeboat.s3-secret=");
+    }
     if o.action == Action::Capture && missing_capture {
         bail!("lifeboat.action=capture needs lifeboat.repo= and lifeboat.target= (the disk to capture)");
     }
@@ -180,6 +222,23 @@ mod tests {
         assert_eq!(o.action, Action::Restore);
         assert!(o.verify);
         assert_eq!(o.after, After::Poweroff);
+    }
+
+    #[test]
+    fn an_s3_repository_comes_with_its_endpoint_and_key() {
+        let o = parse(
+            "lifeboat.repo=s3://backups/fleet lifeboat.s3-endpoint=http://10.0.2.2:3900 \
+             lifeboat.s3-region=garage lifeboat.s3-key=GK1 lifeboat.s3-secret=s3cret",
+        )
+        .unwrap();
+        assert_eq!(o.repo.unwrap().to_string(), "s3://backups/fleet/");
+        let k = o.s3.keys().unwrap();
+        assert_eq!((k.key_id.as_str(), k.secret.as_str()), ("GK1", "s3cret"));
+        assert_eq!(k.region.as_deref(), Some("garage"));
+        // The report never holds the secret.
+        let json = serde_json::to_string(&o.s3).unwrap();
+        assert!(json.contains("GK1") && !json.contains("s3cret"), "{json}");
+        assert!(parse("lifeboat.repo=s3://backups/fleet lifeboat.s3-key=GK1").is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::location::{DiskLocation, RepoLocation};
 use crate::repo::RepoSpec;
 use crate::restore::RestoreArgs;
 use crate::ui::{bytes, Ui};
-use cmdline::{Action, After, RescueRepo, TargetSpec};
+use cmdline::{Action, After, RescueRepo, S3Access, TargetSpec};
 use report::{Outcome, PhaseTime};
 pub use report::{Report, FAILED_PREFIX, REPORT_PREFIX};
 
@@ -159,7 +159,7 @@ fn stay() -> ! {
             },
             "menu" => {
                 let mut report = Report::default();
-                match menu_restore(&mut report, None, Instant::now()) {
+                match menu_restore(&mut report, None, &S3Access::default(), Instant::now()) {
                     Ok(()) => {
                         report.result = Some(Outcome::Ok);
                         publish(&mut report);
@@ -243,7 +243,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     ph.mark(report, "disks");
     match orders.action {
         Action::Menu => {
-            menu_restore(report, orders.repo.as_ref(), start)?;
+            menu_restore(report, orders.repo.as_ref(), &orders.s3, start)?;
             Ok(After::Reboot)
         }
         Action::Restore | Action::Capture => {
@@ -269,7 +269,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
             report.target = Some(disk.clone());
             if orders.action == Action::Capture {
                 let args = CaptureArgs {
-                    repo: repo_spec(repo, orders.token.as_deref())?,
+                    repo: repo_spec(repo, orders.token.as_deref(), &orders.s3)?,
                     source: DiskLocation::Path(PathBuf::from(&disk.path)),
                     name: orders.name.clone().unwrap_or_else(|| {
                         disk.serial.clone().unwrap_or_else(|| disk.name.clone())
@@ -282,7 +282,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                 ph.mark(report, "capture");
             } else {
                 let args = RestoreArgs {
-                    repo: repo_spec(repo, None)?,
+                    repo: repo_spec(repo, None, &orders.s3)?,
                     snapshot: orders.snapshot.clone().unwrap_or_default(),
                     target: PathBuf::from(&disk.path),
                     yes: true,
@@ -301,8 +301,9 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     }
 }
 
-/// The repository as restore and capture take it; a push token goes into a file.
-fn repo_spec(location: RepoLocation, token: Option<&str>) -> Result<RepoSpec> {
+/// The repository as restore and capture take it: an S3 endpoint and key from the
+/// orders; a push token goes into a file.
+fn repo_spec(location: RepoLocation, token: Option<&str>, s3: &S3Access) -> Result<RepoSpec> {
     let token_file = match token {
         Some(t) => {
             let p = Path::new("/run/lifeboat-token");
@@ -313,6 +314,8 @@ fn repo_spec(location: RepoLocation, token: Option<&str>) -> Result<RepoSpec> {
     };
     Ok(RepoSpec {
         token_file,
+        s3_endpoint: s3.endpoint.clone(),
+        s3_keys: s3.keys(),
         ..RepoSpec::at(location)
     })
 }
@@ -417,6 +420,7 @@ fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Res
 fn menu_restore(
     report: &mut Report,
     default_repo: Option<&RescueRepo>,
+    s3: &S3Access,
     start: Instant,
 ) -> Result<()> {
     let mut ph = Phases { last: start };
@@ -446,7 +450,7 @@ fn menu_restore(
     report.target = Some(choice.target.clone());
     report.action = Some(Action::Restore);
     let args = RestoreArgs {
-        repo: RepoSpec::at(choice.repo),
+        repo: repo_spec(choice.repo, None, s3)?,
         snapshot: choice.snapshot.to_string(),
         target: PathBuf::from(&choice.target.path),
         yes: true,

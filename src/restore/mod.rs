@@ -54,6 +54,8 @@ pub struct Summary {
     pub verified: bool,
     pub duration_s: f64,
     pub throughput_mib_s: f64,
+    /// Requests sent to a network repository (retries included).
+    pub requests: Option<u64>,
 }
 
 impl Outcome for Summary {
@@ -127,7 +129,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
     })?;
     target.reread_partitions();
     let filesystem_resize = tables.grown.map(|g| finish::grow_filesystem(m, g, &target));
-    Ok(summarise(
+    let mut summary = summarise(
         &checked,
         args,
         &target,
@@ -135,7 +137,9 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
         tables,
         filesystem_resize,
         start,
-    ))
+    );
+    summary.requests = repo.store().requests();
+    Ok(summary)
 }
 
 /// Run `write`; if it fails, wipe the target's tables again so that it cannot boot
@@ -244,5 +248,6 @@ fn summarise(
         verified: args.verify,
         duration_s: elapsed.as_secs_f64(),
         throughput_mib_s: mib_per_s(m.disk.size, elapsed),
+        requests: None,
     }
 }

@@ -2,18 +2,22 @@
 //! in one thread that polls them all (`park`): it is handed to one of a fixed pool of
 //! workers only once a whole request head has arrived, and given back after the reply.
 //! A slow, idle or trickling client thus costs a socket and a few KiB, never a worker;
-//! each waiting connection has a deadline, and their number is bounded.
+//! each waiting connection has a deadline, and their number is bounded. Whole requests
+//! wait for a worker in a queue that takes turns between client addresses (`Admission`),
+//! so that one busy client cannot starve the others; past its bound, requests are
+//! answered 503 with `Retry-After`, which clients wait for.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::io::DeadlineSocket;
 
@@ -26,6 +30,93 @@ pub(crate) const HEAD_DEADLINE: Duration = Duration::from_secs(15);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections waiting for a request at once; more are answered 503 and closed.
 const MAX_PARKED: usize = 4096;
+/// Whole requests waiting for a worker at once; more are answered 503 and closed.
+const MAX_QUEUED: usize = 1024;
+/// How long a client told to come back later is asked to wait.
+pub(crate) const RETRY_AFTER_SECS: u32 = 1;
+
+/// Requests waiting for a worker: one queue per client address, served in turn (round
+/// robin), so that each client's share of the workers does not depend on how many
+/// requests it sends at once.
+pub(crate) struct Admission {
+    state: Mutex<Queues>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Queues {
+    by_client: HashMap<IpAddr, VecDeque<Conn>>,
+    /// Clients with requests waiting, in the order their turns come.
+    turns: VecDeque<IpAddr>,
+    len: usize,
+    closed: bool,
+}
+
+impl Admission {
+    pub(crate) fn new(capacity: usize) -> Admission {
+        Admission {
+            state: Mutex::new(Queues::default()),
+            ready: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue a request; a full queue gives it back.
+    fn push(&self, conn: Conn) -> Result<(), Conn> {
+        let mut q = self.lock();
+        if q.len >= self.capacity {
+            return Err(conn);
+        }
+        let client = conn.client;
+        let queue = q.by_client.entry(client).or_default();
+        queue.push_back(conn);
+        if queue.len() == 1 {
+            q.turns.push_back(client);
+        }
+        q.len += 1;
+        drop(q);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next request, the client whose turn it is first; None once closed and empty.
+    fn pop(&self) -> Option<Conn> {
+        let mut q = self.lock();
+        loop {
+            if let Some(client) = q.turns.pop_front() {
+                let queue = q
+                    .by_client
+                    .get_mut(&client)
+                    .expect("a client with a turn has a queue");
+                let conn = queue
+                    .pop_front()
+                    .expect("a client with a turn has a request");
+                if queue.is_empty() {
+                    q.by_client.remove(&client);
+                } else {
+                    q.turns.push_back(client);
+                }
+                q.len -= 1;
+                return Some(conn);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// No more requests: workers finish what is queued and stop.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
 
 /// One client connection, plain or TLS.
 pub(crate) struct Conn {
@@ -36,6 +127,8 @@ pub(crate) struct Conn {
     /// When the next request's head must be complete.
     deadline: Instant,
     pub(crate) peer: String,
+    /// The client's address, whose turn in the queue this connection waits for.
+    client: IpAddr,
 }
 
 /// What reading a parked connection came to.
@@ -64,8 +157,10 @@ impl Conn {
             )),
             None => None,
         };
+        let addr = sock.peer_addr()?;
         Ok(Conn {
-            peer: sock.peer_addr().map(|a| a.to_string()).unwrap_or_default(),
+            peer: addr.to_string(),
+            client: addr.ip(),
             sock,
             tls,
             pending: Vec::new(),
@@ -166,6 +261,7 @@ pub(crate) struct Active {
     pending: Vec<u8>,
     pos: usize,
     pub(crate) peer: String,
+    client: IpAddr,
 }
 
 impl Active {
@@ -183,6 +279,7 @@ impl Active {
             pending: conn.pending,
             pos: 0,
             peer: conn.peer,
+            client: conn.client,
         })
     }
 
@@ -210,6 +307,7 @@ impl Active {
             pending: self.pending[self.pos..].to_vec(),
             deadline: Instant::now() + HEAD_DEADLINE,
             peer: self.peer,
+            client: self.client,
         })
     }
 
@@ -286,7 +384,11 @@ fn refuse(mut sock: &TcpStream, why: &str) {
     let _ = sock.set_nonblocking(false);
     let _ = sock.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = sock.write_all(
-        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        format!(
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {RETRY_AFTER_SECS}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     );
     log::info!("a connection was refused: {why}");
 }
@@ -307,16 +409,15 @@ pub(crate) fn run(
     let (wake_rx, wake_tx) = UnixStream::pair().context("create the poller's wake-up socket")?;
     wake_rx.set_nonblocking(true).context("wake-up socket")?;
     wake_tx.set_nonblocking(true).context("wake-up socket")?;
-    let (work_tx, work_rx) = crossbeam_channel::bounded::<Conn>(workers * 4);
+    let queue = Arc::new(Admission::new(MAX_QUEUED));
     let (back_tx, back_rx) = crossbeam_channel::unbounded::<Conn>();
     let back = Back {
         tx: back_tx,
         wake: Arc::new(wake_tx),
     };
-    let pool = start_workers(workers, &work_rx, &serve, &back)?;
-    drop(work_rx);
-    let result = park(listener, &wake_rx, &back_rx, &work_tx, tls.as_ref(), stop);
-    drop(work_tx);
+    let pool = start_workers(workers, &queue, &serve, &back)?;
+    let result = park(listener, &wake_rx, &back_rx, &queue, tls.as_ref(), stop);
+    queue.close();
     for t in pool {
         let _ = t.join();
     }
@@ -325,17 +426,17 @@ pub(crate) fn run(
 
 fn start_workers(
     workers: usize,
-    work: &Receiver<Conn>,
+    queue: &Arc<Admission>,
     serve: &Arc<Serve>,
     back: &Back,
 ) -> Result<Vec<std::thread::JoinHandle<()>>> {
     let mut pool = Vec::with_capacity(workers);
     for i in 0..workers {
-        let (work, serve, back) = (work.clone(), serve.clone(), back.clone());
+        let (queue, serve, back) = (queue.clone(), serve.clone(), back.clone());
         let started = std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
-                for conn in work.iter() {
+                while let Some(conn) = queue.pop() {
                     work_on(conn, &*serve, &back);
                 }
             });
@@ -375,7 +476,7 @@ fn park(
     listener: &TcpListener,
     wake: &UnixStream,
     back: &Receiver<Conn>,
-    work: &Sender<Conn>,
+    queue: &Admission,
     tls: Option<&Arc<rustls::ServerConfig>>,
     stop: &AtomicBool,
 ) -> Result<()> {
@@ -405,7 +506,7 @@ fn park(
                 Progress::Wait => waiting.push(conn),
                 Progress::Close => drop(conn),
                 Progress::Ready => {
-                    if let Err(TrySendError::Full(c)) = work.try_send(conn) {
+                    if let Err(c) = queue.push(conn) {
                         refuse(&c.sock, "every worker is busy and the queue is full");
                     }
                 }
@@ -544,6 +645,70 @@ mod tests {
         drop(client);
         std::thread::sleep(Duration::from_millis(50));
         assert!(matches!(conn.advance(), Progress::Close));
+    }
+
+    #[test]
+    fn the_queue_takes_turns_between_clients_and_has_a_bound() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Connections from two client addresses (127.0.0.1 and 127.0.0.2).
+        let conn_from = |ip: &str| {
+            let s = socket2_free_connect(ip, addr);
+            let (server, _) = l.accept().unwrap();
+            (s, Conn::new(server, None).unwrap())
+        };
+        let q = Admission::new(5);
+        let mut keep = Vec::new();
+        for ip in [
+            "127.0.0.1",
+            "127.0.0.1",
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.2",
+        ] {
+            let (c, conn) = conn_from(ip);
+            keep.push(c);
+            assert!(q.push(conn).is_ok());
+        }
+        let (c, extra) = conn_from("127.0.0.2");
+        keep.push(c);
+        assert!(q.push(extra).is_err(), "over its bound, the queue refuses");
+        let order: Vec<String> = (0..5)
+            .map(|_| q.pop().unwrap().client.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "127.0.0.1",
+                "127.0.0.2",
+                "127.0.0.1",
+                "127.0.0.2",
+                "127.0.0.1"
+            ]
+        );
+        q.close();
+        assert!(q.pop().is_none());
+    }
+
+    /// A connection to `to` from the local address `ip`.
+    fn socket2_free_connect(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        let local: std::net::SocketAddrV4 = format!("{ip}:0").parse().unwrap();
+        bind(fd.as_raw_fd(), &SockaddrIn::from(local)).unwrap();
+        let std::net::SocketAddr::V4(to) = to else {
+            unreachable!()
+        };
+        connect(fd.as_raw_fd(), &SockaddrIn::from(to)).unwrap();
+        TcpStream::from(fd)
     }
 
     #[test]

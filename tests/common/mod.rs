@@ -2,6 +2,8 @@
 //! binary, hashing files, and RAII guards for loop devices and mounts.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

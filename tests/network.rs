@@ -104,17 +104,27 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// A server process of a test's own, killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Python's http.server over a directory (directory listings, no ranges); stopped when
 /// dropped.
-struct StaticServer(std::process::Child);
+struct StaticServer;
 
 impl StaticServer {
-    fn start(dir: &std::path::Path) -> (StaticServer, String) {
+    fn start(dir: &std::path::Path) -> (KillOnDrop, String) {
         Self::start_logging(dir, Stdio::null())
     }
 
     /// The same, with its log of requests (one line per request) going to `log`.
-    fn start_logging(dir: &std::path::Path, log: impl Into<Stdio>) -> (StaticServer, String) {
+    fn start_logging(dir: &std::path::Path, log: impl Into<Stdio>) -> (KillOnDrop, String) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
@@ -132,14 +142,7 @@ impl StaticServer {
             .spawn()
             .unwrap();
         wait_for_port(port);
-        (StaticServer(py), format!("http://127.0.0.1:{port}/"))
-    }
-}
-
-impl Drop for StaticServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        (KillOnDrop(py), format!("http://127.0.0.1:{port}/"))
     }
 }
 
@@ -1121,10 +1124,10 @@ fn fifty_restores_at_once_through_serve_all_finish_exactly() {
 
 /// nginx serving a repository directory as static files (its own process, on a port of
 /// its own); stopped when dropped.
-struct Nginx(Child);
+struct Nginx;
 
 impl Nginx {
-    fn start(env: &Env, root: &std::path::Path) -> (Nginx, String) {
+    fn start(env: &Env, root: &std::path::Path) -> (KillOnDrop, String) {
         let dir = env.path("nginx");
         std::fs::create_dir_all(&dir).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1154,14 +1157,7 @@ impl Nginx {
             .spawn()
             .expect("nginx (scripts/test installs it)");
         wait_for_port(port);
-        (Nginx(child), format!("http://127.0.0.1:{port}/"))
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        (KillOnDrop(child), format!("http://127.0.0.1:{port}/"))
     }
 }
 

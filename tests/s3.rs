@@ -7,7 +7,7 @@ mod common;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::garage::Garage;
+use common::garage::{capture_args, Garage};
 use common::*;
 
 #[test]
@@ -18,17 +18,7 @@ fn repositories_on_a_three_node_garage_cluster() {
     let repo = "s3://lifeboat/fleet/web01";
     g.ok(&["init", "-q", "--repo", repo]);
     let capture = || -> serde_json::Value {
-        let o = g.ok(&[
-            "capture",
-            "--json",
-            "-q",
-            "--repo",
-            repo,
-            "--source",
-            path_str(&src),
-            "--name",
-            "web",
-        ]);
+        let o = g.ok(&capture_args(repo, &src, "web"));
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let s = capture();
@@ -133,17 +123,7 @@ fn a_garage_node_killed_in_the_middle_of_a_capture_or_a_restore_costs_nothing() 
     g.ok(&["init", "-q", "--repo", repo]);
 
     // Node 3 dies a third of the way into the capture; nodes 1 and 2 are a quorum.
-    let mut c = g.spawn(&[
-        "capture",
-        "--json",
-        "-q",
-        "--repo",
-        repo,
-        "--source",
-        path_str(&src),
-        "--name",
-        "big",
-    ]);
+    let mut c = g.spawn(&capture_args(repo, &src, "big"));
     wait_for_progress(&mut c, "rchar", 64 << 20);
     g.kill_node(3);
     let o = c.wait_with_output().unwrap();

@@ -160,7 +160,7 @@ fn drill_by_pxe_restores_from_s3_and_boots() {
     let g = common::garage::Garage::start(&env.path("garage"));
     let repo = "s3://lifeboat/drill";
     g.ok(&["init", "-q", "--repo", repo]);
-    let o = g.ok(&common::garage::capture_args(repo, &img, "demo"));
+    let o = g.ok(&capture_args(repo, &img, "demo"));
     let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
         .as_str()
         .unwrap()

@@ -210,18 +210,7 @@ fn hostile_partition_tables_are_not_obeyed() {
 /// Capture `disk`, which must succeed (without a panic), and return the run and the
 /// summary's notes.
 fn capture_notes(repo: &str, disk: &std::path::Path, name: &str) -> (Bounded, String) {
-    let args = [
-        "capture",
-        "--json",
-        "-q",
-        "--repo",
-        repo,
-        "--source",
-        path_str(disk),
-        "--name",
-        name,
-    ];
-    let r = run_bounded(&args, QUICK);
+    let r = run_bounded(&capture_args(repo, disk, name), QUICK);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();

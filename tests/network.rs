@@ -147,18 +147,9 @@ impl StaticServer {
 }
 
 fn restore_from(url: &str, snapshot: &str, target: &std::path::Path) -> std::process::Output {
-    run(&[
-        "restore",
-        "--json",
-        "-q",
-        "--repo",
-        url,
-        "--snapshot",
-        snapshot,
-        "--target",
-        path_str(target),
-        "--verify",
-    ])
+    let mut args = restore_args(url, snapshot, target);
+    args.push("--verify");
+    run(&args)
 }
 
 fn setup() -> (Env, std::path::PathBuf, String) {
@@ -1029,16 +1020,8 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
     let (py, url) =
         StaticServer::start_logging(&env.path("repo"), std::fs::File::create(&log).unwrap());
     let b = env.path("static.img");
-    let o = run(&[
-        "restore",
-        "--json",
-        "--repo",
-        &url,
-        "--snapshot",
-        "web",
-        "--target",
-        path_str(&b),
-    ]);
+    // (Warnings are printed with -q too.)
+    let o = run(&restore_args(&url, "web", &b));
     drop(py);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(hash_file(&b), hash_file(&src));
@@ -1168,17 +1151,7 @@ fn nginx_serves_a_packed_repository_with_ranges() {
     let (env, src, id) = setup();
     let (nginx, url) = Nginx::start(&env, &env.path("repo"));
     let b = env.path("nginx.img");
-    let o = run(&[
-        "restore",
-        "--json",
-        "--repo",
-        &url,
-        "--snapshot",
-        "web",
-        "--target",
-        path_str(&b),
-        "--verify",
-    ]);
+    let o = restore_from(&url, "web", &b);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(hash_file(&b), hash_file(&src));
     assert!(!stderr(&o).contains("ignores Range"), "{}", stderr(&o));

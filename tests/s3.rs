@@ -7,7 +7,7 @@ mod common;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::garage::{capture_args, Garage};
+use common::garage::Garage;
 use common::*;
 
 #[test]
@@ -31,16 +31,7 @@ fn repositories_on_a_three_node_garage_cluster() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["chunks_read"], s["new_chunks"], "{r}");
     let dst = env.path("dst.img");
-    g.ok(&[
-        "restore",
-        "-q",
-        "--repo",
-        repo,
-        "--snapshot",
-        "web",
-        "--target",
-        path_str(&dst),
-    ]);
+    g.ok(&restore_args(repo, "web", &dst));
     assert_eq!(hash_file(&dst), hash_file(&src));
     sixteen_restores_at_once_are_all_exact(&env, &g, repo, &hash_file(&src));
     // The same disk again: nothing new stored.
@@ -70,18 +61,7 @@ fn sixteen_restores_at_once_are_all_exact(env: &Env, g: &Garage, repo: &str, wan
     let targets: Vec<_> = (0..16).map(|i| env.path(&format!("many{i}.img"))).collect();
     let children: Vec<Child> = targets
         .iter()
-        .map(|t| {
-            g.spawn(&[
-                "restore",
-                "-q",
-                "--repo",
-                repo,
-                "--snapshot",
-                "web",
-                "--target",
-                path_str(t),
-            ])
-        })
+        .map(|t| g.spawn(&restore_args(repo, "web", t)))
         .collect();
     for (i, c) in children.into_iter().enumerate() {
         let o = c.wait_with_output().unwrap();
@@ -134,16 +114,7 @@ fn a_garage_node_killed_in_the_middle_of_a_capture_or_a_restore_costs_nothing() 
     // Node 3 back (it catches up by itself); node 2 dies a third of the way into a restore.
     g.restart_node(3);
     let dst = env.path("dst.img");
-    let mut r = g.spawn(&[
-        "restore",
-        "-q",
-        "--repo",
-        repo,
-        "--snapshot",
-        "big",
-        "--target",
-        path_str(&dst),
-    ]);
+    let mut r = g.spawn(&restore_args(repo, "big", &dst));
     wait_for_progress(&mut r, "wchar", 64 << 20);
     g.kill_node(2);
     let o = r.wait_with_output().unwrap();

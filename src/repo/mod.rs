@@ -692,7 +692,7 @@ impl Repository {
         let mut keyed: Vec<_> = ids
             .drain(..)
             .zip(locs)
-            .map(|(id, l)| (l.map(|l| (l.pack.to_hex(), l.offset)), id))
+            .map(|(id, l)| (l.map(|l| (l.pack, l.offset)), id))
             .collect();
         keyed.sort();
         Ok(keyed.into_iter().map(|(_, id)| id).collect())

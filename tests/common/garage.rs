@@ -126,21 +126,6 @@ impl Garage {
     }
 }
 
-/// `capture --json -q` of `source` into `repo` as `name`.
-pub fn capture_args<'a>(repo: &'a str, source: &'a Path, name: &'a str) -> [&'a str; 9] {
-    [
-        "capture",
-        "--json",
-        "-q",
-        "--repo",
-        repo,
-        "--source",
-        source.to_str().unwrap(),
-        "--name",
-        name,
-    ]
-}
-
 impl Drop for Garage {
     fn drop(&mut self) {
         let _ = Command::new(script()).arg("--stop").arg(&self.dir).status();

@@ -124,33 +124,13 @@ impl Env {
 
     /// Capture and return the JSON summary.
     pub fn capture(&self, source: &Path, name: &str) -> Value {
-        let out = ok(&[
-            "capture",
-            "--json",
-            "--quiet",
-            "--repo",
-            &self.repo(),
-            "--source",
-            path_str(source),
-            "--name",
-            name,
-        ]);
+        let out = ok(&capture_args(&self.repo(), source, name));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub fn restore(&self, snapshot: &str, target: &Path, extra: &[&str]) -> Output {
         let repo = self.repo();
-        let mut args = vec![
-            "restore",
-            "--json",
-            "--quiet",
-            "--repo",
-            &repo,
-            "--snapshot",
-            snapshot,
-            "--target",
-            path_str(target),
-        ];
+        let mut args = restore_args(&repo, snapshot, target);
         args.extend_from_slice(extra);
         run(&args)
     }
@@ -164,6 +144,36 @@ impl Env {
     pub fn chunk_path(&self, id: &str) -> PathBuf {
         self.path(&format!("repo/chunks/{}/{}", &id[..2], id))
     }
+}
+
+/// `capture --json -q` of `source` into `repo` as `name`.
+pub fn capture_args<'a>(repo: &'a str, source: &'a Path, name: &'a str) -> [&'a str; 9] {
+    [
+        "capture",
+        "--json",
+        "-q",
+        "--repo",
+        repo,
+        "--source",
+        path_str(source),
+        "--name",
+        name,
+    ]
+}
+
+/// `restore --json -q` of `snapshot` from `repo` onto `target` (more arguments may follow).
+pub fn restore_args<'a>(repo: &'a str, snapshot: &'a str, target: &'a Path) -> Vec<&'a str> {
+    vec![
+        "restore",
+        "--json",
+        "-q",
+        "--repo",
+        repo,
+        "--snapshot",
+        snapshot,
+        "--target",
+        path_str(target),
+    ]
 }
 
 pub fn make_disk(kind: &str, out: &Path) {

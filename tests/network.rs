@@ -201,17 +201,9 @@ fn writes_need_the_token_and_are_checked() {
     let body = zstd::bulk::compress(b"a new chunk", 3).unwrap();
     let id = blake3::hash(b"a new chunk").to_hex().to_string();
     let url = format!("{}chunks/{}/{id}", served.url, &id[..2]);
-    let agent = ureq::Agent::new();
     // No token, and a wrong one: 401, nothing stored.
     for auth in [None, Some("Bearer wrong-token-0123456789")] {
-        let mut req = agent.put(&url);
-        if let Some(a) = auth {
-            req = req.set("Authorization", a);
-        }
-        match req.send_bytes(&body) {
-            Err(ureq::Error::Status(401, _)) => {}
-            other => panic!("expected 401, got {:?}", other.map(|r| r.status())),
-        }
+        assert_eq!(put(&url, auth, &body).0, 401);
     }
     assert_eq!(
         count_files(&repo_dir),
@@ -220,14 +212,7 @@ fn writes_need_the_token_and_are_checked() {
     );
     // A chunk whose content does not match its name is refused even with the token.
     let bad = format!("{}chunks/ab/ab{}", served.url, &id[2..]);
-    match agent
-        .put(&bad)
-        .set("Authorization", "Bearer s3cret-token-0123456789")
-        .send_bytes(&body)
-    {
-        Err(ureq::Error::Status(422, _)) => {}
-        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
-    }
+    assert_eq!(put(&bad, Some(TOKEN), &body).0, 422);
     // A capture without a token is refused; with it, it lands and restores exactly.
     let err = fails(&[
         "capture",
@@ -952,67 +937,54 @@ fn a_packed_repository_over_http_captures_restores_and_checks() {
         .next()
         .unwrap();
     let name = pack.file_name().unwrap().to_string_lossy().to_string();
-    let r = ureq::get(&format!("{}packs/{}/{name}", served.url, &name[..2]))
-        .set("Range", "bytes=10-19")
+    let mut r = ureq::get(&format!("{}packs/{}/{name}", served.url, &name[..2]))
+        .header("Range", "bytes=10-19")
         .call()
         .unwrap();
-    assert_eq!(r.status(), 206);
+    assert_eq!(r.status().as_u16(), 206);
     let total = std::fs::metadata(&pack).unwrap().len();
+    let header = |r: &ureq::http::Response<ureq::Body>, n: &str| {
+        r.headers().get(n).map(|v| v.to_str().unwrap().to_string())
+    };
     assert_eq!(
-        r.header("Content-Range"),
-        Some(format!("bytes 10-19/{total}").as_str())
+        header(&r, "Content-Range"),
+        Some(format!("bytes 10-19/{total}"))
     );
     assert_eq!(
-        r.header("ETag"),
-        Some(format!("\"{}\"", name.trim_end_matches(".pack")).as_str())
+        header(&r, "ETag"),
+        Some(format!("\"{}\"", name.trim_end_matches(".pack")))
     );
-    assert!(r.header("Cache-Control").unwrap().contains("immutable"));
-    let mut part = Vec::new();
-    r.into_reader().read_to_end(&mut part).unwrap();
+    assert!(header(&r, "Cache-Control").unwrap().contains("immutable"));
+    let part = r.body_mut().read_to_vec().unwrap();
     assert_eq!(part, std::fs::read(&pack).unwrap()[10..20]);
     // A pack whose content is not its name, and an index naming a pack never sent, are
     // refused.
-    let agent = ureq::Agent::new();
     let fake = format!("{}packs/ab/ab{}.pack", served.url, "0".repeat(62));
-    match agent
-        .put(&fake)
-        .set("Authorization", "Bearer s3cret-token-0123456789")
-        .send_bytes(b"not a pack")
-    {
-        Err(ureq::Error::Status(422, _)) => {}
-        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
-    }
+    assert_eq!(put(&fake, Some(TOKEN), b"not a pack").0, 422);
     // Named by its own hash, but no pack: its trailer is checked, and it is refused.
     let junk = b"not a pack, but named by its hash".to_vec();
     let junk_id = blake3::hash(&junk).to_hex().to_string();
-    match agent
-        .put(&format!(
-            "{}packs/{}/{junk_id}.pack",
-            served.url,
-            &junk_id[..2]
-        ))
-        .set("Authorization", "Bearer s3cret-token-0123456789")
-        .send_bytes(&junk)
-    {
-        Err(ureq::Error::Status(422, r)) => {
-            let why = r.into_string().unwrap();
-            assert!(why.contains("malformed"), "{why}");
-        }
-        other => panic!("expected 422, got {:?}", other.map(|r| r.status())),
-    }
+    let (code, why) = put(
+        &format!("{}packs/{}/{junk_id}.pack", served.url, &junk_id[..2]),
+        Some(TOKEN),
+        &junk,
+    );
+    assert_eq!(code, 422);
+    assert!(why.contains("malformed"), "{why}");
     let idx_dir = env.path("repo/index");
     let idx = std::fs::read(idx_dir.read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
     let mut orphan = idx.clone();
     orphan[16] ^= 1; // the first pack's id: a pack that does not exist
     let name = blake3::hash(&orphan).to_hex().to_string();
-    match agent
-        .put(&format!("{}index/{name}.idx", served.url))
-        .set("Authorization", "Bearer s3cret-token-0123456789")
-        .send_bytes(&orphan)
-    {
-        Err(ureq::Error::Status(409, _)) => {}
-        other => panic!("expected 409, got {:?}", other.map(|r| r.status())),
-    }
+    assert_eq!(
+        put(
+            &format!("{}index/{name}.idx", served.url),
+            Some(TOKEN),
+            &orphan
+        )
+        .0,
+        409
+    );
 
     // A static web server that ignores Range: every chunk still restores exactly, each
     // pack is read whole about once (not once per run of chunks), and the client says why.
@@ -1171,4 +1143,22 @@ fn nginx_serves_a_packed_repository_with_ranges() {
     .unwrap();
     assert_eq!(r["ok"], true, "{r}");
     drop(nginx);
+}
+
+const TOKEN: &str = "Bearer s3cret-token-0123456789";
+
+/// PUT `body` to `url` (with an Authorization header if given): the status and the
+/// answer's text, whatever the status.
+fn put(url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.put(url);
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    let mut r = req.send(body).unwrap();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (r.status().as_u16(), text)
 }

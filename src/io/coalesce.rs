@@ -23,7 +23,7 @@ impl WriteAt for crate::disk::TargetDisk {
 }
 
 /// Writes go out in blocks of about this size, ending on a multiple of `ALIGN`.
-const BLOCK: usize = 8 << 20;
+const BLOCK: usize = 1 << 20;
 const ALIGN: u64 = 1 << 20;
 
 pub struct CoalescingWriter<'a, W: WriteAt + ?Sized> {

@@ -38,9 +38,15 @@ pub fn overload_budget() -> Duration {
     io() * 20
 }
 
-/// A whole request, from connecting to its body's last byte, for a body of at most
-/// `limit` bytes: 2 x the I/O timeout, plus the body at the minimum rate. (It bounds the
-/// wait for the first byte too: a server that accepts and stays silent costs this long.)
-pub fn request_deadline(limit: u64) -> Duration {
-    io() * 2 + Duration::from_secs(limit / MIN_RATE)
+/// The longest a server may take to answer a request (its status line and headers),
+/// whatever the size of the body that follows: 2 x the I/O timeout. A server that accepts
+/// and stays silent costs this long, and no more.
+pub fn answer() -> Duration {
+    io() * 2
+}
+
+/// The longest a body of at most `limit` bytes may take to arrive or to be sent, once
+/// the answer has begun: the I/O timeout, plus the body at the minimum rate.
+pub fn body(limit: u64) -> Duration {
+    io() + Duration::from_secs(limit / MIN_RATE)
 }

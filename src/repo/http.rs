@@ -9,7 +9,6 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -63,26 +62,32 @@ enum Verb {
 /// How long a presigned URL stays valid: longer than any request may take.
 const PRESIGNED_FOR: Duration = Duration::from_secs(3600);
 
-/// A rustls client config trusting the certificates in a PEM file (and nothing else).
-fn tls_with_ca(path: &Path) -> Result<Arc<rustls::ClientConfig>> {
+/// A TLS client config trusting the certificates in a PEM file (and nothing else).
+fn tls_with_ca(path: &Path) -> Result<ureq::tls::TlsConfig> {
     let pem = std::fs::read(path).with_context(|| format!("read CA file {}", path.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.with_context(|| format!("parse {}", path.display()))?;
-        roots
-            .add(cert)
-            .with_context(|| format!("add a CA from {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("parse {}", path.display()))?
+        {
+            certs.push(c);
+        }
     }
-    if roots.is_empty() {
+    if certs.is_empty() {
         bail!("{} holds no PEM certificate", path.display());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build())
+}
+
+/// A response, whatever its status (statuses are judged by `HttpStore::judge`).
+type Answer = ureq::http::Response<ureq::Body>;
+
+/// A header's value, if it is text.
+fn header<'a>(r: &'a Answer, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 enum Attempt<T> {
@@ -152,19 +157,25 @@ impl HttpStore {
     }
 
     fn agent(cacert: Option<&Path>) -> Result<ureq::Agent> {
-        // Each request has its own overall deadline (`timeouts::request_deadline`, which
-        // in ureq 2 also bounds each read) and bodies a minimum rate, so a server that
-        // trickles its answer cannot hold a restore by sending a byte now and then.
-        let mut b = ureq::AgentBuilder::new()
-            .timeout_connect(timeouts::connect())
-            .timeout_read(timeouts::io())
-            .timeout_write(timeouts::io())
+        // A server has `timeouts::answer` to begin its answer, whatever the body's size,
+        // and then `timeouts::body` for the body, which must also keep the minimum rate
+        // (`LimitedReader`): a silent server costs seconds, not the time a long body
+        // would be allowed, and a trickling one cannot hold a restore by sending a byte
+        // now and then.
+        let mut b = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeouts::connect()))
+            .timeout_send_request(Some(timeouts::io()))
+            .timeout_recv_response(Some(timeouts::answer()))
+            .timeout_recv_body(Some(timeouts::body(MAX_BODY)))
+            .timeout_send_body(Some(timeouts::body(MAX_BODY)))
+            .max_idle_connections(64)
             .max_idle_connections_per_host(64)
             .user_agent(concat!("lifeboat/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = cacert {
             b = b.tls_config(tls_with_ca(ca)?);
         }
-        Ok(b.build())
+        Ok(b.build().into())
     }
 
     /// Where `key` is, for messages: a URL, or s3://BUCKET/PREFIX/KEY.
@@ -262,17 +273,24 @@ impl HttpStore {
         key: &str,
         limit: u64,
     ) -> Result<(Box<dyn Read + Send + 'static>, Option<u64>), Attempt<T>> {
-        let r = self
+        let sent = self
             .agent
             .get(&self.request_url(Verb::Get, key))
-            .timeout(timeouts::request_deadline(limit))
-            .call()
-            .map_err(|e| self.classify(key, e))?;
-        let expected: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+            .config()
+            .timeout_recv_body(Some(timeouts::body(limit)))
+            .build()
+            .call();
+        let r = self.judge(key, sent)?;
+        let expected: Option<u64> = header(&r, "Content-Length").and_then(|v| v.parse().ok());
         if expected.is_some_and(|n| n > limit) {
             return Err(Attempt::Fail(super::store::too_large(self.url(key), limit)));
         }
-        let body = LimitedReader::new(r.into_reader(), limit, timeouts::io(), timeouts::MIN_RATE);
+        let body = LimitedReader::new(
+            r.into_body().into_reader(),
+            limit,
+            timeouts::io(),
+            timeouts::MIN_RATE,
+        );
         Ok((Box::new(body), expected))
     }
 
@@ -300,20 +318,28 @@ impl HttpStore {
             let signed = action.sign(PRESIGNED_FOR).to_string();
             let key = format!("{dir}/");
             let page = self.with_retries(&key, || {
-                match self
+                const MAX_PAGE: u64 = 16 << 20;
+                let sent = self
                     .agent
                     .get(&signed)
-                    .timeout(timeouts::request_deadline(16 << 20))
-                    .call()
-                {
-                    Ok(r) => {
-                        let mut body = String::new();
-                        match r.into_reader().take(16 << 20).read_to_string(&mut body) {
-                            Ok(_) => Attempt::Done(body),
-                            Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
-                        }
-                    }
-                    Err(e) => self.classify(&key, e),
+                    .config()
+                    .timeout_recv_body(Some(timeouts::body(MAX_PAGE)))
+                    .build()
+                    .call();
+                let r = match self.judge(&key, sent) {
+                    Ok(r) => r,
+                    Err(a) => return a,
+                };
+                let mut body = String::new();
+                let mut reader = LimitedReader::new(
+                    r.into_body().into_reader(),
+                    MAX_PAGE,
+                    timeouts::io(),
+                    timeouts::MIN_RATE,
+                );
+                match reader.read_to_string(&mut body) {
+                    Ok(_) => Attempt::Done(body),
+                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
                 }
             })?;
             let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&page)
@@ -337,27 +363,39 @@ impl HttpStore {
         Ok(names)
     }
 
-    fn classify<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
-        match e {
-            ureq::Error::Status(404, r) => {
-                let body = r.into_string().unwrap_or_default();
-                if body.contains("NoSuchBucket") {
-                    return Attempt::Fail(StoreError::Other {
-                        location: self.url(key),
-                        cause: anyhow!("the bucket does not exist ({})", s3_message(&body)),
-                    });
-                }
-                Attempt::Fail(StoreError::NotFound {
-                    location: self.url(key),
-                })
-            }
-            ureq::Error::Status(code @ (429 | 503), r) if r.header("Retry-After").is_some() => {
+    /// What an exchange came to: a 2xx answer to go on with, or what to do instead.
+    fn judge<T>(&self, key: &str, sent: Result<Answer, ureq::Error>) -> Result<Answer, Attempt<T>> {
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(r),
+            Ok(r) => Err(self.status_failure(key, r)),
+            Err(e) => Err(self.transport_failure(key, e)),
+        }
+    }
+
+    /// A 4xx or 5xx answer: missing, busy, worth retrying, or final.
+    fn status_failure<T>(&self, key: &str, mut r: Answer) -> Attempt<T> {
+        let code = r.status().as_u16();
+        let retry_after = header(&r, "Retry-After").map(str::to_string);
+        // An error body is read for its message only: a little of it, within the time
+        // a small body is allowed.
+        let body = r
+            .body_mut()
+            .with_config()
+            .limit(64 << 10)
+            .lossy_utf8(true)
+            .read_to_string()
+            .unwrap_or_default();
+        match code {
+            404 if body.contains("NoSuchBucket") => Attempt::Fail(StoreError::Other {
+                location: self.url(key),
+                cause: anyhow!("the bucket does not exist ({})", s3_message(&body)),
+            }),
+            404 => Attempt::Fail(StoreError::NotFound {
+                location: self.url(key),
+            }),
+            429 | 503 if retry_after.is_some() => {
                 // Seconds (an HTTP date is taken as "soon"); at most a minute at a time.
-                let secs: u64 = r
-                    .header("Retry-After")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(1);
-                let body = r.into_string().unwrap_or_default();
+                let secs: u64 = retry_after.and_then(|v| v.trim().parse().ok()).unwrap_or(1);
                 Attempt::Busy(
                     Duration::from_secs(secs.clamp(1, 60)),
                     format!("HTTP {code} (busy) {}", s3_message(&body))
@@ -365,16 +403,12 @@ impl HttpStore {
                         .to_string(),
                 )
             }
-            ureq::Error::Status(code, r) if code >= 500 || code == 429 => {
-                let body = r.into_string().unwrap_or_default();
-                Attempt::Retry(
-                    format!("HTTP {code} {}", s3_message(&body))
-                        .trim()
-                        .to_string(),
-                )
-            }
-            ureq::Error::Status(code, r) => {
-                let body = r.into_string().unwrap_or_default();
+            429 | 500.. => Attempt::Retry(
+                format!("HTTP {code} {}", s3_message(&body))
+                    .trim()
+                    .to_string(),
+            ),
+            _ => {
                 let why = match code {
                     401 | 403 => {
                         "access denied (check the credentials and the bucket's permissions): "
@@ -386,23 +420,38 @@ impl HttpStore {
                     cause: anyhow!("HTTP {code}: {why}{}", s3_message(&body)),
                 })
             }
-            // A certificate the client does not trust, a bad URL or an unknown host do not
-            // get better by waiting; a refused or cut connection may.
-            ureq::Error::Transport(t)
-                if t.to_string().contains("certificate")
-                    || matches!(
-                        t.kind(),
-                        ureq::ErrorKind::InvalidUrl
-                            | ureq::ErrorKind::UnknownScheme
-                            | ureq::ErrorKind::Dns
-                    ) =>
-            {
-                Attempt::Fail(StoreError::Other {
-                    location: self.url(key),
-                    cause: anyhow!("{t}"),
-                })
-            }
-            ureq::Error::Transport(t) => Attempt::Retry(transport_error(&t)),
+        }
+    }
+
+    /// No answer: a refused or cut connection, or a deadline passed, may pass; a
+    /// certificate the client does not trust, a bad URL or an unknown host do not get
+    /// better by waiting.
+    fn transport_failure<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
+        use ureq::Error as E;
+        let fail = |why: String| {
+            Attempt::Fail(StoreError::Other {
+                location: self.url(key),
+                cause: anyhow!(why),
+            })
+        };
+        match e {
+            E::Timeout(t) => Attempt::Retry(match t {
+                ureq::Timeout::Connect => "timed out connecting".into(),
+                ureq::Timeout::RecvResponse => "timed out waiting for the answer".into(),
+                ureq::Timeout::RecvBody => "timed out receiving the body".into(),
+                other => format!("timed out ({other})"),
+            }),
+            E::Io(io) => Attempt::Retry(format!("network error: {io}")),
+            E::ConnectionFailed => Attempt::Retry("the connection failed".into()),
+            E::Protocol(p) => Attempt::Retry(format!("not an HTTP answer: {p}")),
+            E::BodyStalled => Attempt::Retry("the body stalled".into()),
+            E::HostNotFound => fail("unknown host".into()),
+            E::BadUri(u) => fail(format!("not a usable URL: {u}")),
+            E::Tls(t) => fail(format!("TLS: {t}")),
+            E::Rustls(r) => fail(format!("TLS: {r}")),
+            E::Pem(p) => fail(format!("TLS: {p}")),
+            E::TooManyRedirects | E::RedirectFailed => fail(format!("{e}")),
+            other => fail(format!("{other}")),
         }
     }
 }
@@ -441,30 +490,28 @@ impl Store for HttpStore {
         };
         let range = format!("bytes={offset}-{last}");
         self.with_retries(key, || {
-            let r = match self
+            let sent = self
                 .agent
                 .get(&self.request_url(Verb::Get, key))
-                .timeout(timeouts::request_deadline(len))
-                .set("Range", &range)
-                .call()
-            {
+                .header("Range", &range)
+                .config()
+                .timeout_recv_body(Some(timeouts::body(len)))
+                .build()
+                .call();
+            let r = match self.judge(key, sent) {
                 Ok(r) => r,
-                Err(e) => return self.classify(key, e),
+                Err(a) => return a,
             };
             // 206: the range asked for; 200: a server that ignores ranges sends the
             // whole file, of which the range is kept (read no further than its end).
-            let partial = r.status() == 206;
+            let partial = r.status().as_u16() == 206;
             let wanted = format!("bytes {offset}-{last}/");
-            if partial
-                && !r
-                    .header("Content-Range")
-                    .is_some_and(|v| v.starts_with(&wanted))
-            {
+            if partial && !header(&r, "Content-Range").is_some_and(|v| v.starts_with(&wanted)) {
                 return Attempt::Fail(StoreError::Other {
                     location: self.url(key),
                     cause: anyhow!(
                         "asked for {range}, sent {:?}",
-                        r.header("Content-Range").unwrap_or("no Content-Range")
+                        header(&r, "Content-Range").unwrap_or("no Content-Range")
                     ),
                 });
             }
@@ -477,7 +524,7 @@ impl Store for HttpStore {
                 );
             }
             let skip = if partial { 0 } else { offset };
-            let whole: Option<u64> = r.header("Content-Length").and_then(|v| v.parse().ok());
+            let whole: Option<u64> = header(&r, "Content-Length").and_then(|v| v.parse().ok());
             if !partial && whole.is_some_and(|n| n < offset + len) {
                 return Attempt::Fail(StoreError::Other {
                     location: self.url(key),
@@ -488,7 +535,7 @@ impl Store for HttpStore {
                 });
             }
             let mut body = LimitedReader::new(
-                r.into_reader(),
+                r.into_body().into_reader(),
                 skip + len,
                 timeouts::io(),
                 timeouts::MIN_RATE,
@@ -515,18 +562,17 @@ impl Store for HttpStore {
     }
 
     fn size(&self, key: &str) -> Result<Option<u64>> {
-        let head = self
-            .agent
-            .head(&self.request_url(Verb::Head, key))
-            .timeout(timeouts::request_deadline(0));
-        let r = self.with_retries(key, || match head.clone().call() {
-            Ok(r) => Attempt::Done(Some(
-                r.header("Content-Length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            )),
-            Err(ureq::Error::Status(404, _)) => Attempt::Done(None),
-            Err(e) => self.classify(key, e),
+        let url = self.request_url(Verb::Head, key);
+        let r = self.with_retries(key, || match self.agent.head(&url).call() {
+            Ok(r) if r.status().as_u16() == 404 => Attempt::Done(None),
+            sent => match self.judge(key, sent) {
+                Ok(r) => Attempt::Done(Some(
+                    header(&r, "Content-Length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                )),
+                Err(a) => a,
+            },
         });
         r.map_err(anyhow::Error::new)
     }
@@ -541,16 +587,18 @@ impl Store for HttpStore {
             Addressing::S3 { .. } => None,
         };
         self.with_retries(key, || {
-            let mut req = self
-                .agent
-                .put(&self.request_url(Verb::Put, key))
-                .timeout(timeouts::request_deadline(data.len() as u64));
+            let mut req = self.agent.put(&self.request_url(Verb::Put, key));
             if let Some(a) = &auth {
-                req = req.set("Authorization", a);
+                req = req.header("Authorization", a);
             }
-            match req.send_bytes(data) {
+            let sent = req
+                .config()
+                .timeout_send_body(Some(timeouts::body(data.len() as u64)))
+                .build()
+                .send(data);
+            match self.judge(key, sent) {
                 Ok(_) => Attempt::Done(()),
-                Err(e) => self.classify(key, e),
+                Err(a) => a,
             }
         })
         .map_err(anyhow::Error::new)
@@ -616,24 +664,6 @@ fn s3_message(body: &str) -> String {
         .map(|(m, _)| m)
         .unwrap_or(body);
     m.trim().chars().take(300).collect()
-}
-
-/// A transport error without the URL (the caller names it) or repeats: "network error:
-/// error encountered in the status line: timed out reading response".
-fn transport_error(t: &ureq::Transport) -> String {
-    let mut whole = t.kind().to_string();
-    for part in [
-        t.message().map(str::to_string),
-        std::error::Error::source(t).map(|c| c.to_string()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        whole = format!("{whole}: {part}");
-    }
-    let mut parts: Vec<&str> = whole.split(": ").collect();
-    parts.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
-    parts.join(": ").to_lowercase()
 }
 
 /// The targets of `href="..."` links in an HTML page, percent-decoded.

@@ -12,6 +12,7 @@ pub mod index;
 pub mod manifest;
 pub mod migrate;
 pub mod pack;
+pub mod runs;
 pub mod store;
 pub mod treehash;
 
@@ -539,84 +540,83 @@ impl Repository {
         result
     }
 
-    /// Read, decompress and verify several chunks, in the order given; the first that
-    /// cannot be had ends it. In a repository of packs, chunks that lie one after
-    /// another in a pack (a restore asks for them in disk order, the order they were
-    /// packed in) are read with one ranged read per run of at most `MAX_RUN` bytes.
-    pub fn get_chunks(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>> {
-        // A run's request may take 2 x the I/O timeout plus 16 s at the minimum rate.
-        const MAX_RUN: u64 = 1 << 20;
+    /// Read, decompress and verify several chunks and hand each to `found` with its
+    /// index in `ids`, as soon as it is had, in no set order; the first that cannot be
+    /// had ends it. In a repository of packs the chunks are read in runs (`runs::plan`:
+    /// one ranged read of up to `runs::MAX_RUN` bytes per run of neighbours in a pack), so
+    /// a reader holds at most one run and one chunk at a time.
+    pub fn read_chunks(
+        &self,
+        ids: &[ChunkId],
+        found: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let locs = self.chunks.locate(ids)?;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut i = 0;
-        while i < ids.len() {
-            let Some(first) = locs[i] else {
-                out.push(self.get_chunk(&ids[i])?);
-                i += 1;
-                continue;
-            };
-            // The run: following chunks in the same pack, each starting where the one
-            // before ends.
-            let start = first.offset as u64;
-            let mut end = i + 1;
-            let mut run_end = start + first.stored as u64;
-            while let Some(Some(l)) = locs.get(end) {
-                if l.pack != first.pack
-                    || l.offset as u64 != run_end
-                    || run_end + l.stored as u64 - start > MAX_RUN
-                {
-                    break;
-                }
-                run_end += l.stored as u64;
-                end += 1;
+        let mut placed = Vec::with_capacity(ids.len());
+        for (k, loc) in locs.into_iter().enumerate() {
+            match loc {
+                Some(l) => placed.push((l, k)),
+                // Format 1, or a chunk no index names: alone, with its precise error.
+                None => found(k, self.get_chunk(&ids[k])?)?,
             }
-            // A run that cannot be read is an error of its first chunk (the store has
-            // retried it already); one that was read but holds a damaged chunk has that
-            // chunk read again alone below.
-            let run = if end - i > 1 {
-                match self
-                    .chunks
-                    .read_pack_range(&first.pack, start, run_end - start)
-                {
-                    Ok(bytes) => Some(bytes),
-                    Err(StoreError::NotFound { location }) => {
-                        return Err(ChunkError::Missing {
-                            id: ids[i],
-                            location,
-                        }
-                        .into())
-                    }
-                    Err(StoreError::Other { location, cause }) => {
-                        return Err(ChunkError::Unreadable {
-                            id: ids[i],
-                            cause: anyhow::anyhow!("{location}: {cause:#}"),
-                            location,
-                        }
-                        .into())
-                    }
-                }
-            } else {
-                None
-            };
-            for k in i..end {
-                let from_run = run.as_ref().and_then(|bytes| {
-                    let l = locs[k]?;
-                    let at = (l.offset as u64 - start) as usize;
-                    let plain = self
-                        .decode_chunk(&ids[k], &bytes[at..at + l.stored as usize])
-                        .ok()?;
-                    (plain.len() == l.plain as usize).then_some(plain)
-                });
-                // A chunk the run did not give (unread, or damaged, perhaps on the way)
-                // is read alone, with its retries and its precise error.
-                out.push(match from_run {
-                    Some(p) => p,
-                    None => self.get_chunk(&ids[k])?,
-                });
-            }
-            i = end;
         }
-        Ok(out)
+        for run in runs::plan(&placed) {
+            self.read_run(ids, &run, found)?;
+        }
+        Ok(())
+    }
+
+    /// The chunks of one run. A run that cannot be read is an error of its first chunk
+    /// (the store has retried it already); one that was read but holds a damaged chunk
+    /// has that chunk read again alone, with its own retries and precise error.
+    fn read_run(
+        &self,
+        ids: &[ChunkId],
+        run: &runs::Run,
+        found: &mut dyn FnMut(usize, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let bytes = if run.chunks.len() > 1 {
+            let first = ids[run.chunks[0].wanted[0]];
+            match self.chunks.read_pack_range(&run.pack, run.offset, run.len) {
+                Ok(b) => Some(b),
+                Err(StoreError::NotFound { location }) => {
+                    return Err(ChunkError::Missing {
+                        id: first,
+                        location,
+                    }
+                    .into())
+                }
+                Err(StoreError::Other { location, cause }) => {
+                    return Err(ChunkError::Unreadable {
+                        id: first,
+                        cause: anyhow::anyhow!("{location}: {cause:#}"),
+                        location,
+                    }
+                    .into())
+                }
+            }
+        } else {
+            None
+        };
+        for c in &run.chunks {
+            let id = &ids[c.wanted[0]];
+            let from_run = bytes.as_ref().and_then(|b| {
+                let at = (c.loc.offset as u64 - run.offset) as usize;
+                let plain = self
+                    .decode_chunk(id, b.get(at..at + c.loc.stored as usize)?)
+                    .ok()?;
+                (plain.len() == c.loc.plain as usize).then_some(plain)
+            });
+            let plain = match from_run {
+                Some(p) => p,
+                None => self.get_chunk(id)?,
+            };
+            let (last, others) = c.wanted.split_last().expect("a run chunk is wanted");
+            for &k in others {
+                found(k, plain.clone())?;
+            }
+            found(*last, plain)?;
+        }
+        Ok(())
     }
 
     /// The most a stored (compressed) chunk may take: zstd never grows data by more than

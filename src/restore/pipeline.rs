@@ -1,20 +1,20 @@
-//! The writing phase: holes zeroed first, then the chunks fetched from the source chain
-//! by parallel workers, verified, and written in disk order through one coalescing
-//! writer. Memory in flight is bounded by the window of batches; the held-back bytes (the
-//! tables) are kept aside for the finish.
+//! The writing phase: holes zeroed first, then the chunks of each batch fetched from the
+//! source chain by one of several workers, verified, and written by that worker through a
+//! coalescing writer of its own as soon as they arrive; what the workers did comes back
+//! in disk order, with the held-back bytes (the tables) kept aside for the finish.
+//!
+//! Memory is bounded by design, not by batch counts: each worker holds at most one run
+//! of stored bytes (`runs::MAX_RUN`), one chunk and its writer's block, whatever the
+//! batch or the store.
 
 use anyhow::Result;
 
-use super::plan::{Deferred, Job, Plan, BATCH_BYTES};
-use super::sources::{Chain, Origin};
+use super::plan::{Deferred, Job, Plan};
+use super::sources::{Chain, Got, Origin};
 use crate::disk::TargetDisk;
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::{CoalescingWriter, Progress};
 use crate::range::ByteRange;
-
-/// At most this many bytes of chunks are between the repository and the disk at once,
-/// wherever they are: queued, in a worker, or waiting for the one before them.
-const BYTES_IN_FLIGHT: u64 = 16 << 20;
 
 const MIB: u64 = 1 << 20;
 
@@ -40,14 +40,30 @@ impl Counts {
             Origin::Repository => self.fetched_chunks += 1,
         }
     }
+
+    fn add(&mut self, o: &Counts) {
+        self.zero_bytes += o.zero_bytes;
+        self.written_bytes += o.written_bytes;
+        self.kept_chunks += o.kept_chunks;
+        self.kept_bytes += o.kept_bytes;
+        self.seeded_chunks += o.seeded_chunks;
+        self.fetched_chunks += o.fetched_chunks;
+    }
 }
 
 /// How the pipeline runs.
 pub struct Settings {
-    /// Workers fetching chunks at once.
+    /// Workers fetching and writing batches at once.
     pub workers: usize,
     /// Read holes on a block device before zeroing them, and leave those that already are.
     pub check_zeros: bool,
+}
+
+/// What a worker did with one batch: its counts, and the pieces of chunks that belong
+/// to the held-back bytes.
+struct BatchDone {
+    counts: Counts,
+    held_back: Vec<(ByteRange, Vec<u8>)>,
 }
 
 /// Zero the plan's holes, then put every chunk in place; the held-back bytes end up in
@@ -65,35 +81,54 @@ pub fn write(
         counts.zero_bytes += zero(target, *r, settings.check_zeros)?;
     }
     progress.inc(plan.hole_bytes);
-    let window = (BYTES_IN_FLIGHT / BATCH_BYTES) as usize;
-    let width = Width::new(settings.workers, 1).with_window(window);
-    let mut writer = CoalescingWriter::new(target);
+    let layout = plan.deferred;
     map_ordered(
         plan.batches,
-        width,
-        |batch: Vec<Job>| chain.fetch_batch(batch),
-        |fetched| {
-            for (job, got) in fetched {
-                progress.inc(job.length as u64);
-                counts.count(&job, got.origin);
-                if got.origin == Origin::InPlace {
-                    continue;
-                }
-                let r = job.range();
-                if plan.deferred.touches(r) {
-                    deferred.keep(r, &got.data);
-                }
-                if let Some(d) = plan.deferred.direct_part(r) {
-                    let from = (d.offset - r.offset) as usize;
-                    writer.write(d.offset, &got.data[from..from + d.len as usize])?;
-                }
+        Width::new(settings.workers, 2),
+        |batch: Vec<Job>| write_batch(&batch, chain, target, layout, progress),
+        |done: BatchDone| {
+            counts.add(&done.counts);
+            for (r, data) in &done.held_back {
+                deferred.keep(*r, data);
             }
             Ok(())
         },
     )?;
-    counts.written_bytes = writer.finish()?;
     target.sync()?;
     Ok(counts)
+}
+
+/// Fetch one batch's chunks and write each as it arrives.
+fn write_batch(
+    batch: &[Job],
+    chain: &Chain,
+    target: &TargetDisk,
+    layout: super::plan::DeferredLayout,
+    progress: &Progress,
+) -> Result<BatchDone> {
+    let mut done = BatchDone {
+        counts: Counts::default(),
+        held_back: Vec::new(),
+    };
+    let mut writer = CoalescingWriter::new(target);
+    chain.fetch_batch(batch, &mut |job: &Job, got: Got| {
+        progress.inc(job.length as u64);
+        done.counts.count(job, got.origin);
+        if got.origin == Origin::InPlace {
+            return Ok(());
+        }
+        let r = job.range();
+        if layout.touches(r) {
+            done.held_back.push((r, got.data.clone()));
+        }
+        if let Some(d) = layout.direct_part(r) {
+            let from = (d.offset - r.offset) as usize;
+            writer.write(d.offset, &got.data[from..from + d.len as usize])?;
+        }
+        Ok(())
+    })?;
+    done.counts.written_bytes = writer.finish()?;
+    Ok(done)
 }
 
 /// Make `r` zero. With `check`, read first and leave pieces that already are. Returns the

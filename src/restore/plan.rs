@@ -10,9 +10,10 @@ use crate::repo::{ChunkId, Manifest};
 
 const MIB: u64 = 1 << 20;
 
-/// Chunks travel through the pipeline in batches of about this many bytes: one channel
-/// operation per batch, not per chunk.
-pub const BATCH_BYTES: u64 = 2 << 20;
+/// A worker takes the chunks of about this many bytes of the disk at a time: enough that
+/// they lie in long runs in packs (one ranged read each), few enough that the workers
+/// stay busy to the end.
+pub const BATCH_BYTES: u64 = 8 << 20;
 
 /// A chunk the target held at an offset in an older snapshot (`--seed SNAPSHOT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

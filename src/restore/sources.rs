@@ -35,10 +35,20 @@ pub trait ChunkSource: Sync {
     /// The chunk of `job`, verified; None when this source does not have it.
     fn fetch(&self, job: &Job) -> Result<Option<Got>>;
 
-    /// The chunks of several jobs (in disk order), each as `fetch` would give it; a
-    /// source that can read neighbours together does so.
-    fn fetch_many(&self, jobs: &[&Job]) -> Result<Vec<Option<Got>>> {
-        jobs.iter().map(|j| self.fetch(j)).collect()
+    /// Hand each chunk of `jobs` (in disk order) that this source has to `found`, with
+    /// its index in `jobs`, in any order; a source that can read neighbours together
+    /// does so.
+    fn fetch_each(
+        &self,
+        jobs: &[&Job],
+        found: &mut dyn FnMut(usize, Got) -> Result<()>,
+    ) -> Result<()> {
+        for (k, job) in jobs.iter().enumerate() {
+            if let Some(got) = self.fetch(job)? {
+                found(k, got)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -130,7 +140,7 @@ pub struct FromRepository<'a> {
 
 impl FromRepository<'_> {
     /// A chunk read for `job`, checked against the length the manifest gives.
-    fn got(&self, job: &Job, data: Vec<u8>) -> Result<Option<Got>> {
+    fn got(&self, job: &Job, data: Vec<u8>) -> Result<Got> {
         if data.len() as u64 != job.range().len {
             bail!(
                 "chunk {} holds {} bytes but the manifest says {} at offset {}",
@@ -140,26 +150,27 @@ impl FromRepository<'_> {
                 job.offset
             );
         }
-        Ok(Some(Got {
+        Ok(Got {
             origin: Origin::Repository,
             data,
-        }))
+        })
     }
 }
 
 impl ChunkSource for FromRepository<'_> {
     fn fetch(&self, job: &Job) -> Result<Option<Got>> {
         let data = self.repo.get_chunk(&job.id)?;
-        self.got(job, data)
+        self.got(job, data).map(Some)
     }
 
-    fn fetch_many(&self, jobs: &[&Job]) -> Result<Vec<Option<Got>>> {
+    fn fetch_each(
+        &self,
+        jobs: &[&Job],
+        found: &mut dyn FnMut(usize, Got) -> Result<()>,
+    ) -> Result<()> {
         let ids: Vec<ChunkId> = jobs.iter().map(|j| j.id).collect();
-        let read = self.repo.get_chunks(&ids)?;
-        jobs.iter()
-            .zip(read)
-            .map(|(job, data)| self.got(job, data))
-            .collect()
+        self.repo
+            .read_chunks(&ids, &mut |k, data| found(k, self.got(jobs[k], data)?))
     }
 }
 
@@ -182,31 +193,37 @@ impl<'a> Chain<'a> {
         Chain { sources }
     }
 
-    /// The chunks of `jobs` (in disk order), each from the first source that has it;
-    /// each source is asked for all the chunks the ones before it lacked at once.
-    pub fn fetch_batch(&self, jobs: Vec<Job>) -> Result<Vec<(Job, Got)>> {
-        let mut got: Vec<Option<Got>> = (0..jobs.len()).map(|_| None).collect();
+    /// Hand each chunk of `jobs` (in disk order) to `sink`, from the first source that
+    /// has it, as soon as it is had; each source is asked for all the chunks the ones
+    /// before it lacked at once.
+    pub fn fetch_batch(
+        &self,
+        jobs: &[Job],
+        sink: &mut dyn FnMut(&Job, Got) -> Result<()>,
+    ) -> Result<()> {
+        let mut done = vec![false; jobs.len()];
         for s in &self.sources {
-            let pending: Vec<usize> = (0..jobs.len()).filter(|&i| got[i].is_none()).collect();
+            let pending: Vec<usize> = (0..jobs.len()).filter(|&i| !done[i]).collect();
             if pending.is_empty() {
                 break;
             }
             let asked: Vec<&Job> = pending.iter().map(|&i| &jobs[i]).collect();
-            for (i, g) in pending.into_iter().zip(s.fetch_many(&asked)?) {
-                got[i] = g;
-            }
+            s.fetch_each(&asked, &mut |k, got| {
+                let i = pending[k];
+                if std::mem::replace(&mut done[i], true) {
+                    return Ok(());
+                }
+                sink(&jobs[i], got)
+            })?;
         }
-        jobs.into_iter()
-            .zip(got)
-            .map(|(job, g)| match g {
-                Some(g) => Ok((job, g)),
-                None => bail!(
-                    "no source holds chunk {} (at offset {})",
-                    job.id,
-                    job.offset
-                ),
-            })
-            .collect()
+        match done.iter().position(|d| !d) {
+            Some(i) => bail!(
+                "no source holds chunk {} (at offset {})",
+                jobs[i].id,
+                jobs[i].offset
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -258,15 +275,30 @@ mod tests {
         let seed = fake(vec![1, 2], Origin::Seed);
         let repo = fake(vec![1, 2, 3], Origin::Repository);
         let chain = Chain::new(vec![&target, &seed, &repo]);
-        let got = chain.fetch_batch(vec![job(1), job(2), job(3)]).unwrap();
-        let origins: Vec<Origin> = got.iter().map(|(_, g)| g.origin).collect();
-        assert_eq!(origins, [Origin::InPlace, Origin::Seed, Origin::Repository]);
+        let mut origins = Vec::new();
+        chain
+            .fetch_batch(&[job(1), job(2), job(3)], &mut |j, g| {
+                origins.push((j.id.0[0], g.origin));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            origins,
+            [
+                (1, Origin::InPlace),
+                (2, Origin::Seed),
+                (3, Origin::Repository)
+            ]
+        );
         assert_eq!(
             repo.calls.load(Ordering::SeqCst),
             1,
             "asked only when needed"
         );
-        let e = chain.fetch_batch(vec![job(4)]).unwrap_err().to_string();
+        let e = chain
+            .fetch_batch(&[job(4)], &mut |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no source holds chunk"), "{e}");
     }
 }

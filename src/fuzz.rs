@@ -173,7 +173,8 @@ fn empty_repository() -> Arc<Repository> {
 }
 
 pub fn nbd_handshake(data: &[u8]) {
-    let exports = crate::nbd::server::Exports::new(empty_repository());
+    let exports =
+        crate::nbd::server::Exports::new(empty_repository(), crate::trust::Policy::none());
     let mut client = Client {
         sent: Cursor::new(data),
     };
@@ -193,6 +194,9 @@ pub fn nbd_requests(data: &[u8]) {
             name: "zeros".into(),
             time: String::new(),
             hostname: String::new(),
+            repository: None,
+            parent: None,
+            sequence: None,
             source: SourceInfo {
                 path: String::new(),
                 model: None,

@@ -3,8 +3,8 @@
 //! The commands (`commands/`) are apart from the subsystems they use: the repository
 //! (`repo/`), disks (`disk/`), read and write adapters (`io/`), capture and restore with
 //! their phases (`capture/`, `restore/`), rescue media (`media/`), the bootloader
-//! (`boot/`), the rescue's PID 1 (`rescue/`), NBD (`nbd/`), the server (`serve/`) and
-//! drills (`drill/`).
+//! (`boot/`), the rescue's PID 1 (`rescue/`), NBD (`nbd/`), the server (`serve/`),
+//! drills (`drill/`) and signing keys and signatures (`trust/`).
 
 pub mod boot;
 pub mod capture;
@@ -23,4 +23,5 @@ pub mod repo;
 pub mod rescue;
 pub mod restore;
 pub mod serve;
+pub mod trust;
 pub mod ui;

@@ -41,10 +41,11 @@ fn machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
 }
 
 fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value) {
-    drill_from(env, &env.repo(), &[], via, marker, boot_timeout)
+    drill_from(env, &env.repo(), &[], via, marker, boot_timeout, &[])
 }
 
-/// A drill of the snapshot named demo in `repo`, with `vars` in the environment.
+/// A drill of the snapshot named demo in `repo`, with `vars` in the environment and
+/// `extra` arguments (such as `--trust KEY.pub`).
 fn drill_from(
     env: &Env,
     repo: &str,
@@ -52,6 +53,7 @@ fn drill_from(
     via: &str,
     marker: &str,
     boot_timeout: &str,
+    extra: &[&str],
 ) -> (bool, Value) {
     let work = env.path(&format!("drill-{via}"));
     let o = Command::new(bin())
@@ -73,6 +75,7 @@ fn drill_from(
             boot_timeout,
         ])
         .args(["--rescue-timeout", "420", "--work", path_str(&work)])
+        .args(extra)
         .env("LIFEBOAT_KERNEL", kernel_dir())
         .envs(vars.iter().map(|(k, v)| (k, v)))
         .output()
@@ -151,22 +154,49 @@ fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
     assert!(listing.contains("-ok.json"), "{listing}");
 }
 
+/// `lifeboat keygen --out DIR/NAME`: NAME.key and NAME.pub.
+fn keygen(env: &Env, name: &str) -> std::path::PathBuf {
+    ok(&["keygen", "-q", "--out", path_str(&env.path(name))]);
+    env.path(&format!("{name}.pub"))
+}
+
 /// The fleet's case: a network boot, and the repository in an S3 bucket (a three-node
-/// Garage cluster), reached with the endpoint and key given on the kernel command line.
+/// Garage cluster), reached with the endpoint and key given on the kernel command line;
+/// the snapshot is signed, and the rescue has the key baked in.
 #[test]
-fn drill_by_pxe_restores_from_s3_and_boots() {
+fn drill_by_pxe_restores_a_signed_snapshot_from_s3_and_boots() {
     let env = Env::new();
     let img = machine_image(&env, "pxe-marker-3");
+    let key = keygen(&env, "fleet");
     let g = common::garage::Garage::start(&env.path("garage"));
     let repo = "s3://lifeboat/drill";
     g.ok(&["init", "-q", "--repo", repo]);
-    let o = g.ok(&capture_args(repo, &img, "demo"));
+    let mut capture = capture_args(repo, &img, "demo").to_vec();
+    let secret = env.path("fleet.key");
+    capture.extend(["--sign", path_str(&secret)]);
+    let o = g.ok(&capture);
     let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
         .as_str()
         .unwrap()
         .to_string();
-    let (ok, v) = drill_from(&env, repo, g.vars(), "pxe", "LIFEBOAT-MARKER", "180");
+    let trust = ["--trust", path_str(&key)];
+    let (ok, v) = drill_from(
+        &env,
+        repo,
+        g.vars(),
+        "pxe",
+        "LIFEBOAT-MARKER",
+        "180",
+        &trust,
+    );
     assert_passed(ok, &v, &id, "pxe-marker-3");
+    let signature = v["rescue_report"]["restore"]["signature"].as_str().unwrap();
+    assert!(
+        signature.starts_with("signed by trusted key"),
+        "{signature}"
+    );
+    let console = std::fs::read_to_string(env.path("drill-pxe/console-rescue.log")).unwrap();
+    assert!(console.contains("(baked into this rescue)"), "{console}");
     let orders = &v["rescue_report"]["orders"];
     assert!(
         orders["repo"]
@@ -211,4 +241,32 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
     assert_eq!(phase(&v, "boot")["ok"], false);
     let boot = std::fs::read_to_string(env.path("drill-http/console-boot.log")).unwrap();
     assert!(!boot.contains("never-seen-4"), "{boot}");
+}
+
+/// A rescue that trusts key A, booted by PXE, is served a snapshot signed by key B: it
+/// stops before writing, says why on its console, and the blank disk never boots.
+#[test]
+fn a_rescue_that_trusts_one_key_refuses_a_snapshot_signed_by_another() {
+    let env = Env::new();
+    let img = machine_image(&env, "never-seen-5");
+    let trusted = keygen(&env, "a");
+    keygen(&env, "b");
+    env.init();
+    let repo = env.repo();
+    let mut capture = capture_args(&repo, &img, "demo").to_vec();
+    let other = env.path("b.key");
+    capture.extend(["--sign", path_str(&other)]);
+    ok(&capture);
+    let trust = ["--trust", path_str(&trusted)];
+    let (ok, v) = drill_from(&env, &repo, &[], "pxe", "LIFEBOAT-MARKER", "45", &trust);
+    assert!(!ok && v["pass"] == false, "{v:#}");
+    assert_eq!(phase(&v, "rescue")["ok"], false);
+    let err = v["rescue_error"].as_str().unwrap();
+    assert!(err.contains("which is not trusted"), "{err}");
+    let console = std::fs::read_to_string(env.path("drill-pxe/console-rescue.log")).unwrap();
+    assert!(console.contains("which is not trusted"), "{console}");
+    assert!(console.contains("nothing was written"), "{console}");
+    assert_eq!(phase(&v, "boot")["ok"], false);
+    let boot = std::fs::read_to_string(env.path("drill-pxe/console-boot.log")).unwrap();
+    assert!(!boot.contains("never-seen-5"), "{boot}");
 }

@@ -1162,3 +1162,69 @@ fn put(url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
     let text = r.body_mut().read_to_string().unwrap_or_default();
     (r.status().as_u16(), text)
 }
+
+/// A capture through `serve` pushes its signature too; a restore over HTTP checks it. The
+/// write token can only add: nothing is replaced or deleted, whatever is sent.
+#[test]
+fn signed_captures_go_through_serve_and_the_write_token_only_adds() {
+    let env = Env::new();
+    let src = env.disk("gpt", "web.img");
+    env.init();
+    let token = env.path("token");
+    std::fs::write(&token, "s3cret-token-0123456789\n").unwrap();
+    let served = Served::start(&env.repo(), Some(&token));
+    let key = env.path("web");
+    let k: Value =
+        serde_json::from_slice(&ok(&["keygen", "--json", "--out", path_str(&key)]).stdout).unwrap();
+    let kid = k["key_id"].as_str().unwrap();
+    let mut args = capture_args(&served.url, &src, "web").to_vec();
+    let secret = env.path("web.key");
+    args.extend([
+        "--token-file",
+        path_str(&token),
+        "--sign",
+        path_str(&secret),
+    ]);
+    let c: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let id = c["snapshot"].as_str().unwrap().to_string();
+    let sig_path = env.path(&format!("repo/snapshots/{id}.{kid}.sig"));
+    let sig = std::fs::read(&sig_path).unwrap();
+    // Restored over HTTP with the key as the trust anchor.
+    let target = env.path("t.img");
+    let public = env.path("web.pub");
+    let mut args = restore_args(&served.url, "web", &target);
+    args.extend(["--trust", path_str(&public)]);
+    let r: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    assert!(r["signature"].as_str().unwrap().contains(kid), "{r}");
+    assert_eq!(hash_file(&target), hash_file(&src));
+
+    // Sending the same signature again changes nothing; another body for its name is
+    // refused and the stored one stays.
+    let sig_url = format!("{}snapshots/{id}.{kid}.sig", served.url);
+    assert_eq!(put(&sig_url, Some(TOKEN), &sig).0, 200);
+    let mut other: Value = serde_json::from_slice(&sig).unwrap();
+    other["version"] = 1.into();
+    let mut reformatted = serde_json::to_vec_pretty(&other).unwrap();
+    reformatted.push(b'\n');
+    let (code, why) = put(&sig_url, Some(TOKEN), &reformatted);
+    assert_eq!(code, 409, "{why}");
+    assert_eq!(std::fs::read(&sig_path).unwrap(), sig);
+    // A signature for a snapshot that is not there, or that does not verify, is refused.
+    let missing = format!("{}snapshots/{}.{kid}.sig", served.url, "0".repeat(64));
+    assert_eq!(put(&missing, Some(TOKEN), &sig).0, 422);
+    // Nothing is deleted, and config.json is not written.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let manifest_url = format!("{}snapshots/{id}.json", served.url);
+    let del = agent
+        .delete(&manifest_url)
+        .header("Authorization", TOKEN)
+        .call()
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 405);
+    assert!(env.path(&format!("repo/snapshots/{id}.json")).exists());
+    let config = format!("{}config.json", served.url);
+    assert_eq!(put(&config, Some(TOKEN), b"{}").0, 405);
+}

@@ -46,6 +46,8 @@ pub struct Summary {
     pub compression_ratio: Option<f64>,
     pub duration_s: f64,
     pub throughput_mib_s: f64,
+    /// The key id the snapshot was signed with (`--sign`).
+    pub signed_by: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -97,6 +99,13 @@ impl Outcome for Summary {
                     self.duration_s, self.throughput_mib_s
                 ),
             ),
+            (
+                "signed",
+                match &self.signed_by {
+                    Some(k) => format!("by key {k}"),
+                    None => "no (--sign)".into(),
+                },
+            ),
         ]);
         for n in &self.notes {
             println!("note: {n}");
@@ -107,6 +116,13 @@ impl Outcome for Summary {
 pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = open_repository(args)?;
+    // The key is read before anything is: a wrong one stops the capture at once.
+    let key = args
+        .sign
+        .as_deref()
+        .map(crate::trust::SigningKey::load)
+        .transpose()?;
+    let lineage = Lineage::of(&repo, &args.name)?;
     let dev = SourceDisk::open(&args.source)?;
     let layout = read_layout(&dev, args.sector_size)
         .with_context(|| format!("read the partition table of {}", args.source))?;
@@ -130,12 +146,40 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let read = read_regions(&repo, &dev, &layout, usage, &progress);
     progress.finish();
     let (regions, new) = read?;
-    let manifest = manifest(args, &repo, &dev, &layout, regions);
-    // Chunks are durable before the manifest that names them (save_manifest flushes first).
+    let manifest = manifest(args, &repo, &dev, &layout, regions, lineage);
+    // Chunks are durable before the manifest that names them (save_manifest flushes
+    // first), and the manifest before its signature.
     let id = repo
         .save_manifest(&manifest)
         .context("save the snapshot manifest")?;
-    Ok(summarise(args, id, &manifest, size, new, notes, start))
+    if let Some(k) = &key {
+        crate::trust::sign(&repo, &id, k)?;
+    }
+    let mut summary = summarise(args, id, &manifest, size, new, notes, start);
+    summary.signed_by = key.map(|k| k.public().id().to_string());
+    Ok(summary)
+}
+
+/// Where a new snapshot stands among those of its name: the newest (its parent) and
+/// the sequence number that follows.
+struct Lineage {
+    parent: Option<SnapshotId>,
+    sequence: u64,
+}
+
+impl Lineage {
+    fn of(repo: &Repository, name: &str) -> Result<Lineage> {
+        let mut parent = None;
+        let mut sequence = 1;
+        for (id, s) in repo.snapshots().context("list the snapshots")? {
+            let Ok(s) = s else { continue };
+            if s.manifest.name == name {
+                sequence = sequence.max(s.manifest.sequence.unwrap_or(0) + 1);
+                parent = Some(id);
+            }
+        }
+        Ok(Lineage { parent, sequence })
+    }
 }
 
 /// The bytes of a disk's regions, and those of them not read (free filesystem space).
@@ -204,6 +248,7 @@ fn manifest(
     dev: &SourceDisk,
     layout: &Layout,
     regions: Vec<Region>,
+    lineage: Lineage,
 ) -> Manifest {
     let identity = dev.identity();
     Manifest {
@@ -214,6 +259,9 @@ fn manifest(
         hostname: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        repository: Some(repo.config.id.clone()),
+        parent: lineage.parent,
+        sequence: Some(lineage.sequence),
         source: SourceInfo {
             path: args.source.to_string(),
             model: identity.model,
@@ -261,6 +309,7 @@ fn summarise(
             .then(|| new.plain_bytes as f64 / new.stored_bytes as f64),
         duration_s: elapsed.as_secs_f64(),
         throughput_mib_s: mib_per_s(size.total, elapsed),
+        signed_by: None,
         notes,
     }
 }

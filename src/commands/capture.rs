@@ -24,6 +24,9 @@ pub struct CaptureArgs {
     /// zstd level for new chunks (default: the repository's).
     #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub level: Option<i32>,
+    /// Sign the snapshot with this key (NAME.key, from `lifeboat keygen`).
+    #[arg(long, env = "LIFEBOAT_SIGNING_KEY", value_name = "NAME.key")]
+    pub sign: Option<std::path::PathBuf>,
 }
 
 fn parse_sector_size(s: &str) -> Result<u32, String> {

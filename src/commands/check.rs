@@ -8,6 +8,8 @@ use crate::repo::RepoSpec;
 pub struct CheckArgs {
     #[command(flatten)]
     pub repo: RepoSpec,
+    #[command(flatten)]
+    pub trust: crate::trust::TrustArgs,
     /// Decompress and hash every stored chunk.
     #[arg(long)]
     pub read_data: bool,

@@ -39,4 +39,8 @@ pub struct DrillArgs {
     /// QEMU accelerator: tcg (software, works everywhere) or kvm.
     #[arg(long, default_value = "tcg")]
     pub accel: String,
+    /// Bake this public key into the rescue (as `mkimage --trust`): the drill then also
+    /// proves that the snapshot is signed by it. Repeatable.
+    #[arg(long, value_name = "NAME.pub")]
+    pub trust: Vec<PathBuf>,
 }

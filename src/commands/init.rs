@@ -27,6 +27,11 @@ pub struct InitArgs {
     /// about 16 MiB named by index files (see docs/repository-format.md).
     #[arg(long, default_value_t = crate::repo::REPO_VERSION, value_parser = clap::value_parser!(u32).range(1..=2))]
     pub format_version: u32,
+    /// Record this public key (NAME.pub) in the repository: readers that bring no
+    /// --trust of their own then require every snapshot to be signed by one of the keys
+    /// recorded. Repeatable.
+    #[arg(long, value_name = "NAME.pub")]
+    pub require_signed: Vec<std::path::PathBuf>,
 }
 
 /// The new repository's config, as stored.
@@ -55,23 +60,24 @@ pub fn run(args: &InitArgs) -> Result<Created> {
         max_size: avg * 4,
         ..Default::default()
     };
+    let mut config = Config::new(params, args.level, args.format_version)?;
+    if !args.require_signed.is_empty() {
+        let keys = args
+            .require_signed
+            .iter()
+            .map(|p| crate::trust::PublicKey::load(p))
+            .collect::<Result<Vec<_>>>()?;
+        config.signing = Some(crate::repo::SigningConfig { keys });
+    }
     let r = match &args.repo {
-        RepoLocation::Dir(dir) => {
-            Repository::init_version(dir, params, args.level, args.format_version)?
-        }
+        RepoLocation::Dir(dir) => Repository::create_dir(dir, config)?,
         RepoLocation::S3(_) => {
             let spec = RepoSpec {
                 s3_endpoint: args.s3_endpoint.clone(),
                 ..RepoSpec::at(args.repo.clone())
             };
             let store = std::sync::Arc::new(spec.s3_store()?);
-            Repository::init_in(
-                store,
-                &args.repo.to_string(),
-                params,
-                args.level,
-                args.format_version,
-            )?
+            Repository::create_in(store, &args.repo.to_string(), config)?
         }
         RepoLocation::Http(_) => bail!(
             "{}: create a repository on the server's disk (lifeboat init there), then serve it",

@@ -26,4 +26,8 @@ pub struct MkimageArgs {
     /// Free room on the data partition, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub data_mib: u64,
+    /// Bake this public key (NAME.pub) into the rescue: it then restores only snapshots
+    /// signed by one of the baked keys, whatever its command line says. Repeatable.
+    #[arg(long, value_name = "NAME.pub")]
+    pub trust: Vec<PathBuf>,
 }

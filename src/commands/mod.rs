@@ -7,6 +7,7 @@ pub mod check;
 pub mod disks;
 pub mod drill;
 pub mod init;
+pub mod keygen;
 pub mod migrate;
 pub mod mkimage;
 pub mod restore;
@@ -24,6 +25,8 @@ use crate::ui::Ui;
 pub enum Command {
     /// Create a new, empty repository.
     Init(init::InitArgs),
+    /// Make a signing key pair (NAME.key, NAME.pub) for `capture --sign` and `--trust`.
+    Keygen(keygen::KeygenArgs),
     /// Capture a disk (block device, image file or NBD export) into a new snapshot.
     Capture(capture::CaptureArgs),
     /// Restore a snapshot onto a disk or image file, after checking everything first.
@@ -56,6 +59,7 @@ impl Command {
     pub fn run(&self, ui: &Ui) -> Result<()> {
         match self {
             Command::Init(a) => ui.show(&init::run(a)?),
+            Command::Keygen(a) => ui.show(&keygen::run(a)?),
             Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),

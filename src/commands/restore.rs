@@ -11,7 +11,10 @@ use crate::repo::RepoSpec;
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoSpec,
-    /// Snapshot name (the newest with it), id or id prefix.
+    #[command(flatten)]
+    pub trust: crate::trust::TrustArgs,
+    /// Snapshot name (the newest with it), id or id prefix (no prefix while signatures
+    /// are required).
     #[arg(long, value_name = "NAME_OR_ID")]
     pub snapshot: String,
     /// The disk to overwrite; an image file that does not exist is created.

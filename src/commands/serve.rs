@@ -28,4 +28,8 @@ pub struct ServeArgs {
     /// address (e.g. 127.0.0.1:10809).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nbd: Option<String>,
+    /// What the NBD export requires of a snapshot before it exports it (--trust and the
+    /// rest, as restore takes them).
+    #[command(flatten)]
+    pub trust: crate::trust::TrustArgs,
 }

@@ -13,6 +13,8 @@ use crate::ui::{bytes, Outcome};
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub repo: RepoSpec,
+    #[command(flatten)]
+    pub trust: crate::trust::TrustArgs,
 }
 
 /// Every snapshot, oldest first.
@@ -32,12 +34,17 @@ pub struct Entry {
     pub data_bytes: u64,
     /// Bytes of the chunk files this snapshot refers to (shared chunks counted in full).
     pub stored_bytes: u64,
+    /// With a trust anchor: "signed by trusted key K", or why the snapshot is not
+    /// trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
     let repo = Repository::open(&args.repo)?;
+    let policy = crate::trust::Policy::new(&args.trust, &repo)?;
     let mut out = Vec::new();
     for (id, s) in repo.snapshots()? {
         match s {
@@ -57,6 +64,10 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     size: m.disk.size,
                     data_bytes: m.data_bytes(),
                     stored_bytes: stored,
+                    signature: policy.required().then(|| match policy.verify(&repo, &s) {
+                        Ok(v) => v.to_string(),
+                        Err(e) => format!("NOT TRUSTED: {e:#}"),
+                    }),
                     error: None,
                 })
             }
@@ -70,6 +81,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 size: 0,
                 data_bytes: 0,
                 stored_bytes: 0,
+                signature: None,
                 error: Some(format!("{e:#}")),
             }),
         }
@@ -101,6 +113,9 @@ fn print(entries: &[Entry]) {
                 bytes(e.stored_bytes)
             ),
             Some(err) => println!("{:<8}  DAMAGED: {err}", e.id.short()),
+        }
+        if let Some(sig) = &e.signature {
+            println!("{:<8}  {sig}", "");
         }
     }
 }

@@ -178,6 +178,7 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
             _ => None,
         },
         data_mib: 8,
+        trust: args.trust.clone(),
     })?;
     phases.push(Phase::timed(
         "media",

@@ -132,8 +132,17 @@ pub struct Built {
     pub bytes: u64,
 }
 
-/// Write the initramfs to `out`, with `init` (normally this running binary) as /init.
-pub fn build(kernel: &Kernel, init: &Path, out: &Path) -> Result<Built> {
+/// Where a rescue finds the public keys baked into it (`mkimage --trust`).
+pub const TRUSTED_KEYS: &str = "etc/lifeboat/trusted.pub";
+
+/// Write the initramfs to `out`, with `init` (normally this running binary) as /init and
+/// the `trusted` keys, if any, as the only ones its restores accept.
+pub fn build(
+    kernel: &Kernel,
+    init: &Path,
+    out: &Path,
+    trusted: &[crate::trust::PublicKey],
+) -> Result<Built> {
     let (order, skipped) = resolve(kernel, MODULE_LIST)?;
     let mut w = CpioWriter::new(Vec::with_capacity(64 << 20));
     for d in [
@@ -188,6 +197,13 @@ pub fn build(kernel: &Kernel, init: &Path, out: &Path) -> Result<Built> {
         0o644,
         format!("{}\n", kernel.version).as_bytes(),
     )?;
+    if !trusted.is_empty() {
+        let keys: String = trusted
+            .iter()
+            .map(|k| format!("# key {}\n{k}\n", k.id()))
+            .collect();
+        w.file(TRUSTED_KEYS, 0o644, keys.as_bytes())?;
+    }
     let raw = w.finish()?;
     let packed = zstd::bulk::compress(&raw, 9).context("compress the initramfs")?;
     crate::repo::atomic::write_file(out, &packed)

@@ -32,7 +32,12 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
     fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let exe = std::env::current_exe().context("find the running lifeboat binary")?;
     let ird = opts.out.join("initramfs.cpio.zst");
-    let initramfs = initramfs::build(&kernel, &exe, &ird)?;
+    let trusted = opts
+        .trust
+        .iter()
+        .map(|p| crate::trust::PublicKey::load(p))
+        .collect::<Result<Vec<_>>>()?;
+    let initramfs = initramfs::build(&kernel, &exe, &ird, &trusted)?;
     for s in &initramfs.skipped_modules {
         log::info!("module {s}");
     }

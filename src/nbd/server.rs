@@ -138,11 +138,12 @@ fn opt_reply(s: &mut impl Write, opt: u32, kind: u32, data: &[u8]) -> std::io::R
 /// Serves snapshots of one repository.
 pub struct Exports {
     repo: Arc<Repository>,
+    policy: crate::trust::Policy,
 }
 
 impl Exports {
-    pub fn new(repo: Arc<Repository>) -> Exports {
-        Exports { repo }
+    pub fn new(repo: Arc<Repository>, policy: crate::trust::Policy) -> Exports {
+        Exports { repo, policy }
     }
 
     fn names(&self) -> Result<Vec<String>> {
@@ -158,7 +159,13 @@ impl Exports {
     }
 
     fn open(&self, name: &str) -> Option<Arc<SnapshotDisk>> {
-        let snap = self.repo.resolve(name).ok()?;
+        let snap = match self.policy.resolve(&self.repo, name) {
+            Ok((snap, _)) => snap,
+            Err(e) => {
+                log::warn!("NBD export {name:?} refused: {e:#}");
+                return None;
+            }
+        };
         Some(Arc::new(SnapshotDisk::new(
             self.repo.clone(),
             &snap.manifest,

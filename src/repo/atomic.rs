@@ -1,4 +1,5 @@
-//! Pieces of atomic writes: unique temporary names and directory fsyncs.
+//! Pieces of atomic writes: unique temporary names, renames that never replace, and
+//! directory fsyncs.
 
 use std::fs::File;
 use std::path::Path;
@@ -66,4 +67,52 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Move a complete temporary file to its final name, unless that name exists: a
+/// repository object is never replaced (its name is its content's hash, or unique), so an
+/// object that is there already stays as it is and `from` is removed. Returns whether
+/// `from` took the name. Atomic where the filesystem has `renameat2(RENAME_NOREPLACE)`
+/// (ext4, XFS, btrfs, tmpfs, vfat); elsewhere a check, then a rename.
+pub fn place_new(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    const RENAME_NOREPLACE: libc::c_uint = 1;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL in a path"))
+    };
+    let (old, new) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths, relative to the working directory; the
+    // raw syscall since musl has no wrapper for it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            old.as_ptr(),
+            libc::AT_FDCWD,
+            new.as_ptr(),
+            RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => {
+            std::fs::remove_file(from)?;
+            Ok(false)
+        }
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            if to.exists() {
+                std::fs::remove_file(from)?;
+                Ok(false)
+            } else {
+                std::fs::rename(from, to)?;
+                Ok(true)
+            }
+        }
+        _ => Err(e),
+    }
 }

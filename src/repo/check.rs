@@ -32,6 +32,10 @@ pub struct Report {
     pub repository: String,
     pub snapshots: usize,
     pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// With a trust anchor (`--trust`, or keys the repository records): snapshots that
+    /// are unsigned, signed by another or a revoked key, badly signed, or bound to
+    /// another repository.
+    pub untrusted_snapshots: Vec<DamagedSnapshot>,
     pub chunks_referenced: usize,
     pub chunks_stored: usize,
     pub chunks_read: usize,
@@ -52,6 +56,9 @@ impl Outcome for Report {
     fn print(&self) {
         for d in &self.damaged_snapshots {
             println!("unreadable manifest {}: {}", d.id.short(), d.error);
+        }
+        for d in &self.untrusted_snapshots {
+            println!("untrusted snapshot {}: {}", d.id.short(), d.error);
         }
         for p in &self.missing {
             println!(
@@ -97,8 +104,9 @@ impl Outcome for Report {
 impl Report {
     pub fn problem_line(&self) -> String {
         format!(
-            "{} unreadable manifests, {} missing chunks, {} corrupt chunks",
+            "{} unreadable manifests, {} untrusted snapshots, {} missing chunks, {} corrupt chunks",
             self.damaged_snapshots.len(),
+            self.untrusted_snapshots.len(),
             self.missing.len(),
             self.corrupt.len()
         )
@@ -107,12 +115,20 @@ impl Report {
 
 pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     let repo = Repository::open(&args.repo)?;
+    let policy = crate::trust::Policy::new(&args.trust, &repo)?;
     let mut users: HashMap<ChunkId, Vec<String>> = HashMap::new();
     let mut damaged = Vec::new();
+    let mut untrusted = Vec::new();
     let all = repo.snapshots()?;
     for (id, s) in &all {
         match s {
             Ok(s) => {
+                if let Err(e) = policy.verify(&repo, s) {
+                    untrusted.push(DamagedSnapshot {
+                        id: *id,
+                        error: format!("{e:#}"),
+                    });
+                }
                 let label = format!("{} ({})", s.short_id(), s.manifest.name);
                 for c in s.manifest.chunk_ids().collect::<HashSet<_>>() {
                     users.entry(c).or_default().push(label.clone());
@@ -153,11 +169,12 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     }
     let unreferenced = stored.iter().filter(|id| !users.contains_key(id)).count();
     let unindexed_packs = repo.unindexed_packs()?;
-    let ok = damaged.is_empty() && missing.is_empty() && corrupt.is_empty();
+    let ok = damaged.is_empty() && untrusted.is_empty() && missing.is_empty() && corrupt.is_empty();
     Ok(Report {
         repository: repo.display.clone(),
         snapshots: all.len(),
         damaged_snapshots: damaged,
+        untrusted_snapshots: untrusted,
         chunks_referenced: users.len(),
         chunks_stored: stored.len(),
         chunks_read: read,

@@ -24,8 +24,8 @@ const BATCH_BYTES: u64 = 64 << 20;
 
 #[derive(Default)]
 struct Pending {
-    /// (temporary file, final name)
-    renames: Vec<(PathBuf, PathBuf)>,
+    /// (temporary file, final name, whether it may replace a file of that name)
+    renames: Vec<(PathBuf, PathBuf, bool)>,
     bytes: u64,
 }
 
@@ -121,6 +121,38 @@ fn store_error(path: &Path, e: std::io::Error) -> StoreError {
     }
 }
 
+impl DirStore {
+    /// Write `key` through a temporary file, renamed into place at the next flush: never
+    /// over an existing file unless `replace`.
+    fn write(&self, key: &str, data: &[u8], replace: bool) -> Result<()> {
+        let path = self.path(key);
+        self.ensure_dir(path.parent().expect("keys have a parent"))?;
+        let tmp_dir = self.tmp_dir();
+        self.ensure_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(atomic::temp_name("w"));
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(data))
+            .with_context(|| format!("write {}", tmp.display()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let full = {
+            let mut p = self.pending.lock().unwrap();
+            p.renames.push((tmp, path, replace));
+            p.bytes += data.len() as u64;
+            p.bytes >= BATCH_BYTES
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
 impl Store for DirStore {
     fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.get_at_most(key, u64::MAX)
@@ -165,31 +197,12 @@ impl Store for DirStore {
     }
 
     fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        let path = self.path(key);
-        self.ensure_dir(path.parent().expect("keys have a parent"))?;
-        let tmp_dir = self.tmp_dir();
-        self.ensure_dir(&tmp_dir)?;
-        let tmp = tmp_dir.join(atomic::temp_name("w"));
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(data))
-            .with_context(|| format!("write {}", tmp.display()));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        let full = {
-            let mut p = self.pending.lock().unwrap();
-            p.renames.push((tmp, path));
-            p.bytes += data.len() as u64;
-            p.bytes >= BATCH_BYTES
-        };
-        if full {
-            self.flush()?;
-        }
-        Ok(())
+        self.write(key, data, false)
+    }
+
+    fn replace(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.write(key, data, true)?;
+        self.flush()
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
@@ -232,9 +245,13 @@ impl Store for DirStore {
             .with_context(|| format!("syncfs {}", self.root.display()))?;
         // 2. Names: rename each into place, then fsync every directory that gained one.
         let mut dirs = HashSet::new();
-        for (tmp, dest) in &batch.renames {
-            fs::rename(tmp, dest)
-                .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
+        for (tmp, dest, replace) in &batch.renames {
+            if *replace {
+                fs::rename(tmp, dest)
+            } else {
+                atomic::place_new(tmp, dest).map(|_| ())
+            }
+            .with_context(|| format!("rename {} to {}", tmp.display(), dest.display()))?;
             // The directory that gained the name, and its parent inside the repository
             // (which gained the directory, when it is a new chunk fan-out).
             let dir = dest.parent().unwrap().to_path_buf();
@@ -272,5 +289,29 @@ impl Store for DirStore {
             }
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_never_replaced_but_the_config_may_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path());
+        store.put("snapshots/a.json", b"first").unwrap();
+        store.flush().unwrap();
+        store.put("snapshots/a.json", b"second").unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.get("snapshots/a.json").unwrap(), b"first");
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "the refused temporary file is gone"
+        );
+        store.put("config.json", b"v1").unwrap();
+        store.replace("config.json", b"v2").unwrap();
+        assert_eq!(store.get("config.json").unwrap(), b"v2");
     }
 }

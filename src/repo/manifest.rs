@@ -29,6 +29,16 @@ pub struct Manifest {
     /// RFC 3339, UTC.
     pub time: String,
     pub hostname: String,
+    /// The repository it was captured into (its config id): a signature binds the
+    /// snapshot to it, so a signed snapshot copied into another repository is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The newest snapshot of the same name when this one was captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<super::id::SnapshotId>,
+    /// 1 for a name's first snapshot, then one more than its parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     pub source: SourceInfo,
     pub disk: DiskInfo,
     pub chunker: ChunkerParams,
@@ -483,6 +493,9 @@ pub(crate) mod tests {
             name: "sample".into(),
             time: "2026-12-01T00:00:00Z".into(),
             hostname: "test".into(),
+            repository: None,
+            parent: None,
+            sequence: None,
             source: SourceInfo {
                 path: "sample.img".into(),
                 model: None,

@@ -158,7 +158,7 @@ fn pack_every_chunk(
 fn switch_to_version_2(packed: &Repository) -> Result<()> {
     let mut data = serde_json::to_vec_pretty(&packed.config)?;
     data.push(b'\n');
-    packed.store().put("config.json", &data)?;
+    packed.store().replace("config.json", &data)?;
     packed.store().flush()
 }
 

@@ -116,6 +116,16 @@ pub struct Config {
     pub created: String,
     pub chunker: ChunkerParams,
     pub compression: Compression,
+    /// Keys whose signatures readers that bring no trust anchor of their own require
+    /// (`init --require-signed`). The config is not authenticated: a reader with its own
+    /// anchors (`--trust`) ignores this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningConfig {
+    pub keys: Vec<crate::trust::PublicKey>,
 }
 
 impl Config {
@@ -135,6 +145,7 @@ impl Config {
                 algorithm: "zstd".into(),
                 level,
             },
+            signing: None,
         })
     }
 
@@ -344,6 +355,12 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
+        Self::create_dir(dir, Config::new(chunker, level, version)?)
+    }
+
+    /// Create a new repository with `config` in `dir` (absent or empty).
+    pub fn create_dir(dir: &Path, config: Config) -> Result<Repository> {
+        let version = config.version;
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir)
                 .with_context(|| format!("read directory {}", dir.display()))?;
@@ -368,7 +385,6 @@ impl Repository {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
         }
-        let config = Config::new(chunker, level, version)?;
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
         // config.json is written last: a directory is a repository once it exists.
@@ -439,10 +455,14 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
+        Self::create_in(store, display, Config::new(chunker, level, version)?)
+    }
+
+    /// Create a new repository with `config` in an empty store.
+    pub fn create_in(store: Arc<dyn Store>, display: &str, config: Config) -> Result<Repository> {
         if store.has("config.json")? {
             bail!("{display} already holds a repository");
         }
-        let config = Config::new(chunker, level, version)?;
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
         store.put("config.json", &data)?;
@@ -995,6 +1015,7 @@ mod tests {
                 algorithm: "zstd".into(),
                 level: 3,
             },
+            signing: None,
         })
         .unwrap();
         assert!(Config::parse(config.to_string().as_bytes(), "c", "r").is_ok());

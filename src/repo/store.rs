@@ -71,8 +71,18 @@ pub trait Store: Send + Sync {
     fn has(&self, key: &str) -> Result<bool> {
         Ok(self.size(key)?.is_some())
     }
-    /// Write a whole file atomically: readers see the old state or the complete new file.
+    /// Write a whole new file atomically: readers see nothing or the complete file. A
+    /// repository object is never replaced: names are content hashes (or unique), so a
+    /// file that exists already is kept as it is. (A local directory enforces this with
+    /// `renameat2(RENAME_NOREPLACE)`; `lifeboat serve` likewise; on S3 it takes a bucket
+    /// policy, see the README.)
     fn put(&self, key: &str, data: &[u8]) -> Result<()>;
+    /// Replace a file atomically (`config.json` only, when `migrate` moves a repository
+    /// forward), durably.
+    fn replace(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put(key, data)?;
+        self.flush()
+    }
     /// Names of the files directly under `dir` (not recursive); empty when `dir` is absent.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Make every `put` so far durable. Must be called before writing a file that refers to

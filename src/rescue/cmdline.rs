@@ -88,6 +88,13 @@ pub struct Orders {
     /// How to reach an s3:// repository (the secret is never reported).
     #[serde(default, skip_serializing_if = "S3Access::is_empty")]
     pub s3: S3Access,
+    /// `lifeboat.trust=ed25519:<hex>`: keys a restored snapshot must be signed by
+    /// (unless keys are baked into the rescue, which then win).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<crate::trust::PublicKey>,
+    /// `lifeboat.max-age=DURATION`: a snapshot chosen by name must be this recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
 }
 
 /// The endpoint and key of an s3:// repository, from `lifeboat.s3-*=`.
@@ -142,6 +149,8 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         name: None,
         token: None,
         s3: S3Access::default(),
+        trust: Vec::new(),
+        max_age: None,
     };
     let mut action = None;
     for word in cmdline.split_whitespace() {
@@ -160,6 +169,18 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
             "s3-key" => o.s3.key_id = Some(value.into()),
             "s3-secret" => o.s3.secret = Some(value.into()),
             "verify" => o.verify = matches!(value, "1" | "yes" | "true" | ""),
+            "trust" => {
+                for k in value.split(',') {
+                    o.trust.push(k.parse().map_err(|e: anyhow::Error| {
+                        anyhow::anyhow!("lifeboat.trust={k}: {e:#}")
+                    })?);
+                }
+            }
+            "max-age" => {
+                humantime::parse_duration(value)
+                    .map_err(|e| anyhow::anyhow!("lifeboat.max-age={value}: {e} (e.g. 26h, 8d)"))?;
+                o.max_age = Some(value.into());
+            }
             "action" => {
                 action = Some(match value {
                     "restore" => Action::Restore,
@@ -222,6 +243,16 @@ mod tests {
         assert_eq!(o.action, Action::Restore);
         assert!(o.verify);
         assert_eq!(o.after, After::Poweroff);
+    }
+
+    #[test]
+    fn trust_anchors_and_a_maximum_age_come_from_the_command_line() {
+        let key = crate::trust::SigningKey::generate().unwrap().public();
+        let o = parse(&format!("lifeboat.trust={key} lifeboat.max-age=26h")).unwrap();
+        assert_eq!(o.trust, vec![key]);
+        assert_eq!(o.max_age.as_deref(), Some("26h"));
+        assert!(parse("lifeboat.trust=ed25519:1234").is_err());
+        assert!(parse("lifeboat.max-age=soon").is_err());
     }
 
     #[test]

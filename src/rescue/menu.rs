@@ -115,8 +115,11 @@ fn ask_repository(
 }
 
 fn pick_snapshot(repo: &RepoLocation) -> Result<Entry> {
+    // The list is what the repository holds; the restore chosen from it checks the
+    // signature against the rescue's keys (rescue_trust).
     let args = SnapshotsArgs {
         repo: RepoSpec::at(repo.clone()),
+        trust: crate::trust::TrustArgs::default(),
     };
     let list = crate::commands::snapshots::run(&args)?.0;
     if list.is_empty() {

@@ -16,6 +16,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::trust::TrustArgs;
 use anyhow::{bail, Context, Result};
 
 use crate::capture::CaptureArgs;
@@ -277,12 +278,14 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     sector_size: None,
                     full: false,
                     level: None,
+                    sign: None,
                 };
                 report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
                 ph.mark(report, "capture");
             } else {
                 let args = RestoreArgs {
                     repo: repo_spec(repo, None, &orders.s3)?,
+                    trust: rescue_trust(&orders.trust, orders.max_age.as_deref())?,
                     snapshot: orders.snapshot.clone().unwrap_or_default(),
                     target: PathBuf::from(&disk.path),
                     yes: true,
@@ -383,6 +386,58 @@ fn exclude_disk_holding(
     Ok(())
 }
 
+/// What this rescue's restores require of a snapshot: the keys baked into it
+/// (`mkimage --trust`) if there are any, else those on its command line
+/// (`lifeboat.trust=`), and the maximum age; said on the console.
+fn rescue_trust(
+    orders_trust: &[crate::trust::PublicKey],
+    max_age: Option<&str>,
+) -> Result<TrustArgs> {
+    let baked =
+        match std::fs::read_to_string(Path::new("/").join(crate::media::initramfs::TRUSTED_KEYS)) {
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| l.parse::<crate::trust::PublicKey>())
+                .collect::<Result<Vec<_>>>()
+                .context("read the keys baked into this rescue")?,
+            Err(_) => Vec::new(),
+        };
+    let keys =
+        if !baked.is_empty() {
+            if !orders_trust.is_empty() {
+                println!("lifeboat: trust: lifeboat.trust= ignored: this rescue has keys baked in");
+            }
+            println!(
+            "lifeboat: trust: restoring only snapshots signed by key {} (baked into this rescue)",
+            baked.iter().map(|k| k.id().to_string()).collect::<Vec<_>>().join(", ")
+        );
+            baked
+        } else if !orders_trust.is_empty() {
+            println!(
+                "lifeboat: trust: restoring only snapshots signed by key {} (lifeboat.trust=)",
+                orders_trust
+                    .iter()
+                    .map(|k| k.id().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            orders_trust.to_vec()
+        } else {
+            println!("lifeboat: trust: no key given: snapshots are not checked for signatures");
+            Vec::new()
+        };
+    Ok(TrustArgs {
+        trust: keys.iter().map(|k| k.to_string()).collect(),
+        max_age: max_age
+            .map(|a| a.parse())
+            .transpose()
+            .context("lifeboat.max-age")?,
+        ..TrustArgs::default()
+    })
+}
+
 fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Result<()> {
     println!(
         "lifeboat: restoring {} from {} onto {}",
@@ -451,6 +506,7 @@ fn menu_restore(
     report.action = Some(Action::Restore);
     let args = RestoreArgs {
         repo: repo_spec(choice.repo, None, s3)?,
+        trust: rescue_trust(&[], None)?,
         snapshot: choice.snapshot.to_string(),
         target: PathBuf::from(&choice.target.path),
         yes: true,

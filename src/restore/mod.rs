@@ -56,6 +56,8 @@ pub struct Summary {
     pub throughput_mib_s: f64,
     /// Requests sent to a network repository (retries included).
     pub requests: Option<u64>,
+    /// How the snapshot's signature was checked.
+    pub signature: String,
 }
 
 impl Outcome for Summary {
@@ -78,6 +80,7 @@ impl Outcome for Summary {
                     bytes(self.zero_bytes)
                 ),
             ),
+            ("signature", self.signature.clone()),
             (
                 "table",
                 if self.grown {
@@ -139,6 +142,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
         start,
     );
     summary.requests = repo.store().requests();
+    summary.signature = checked.verdict.to_string();
     Ok(summary)
 }
 
@@ -249,5 +253,6 @@ fn summarise(
         duration_s: elapsed.as_secs_f64(),
         throughput_mib_s: mib_per_s(m.disk.size, elapsed),
         requests: None,
+        signature: String::new(),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::Path;
 
+use crate::trust::{Policy, Verdict};
 use anyhow::{bail, Context, Result};
 
 use super::plan::ChunkPlace;
@@ -21,6 +22,8 @@ use crate::ui::{bytes, Ui};
 /// What the preflight established.
 pub struct Checked {
     pub snap: Snapshot,
+    /// How the snapshot's signature was found.
+    pub verdict: Verdict,
     /// The target does not exist yet: create an image file.
     pub create: bool,
     pub seed: Option<Seed>,
@@ -35,7 +38,13 @@ struct TargetState {
 
 pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> {
     refuse_network_target(&args.target)?;
-    let snap = repo.resolve(&args.snapshot)?;
+    let policy = Policy::new(&args.trust, repo)?;
+    let (snap, verdict) = policy.resolve(repo, &args.snapshot)?;
+    log::info!(
+        "snapshot {} ({}): {verdict}",
+        snap.short_id(),
+        snap.manifest.name
+    );
     all_chunks_present(repo, &snap)?;
     guard::check_target(&args.target, args.repo.local_dir())?;
     let state = examine_target(&args.target, &snap)?;
@@ -48,6 +57,7 @@ pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> 
     };
     Ok(Checked {
         snap,
+        verdict,
         create: state.create,
         seed,
     })
@@ -175,9 +185,11 @@ fn confirm(args: &RestoreArgs, snap: &Snapshot, state: &TargetState) -> Result<(
         );
     }
     eprintln!(
-        "Restoring snapshot {} ({}) will ERASE everything on {} ({}{}{}).",
+        "Restoring snapshot {} ({}, taken {} on {}) will ERASE everything on {} ({}{}{}).",
         snap.short_id(),
         snap.manifest.name,
+        snap.manifest.time,
+        snap.manifest.hostname,
         target.display(),
         bytes(state.size),
         model.as_ref().map(|m| format!(", {m}")).unwrap_or_default(),

@@ -101,6 +101,8 @@ pub(crate) enum Target {
     Config,
     SnapshotList,
     Snapshot(SnapshotId),
+    /// A snapshot's signature by one key.
+    Signature(SnapshotId, crate::trust::KeyId),
     ChunkList(Option<String>),
     Chunk(ChunkId),
     IndexList,
@@ -115,6 +117,13 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
     match parts.as_slice() {
         ["config.json"] => Some(Target::Config),
         ["snapshots", ""] => Some(Target::SnapshotList),
+        ["snapshots", name] if name.ends_with(".sig") => {
+            let (id, key) = name.strip_suffix(".sig")?.split_once('.')?;
+            if !is_hex(id, 64) || !is_hex(key, 16) {
+                return None;
+            }
+            Some(Target::Signature(id.parse().ok()?, key.parse().ok()?))
+        }
         ["snapshots", name] => name
             .strip_suffix(".json")
             .and_then(|id| id.parse().ok())
@@ -168,10 +177,12 @@ impl Handler {
             ("PUT", Some(Target::Snapshot(_))) => MAX_MANIFEST_PUT,
             ("PUT", Some(Target::Pack(_))) => MAX_PACK_BYTES,
             ("PUT", Some(Target::Index(_))) => crate::repo::index::MAX_INDEX_BYTES,
+            ("PUT", Some(Target::Signature(..))) => crate::trust::signature::MAX_SIGNATURE_BYTES,
             ("PUT", _) => {
                 return Err(Reply::Text(
                     405,
-                    "only chunks, packs, index files and snapshots are written\n".into(),
+                    "only chunks, packs, index files, snapshots and signatures are written\n"
+                        .into(),
                 ))
             }
             _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
@@ -215,12 +226,30 @@ impl Handler {
             (_, Target::Chunk(id)) if read => file(chunk_key(&id), Some(id.to_hex())),
             (_, Target::Pack(id)) if read => file(id.key(), Some(id.to_hex())),
             (_, Target::Index(hex)) if read => file(format!("index/{hex}.idx"), Some(hex)),
+            (_, Target::Signature(id, key)) if read => {
+                file(crate::trust::signature::signature_key(&id, &key), None)
+            }
+            ("PUT", Target::Signature(id, key)) => {
+                if !self.authorized(req) {
+                    return Reply::Text(401, "writing needs the server's bearer token\n".into());
+                }
+                match &req.body {
+                    Body::Bytes(b) => self.put_signature(&id, &key, b),
+                    Body::File(_) => {
+                        Reply::Text(500, "a signature was not read into memory\n".into())
+                    }
+                }
+            }
             ("GET", Target::IndexList) => match self.repo.store().list("index") {
                 Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".idx")).collect()),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
             },
             ("GET", Target::SnapshotList) => match self.repo.store().list("snapshots") {
-                Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".json")).collect()),
+                Ok(n) => self.listing(
+                    n.into_iter()
+                        .filter(|n| n.ends_with(".json") || n.ends_with(".sig"))
+                        .collect(),
+                ),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
             },
             ("GET", Target::ChunkList(fan)) => {
@@ -272,6 +301,52 @@ impl Handler {
                 "only chunks, packs, index files and snapshots are written\n".into(),
             ),
             _ => Reply::Text(405, "method not allowed\n".into()),
+        }
+    }
+
+    /// Store a snapshot's signature: it must be a valid signature of that snapshot by
+    /// the key its name gives, and the manifest must be stored already.
+    fn put_signature(&self, id: &SnapshotId, key: &crate::trust::KeyId, body: &[u8]) -> Reply {
+        use crate::trust::signature::{signature_key, SignatureFile};
+        let claimed = match serde_json::from_slice::<SignatureFile>(body) {
+            Ok(f) => f.key,
+            Err(e) => return Reply::Text(422, format!("the signature does not parse: {e}\n")),
+        };
+        if claimed.id() != *key {
+            return Reply::Text(
+                422,
+                format!("the signature is by key {}, not {key}\n", claimed.id()),
+            );
+        }
+        if let Err(e) = SignatureFile::parse_and_verify(body, id, &claimed) {
+            return Reply::Text(422, format!("the signature is not valid: {e:#}\n"));
+        }
+        let object = signature_key(id, key);
+        match std::fs::read(self.root.join(&object)) {
+            Ok(there) if there == body => return Reply::Text(200, "already stored\n".into()),
+            Ok(_) => {
+                return Reply::Text(
+                    409,
+                    format!("{object} exists, with other content: objects are never replaced\n"),
+                )
+            }
+            Err(_) => {}
+        }
+        match self.repo.store().has(&snapshot_key(id)) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Reply::Text(409, format!("snapshot {id} is not stored; push it first\n"))
+            }
+            Err(e) => return Reply::Text(500, format!("{e:#}\n")),
+        }
+        match self
+            .repo
+            .store()
+            .put(&object, body)
+            .and_then(|_| self.repo.store().flush())
+        {
+            Ok(()) => Reply::Text(201, "stored\n".into()),
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
         }
     }
 
@@ -406,7 +481,9 @@ impl Handler {
         let path = self.root.join(key);
         let dir = path.parent().context("a key has a directory")?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        std::fs::rename(tmp, &path)
+        // Never over an object that is there: its name is its content's hash, so the one
+        // there is the same (or damaged, which check reports; a PUT does not repair it).
+        crate::repo::atomic::place_new(tmp, &path)
             .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
         crate::repo::atomic::sync_dir(dir)
     }
@@ -859,9 +936,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     );
     std::io::stdout().flush().ok();
     if let Some(l) = nbd {
-        let exports = Arc::new(crate::nbd::server::Exports::new(Arc::new(
-            Repository::open(&spec)?,
-        )));
+        let repo = Repository::open(&spec)?;
+        let policy = crate::trust::Policy::new(&args.trust, &repo)?;
+        let exports = Arc::new(crate::nbd::server::Exports::new(Arc::new(repo), policy));
         std::thread::spawn(move || crate::nbd::server::run(l, exports));
     }
     let handler = Arc::new(Handler {

@@ -1,0 +1,84 @@
+//! `lifeboat keygen`: a new signing key pair, NAME.key (secret, mode 0600) and NAME.pub.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::trust::SigningKey;
+use crate::ui::{print_table, Outcome};
+
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Write NAME.key and NAME.pub (neither may exist).
+    #[arg(long, value_name = "NAME")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Generated {
+    pub key_id: String,
+    pub public_key: String,
+    pub secret_key_file: PathBuf,
+    pub public_key_file: PathBuf,
+}
+
+impl Outcome for Generated {
+    fn print(&self) {
+        print_table(&[
+            ("key id", self.key_id.clone()),
+            (
+                "secret",
+                format!(
+                    "{} (keep it on the capturing host)",
+                    self.secret_key_file.display()
+                ),
+            ),
+            (
+                "public",
+                format!(
+                    "{} (give it to restores and rescues: --trust)",
+                    self.public_key_file.display()
+                ),
+            ),
+            ("key", self.public_key.clone()),
+        ]);
+    }
+}
+
+pub fn run(args: &KeygenArgs) -> Result<Generated> {
+    let key = SigningKey::generate()?;
+    let with_ext = |ext: &str| {
+        let mut p = args.out.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (secret, public) = (with_ext(".key"), with_ext(".pub"));
+    write_new(&secret, &key.to_file_text(), 0o600)?;
+    if let Err(e) = write_new(&public, &key.public_file_text(), 0o644) {
+        let _ = std::fs::remove_file(&secret);
+        return Err(e);
+    }
+    Ok(Generated {
+        key_id: key.public().id().to_string(),
+        public_key: key.public().to_string(),
+        secret_key_file: secret,
+        public_key_file: public,
+    })
+}
+
+/// Create `path` (it must not exist) with `text`, durably.
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("create {} (it must not exist)", path.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("write {}", path.display()))
+}

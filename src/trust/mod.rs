@@ -1,0 +1,27 @@
+//! Trust in snapshots: signing keys (`keys`), the signature objects kept beside
+//! manifests (`signature`), and what a reader requires before it uses a snapshot
+//! (`policy`). Signing keys are never the repository's encryption key: one per
+//! capturing host or stick.
+
+pub mod keys;
+pub mod policy;
+pub mod signature;
+
+use anyhow::{Context, Result};
+
+pub use keys::{KeyId, PublicKey, SigningKey};
+pub use policy::{AnchorSource, Policy, TrustArgs, Verdict};
+
+use crate::repo::id::SnapshotId;
+use crate::repo::Repository;
+
+/// Sign a stored snapshot: the signature object is written after the manifest it
+/// names, and never replaces another (one object per key).
+pub fn sign(repo: &Repository, id: &SnapshotId, key: &SigningKey) -> Result<()> {
+    let object = signature::signature_key(id, &key.public().id());
+    let file = signature::SignatureFile::sign(id, key);
+    repo.store()
+        .put(&object, &file.to_bytes())
+        .with_context(|| format!("write signature {}", repo.store().location(&object)))?;
+    repo.store().flush()
+}

@@ -37,6 +37,7 @@ pub const TARGETS: &[Target] = &[
     target("nbd_requests", nbd_requests),
     target("pack", pack),
     target("index", index),
+    target("signature", signature),
 ];
 
 /// A pack file as a repository or server hands it over: its trailer parsed and checked,
@@ -91,6 +92,25 @@ pub fn manifest(data: &[u8]) {
             ..Default::default()
         },
     );
+}
+
+/// A snapshot's signature object as a repository or server hands it over, checked for a
+/// fixed snapshot and key; and the same bytes as a public key, a key id and a kernel
+/// command line (`lifeboat.trust=`, `lifeboat.max-age=`).
+pub fn signature(data: &[u8]) {
+    use crate::trust::signature::SignatureFile;
+    static KEY: OnceLock<crate::trust::PublicKey> = OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+            .parse()
+            .expect("RFC 8032 test key")
+    });
+    let id = crate::repo::SnapshotId::of(b"fuzz");
+    let _ = SignatureFile::parse_and_verify(data, &id, key);
+    let text = String::from_utf8_lossy(data);
+    let _ = text.parse::<crate::trust::PublicKey>();
+    let _ = text.parse::<crate::trust::KeyId>();
+    let _ = crate::rescue::cmdline::parse(&text);
 }
 
 /// A repository's config.json.

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::repo::{chunk_key, RepoSpec, Repository, SnapshotId};
+use crate::repo::{RepoSpec, Repository, SnapshotId};
 use crate::ui::{bytes, Outcome};
 
 #[derive(Debug, Clone, Args)]
@@ -50,10 +50,8 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
         match s {
             Ok(s) => {
                 let m = &s.manifest;
-                let mut stored = 0;
-                for c in m.chunk_ids().collect::<HashSet<_>>() {
-                    stored += repo.store().size(&chunk_key(&c))?.unwrap_or(0);
-                }
+                let unique: Vec<_> = m.chunk_ids().collect::<HashSet<_>>().into_iter().collect();
+                let stored = repo.stored_bytes(&unique)?;
                 out.push(Entry {
                     id,
                     name: m.name.clone(),

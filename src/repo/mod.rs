@@ -639,6 +639,27 @@ impl Repository {
         Ok(())
     }
 
+    /// Bytes the chunks take as stored (compressed): from the index in a repository of
+    /// packs, from each file's size in format 1. A chunk that is not there counts 0.
+    pub fn stored_bytes(&self, ids: &[ChunkId]) -> Result<u64> {
+        match self.chunks.layout {
+            Layout::Packs => Ok(self
+                .chunks
+                .locate(ids)?
+                .iter()
+                .flatten()
+                .map(|l| l.stored as u64)
+                .sum()),
+            Layout::Files => {
+                let mut total = 0;
+                for id in ids {
+                    total += self.store.size(&chunk_key(id))?.unwrap_or(0);
+                }
+                Ok(total)
+            }
+        }
+    }
+
     /// The most a stored (compressed) chunk may take: zstd never grows data by more than
     /// a small fraction.
     pub fn chunk_limit(&self) -> u64 {

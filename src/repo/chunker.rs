@@ -19,6 +19,11 @@ pub struct Chunker<R> {
     avg: usize,
     max: usize,
     masks: (u64, u64, u64, u64),
+    /// Where FastCDC cuts a run of zeros that starts a chunk. Its decision at each byte
+    /// depends only on the bytes before it, so a chunk whose first `zero_cut` bytes are
+    /// zero ends there: found without hashing them (free space and holes are much of a
+    /// disk), at exactly the boundary the hashing would give.
+    zero_cut: usize,
     /// Bytes handed out so far.
     pub position: u64,
 }
@@ -29,6 +34,14 @@ impl<R: Read> Chunker<R> {
         let bits = logarithm2(p.avg_size);
         let mask_s = MASKS[(bits + 1) as usize];
         let mask_l = MASKS[(bits - 1) as usize];
+        let masks = (mask_s, mask_l, mask_s << 1, mask_l << 1);
+        let zero_cut = {
+            let zeros = vec![0u8; p.max_size as usize];
+            let (ms, ml, msl, mll) = masks;
+            let min = p.min_size as usize;
+            let (avg, max) = (p.avg_size as usize, p.max_size as usize);
+            cut(&zeros, min, avg, max, ms, ml, msl, mll).1
+        };
         Chunker {
             src,
             buf: vec![0; BUFFER.max(2 * p.max_size as usize)],
@@ -38,7 +51,8 @@ impl<R: Read> Chunker<R> {
             min: p.min_size as usize,
             avg: p.avg_size as usize,
             max: p.max_size as usize,
-            masks: (mask_s, mask_l, mask_s << 1, mask_l << 1),
+            masks,
+            zero_cut,
             position: 0,
         }
     }
@@ -73,13 +87,24 @@ impl<R: Read> Chunker<R> {
             return Ok(None);
         }
         let data = &self.buf[self.start..self.end];
-        let (ms, ml, msl, mll) = self.masks;
-        let (_, len) = cut(data, self.min, self.avg, self.max, ms, ml, msl, mll);
+        let len = if data.len() >= self.zero_cut && all_zero(&data[..self.zero_cut]) {
+            self.zero_cut
+        } else {
+            let (ms, ml, msl, mll) = self.masks;
+            cut(data, self.min, self.avg, self.max, ms, ml, msl, mll).1
+        };
         let chunk = &self.buf[self.start..self.start + len];
         self.start += len;
         self.position += len as u64;
         Ok(Some(chunk))
     }
+}
+
+/// Whether every byte is zero, a word at a time.
+fn all_zero(data: &[u8]) -> bool {
+    // SAFETY: u128 has no invalid bit patterns; align_to only reinterprets the middle.
+    let (pre, mid, post) = unsafe { data.align_to::<u128>() };
+    pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0)
 }
 
 #[cfg(test)]
@@ -119,6 +144,54 @@ mod tests {
         assert!(
             avg > p.min_size as usize && avg < p.max_size as usize,
             "avg {avg}"
+        );
+    }
+
+    /// The cuts FastCDC makes over `data`, hashing every byte.
+    fn reference_cuts(data: &[u8], p: &ChunkerParams) -> Vec<usize> {
+        let bits = logarithm2(p.avg_size);
+        let (ms, ml) = (MASKS[(bits + 1) as usize], MASKS[(bits - 1) as usize]);
+        let (min, avg, max) = (
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+        );
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let (_, len) = cut(&data[at..], min, avg, max, ms, ml, ms << 1, ml << 1);
+            at += len;
+            out.push(len);
+        }
+        out
+    }
+
+    #[test]
+    fn runs_of_zeros_are_cut_where_hashing_them_would_cut() {
+        let p = ChunkerParams::default();
+        let mut data = pseudo_random(12 << 20, 3);
+        // Zero runs of many lengths, at chunk starts and in the middle of chunks, and
+        // zeros ending just before and just after the zero cut.
+        let mut at = 100_000;
+        for len in [
+            1usize,
+            4096,
+            65_537,
+            262_143,
+            262_144,
+            262_145,
+            1 << 20,
+            3 << 20,
+        ] {
+            data[at..at + len].fill(0);
+            at += len + 77_777;
+        }
+        data[10 << 20..].fill(0);
+        let ours: Vec<usize> = cuts(&data, &p).iter().map(Vec::len).collect();
+        assert_eq!(ours, reference_cuts(&data, &p));
+        assert!(
+            ours.iter().filter(|&&l| l == 262_144).count() > 8,
+            "{ours:?}"
         );
     }
 

@@ -218,6 +218,50 @@ fn a_repository_can_require_signatures_of_readers_that_bring_no_key() {
     assert!(!target.exists(), "a refused restore created its target");
     let o = run(&["check", "--json", "--repo", &repo]);
     assert!(!o.status.success());
+    // A key sealed under a passphrase signs only with it; nothing is captured without.
+    let pass = env.path("pass");
+    fs::write(&pass, "correct horse battery\n").unwrap();
+    let sealed = env.path("sealed");
+    ok(&[
+        "keygen",
+        "-q",
+        "--out",
+        path_str(&sealed),
+        "--password-file",
+        path_str(&pass),
+    ]);
+    let text = fs::read_to_string(env.path("sealed.key")).unwrap();
+    assert!(
+        text.contains("ed25519-secret-argon2id:m=65536,t=3,p=1:"),
+        "{text}"
+    );
+    let sealed_key = env.path("sealed.key");
+    let sign = |extra: &[&str]| {
+        let mut args = capture_args(&repo, &disk, "sealed").to_vec();
+        args.extend(["--sign", path_str(&sealed_key)]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let before = fs::read_dir(env.path("repo/snapshots")).unwrap().count();
+    let o = sign(&[]);
+    assert!(
+        stderr(&o).contains("give --sign-password-file"),
+        "{}",
+        stderr(&o)
+    );
+    let wrong = env.path("wrong");
+    fs::write(&wrong, "wrong horse\n").unwrap();
+    let o = sign(&["--sign-password-file", path_str(&wrong)]);
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    assert_eq!(
+        fs::read_dir(env.path("repo/snapshots")).unwrap().count(),
+        before
+    );
+    let o = sign(&["--sign-password-file", path_str(&pass)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["signed_by"].is_string(), "{v}");
+
     // A key that does not parse is refused before anything is captured.
     fs::write(env.path("bad.key"), "ed25519-secret:zz\n").unwrap();
     let e = fails(&[

@@ -120,7 +120,18 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let key = args
         .sign
         .as_deref()
-        .map(crate::trust::SigningKey::load)
+        .map(|path| {
+            crate::trust::SigningKey::load(path, || {
+                crate::trust::passphrase::get(
+                    args.sign_password_file.as_deref(),
+                    &format!("passphrase of {}", path.display()),
+                    &format!(
+                        "{} is sealed under a passphrase: give --sign-password-file",
+                        path.display()
+                    ),
+                )
+            })
+        })
         .transpose()?;
     let lineage = Lineage::of(&repo, &args.name)?;
     let dev = SourceDisk::open(&args.source)?;

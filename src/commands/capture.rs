@@ -27,6 +27,10 @@ pub struct CaptureArgs {
     /// Sign the snapshot with this key (NAME.key, from `lifeboat keygen`).
     #[arg(long, env = "LIFEBOAT_SIGNING_KEY", value_name = "NAME.key")]
     pub sign: Option<std::path::PathBuf>,
+    /// The passphrase of a sealed signing key, in a file (first line); without it, it is
+    /// asked for on the terminal.
+    #[arg(long, env = "LIFEBOAT_SIGNING_PASSWORD_FILE", value_name = "FILE")]
+    pub sign_password_file: Option<std::path::PathBuf>,
 }
 
 fn parse_sector_size(s: &str) -> Result<u32, String> {

@@ -16,6 +16,14 @@ pub struct KeygenArgs {
     /// Write NAME.key and NAME.pub (neither may exist).
     #[arg(long, value_name = "NAME")]
     pub out: PathBuf,
+    /// Seal the secret key under the passphrase in this file (first line): argon2id and
+    /// XChaCha20-Poly1305. `capture --sign` then needs it (--sign-password-file, or the
+    /// terminal).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Seal the secret key under a passphrase asked for on the terminal (twice).
+    #[arg(long, conflicts_with = "password_file")]
+    pub protect: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +65,11 @@ pub fn run(args: &KeygenArgs) -> Result<Generated> {
         PathBuf::from(p)
     };
     let (secret, public) = (with_ext(".key"), with_ext(".pub"));
-    write_new(&secret, &key.to_file_text(), 0o600)?;
+    let text = match passphrase(args)? {
+        Some(p) => key.to_sealed_file_text(&p)?,
+        None => key.to_file_text(),
+    };
+    write_new(&secret, &text, 0o600)?;
     if let Err(e) = write_new(&public, &key.public_file_text(), 0o644) {
         let _ = std::fs::remove_file(&secret);
         return Err(e);
@@ -68,6 +80,23 @@ pub fn run(args: &KeygenArgs) -> Result<Generated> {
         secret_key_file: secret,
         public_key_file: public,
     })
+}
+
+/// The passphrase to seal the key under, if asked for.
+fn passphrase(args: &KeygenArgs) -> Result<Option<String>> {
+    use crate::trust::passphrase::get;
+    if let Some(f) = &args.password_file {
+        return get(Some(f), "", "").map(Some);
+    }
+    if !args.protect {
+        return Ok(None);
+    }
+    let hint = "--protect asks on the terminal: give --password-file instead";
+    let first = get(None, "passphrase for the new key", hint)?;
+    if get(None, "the same again", hint)? != first {
+        anyhow::bail!("the two passphrases differ");
+    }
+    Ok(Some(first))
 }
 
 /// Create `path` (it must not exist) with `text`, durably.

@@ -279,6 +279,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     full: false,
                     level: None,
                     sign: None,
+                    sign_password_file: None,
                 };
                 report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
                 ph.mark(report, "capture");

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
+use chacha20poly1305::aead::Aead;
 use ed25519_dalek::{Signer, Verifier};
 
 /// The most a key file may hold (a few comment lines and one key line).
@@ -16,6 +17,15 @@ const MAX_KEY_FILE: u64 = 4096;
 
 const PUBLIC_PREFIX: &str = "ed25519:";
 const SECRET_PREFIX: &str = "ed25519-secret:";
+/// A secret key sealed under a passphrase: argon2id derives a key from the passphrase and
+/// a random salt; XChaCha20-Poly1305 seals the seed with it, the line's prefix and
+/// parameters as associated data (so that none of them can be changed unnoticed):
+/// `ed25519-secret-argon2id:m=KIB,t=N,p=N:<salt hex>:<nonce hex>:<sealed seed hex>`.
+const SEALED_PREFIX: &str = "ed25519-secret-argon2id:";
+/// argon2id for new keys: 64 MiB, 3 passes, one lane (OWASP's first recommendation).
+const ARGON2_M_KIB: u32 = 64 << 10;
+const ARGON2_T: u32 = 3;
+const ARGON2_P: u32 = 1;
 
 /// A public key's short name: 16 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,13 +140,37 @@ impl SigningKey {
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 
-    /// Read `NAME.key`.
-    pub fn load(path: &Path) -> Result<SigningKey> {
+    /// Read `NAME.key`; `passphrase` is asked for only when the key is sealed.
+    pub fn load(path: &Path, passphrase: impl FnOnce() -> Result<String>) -> Result<SigningKey> {
         let text = read_key_file(path)?;
-        let seed = key_line(&text, SECRET_PREFIX)
-            .and_then(|l| parse_hex::<32>(l.strip_prefix(SECRET_PREFIX).unwrap_or(l)))
-            .with_context(|| format!("{} is not a Lifeboat signing key", path.display()))?;
+        let not_a_key = || format!("{} is not a Lifeboat signing key", path.display());
+        let line = key_line(&text, "ed25519-secret").with_context(not_a_key)?;
+        let seed = if let Some(sealed) = line.strip_prefix(SEALED_PREFIX) {
+            let sealed = Sealed::parse(sealed).with_context(not_a_key)?;
+            sealed.open(&passphrase()?).with_context(|| {
+                format!(
+                    "{}: wrong passphrase (or the file was altered)",
+                    path.display()
+                )
+            })?
+        } else {
+            line.strip_prefix(SECRET_PREFIX)
+                .context("an unknown kind of secret key")
+                .and_then(parse_hex::<32>)
+                .with_context(not_a_key)?
+        };
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// The secret key file's text, sealed under `passphrase`.
+    pub fn to_sealed_file_text(&self, passphrase: &str) -> Result<String> {
+        let sealed = Sealed::seal(&self.0.to_bytes(), passphrase)?;
+        Ok(format!(
+            "# Lifeboat signing key {}, sealed under a passphrase: keep it on the capturing\n\
+             # host only.\n{SEALED_PREFIX}{}\n",
+            self.public().id(),
+            sealed.text()
+        ))
     }
 
     pub fn public(&self) -> PublicKey {
@@ -170,6 +204,127 @@ impl SigningKey {
             self.public().id(),
             self.public()
         )
+    }
+}
+
+/// A seed sealed under a passphrase.
+struct Sealed {
+    m_kib: u32,
+    t: u32,
+    p: u32,
+    salt: [u8; 16],
+    nonce: [u8; 24],
+    sealed: [u8; 48],
+}
+
+impl Sealed {
+    fn seal(seed: &[u8; 32], passphrase: &str) -> Result<Sealed> {
+        let mut salt = [0u8; 16];
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+        let mut s = Sealed {
+            m_kib: ARGON2_M_KIB,
+            t: ARGON2_T,
+            p: ARGON2_P,
+            salt,
+            nonce,
+            sealed: [0; 48],
+        };
+        let out = s
+            .cipher(passphrase)?
+            .encrypt(
+                chacha20poly1305::XNonce::from_slice(&s.nonce),
+                chacha20poly1305::aead::Payload {
+                    msg: seed,
+                    aad: s.aad().as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("seal the key"))?;
+        s.sealed.copy_from_slice(&out);
+        Ok(s)
+    }
+
+    fn open(&self, passphrase: &str) -> Result<[u8; 32]> {
+        let plain = self
+            .cipher(passphrase)?
+            .decrypt(
+                chacha20poly1305::XNonce::from_slice(&self.nonce),
+                chacha20poly1305::aead::Payload {
+                    msg: &self.sealed,
+                    aad: self.aad().as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("the sealed key does not open"))?;
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&plain);
+        Ok(seed)
+    }
+
+    fn cipher(&self, passphrase: &str) -> Result<chacha20poly1305::XChaCha20Poly1305> {
+        use chacha20poly1305::KeyInit;
+        let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(32))
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut key = [0u8; 32];
+        argon
+            .hash_password_into(passphrase.as_bytes(), &self.salt, &mut key)
+            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
+        Ok(chacha20poly1305::XChaCha20Poly1305::new((&key).into()))
+    }
+
+    fn params(&self) -> String {
+        format!("m={},t={},p={}", self.m_kib, self.t, self.p)
+    }
+
+    /// What the seal binds besides the seed: the kind of line and its parameters.
+    fn aad(&self) -> String {
+        format!("{SEALED_PREFIX}{}", self.params())
+    }
+
+    fn text(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        format!(
+            "{}:{}:{}:{}",
+            self.params(),
+            hex(&self.salt),
+            hex(&self.nonce),
+            hex(&self.sealed)
+        )
+    }
+
+    /// `m=KIB,t=N,p=N:<salt>:<nonce>:<sealed>`, the parameters bounded before any use
+    /// (at most 1 GiB of memory, 16 passes, 8 lanes).
+    fn parse(s: &str) -> Result<Sealed> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [params, salt, nonce, sealed] = parts.as_slice() else {
+            bail!("a sealed key has four fields");
+        };
+        let mut m_kib = 0;
+        let mut t = 0;
+        let mut p = 0;
+        for kv in params.split(',') {
+            let (k, v) = kv.split_once('=').context("parameters are k=v")?;
+            let v: u32 = v.parse().context("a parameter is a number")?;
+            match k {
+                "m" => m_kib = v,
+                "t" => t = v,
+                "p" => p = v,
+                _ => bail!("unknown argon2 parameter {k}"),
+            }
+        }
+        if !(8..=1 << 20).contains(&m_kib) || !(1..=16).contains(&t) || !(1..=8).contains(&p) {
+            bail!("argon2 parameters out of bounds: m={m_kib} KiB, t={t}, p={p}");
+        }
+        Ok(Sealed {
+            m_kib,
+            t,
+            p,
+            salt: parse_hex(salt)?,
+            nonce: parse_hex(nonce)?,
+            sealed: parse_hex(sealed)?,
+        })
     }
 }
 
@@ -220,7 +375,7 @@ mod tests {
         let key = SigningKey::generate().unwrap();
         std::fs::write(dir.path().join("a.key"), key.to_file_text()).unwrap();
         std::fs::write(dir.path().join("a.pub"), key.public_file_text()).unwrap();
-        let loaded = SigningKey::load(&dir.path().join("a.key")).unwrap();
+        let loaded = SigningKey::load(&dir.path().join("a.key"), || unreachable!()).unwrap();
         let public = PublicKey::load(&dir.path().join("a.pub")).unwrap();
         assert_eq!(public, key.public());
         assert_eq!(loaded.public(), key.public());
@@ -237,7 +392,34 @@ mod tests {
             .parse::<PublicKey>()
             .is_err());
         // A public key is no secret key, and the other way round.
-        assert!(SigningKey::load(&dir.path().join("a.pub")).is_err());
+        assert!(SigningKey::load(&dir.path().join("a.pub"), || unreachable!()).is_err());
         assert!(PublicKey::load(&dir.path().join("a.key")).is_err());
+    }
+
+    #[test]
+    fn a_sealed_key_opens_with_its_passphrase_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let path = dir.path().join("s.key");
+        let text = key.to_sealed_file_text("correct horse").unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let good = SigningKey::load(&path, || Ok("correct horse".into())).unwrap();
+        assert_eq!(good.public(), key.public());
+        let e = SigningKey::load(&path, || Ok("wrong horse".into()))
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("wrong passphrase"), "{e:#}");
+        // Weaker parameters written over the real ones do not open it either.
+        std::fs::write(&path, text.replace("m=65536,t=3", "m=8,t=1")).unwrap();
+        assert!(SigningKey::load(&path, || Ok("correct horse".into())).is_err());
+        // Absurd parameters are refused before argon2 runs.
+        std::fs::write(&path, text.replace("m=65536", "m=4000000000")).unwrap();
+        let e = SigningKey::load(&path, || Ok("correct horse".into()))
+            .err()
+            .unwrap();
+        assert!(
+            format!("{e:#}").contains("not a Lifeboat signing key"),
+            "{e:#}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! capturing host or stick.
 
 pub mod keys;
+pub mod passphrase;
 pub mod policy;
 pub mod signature;
 

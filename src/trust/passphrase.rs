@@ -1,0 +1,56 @@
+//! Passphrases: from a file (first line), or asked on the terminal without echo.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// The most a passphrase file may hold.
+const MAX_FILE: u64 = 4096;
+
+/// The passphrase in `file` (its first line, without the newline), or, with no file,
+/// asked on the terminal (`prompt`); without a terminal, an error saying what to give
+/// (`hint`).
+pub fn get(file: Option<&Path>, prompt: &str, hint: &str) -> Result<String> {
+    if let Some(f) = file {
+        let meta = std::fs::metadata(f).with_context(|| format!("read {}", f.display()))?;
+        if !meta.is_file() || meta.len() > MAX_FILE {
+            bail!(
+                "{} is not a passphrase file (a small regular file)",
+                f.display()
+            );
+        }
+        let text = std::fs::read_to_string(f).with_context(|| format!("read {}", f.display()))?;
+        let line = text.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            bail!("{} holds an empty passphrase", f.display());
+        }
+        return Ok(line);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{hint} (there is no terminal to ask on)");
+    }
+    ask(prompt)
+}
+
+/// Ask on the terminal with echo off.
+fn ask(prompt: &str) -> Result<String> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    eprint!("{prompt}: ");
+    std::io::stderr().flush().ok();
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turn off the terminal's echo")?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
+    eprintln!();
+    read.context("read the passphrase")?;
+    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    if line.is_empty() {
+        bail!("an empty passphrase");
+    }
+    Ok(line)
+}

@@ -278,3 +278,53 @@ fn a_repository_can_require_signatures_of_readers_that_bring_no_key() {
     ]);
     assert!(e.contains("is not a Lifeboat signing key"), "{e}");
 }
+
+/// A server that hides the newest signed snapshot of a name and serves the one before
+/// is refused by a machine that has seen the newest; a full id still restores the older.
+#[test]
+fn an_older_signed_snapshot_served_in_place_of_the_newest_is_refused() {
+    let env = Env::new();
+    let disk = env.disk("gpt", "m.img");
+    let repo = env.init();
+    let a = keygen(&env, "a");
+    let (first, _) = capture(&env, &repo, &disk, "m", Some("a"));
+    let (second, _) = capture(&env, &repo, &disk, "m", Some("a"));
+    assert_eq!(env.manifest(&second)["sequence"], 2);
+    assert_eq!(env.manifest(&second)["parent"], first.as_str());
+    let state = env.path("state");
+    let restore = |spec: &str| {
+        let target = env.path("t.img");
+        let _ = fs::remove_file(&target);
+        let mut args = restore_args(&repo, spec, &target);
+        let a_pub = env.path("a.pub");
+        args.extend(["--trust", path_str(&a_pub)]);
+        std::process::Command::new(bin())
+            .args(&args)
+            .env("LIFEBOAT_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    let o = restore("m");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["snapshot"], second.as_str());
+    let heads = fs::read_to_string(state.join("heads.json")).unwrap();
+    assert!(heads.contains("/m\": 2"), "{heads}");
+    // The newest is hidden (its manifest and signature moved away).
+    let hidden = env.path("hidden");
+    fs::create_dir(&hidden).unwrap();
+    for f in [format!("{second}.json"), format!("{second}.{a}.sig")] {
+        fs::rename(env.path(&format!("repo/snapshots/{f}")), hidden.join(&f)).unwrap();
+    }
+    let o = restore("m");
+    assert!(
+        !o.status.success(),
+        "the older snapshot was restored in place of the newest"
+    );
+    let e = stderr(&o);
+    assert!(e.contains("an older snapshot is being served"), "{e}");
+    assert!(!env.path("t.img").exists(), "nothing was written");
+    // Pinned by its full id, the older one restores.
+    let o = restore(&first);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

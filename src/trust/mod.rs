@@ -3,6 +3,7 @@
 //! (`policy`). Signing keys are never the repository's encryption key: one per
 //! capturing host or stick.
 
+pub mod heads;
 pub mod keys;
 pub mod passphrase;
 pub mod policy;

@@ -41,6 +41,11 @@ pub struct TrustArgs {
     /// attacker who serves an old signed snapshot cannot make it pass for a recent one.
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<humantime::Duration>,
+    /// Where to remember the newest signed snapshot seen of each name, so that an older
+    /// one served in its place is refused (default: $XDG_STATE_HOME/lifeboat or
+    /// ~/.local/state/lifeboat).
+    #[arg(long, env = "LIFEBOAT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Where the trust anchors came from.
@@ -63,6 +68,8 @@ pub struct Policy {
     pub source: AnchorSource,
     pub insecure: bool,
     pub max_age: Option<Duration>,
+    /// Where the heads of names are remembered (`heads`), if anywhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// How a snapshot passed.
@@ -95,6 +102,7 @@ impl Policy {
             source: AnchorSource::None,
             insecure: false,
             max_age: None,
+            state_dir: None,
         }
     }
 
@@ -103,6 +111,7 @@ impl Policy {
         let mut p = Policy::none();
         p.insecure = args.insecure;
         p.max_age = args.max_age.map(Into::into);
+        p.state_dir = args.state_dir.clone().or_else(super::heads::default_dir);
         for t in &args.trust {
             p.anchors.push(parse_anchor(t)?);
         }
@@ -161,6 +170,7 @@ impl Policy {
                         log::warn!("a newer snapshot named {spec:?} was passed over: {r}");
                     }
                     self.check_age(spec, &snap)?;
+                    self.check_head(repo, spec, &snap)?;
                     return Ok((snap, v));
                 }
                 Err(e) => refused.push(format!("{e:#}")),
@@ -264,6 +274,25 @@ impl Policy {
                 snap.id.short()
             ),
         }
+    }
+
+    /// A snapshot chosen by name must not be older than the newest signed one of that
+    /// name this machine has seen (`heads`); a newer one is remembered. (A full id pins
+    /// a snapshot on purpose and is not checked.)
+    fn check_head(&self, repo: &Repository, spec: &str, snap: &Snapshot) -> Result<()> {
+        let (Some(dir), Some(sequence)) = (&self.state_dir, snap.manifest.sequence) else {
+            return Ok(());
+        };
+        let repository = &repo.config.id;
+        if let Some(seen) = super::heads::seen(dir, repository, spec)? {
+            if sequence < seen {
+                bail!(
+                    "the newest signed snapshot of {spec:?} served is {} (sequence {sequence}), but this machine has seen sequence {seen} of it signed: an older snapshot is being served in place of the newest (to restore an older one on purpose, give its full id)",
+                    snap.id.short()
+                );
+            }
+        }
+        super::heads::record(dir, repository, spec, sequence)
     }
 
     /// `--max-age`: a snapshot chosen by name must be recent.

@@ -193,6 +193,11 @@ pub fn path_str(p: &Path) -> &str {
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
+        // What restores remember of the names they saw (trust::heads), kept out of $HOME.
+        .env(
+            "LIFEBOAT_STATE_DIR",
+            std::env::temp_dir().join("lifeboat-test-state"),
+        )
         .output()
         .expect("run lifeboat")
 }

@@ -12,7 +12,7 @@ use crate::disk::layout::RegionPlan;
 use crate::disk::SourceDisk;
 use crate::io::parallel::{cores, map_ordered, Width};
 use crate::io::{Progress, RangeReader};
-use crate::repo::chunker::Chunker;
+use crate::repo::chunker::{is_zero, Chunker};
 use crate::repo::manifest::ChunkRef;
 use crate::repo::{treehash, ChunkId, ChunkerParams, Repository};
 
@@ -148,27 +148,10 @@ impl Workers<'_> {
     }
 }
 
-pub fn is_zero(data: &[u8]) -> bool {
-    // SAFETY: u128 has no invalid bit patterns; align_to only reinterprets the middle.
-    let (pre, mid, post) = unsafe { data.align_to::<u128>() };
-    pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::repo::manifest::RegionKind;
-
-    #[test]
-    fn zero_detection() {
-        let mut v = vec![0u8; 4099];
-        assert!(is_zero(&v));
-        v[4098] = 1;
-        assert!(!is_zero(&v));
-        v[4098] = 0;
-        v[1] = 1;
-        assert!(!is_zero(&v[1..]));
-    }
 
     #[test]
     fn regions_are_cut_into_segments_from_their_start() {

@@ -87,7 +87,7 @@ impl<R: Read> Chunker<R> {
             return Ok(None);
         }
         let data = &self.buf[self.start..self.end];
-        let len = if data.len() >= self.zero_cut && all_zero(&data[..self.zero_cut]) {
+        let len = if data.len() >= self.zero_cut && is_zero(&data[..self.zero_cut]) {
             self.zero_cut
         } else {
             let (ms, ml, msl, mll) = self.masks;
@@ -101,7 +101,7 @@ impl<R: Read> Chunker<R> {
 }
 
 /// Whether every byte is zero, a word at a time.
-fn all_zero(data: &[u8]) -> bool {
+pub fn is_zero(data: &[u8]) -> bool {
     // SAFETY: u128 has no invalid bit patterns; align_to only reinterprets the middle.
     let (pre, mid, post) = unsafe { data.align_to::<u128>() };
     pre.iter().all(|&b| b == 0) && post.iter().all(|&b| b == 0) && mid.iter().all(|&w| w == 0)
@@ -145,6 +145,17 @@ mod tests {
             avg > p.min_size as usize && avg < p.max_size as usize,
             "avg {avg}"
         );
+    }
+
+    #[test]
+    fn zero_detection() {
+        let mut v = vec![0u8; 4099];
+        assert!(is_zero(&v));
+        v[4098] = 1;
+        assert!(!is_zero(&v));
+        v[4098] = 0;
+        v[1] = 1;
+        assert!(!is_zero(&v[1..]));
     }
 
     /// The cuts FastCDC makes over `data`, hashing every byte.

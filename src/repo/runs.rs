@@ -1,8 +1,8 @@
 //! Which stored chunks are read together: the chunks a reader wants, grouped into runs of
 //! one pack that one ranged read fetches (an HTTP `Range`, an S3 ranged GET, a `pread`).
-//! Requests cost far more than bytes on an object store (a Garage GET of a few KiB takes
-//! as long as one of a MiB), so a run reads over small gaps between wanted chunks, and is
-//! as long as `MAX_RUN` allows.
+//! Requests cost far more than bytes on an object store (the bench disk from Garage: 1,412
+//! GETs of about 85 KiB took 10.6 s, 307 of up to 4 MiB 2.7 s), so a run reads over small
+//! gaps between wanted chunks, and is as long as `MAX_RUN` allows.
 
 use std::collections::HashMap;
 

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
+
+use crate::repo::id::hex;
 use chacha20poly1305::aead::Aead;
 use ed25519_dalek::{Signer, Verifier};
 
@@ -33,7 +35,7 @@ pub struct KeyId(pub [u8; 8]);
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&hex(&self.0))
     }
 }
 
@@ -83,11 +85,7 @@ impl PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(PUBLIC_PREFIX)?;
-        self.0
-            .as_bytes()
-            .iter()
-            .try_for_each(|b| write!(f, "{b:02x}"))
+        write!(f, "{PUBLIC_PREFIX}{}", hex(self.0.as_bytes()))
     }
 }
 
@@ -183,17 +181,12 @@ impl SigningKey {
 
     /// The secret key file's text.
     pub fn to_file_text(&self) -> String {
-        let hex: String = self
-            .0
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         format!(
             "# Lifeboat signing key {}: keep it on the capturing host only; whoever holds it\n\
-             # can sign snapshots that rescues trusting {} will restore.\n{SECRET_PREFIX}{hex}\n",
+             # can sign snapshots that rescues trusting {} will restore.\n{SECRET_PREFIX}{}\n",
             self.public().id(),
-            self.public().id()
+            self.public().id(),
+            hex(&self.0.to_bytes())
         )
     }
 
@@ -284,7 +277,6 @@ impl Sealed {
     }
 
     fn text(&self) -> String {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
         format!(
             "{}:{}:{}:{}",
             self.params(),

@@ -145,24 +145,20 @@ impl Policy {
             let verdict = self.verify(repo, &snap)?;
             return Ok((snap, verdict));
         }
-        if spec.len() >= 4 && spec.len() < 64 && spec.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let named = repo
-                .snapshots()?
-                .into_iter()
-                .any(|(_, s)| s.is_ok_and(|s| s.manifest.name == spec));
-            if !named {
-                bail!(
-                    "{spec:?} looks like a snapshot id prefix: signatures are required, so give the whole id (a prefix is resolved against a listing the server controls)"
-                );
-            }
-        }
-        let mut refused = Vec::new();
         let mut candidates: Vec<Snapshot> = repo
             .snapshots()?
             .into_iter()
             .filter_map(|(_, s)| s.ok())
             .filter(|s| s.manifest.name == spec)
             .collect();
+        let hex_like =
+            spec.len() >= 4 && spec.len() < 64 && spec.bytes().all(|b| b.is_ascii_hexdigit());
+        if candidates.is_empty() && hex_like {
+            bail!(
+                "{spec:?} looks like a snapshot id prefix: signatures are required, so give the whole id (a prefix is resolved against a listing the server controls)"
+            );
+        }
+        let mut refused = Vec::new();
         while let Some(snap) = candidates.pop() {
             match self.verify(repo, &snap) {
                 Ok(v) => {

@@ -45,7 +45,7 @@ impl SignatureFile {
             version: SIGNATURE_VERSION,
             snapshot: id.to_string(),
             key: key.public(),
-            signature: sig.iter().map(|b| format!("{b:02x}")).collect(),
+            signature: crate::repo::id::hex(&sig),
         }
     }
 

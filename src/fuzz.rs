@@ -38,6 +38,7 @@ pub const TARGETS: &[Target] = &[
     target("pack", pack),
     target("index", index),
     target("signature", signature),
+    target("sealed", sealed),
 ];
 
 /// A pack file as a repository or server hands it over: its trailer parsed and checked,
@@ -45,7 +46,19 @@ pub const TARGETS: &[Target] = &[
 pub fn pack(data: &[u8]) {
     use crate::repo::pack::parse_trailer;
     let max_plain = 1 << 20;
-    let Ok(Ok(entries)) = parse_trailer(data, data.len() as u64, max_plain, 2 << 20) else {
+    use crate::repo::pack::Seal;
+    let crypt = fuzz_crypt();
+    // A sealed trailer, as a server (no key) and as a reader (the key) take it.
+    let _ = parse_trailer(data, data.len() as u64, max_plain, 2 << 20, Seal::Keyless);
+    let _ = parse_trailer(
+        data,
+        data.len() as u64,
+        max_plain,
+        2 << 20,
+        Seal::Key(&crypt),
+    );
+    let Ok(Ok(entries)) = parse_trailer(data, data.len() as u64, max_plain, 2 << 20, Seal::Plain)
+    else {
         return;
     };
     let mut d = zstd::bulk::Decompressor::new().expect("a zstd context");
@@ -57,10 +70,32 @@ pub fn pack(data: &[u8]) {
     }
 }
 
+/// The key every fuzz target that opens sealed objects uses.
+fn fuzz_crypt() -> crate::crypt::Crypt {
+    crate::crypt::Crypt::new(&crate::crypt::MasterKey::from_bytes([0x5a; 32]))
+}
+
+/// What an encrypted repository hands a reader: sealed metadata of each kind, a sealed
+/// chunk, a key file, a recovery copy.
+pub fn sealed(data: &[u8]) {
+    use crate::crypt::Kind;
+    let crypt = fuzz_crypt();
+    for kind in [Kind::Manifest, Kind::Index, Kind::PackTrailer] {
+        let _ = crate::crypt::check_envelope(kind, data);
+        let _ = crypt.open(kind, data);
+    }
+    let id = crate::repo::ChunkId::of(data);
+    let _ = crypt.open_chunk(&id, &mut data.to_vec());
+    let _ = crate::crypt::keyfile::KeyFile::parse(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::crypt::keyfile::parse_recovery(text);
+    }
+}
+
 /// An index file: parsed, checked, and loaded into a chunk index that is then asked.
 pub fn index(data: &[u8]) {
     use crate::repo::index::{parse, ChunkIndex};
-    let Ok(packs) = parse(data, 1 << 20, 2 << 20) else {
+    let Ok(packs) = parse(data, 1 << 20, 2 << 20, 0) else {
         return;
     };
     let mut idx = ChunkIndex::default();

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod cmd;
 pub mod commands;
+pub mod crypt;
 pub mod disk;
 pub mod drill;
 pub mod fuzz;

@@ -72,11 +72,17 @@ fn the_seeds_are_understood_by_their_readers() {
     let m: lifeboat::repo::Manifest = serde_json::from_slice(&m).unwrap();
     m.validate().unwrap();
     let pack = std::fs::read(fuzz_dir().join("seeds/pack/gpt-256k.pack")).unwrap();
-    let entries = lifeboat::repo::pack::parse_trailer(&pack, pack.len() as u64, 1 << 20, 2 << 20)
-        .unwrap()
-        .unwrap();
+    let entries = lifeboat::repo::pack::parse_trailer(
+        &pack,
+        pack.len() as u64,
+        1 << 20,
+        2 << 20,
+        lifeboat::repo::pack::Seal::Plain,
+    )
+    .unwrap()
+    .unwrap();
     let index = std::fs::read(fuzz_dir().join("seeds/index/gpt-256k.idx")).unwrap();
-    let packs = lifeboat::repo::index::parse(&index, 1 << 20, 2 << 20).unwrap();
+    let packs = lifeboat::repo::index::parse(&index, 1 << 20, 2 << 20, 0).unwrap();
     assert!(
         packs.iter().any(|p| p.entries == entries),
         "the index names the pack's chunks"

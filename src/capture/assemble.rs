@@ -10,8 +10,14 @@ use crate::repo::manifest::{ChunkRef, Region};
 use crate::repo::treehash;
 
 /// The region's manifest entry from its segments, which come in disk order.
-pub fn region(plan: &RegionPlan, usage: RegionUsage, done: Vec<SegmentDone>) -> Region {
-    let hash = treehash::combine(&done.iter().map(|d| d.hash.clone()).collect::<Vec<_>>());
+pub fn region(
+    plan: &RegionPlan,
+    usage: RegionUsage,
+    done: Vec<SegmentDone>,
+    key: Option<&[u8; 32]>,
+) -> Region {
+    let segments: Vec<_> = done.iter().map(|d| d.hash.clone()).collect();
+    let hash = treehash::combine(&segments, key);
     let chunks = merge_holes(done.into_iter().flat_map(|d| d.chunks), &usage.free);
     Region {
         kind: plan.kind,

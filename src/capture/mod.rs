@@ -248,7 +248,7 @@ fn read_regions(
         .iter()
         .zip(usage)
         .zip(per_region)
-        .map(|((plan, usage), done)| assemble::region(plan, usage, done))
+        .map(|((plan, usage), done)| assemble::region(plan, usage, done, repo.region_key()))
         .collect();
     Ok((regions, new))
 }

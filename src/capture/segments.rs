@@ -12,7 +12,7 @@ use crate::disk::layout::RegionPlan;
 use crate::disk::SourceDisk;
 use crate::io::parallel::{cores, map_ordered, Width};
 use crate::io::{Progress, RangeReader};
-use crate::repo::chunker::{is_zero, Chunker};
+use crate::repo::chunker::is_zero;
 use crate::repo::manifest::ChunkRef;
 use crate::repo::{treehash, ChunkId, ChunkerParams, Repository};
 
@@ -96,8 +96,8 @@ impl Workers<'_> {
         let region_offset = s.offset - s.index as u64 * self.params.segment_size;
         let reader =
             RangeReader::new(self.dev, s.offset, s.length).with_zeros(&self.usage[s.region].free);
-        let mut chunker = Chunker::new(reader, self.params);
-        let mut hasher = treehash::segment_hasher(s.offset - region_offset);
+        let mut chunker = self.repo.chunker(reader);
+        let mut hasher = treehash::segment_hasher(s.offset - region_offset, self.repo.region_key());
         let mut chunks = Vec::new();
         let mut new = NewData::default();
         // One writer per segment: in a repository of packs, a segment's new chunks go
@@ -116,7 +116,7 @@ impl Workers<'_> {
             let id = if is_zero(data) {
                 None
             } else {
-                let id = ChunkId::of(data);
+                let id = self.repo.chunk_id(data);
                 let first_time = seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
                 if first_time && !self.repo.has_chunk(&id)? {
                     let stored = self

@@ -32,6 +32,16 @@ pub struct InitArgs {
     /// recorded. Repeatable.
     #[arg(long, value_name = "NAME.pub")]
     pub require_signed: Vec<std::path::PathBuf>,
+    /// Encrypt the repository: chunks, packs, index files and manifests are sealed under
+    /// a random master key (AES-256-GCM-SIV), chunk ids and the chunker are keyed, and
+    /// the master key is kept in keys/ under the passphrase (argon2id). Keep a recovery
+    /// copy (`lifeboat key export`) away from the machines it protects.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// With --encrypt: the file whose first line is the passphrase (otherwise asked
+    /// twice on the terminal).
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 /// The new repository's config, as stored.
@@ -40,12 +50,20 @@ pub struct InitArgs {
 pub struct Created {
     #[serde(skip)]
     pub dir: String,
+    #[serde(skip)]
+    pub key_file: Option<String>,
     pub config: Config,
 }
 
 impl Outcome for Created {
     fn print(&self) {
         println!("created repository {} (id {})", self.dir, self.config.id);
+        if let Some(name) = &self.key_file {
+            println!(
+                "encrypted; its master key is in keys/{name}.json under your passphrase. Keep a recovery copy apart: lifeboat key export --repo {}",
+                self.dir
+            );
+        }
     }
 }
 
@@ -69,23 +87,53 @@ pub fn run(args: &InitArgs) -> Result<Created> {
             .collect::<Result<Vec<_>>>()?;
         config.signing = Some(crate::repo::SigningConfig { keys });
     }
+    let secret = if args.encrypt {
+        if args.format_version < 2 {
+            bail!("an encrypted repository is of format 2 or later");
+        }
+        config.encryption = Some(crate::repo::EncryptionConfig::current());
+        let pass = crate::trust::passphrase::get_new(
+            args.password_file.as_deref(),
+            "passphrase for the new repository",
+            "--encrypt needs a passphrase: --password-file or LIFEBOAT_PASSWORD_FILE",
+        )?;
+        Some((
+            crate::crypt::MasterKey::generate()?,
+            crate::crypt::Passphrase::new(pass),
+        ))
+    } else {
+        if args.password_file.is_some() && std::env::var_os("LIFEBOAT_PASSWORD_FILE").is_none() {
+            bail!("--password-file goes with --encrypt");
+        }
+        None
+    };
+    let encrypt = secret.as_ref().map(|(m, p)| (m, p));
     let r = match &args.repo {
-        RepoLocation::Dir(dir) => Repository::create_dir(dir, config)?,
+        RepoLocation::Dir(dir) => Repository::create_dir(dir, config, encrypt)?,
         RepoLocation::S3(_) => {
             let spec = RepoSpec {
                 s3_endpoint: args.s3_endpoint.clone(),
                 ..RepoSpec::at(args.repo.clone())
             };
             let store = std::sync::Arc::new(spec.s3_store()?);
-            Repository::create_in(store, &args.repo.to_string(), config)?
+            Repository::create_in(store, &args.repo.to_string(), config, encrypt)?
         }
         RepoLocation::Http(_) => bail!(
             "{}: create a repository on the server's disk (lifeboat init there), then serve it",
             args.repo
         ),
     };
+    let key_file = if r.is_encrypted() {
+        crate::repo::keyring::list(&**r.store())?
+            .into_iter()
+            .next()
+            .map(|k| k.name)
+    } else {
+        None
+    };
     Ok(Created {
         dir: args.repo.to_string(),
+        key_file,
         config: r.config,
     })
 }

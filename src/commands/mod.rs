@@ -7,6 +7,7 @@ pub mod check;
 pub mod disks;
 pub mod drill;
 pub mod init;
+pub mod key;
 pub mod keygen;
 pub mod migrate;
 pub mod mkimage;
@@ -27,6 +28,9 @@ pub enum Command {
     Init(init::InitArgs),
     /// Make a signing key pair (NAME.key, NAME.pub) for `capture --sign` and `--trust`.
     Keygen(keygen::KeygenArgs),
+    /// The key files of an encrypted repository: list, add, remove, passwd, export (the
+    /// printable recovery copy of its master key).
+    Key(key::KeyArgs),
     /// Capture a disk (block device, image file or NBD export) into a new snapshot.
     Capture(capture::CaptureArgs),
     /// Restore a snapshot onto a disk or image file, after checking everything first.
@@ -60,6 +64,7 @@ impl Command {
         match self {
             Command::Init(a) => ui.show(&init::run(a)?),
             Command::Keygen(a) => ui.show(&keygen::run(a)?),
+            Command::Key(a) => ui.show(&key::run(a)?),
             Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),

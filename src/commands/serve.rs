@@ -12,9 +12,18 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks one; the first line printed says which).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub listen: String,
-    /// File holding the bearer token that allows writes; without it, read-only.
-    #[arg(long, value_name = "FILE")]
+    /// File holding the append token: it allows adding objects (captures), never
+    /// replacing or deleting one; without it (and --admin-token-file), read-only.
+    #[arg(long, visible_alias = "append-token-file", value_name = "FILE")]
     pub write_token_file: Option<PathBuf>,
+    /// File holding the admin token: it also allows adding key files and deleting
+    /// (`lifeboat key remove`; prune). Keep it off capturing machines.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// The passphrase of an encrypted repository, for the NBD export only (the HTTP
+    /// server holds no key).
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     /// TLS certificate chain (PEM); serves https with --tls-key.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,

@@ -2,7 +2,11 @@
 
 use std::io::{self, Read};
 
-use fastcdc::v2020::{cut, logarithm2, MASKS};
+use std::sync::Arc;
+
+use fastcdc::v2020::{cut_gear, logarithm2, MASKS};
+
+use crate::crypt::Gear;
 
 use super::ChunkerParams;
 
@@ -19,6 +23,8 @@ pub struct Chunker<R> {
     avg: usize,
     max: usize,
     masks: (u64, u64, u64, u64),
+    /// The gear table: FastCDC's standard one, or a keyed one (encrypted repositories).
+    gear: Arc<Gear>,
     /// Where FastCDC cuts a run of zeros that starts a chunk. Its decision at each byte
     /// depends only on the bytes before it, so a chunk whose first `zero_cut` bytes are
     /// zero ends there: found without hashing them (free space and holes are much of a
@@ -29,7 +35,7 @@ pub struct Chunker<R> {
 }
 
 impl<R: Read> Chunker<R> {
-    pub fn new(src: R, p: &ChunkerParams) -> Self {
+    pub fn new(src: R, p: &ChunkerParams, gear: Arc<Gear>) -> Self {
         // Normalization level 1, as the fastcdc crate's default.
         let bits = logarithm2(p.avg_size);
         let mask_s = MASKS[(bits + 1) as usize];
@@ -40,7 +46,19 @@ impl<R: Read> Chunker<R> {
             let (ms, ml, msl, mll) = masks;
             let min = p.min_size as usize;
             let (avg, max) = (p.avg_size as usize, p.max_size as usize);
-            cut(&zeros, min, avg, max, ms, ml, msl, mll).1
+            cut_gear(
+                &zeros,
+                min,
+                avg,
+                max,
+                ms,
+                ml,
+                msl,
+                mll,
+                &gear.gear,
+                &gear.gear_ls,
+            )
+            .1
         };
         Chunker {
             src,
@@ -52,6 +70,7 @@ impl<R: Read> Chunker<R> {
             avg: p.avg_size as usize,
             max: p.max_size as usize,
             masks,
+            gear,
             zero_cut,
             position: 0,
         }
@@ -91,7 +110,11 @@ impl<R: Read> Chunker<R> {
             self.zero_cut
         } else {
             let (ms, ml, msl, mll) = self.masks;
-            cut(data, self.min, self.avg, self.max, ms, ml, msl, mll).1
+            let g = &*self.gear;
+            cut_gear(
+                data, self.min, self.avg, self.max, ms, ml, msl, mll, &g.gear, &g.gear_ls,
+            )
+            .1
         };
         let chunk = &self.buf[self.start..self.start + len];
         self.start += len;
@@ -123,7 +146,11 @@ mod tests {
     }
 
     fn cuts(data: &[u8], p: &ChunkerParams) -> Vec<Vec<u8>> {
-        let mut c = Chunker::new(data, p);
+        cuts_with(data, p, Gear::shared_standard())
+    }
+
+    fn cuts_with(data: &[u8], p: &ChunkerParams, gear: Arc<Gear>) -> Vec<Vec<u8>> {
+        let mut c = Chunker::new(data, p, gear);
         let mut out = Vec::new();
         while let Some(ch) = c.next_chunk().unwrap() {
             out.push(ch.to_vec());
@@ -159,7 +186,7 @@ mod tests {
     }
 
     /// The cuts FastCDC makes over `data`, hashing every byte.
-    fn reference_cuts(data: &[u8], p: &ChunkerParams) -> Vec<usize> {
+    fn reference_cuts(data: &[u8], p: &ChunkerParams, g: &Gear) -> Vec<usize> {
         let bits = logarithm2(p.avg_size);
         let (ms, ml) = (MASKS[(bits + 1) as usize], MASKS[(bits - 1) as usize]);
         let (min, avg, max) = (
@@ -170,7 +197,18 @@ mod tests {
         let mut out = Vec::new();
         let mut at = 0;
         while at < data.len() {
-            let (_, len) = cut(&data[at..], min, avg, max, ms, ml, ms << 1, ml << 1);
+            let (_, len) = cut_gear(
+                &data[at..],
+                min,
+                avg,
+                max,
+                ms,
+                ml,
+                ms << 1,
+                ml << 1,
+                &g.gear,
+                &g.gear_ls,
+            );
             at += len;
             out.push(len);
         }
@@ -199,11 +237,19 @@ mod tests {
         }
         data[10 << 20..].fill(0);
         let ours: Vec<usize> = cuts(&data, &p).iter().map(Vec::len).collect();
-        assert_eq!(ours, reference_cuts(&data, &p));
+        assert_eq!(ours, reference_cuts(&data, &p, &Gear::standard()));
         assert!(
             ours.iter().filter(|&&l| l == 262_144).count() > 8,
             "{ours:?}"
         );
+        // The same with a keyed table (an encrypted repository), whose cuts differ.
+        let keyed = crate::crypt::Crypt::new(&crate::crypt::MasterKey::from_bytes([9; 32])).gear();
+        let theirs: Vec<usize> = cuts_with(&data, &p, keyed.clone())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(theirs, reference_cuts(&data, &p, &keyed));
+        assert_ne!(theirs[..20], ours[..20], "a keyed table cuts elsewhere");
     }
 
     #[test]

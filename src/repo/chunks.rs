@@ -11,6 +11,7 @@ use super::index::{self, ChunkIndex, IndexedPack};
 use super::pack::{PackBuilder, PackId, SealedPack};
 use super::store::{Store, StoreError};
 use super::ChunkId;
+use crate::crypt::{Kind, Protection};
 
 /// How chunks are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct Chunks {
     store: Arc<dyn Store>,
     max_plain: u32,
     max_stored: u64,
+    /// Whether pack trailers and index files are sealed, and the key.
+    protection: Protection,
     /// Format 2: every index file's entries, loaded on first use, and the packs written
     /// since.
     index: RwLock<Option<ChunkIndex>>,
@@ -109,8 +112,15 @@ impl WholePacks {
 }
 
 impl Chunks {
-    pub fn new(layout: Layout, store: Arc<dyn Store>, max_plain: u32, max_stored: u64) -> Chunks {
+    pub fn new(
+        layout: Layout,
+        store: Arc<dyn Store>,
+        max_plain: u32,
+        max_stored: u64,
+        protection: Protection,
+    ) -> Chunks {
         Chunks {
+            protection,
             layout,
             store,
             max_plain,
@@ -156,7 +166,17 @@ impl Chunks {
                     "index file {location} is damaged: its content does not hash to its name"
                 );
             }
-            let packs = index::parse(&data, self.max_plain, self.max_stored)
+            let data = match &self.protection {
+                Protection::Plain => data,
+                Protection::Unlocked(c) => c
+                    .open(Kind::Index, &data)
+                    .map_err(|e| anyhow::anyhow!("index file {location}: {e}"))?,
+                Protection::Locked => {
+                    anyhow::bail!("the index files are encrypted, and this reader has no key")
+                }
+            };
+            let overhead = self.protection.seal().overhead();
+            let packs = index::parse(&data, self.max_plain, self.max_stored, overhead)
                 .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))?;
             packs.iter().for_each(|p| idx.add(p));
         }
@@ -363,7 +383,7 @@ impl Chunks {
 
     /// Write a sealed pack, and make its chunks known (to `has` and `read`) at once.
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
-        let SealedPack { id, bytes, entries } = builder.seal();
+        let SealedPack { id, bytes, entries } = builder.seal(self.protection.seal());
         self.store
             .put(&id.key(), &bytes)
             .with_context(|| format!("write pack {}", self.store.location(&id.key())))?;
@@ -409,7 +429,10 @@ impl Chunks {
                 .written,
         );
         if !written.is_empty() {
-            let data = index::encode(&written);
+            let mut data = index::encode(&written);
+            if let Some(c) = self.protection.key() {
+                data = c.seal(Kind::Index, &data);
+            }
             let key = index::index_key(&data);
             self.store
                 .put(&key, &data)

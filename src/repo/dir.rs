@@ -205,6 +205,17 @@ impl Store for DirStore {
         self.flush()
     }
 
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("delete {}", path.display())),
+        }
+        let dir = path.parent().context("a key has a directory")?;
+        super::atomic::sync_dir(dir)
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let path = self.path(dir);
         let rd = match fs::read_dir(&path) {

@@ -57,6 +57,7 @@ enum Verb {
     Get,
     Head,
     Put,
+    Delete,
 }
 
 /// How long a presigned URL stays valid: longer than any request may take.
@@ -201,6 +202,7 @@ impl HttpStore {
                     Verb::Get => bucket.get_object(c, &object).sign(PRESIGNED_FOR),
                     Verb::Head => bucket.head_object(c, &object).sign(PRESIGNED_FOR),
                     Verb::Put => bucket.put_object(c, &object).sign(PRESIGNED_FOR),
+                    Verb::Delete => bucket.delete_object(c, &object).sign(PRESIGNED_FOR),
                 }
                 .to_string()
             }
@@ -602,6 +604,31 @@ impl Store for HttpStore {
             }
         })
         .map_err(anyhow::Error::new)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let auth = match &self.addressing {
+            Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
+            Addressing::Plain { token: None, .. } => bail!(
+                "{}: deleting from an HTTP repository needs the server's admin token (--token-file)",
+                self.url(key)
+            ),
+            Addressing::S3 { .. } => None,
+        };
+        let done = self.with_retries(key, || {
+            let mut req = self.agent.delete(&self.request_url(Verb::Delete, key));
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            match self.judge(key, req.call()) {
+                Ok(_) => Attempt::Done(()),
+                Err(a) => a,
+            }
+        });
+        match done {
+            Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("delete")),
+        }
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {

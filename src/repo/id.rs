@@ -21,6 +21,22 @@ pub fn hex(bytes: &[u8]) -> String {
 #[error("not a 64-digit hex id: {0:?}")]
 pub struct BadId(pub String);
 
+/// Lowercase hex digits (an even number) into bytes.
+pub fn parse_hex_vec(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    let d = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    b.chunks(2)
+        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
+        .collect()
+}
+
 /// 64 lowercase hex digits into 32 bytes.
 fn parse_hex32(s: &str) -> Result<[u8; 32], BadId> {
     let b = s.as_bytes();

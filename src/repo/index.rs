@@ -44,7 +44,14 @@ pub fn encode(packs: &[IndexedPack]) -> Vec<u8> {
 
 /// Parse an index file, checking every count against the bytes that remain before it
 /// drives an allocation, and every pack's entries as a pack's own trailer is checked.
-pub fn parse(data: &[u8], max_plain: u32, max_stored: u64) -> Result<Vec<IndexedPack>, String> {
+/// `overhead`: what a pack's trailer takes besides its entries (a sealed trailer's
+/// envelope in an encrypted repository).
+pub fn parse(
+    data: &[u8],
+    max_plain: u32,
+    max_stored: u64,
+    overhead: u64,
+) -> Result<Vec<IndexedPack>, String> {
     if data.len() as u64 > MAX_INDEX_BYTES {
         return Err(format!(
             "{} bytes, over the {MAX_INDEX_BYTES} an index may hold",
@@ -85,7 +92,7 @@ pub fn parse(data: &[u8], max_plain: u32, max_stored: u64) -> Result<Vec<Indexed
             .map(PackEntry::decode)
             .collect();
         pos += n * ENTRY_BYTES;
-        check_entries(&entries, len, max_plain, max_stored)
+        check_entries(&entries, len, max_plain, max_stored, overhead)
             .map_err(|e| format!("pack {}: {e}", &hex(&id)[..16]))?;
         packs.push(IndexedPack {
             id: PackId(id),
@@ -187,7 +194,7 @@ mod tests {
                     let stored = zstd::bulk::compress(text.as_bytes(), 3).unwrap();
                     b.add(ChunkId::of(text.as_bytes()), &stored, text.len() as u32);
                 }
-                let p = b.seal();
+                let p = b.seal(crate::repo::pack::Seal::Plain);
                 IndexedPack {
                     id: p.id,
                     len: p.bytes.len() as u64,
@@ -201,7 +208,7 @@ mod tests {
     fn an_index_reads_back_and_locates_every_chunk() {
         let p = packs();
         let data = encode(&p);
-        let back = parse(&data, 1 << 20, 1 << 20).unwrap();
+        let back = parse(&data, 1 << 20, 1 << 20, 0).unwrap();
         assert_eq!(back, p);
         let mut idx = ChunkIndex::default();
         back.iter().for_each(|p| idx.add(p));
@@ -214,7 +221,7 @@ mod tests {
     #[test]
     fn lying_or_cut_indexes_are_refused() {
         let data = encode(&packs());
-        let parse = |d: &[u8]| parse(d, 1 << 20, 1 << 20);
+        let parse = |d: &[u8]| parse(d, 1 << 20, 1 << 20, 0);
         for cut in [0, 8, 16, 60, data.len() - 1] {
             assert!(parse(&data[..cut]).is_err(), "cut at {cut}");
         }

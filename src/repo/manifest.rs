@@ -17,6 +17,9 @@ pub const MAX_DISK_SIZE: u64 = 1 << 50;
 /// size in memory: 1 GiB of JSON is some 11 million chunks, a fully used disk of about
 /// 700 GB at the default chunk size.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+/// The most a sealed (compressed and encrypted) manifest may take; it is read whole
+/// before it is opened.
+pub const MAX_SEALED_MANIFEST_BYTES: u64 = 256 << 20;
 /// The most a table region (primary or backup) may hold: 128-byte entries by the
 /// thousand fit in a few hundred KiB; 64 MiB leaves room for any real layout.
 pub const MAX_TABLE_REGION: u64 = 64 << 20;

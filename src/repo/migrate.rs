@@ -98,6 +98,7 @@ pub fn run(args: &MigrateArgs, ui: &Ui) -> Result<Summary> {
                 version: 2,
                 ..repo.config.clone()
             },
+            crate::crypt::Protection::Plain,
         );
         pack_every_chunk(&repo, &packed, &mut summary, ui)?;
         switch_to_version_2(&packed)?;

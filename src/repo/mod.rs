@@ -9,6 +9,7 @@ pub mod dir;
 pub mod http;
 pub mod id;
 pub mod index;
+pub mod keyring;
 pub mod manifest;
 pub mod migrate;
 pub mod pack;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::crypt::{Kind, Protection};
 use crate::location::RepoLocation;
 
 pub use chunks::{chunk_key, ChunkWriter, Layout};
@@ -121,6 +123,31 @@ pub struct Config {
     /// anchors (`--trust`) ignores this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningConfig>,
+    /// Present in an encrypted repository (`init --encrypt`): its algorithms. The master
+    /// key is in `keys/`, wrapped under passphrases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The algorithms of an encrypted repository (see `crate::crypt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionConfig {
+    /// `"aes-256-gcm-siv"`: chunks and metadata.
+    pub algorithm: String,
+    /// `"blake3-keyed"`: chunk ids, the gear table and region hashes.
+    pub ids: String,
+    /// `"argon2id"`: the key files' passphrases.
+    pub kdf: String,
+}
+
+impl EncryptionConfig {
+    pub fn current() -> EncryptionConfig {
+        EncryptionConfig {
+            algorithm: crate::crypt::ALGORITHM.into(),
+            ids: "blake3-keyed".into(),
+            kdf: "argon2id".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +173,7 @@ impl Config {
                 level,
             },
             signing: None,
+            encryption: None,
         })
     }
 
@@ -171,6 +199,20 @@ impl Config {
             .chunker
             .validate()
             .with_context(|| format!("{location}: the chunker settings are unusable"))?;
+        if let Some(e) = &config.encryption {
+            if *e != EncryptionConfig::current() {
+                bail!(
+                    "repository {display} is encrypted with {}/{}/{}; this lifeboat knows {:?}",
+                    e.algorithm,
+                    e.ids,
+                    e.kdf,
+                    EncryptionConfig::current()
+                );
+            }
+            if config.version < 2 {
+                bail!("{location}: an encrypted repository is of format 2 or later");
+            }
+        }
         Ok(config)
     }
 }
@@ -234,6 +276,14 @@ pub struct RepoSpec {
     /// S3 credentials given other than by the environment (the rescue's orders).
     #[arg(skip)]
     pub s3_keys: Option<S3Keys>,
+    /// File whose first line is the passphrase of an encrypted repository (asked on the
+    /// terminal when there is one and this is not given).
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The passphrase itself, when a caller has it already (the rescue, which asks on its
+    /// console).
+    #[arg(skip)]
+    pub password: Option<crate::crypt::Passphrase>,
 }
 
 /// An S3 access key, and the region to sign for.
@@ -260,7 +310,30 @@ impl RepoSpec {
             token_file: None,
             s3_endpoint: None,
             s3_keys: None,
+            password_file: None,
+            password: None,
         }
+    }
+
+    /// Whether a passphrase was given (a reader that was given one expects encryption).
+    pub fn has_password(&self) -> bool {
+        self.password.is_some() || self.password_file.is_some()
+    }
+
+    /// The passphrase of an encrypted repository: given, from the file, or asked.
+    pub fn passphrase(&self) -> Result<crate::crypt::Passphrase> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        let text = crate::trust::passphrase::get(
+            self.password_file.as_deref(),
+            &format!("passphrase of repository {}", self.location),
+            &format!(
+                "repository {} is encrypted: give its passphrase with --password-file or LIFEBOAT_PASSWORD_FILE",
+                self.location
+            ),
+        )?;
+        Ok(crate::crypt::Passphrase::new(text))
     }
 
     pub fn local_dir(&self) -> Option<&Path> {
@@ -311,6 +384,8 @@ pub struct Repository {
     pub display: String,
     pub config: Config,
     chunks: chunks::Chunks,
+    /// Whether the repository is encrypted, and its keys when this reader has them.
+    protection: Protection,
 }
 
 /// Why a manifest could not be read: the transfer (worth another try on a network), or
@@ -355,11 +430,17 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
-        Self::create_dir(dir, Config::new(chunker, level, version)?)
+        Self::create_dir(dir, Config::new(chunker, level, version)?, None)
     }
 
     /// Create a new repository with `config` in `dir` (absent or empty).
-    pub fn create_dir(dir: &Path, config: Config) -> Result<Repository> {
+    /// With `master`, the repository is encrypted: its first key file is written (under
+    /// `pass`) before the config that makes the directory a repository.
+    pub fn create_dir(
+        dir: &Path,
+        config: Config,
+        encrypt: Option<(&crate::crypt::MasterKey, &crate::crypt::Passphrase)>,
+    ) -> Result<Repository> {
         let version = config.version;
         if dir.exists() {
             let mut entries = std::fs::read_dir(dir)
@@ -379,7 +460,7 @@ impl Repository {
         let subs: &[&str] = if version == 1 {
             &["chunks", "snapshots", "tmp"]
         } else {
-            &["packs", "index", "snapshots", "tmp"]
+            &["packs", "index", "snapshots", "keys", "tmp"]
         };
         for sub in subs {
             std::fs::create_dir_all(dir.join(sub))
@@ -388,40 +469,137 @@ impl Repository {
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
         // config.json is written last: a directory is a repository once it exists.
+        if let Some((master, pass)) = encrypt {
+            keyring::add(&store, &config, master, pass)?;
+        }
         store.flush()?;
         atomic::sync_dir(dir)?;
         store.put("config.json", &data)?;
         store.flush()?;
-        Ok(Self::with_store(
+        let repo = Self::with_store(
             Arc::new(store),
             &dir.display().to_string(),
             config,
-        ))
+            Protection::Plain,
+        );
+        Ok(match encrypt {
+            Some((master, _)) => repo.with_key(master),
+            None => repo,
+        })
     }
 
-    fn with_store(store: Arc<dyn Store>, display: &str, config: Config) -> Repository {
+    fn with_store(
+        store: Arc<dyn Store>,
+        display: &str,
+        config: Config,
+        protection: Protection,
+    ) -> Repository {
         let layout = if config.version >= 2 {
             Layout::Packs
         } else {
             Layout::Files
         };
-        let max = config.chunker.max_size as u64;
         let chunks = chunks::Chunks::new(
             layout,
             store.clone(),
             config.chunker.max_size,
-            max + max / 128 + (64 << 10),
+            Self::chunk_limit_of(&config),
+            protection.clone(),
         );
         Repository {
             store,
             display: display.to_string(),
             config,
             chunks,
+            protection,
         }
     }
 
-    /// Open the repository named on the command line: a directory, or an http(s) URL.
+    /// The most a stored chunk may take: zstd never grows data by more than a small
+    /// fraction; encryption adds its tag.
+    fn chunk_limit_of(config: &Config) -> u64 {
+        let max = config.chunker.max_size as u64;
+        let tag = if config.encryption.is_some() {
+            crate::crypt::CHUNK_OVERHEAD as u64
+        } else {
+            0
+        };
+        max + max / 128 + (64 << 10) + tag
+    }
+
+    /// Unlock an encrypted repository with the passphrase `spec` gives (or asks for). A
+    /// passphrase given for a repository that is not encrypted is refused: its config
+    /// may have been altered to make a writer store data in the clear.
+    fn unlock(self, spec: &RepoSpec) -> Result<Repository> {
+        if self.config.encryption.is_none() {
+            if spec.has_password() {
+                bail!(
+                    "repository {} is not encrypted, yet a passphrase was given: refusing it (if it was created encrypted, its config.json has been altered)",
+                    self.display
+                );
+            }
+            return Ok(self);
+        }
+        let pass = spec.passphrase()?;
+        let (master, _) = keyring::unlock(&*self.store, &self.config, &self.display, &pass)?;
+        Ok(self.with_key(&master))
+    }
+
+    /// This repository with its master key in hand.
+    pub fn with_key(self, master: &crate::crypt::MasterKey) -> Repository {
+        let crypt = Arc::new(crate::crypt::Crypt::new(master));
+        Self::with_store(
+            self.store,
+            &self.display,
+            self.config,
+            Protection::Unlocked(crypt),
+        )
+    }
+
+    /// Whether the repository is encrypted (whether or not this reader holds its key).
+    pub fn is_encrypted(&self) -> bool {
+        self.protection.is_encrypted()
+    }
+
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// A chunk's id: the BLAKE3 of its bytes, keyed in an encrypted repository.
+    pub fn chunk_id(&self, plain: &[u8]) -> ChunkId {
+        match self.protection.key() {
+            Some(c) => c.chunk_id(plain),
+            None => ChunkId::of(plain),
+        }
+    }
+
+    /// The chunker's gear table: keyed in an encrypted repository.
+    pub fn gear(&self) -> Arc<crate::crypt::Gear> {
+        match self.protection.key() {
+            Some(c) => c.gear(),
+            None => crate::crypt::Gear::shared_standard(),
+        }
+    }
+
+    /// A chunker of this repository over `src`.
+    pub fn chunker<R: std::io::Read>(&self, src: R) -> chunker::Chunker<R> {
+        chunker::Chunker::new(src, &self.config.chunker, self.gear())
+    }
+
+    /// The key of region hashes (encrypted repositories).
+    pub fn region_key(&self) -> Option<&[u8; 32]> {
+        self.protection.key().map(|c| c.region_key())
+    }
+
+    /// Open the repository named on the command line (a directory, an http(s) URL or
+    /// s3://), unlocking it when it is encrypted.
     pub fn open(spec: &RepoSpec) -> Result<Repository> {
+        Self::open_without_key(spec)?.unlock(spec)
+    }
+
+    /// Open a repository without unlocking it: an encrypted one can then be checked for
+    /// names and shapes only (a server), or have its key files read.
+    pub fn open_without_key(spec: &RepoSpec) -> Result<Repository> {
         let display = spec.location.to_string();
         match &spec.location {
             RepoLocation::Http(url) => {
@@ -455,19 +633,31 @@ impl Repository {
         level: i32,
         version: u32,
     ) -> Result<Repository> {
-        Self::create_in(store, display, Config::new(chunker, level, version)?)
+        Self::create_in(store, display, Config::new(chunker, level, version)?, None)
     }
 
     /// Create a new repository with `config` in an empty store.
-    pub fn create_in(store: Arc<dyn Store>, display: &str, config: Config) -> Result<Repository> {
+    pub fn create_in(
+        store: Arc<dyn Store>,
+        display: &str,
+        config: Config,
+        encrypt: Option<(&crate::crypt::MasterKey, &crate::crypt::Passphrase)>,
+    ) -> Result<Repository> {
         if store.has("config.json")? {
             bail!("{display} already holds a repository");
         }
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
+        if let Some((master, pass)) = encrypt {
+            keyring::add(&*store, &config, master, pass)?;
+        }
         store.put("config.json", &data)?;
         store.flush()?;
-        Ok(Self::with_store(store, display, config))
+        let repo = Self::with_store(store, display, config, Protection::Plain);
+        Ok(match encrypt {
+            Some((master, _)) => repo.with_key(master),
+            None => repo,
+        })
     }
 
     pub fn open_store(store: Arc<dyn Store>, display: &str) -> Result<Repository> {
@@ -480,7 +670,12 @@ impl Repository {
             Err(e) => return Err(e).context("read repository config"),
         };
         let config = Config::parse(&raw, &store.location("config.json"), display)?;
-        Ok(Self::with_store(store, display, config))
+        let protection = if config.encryption.is_some() {
+            Protection::Locked
+        } else {
+            Protection::Plain
+        };
+        Ok(Self::with_store(store, display, config, protection))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -510,8 +705,21 @@ impl Repository {
         self.chunks.writer()
     }
 
+    /// A chunk as this repository stores it: compressed, then sealed when encrypted.
+    pub fn encode_chunk(&self, id: &ChunkId, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut stored = self.compress(plain)?;
+        match &self.protection {
+            Protection::Plain => {}
+            Protection::Unlocked(c) => c.seal_chunk(id, &mut stored),
+            Protection::Locked => {
+                bail!("repository {} is encrypted and not unlocked", self.display)
+            }
+        }
+        Ok(stored)
+    }
+
     /// Compress a chunk as this repository stores it.
-    pub fn compress(&self, plain: &[u8]) -> Result<Vec<u8>> {
+    fn compress(&self, plain: &[u8]) -> Result<Vec<u8>> {
         let level = self.config.compression.level;
         COMPRESSOR.with(|c| -> Result<Vec<u8>> {
             let mut c = c.borrow_mut();
@@ -532,7 +740,7 @@ impl Repository {
         id: &ChunkId,
         plain: &[u8],
     ) -> Result<u64> {
-        let packed = self.compress(plain)?;
+        let packed = self.encode_chunk(id, plain)?;
         writer.put(id, &packed, plain.len() as u32)?;
         Ok(packed.len() as u64)
     }
@@ -663,8 +871,7 @@ impl Repository {
     /// The most a stored (compressed) chunk may take: zstd never grows data by more than
     /// a small fraction.
     pub fn chunk_limit(&self) -> u64 {
-        let max = self.config.chunker.max_size as u64;
-        max + max / 128 + (64 << 10)
+        Self::chunk_limit_of(&self.config)
     }
 
     fn get_chunk_once(&self, id: &ChunkId) -> Result<Vec<u8>, ChunkError> {
@@ -704,6 +911,20 @@ impl Repository {
             reason,
         };
         let max = self.config.chunker.max_size as usize;
+        let opened;
+        let raw = match &self.protection {
+            Protection::Plain => raw,
+            Protection::Unlocked(c) => {
+                let mut buf = raw.to_vec();
+                c.open_chunk(id, &mut buf)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                opened = buf;
+                &opened[..]
+            }
+            Protection::Locked => {
+                return Err(corrupt("encrypted, and this reader has no key".into()))
+            }
+        };
         let plain = DECOMPRESSOR
             .with(|d| -> std::io::Result<Vec<u8>> {
                 let mut d = d.borrow_mut();
@@ -713,7 +934,7 @@ impl Repository {
                 d.as_mut().unwrap().decompress(raw, max)
             })
             .map_err(|e| corrupt(format!("zstd: {e}")))?;
-        let actual = ChunkId::of(&plain);
+        let actual = self.chunk_id(&plain);
         if actual != *id {
             return Err(corrupt(format!("its content hashes to {}", actual.short())));
         }
@@ -756,7 +977,19 @@ impl Repository {
     /// Parse an index file within this repository's limits.
     pub fn parse_index(&self, data: &[u8]) -> Result<Vec<index::IndexedPack>, String> {
         let (plain, stored) = self.chunks.limits();
-        index::parse(data, plain, stored)
+        let opened;
+        let data = match &self.protection {
+            Protection::Plain => data,
+            Protection::Unlocked(c) => {
+                opened = c.open(Kind::Index, data).map_err(|e| e.to_string())?;
+                &opened[..]
+            }
+            Protection::Locked => {
+                crate::crypt::check_envelope(Kind::Index, data).map_err(|e| e.to_string())?;
+                return Ok(Vec::new());
+            }
+        };
+        index::parse(data, plain, stored, self.protection.seal().overhead())
     }
 
     /// Make a new index file's packs known to this process.
@@ -781,11 +1014,19 @@ impl Repository {
             Ok(b)
         };
         let tail = read_end(pack::TAIL_BYTES as u64)?;
-        let entries = match pack::parse_trailer(&tail, len, plain, stored).map_err(malformed)? {
+        let entries = match pack::parse_trailer(&tail, len, plain, stored, self.protection.seal())
+            .map_err(malformed)?
+        {
             Ok(e) => e,
-            Err(need) => pack::parse_trailer(&read_end(need as u64)?, len, plain, stored)
-                .map_err(malformed)?
-                .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?,
+            Err(need) => pack::parse_trailer(
+                &read_end(need as u64)?,
+                len,
+                plain,
+                stored,
+                self.protection.seal(),
+            )
+            .map_err(malformed)?
+            .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?,
         };
         for e in &entries {
             let mut frame = vec![0u8; e.stored as usize];
@@ -818,6 +1059,16 @@ impl Repository {
             .context("refusing to save an inconsistent manifest")?;
         let mut data = serde_json::to_vec(manifest)?;
         data.push(b'\n');
+        match &self.protection {
+            Protection::Plain => {}
+            Protection::Unlocked(c) => {
+                let packed = zstd::bulk::compress(&data, 3).context("compress the manifest")?;
+                data = c.seal(Kind::Manifest, &packed);
+            }
+            Protection::Locked => {
+                bail!("repository {} is encrypted and not unlocked", self.display)
+            }
+        }
         let id = SnapshotId::of(&data);
         self.flush()?;
         self.store.put(&snapshot_key(&id), &data)?;
@@ -859,6 +1110,9 @@ impl Repository {
         let transfer = |e: anyhow::Error| {
             ManifestRead::Transfer(e.context(format!("read snapshot manifest {location}")))
         };
+        if self.protection.is_encrypted() {
+            return self.read_sealed_manifest(id, key, location);
+        }
         let reader = match self.store.open(key, manifest::MAX_MANIFEST_BYTES) {
             Ok(r) => r,
             Err(e @ StoreError::NotFound { .. }) => {
@@ -887,6 +1141,56 @@ impl Repository {
         parsed
             .with_context(|| format!("snapshot manifest {location} does not parse"))
             .map_err(ManifestRead::Bad)
+    }
+
+    /// Read, check and open a sealed manifest (an encrypted repository): it is read
+    /// whole (compressed, at most `MAX_SEALED_MANIFEST_BYTES`), must hash to its name and
+    /// open under the key, and is decompressed as it is parsed, never held whole in plain.
+    fn read_sealed_manifest(
+        &self,
+        id: &SnapshotId,
+        key: &str,
+        location: &str,
+    ) -> Result<Manifest, ManifestRead> {
+        let sealed = match self
+            .store
+            .get_at_most(key, manifest::MAX_SEALED_MANIFEST_BYTES)
+        {
+            Ok(b) => b,
+            Err(e @ StoreError::NotFound { .. }) => {
+                return Err(ManifestRead::Bad(
+                    anyhow::Error::new(e).context("read snapshot manifest"),
+                ))
+            }
+            Err(e) => {
+                return Err(ManifestRead::Transfer(
+                    anyhow::Error::new(e).context(format!("read snapshot manifest {location}")),
+                ))
+            }
+        };
+        let actual = SnapshotId::of(&sealed);
+        if actual != *id {
+            return Err(ManifestRead::Bad(anyhow::anyhow!(
+                "snapshot manifest {location} is damaged: its content hashes to {}, not to its name (truncated or altered)",
+                actual.short()
+            )));
+        }
+        let Some(c) = self.protection.key() else {
+            return Err(ManifestRead::Bad(anyhow::anyhow!(
+                "snapshot manifest {location} is encrypted, and this reader has no key"
+            )));
+        };
+        let packed = c
+            .open(Kind::Manifest, &sealed)
+            .map_err(|e| ManifestRead::Bad(anyhow::anyhow!("snapshot manifest {location}: {e}")))?;
+        drop(sealed);
+        let bad = |e: anyhow::Error| {
+            ManifestRead::Bad(e.context(format!("snapshot manifest {location} does not parse")))
+        };
+        let decoder = zstd::stream::read::Decoder::new(&packed[..]).map_err(|e| bad(e.into()))?;
+        let limited = std::io::Read::take(decoder, manifest::MAX_MANIFEST_BYTES);
+        serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, limited))
+            .map_err(|e| bad(e.into()))
     }
 
     /// A manifest holds together (`Manifest::validate`) and fits this repository: it
@@ -1037,6 +1341,7 @@ mod tests {
                 level: 3,
             },
             signing: None,
+            encryption: None,
         })
         .unwrap();
         assert!(Config::parse(config.to_string().as_bytes(), "c", "r").is_ok());

@@ -8,6 +8,8 @@ use std::fmt;
 use super::id::{hex, ChunkId};
 
 pub const PACK_MAGIC: &[u8; 8] = b"LBPACK02";
+/// The magic of a pack whose trailer is sealed (an encrypted repository).
+pub const SEALED_PACK_MAGIC: &[u8; 8] = b"LBPACKS2";
 /// One trailer entry: id, offset, stored length, plain length.
 pub const ENTRY_BYTES: usize = 32 + 4 + 4 + 4;
 /// The tail: entry count, CRC-32 of the entries, magic.
@@ -16,6 +18,35 @@ pub const TAIL_BYTES: usize = 4 + 4 + 8;
 pub const MAX_PACK_BYTES: u64 = 1 << 30;
 /// A stored chunk is at least this long (a zstd frame's header and one block).
 const MIN_STORED: u32 = 4;
+
+/// How a repository's pack trailers are kept, and so what a reader can check.
+#[derive(Clone, Copy)]
+pub enum Seal<'a> {
+    /// In the clear.
+    Plain,
+    /// Sealed, and the reader has no key (a server): the trailer's length and CRC are
+    /// checked, its entries cannot be.
+    Keyless,
+    /// Sealed under this key.
+    Key(&'a crate::crypt::Crypt),
+}
+
+impl Seal<'_> {
+    /// Bytes the trailer takes besides its entries.
+    pub fn overhead(&self) -> u64 {
+        match self {
+            Seal::Plain => 0,
+            _ => crate::crypt::ENVELOPE_OVERHEAD as u64,
+        }
+    }
+
+    fn magic(&self) -> &'static [u8; 8] {
+        match self {
+            Seal::Plain => PACK_MAGIC,
+            _ => SEALED_PACK_MAGIC,
+        }
+    }
+}
 
 /// A pack's name: the BLAKE3 hash of its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,13 +132,14 @@ pub fn check_entries(
     pack_len: u64,
     max_plain: u32,
     max_stored: u64,
+    overhead: u64,
 ) -> Result<(), PackError> {
     if entries.is_empty() {
         return Err(bad("a pack holds no chunk"));
     }
     let data_len = (entries.len() as u64)
         .checked_mul(ENTRY_BYTES as u64)
-        .and_then(|t| t.checked_add(TAIL_BYTES as u64))
+        .and_then(|t| t.checked_add(TAIL_BYTES as u64 + overhead))
         .and_then(|t| pack_len.checked_sub(t))
         .ok_or_else(|| {
             bad(format!(
@@ -154,6 +186,7 @@ pub fn parse_trailer(
     pack_len: u64,
     max_plain: u32,
     max_stored: u64,
+    seal: Seal<'_>,
 ) -> Result<Result<Vec<PackEntry>, usize>, PackError> {
     if pack_len > MAX_PACK_BYTES || (tail_bytes.len() as u64) > pack_len {
         return Err(bad(format!(
@@ -165,14 +198,20 @@ pub fn parse_trailer(
         return Err(bad("shorter than a pack's tail"));
     }
     let tail = &tail_bytes[n - TAIL_BYTES..];
-    if &tail[8..16] != PACK_MAGIC {
-        return Err(bad("no pack magic at its end"));
+    if &tail[8..16] != seal.magic() {
+        return Err(bad(
+            if &tail[8..16] == PACK_MAGIC || &tail[8..16] == SEALED_PACK_MAGIC {
+                "its trailer is sealed where the repository's are not, or the other way round"
+            } else {
+                "no pack magic at its end"
+            },
+        ));
     }
     let count = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
     let crc = u32::from_le_bytes([tail[4], tail[5], tail[6], tail[7]]);
     // At least one stored byte per entry, or the count is a lie: checked before any
     // allocation it drives.
-    let trailer = count * ENTRY_BYTES as u64 + TAIL_BYTES as u64;
+    let trailer = count * ENTRY_BYTES as u64 + TAIL_BYTES as u64 + seal.overhead();
     if count == 0 || trailer + count * MIN_STORED as u64 > pack_len {
         return Err(bad(format!(
             "a pack of {pack_len} bytes cannot hold the {count} chunks its tail claims"
@@ -185,11 +224,31 @@ pub fn parse_trailer(
     if crc32fast::hash(raw) != crc {
         return Err(bad("the pack's trailer fails its CRC"));
     }
+    let opened;
+    let raw = match seal {
+        Seal::Plain => raw,
+        Seal::Keyless => {
+            crate::crypt::check_envelope(crate::crypt::Kind::PackTrailer, raw)
+                .map_err(|e| bad(format!("its trailer: {e}")))?;
+            return Ok(Ok(Vec::new()));
+        }
+        Seal::Key(c) => {
+            opened = c
+                .open(crate::crypt::Kind::PackTrailer, raw)
+                .map_err(|e| bad(format!("its trailer: {e}")))?;
+            &opened[..]
+        }
+    };
+    if raw.len() as u64 != count * ENTRY_BYTES as u64 {
+        return Err(bad(
+            "its trailer holds another number of entries than its tail says",
+        ));
+    }
     let entries: Vec<PackEntry> = raw
         .chunks_exact(ENTRY_BYTES)
         .map(PackEntry::decode)
         .collect();
-    check_entries(&entries, pack_len, max_plain, max_stored)?;
+    check_entries(&entries, pack_len, max_plain, max_stored, seal.overhead())?;
     Ok(Ok(entries))
 }
 
@@ -234,17 +293,22 @@ impl PackBuilder {
         self.data.extend_from_slice(stored);
     }
 
-    /// Append the trailer and tail, and name the pack.
-    pub fn seal(self) -> SealedPack {
+    /// Append the trailer (sealed, in an encrypted repository) and tail, and name the pack.
+    pub fn seal(self, seal: Seal<'_>) -> SealedPack {
         let PackBuilder { mut data, entries } = self;
         let start = data.len();
         for e in &entries {
             e.encode(&mut data);
         }
+        if let Seal::Key(c) = seal {
+            let sealed = c.seal(crate::crypt::Kind::PackTrailer, &data[start..]);
+            data.truncate(start);
+            data.extend_from_slice(&sealed);
+        }
         let crc = crc32fast::hash(&data[start..]);
         data.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         data.extend_from_slice(&crc.to_le_bytes());
-        data.extend_from_slice(PACK_MAGIC);
+        data.extend_from_slice(seal.magic());
         SealedPack {
             id: PackId::of(&data),
             bytes: data,
@@ -267,14 +331,14 @@ mod tests {
             b.add(ChunkId::of(text), &stored, text.len() as u32);
             assert_eq!(b.entries.len(), i + 1);
         }
-        b.seal()
+        b.seal(Seal::Plain)
     }
 
     #[test]
     fn a_sealed_pack_reads_back_from_its_trailer() {
         let p = sample();
         let len = p.bytes.len() as u64;
-        let entries = parse_trailer(&p.bytes, len, 1 << 20, 1 << 20)
+        let entries = parse_trailer(&p.bytes, len, 1 << 20, 1 << 20, Seal::Plain)
             .unwrap()
             .unwrap();
         assert_eq!(entries, p.entries);
@@ -289,6 +353,7 @@ mod tests {
             len,
             1 << 20,
             1 << 20,
+            Seal::Plain,
         )
         .unwrap()
         .unwrap_err();
@@ -300,7 +365,7 @@ mod tests {
     fn damaged_or_lying_trailers_are_refused() {
         let p = sample();
         let len = p.bytes.len() as u64;
-        let parse = |b: &[u8], len: u64| parse_trailer(b, len, 1 << 20, 1 << 20);
+        let parse = |b: &[u8], len: u64| parse_trailer(b, len, 1 << 20, 1 << 20, Seal::Plain);
         // A flipped entry byte: the CRC.
         let mut b = p.bytes.clone();
         let at = b.len() - TAIL_BYTES - 5;
@@ -319,7 +384,7 @@ mod tests {
         assert!(parse(&p.bytes[..8], len).is_err());
         assert!(parse(&p.bytes, MAX_PACK_BYTES + 1).is_err());
         // Entries that overlap, leave a gap or claim too much.
-        let max = |e: &[PackEntry]| check_entries(e, len, 1 << 20, 1 << 20);
+        let max = |e: &[PackEntry]| check_entries(e, len, 1 << 20, 1 << 20, 0);
         let mut e = p.entries.clone();
         e[1].offset += 1;
         assert!(max(&e).is_err());
@@ -327,5 +392,33 @@ mod tests {
         e[2].plain = 2 << 20;
         assert!(max(&e).is_err());
         assert!(max(&[]).is_err());
+    }
+
+    #[test]
+    fn sealed_trailers_open_with_the_key_and_are_only_shaped_for_a_server() {
+        use crate::crypt::{Crypt, MasterKey};
+        let c = Crypt::new(&MasterKey::from_bytes([3; 32]));
+        let mut b = PackBuilder::default();
+        for text in [&b"first chunk"[..], b"second"] {
+            b.add(
+                c.chunk_id(text),
+                &zstd::bulk::compress(text, 3).unwrap(),
+                text.len() as u32,
+            );
+        }
+        let entries = b.entries.clone();
+        let p = b.seal(Seal::Key(&c));
+        let len = p.bytes.len() as u64;
+        assert!(
+            !p.bytes.windows(32).any(|w| w == entries[0].id.0),
+            "ids are sealed"
+        );
+        let parse = |b: &[u8], seal| parse_trailer(b, len, 1 << 20, 1 << 20, seal);
+        assert_eq!(parse(&p.bytes, Seal::Key(&c)).unwrap().unwrap(), entries);
+        assert!(parse(&p.bytes, Seal::Keyless).unwrap().unwrap().is_empty());
+        assert!(parse(&p.bytes, Seal::Plain).is_err());
+        let other = Crypt::new(&MasterKey::from_bytes([4; 32]));
+        assert!(parse(&p.bytes, Seal::Key(&other)).is_err());
+        assert!(parse(&sample().bytes, Seal::Key(&c)).is_err());
     }
 }

@@ -83,6 +83,12 @@ pub trait Store: Send + Sync {
         self.put(key, data)?;
         self.flush()
     }
+    /// Delete a file, durably (`key remove`; later prune). Deleting what is absent is
+    /// not an error. Only the admin of a store may: `lifeboat serve` wants its admin
+    /// token, and an S3 key with only the rights to add objects is refused.
+    fn delete(&self, key: &str) -> Result<()> {
+        anyhow::bail!("{}: this store cannot delete", self.location(key))
+    }
     /// Names of the files directly under `dir` (not recursive); empty when `dir` is absent.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Make every `put` so far durable. Must be called before writing a file that refers to

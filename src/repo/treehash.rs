@@ -1,16 +1,20 @@
 //! The BLAKE3 of a whole region, computed in parallel: each segment (a power-of-two size,
 //! at a multiple of that size into the region) is a complete BLAKE3 subtree, hashed by
 //! whichever worker read it; the subtrees are merged as BLAKE3's tree prescribes. The
-//! result equals `blake3::hash` of the region's bytes.
+//! result equals `blake3::hash` of the region's bytes, or `blake3::keyed_hash` under the
+//! region key of an encrypted repository.
 
 use blake3::hazmat::{
     left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
 };
 use blake3::Hasher;
 
-/// A hasher for the segment that starts `offset` bytes into its region.
-pub fn segment_hasher(offset: u64) -> Hasher {
-    let mut h = Hasher::new();
+/// A hasher for the segment that starts `offset` bytes into its region (keyed with `key`).
+pub fn segment_hasher(offset: u64, key: Option<&[u8; 32]>) -> Hasher {
+    let mut h = match key {
+        Some(k) => Hasher::new_keyed(k),
+        None => Hasher::new(),
+    };
     if offset > 0 {
         h.set_input_offset(offset);
     }
@@ -36,8 +40,8 @@ pub fn finish(h: &Hasher, len: u64, whole_region: bool) -> Segment {
     }
 }
 
-/// The region's hash from its segments, in order.
-pub fn combine(segments: &[Segment]) -> blake3::Hash {
+/// The region's hash from its segments, in order (hashed with `key`, if any).
+pub fn combine(segments: &[Segment], key: Option<&[u8; 32]>) -> blake3::Hash {
     if let [Segment::Whole(h)] = segments {
         return *h;
     }
@@ -48,12 +52,20 @@ pub fn combine(segments: &[Segment]) -> blake3::Hash {
             Segment::Whole(_) => panic!("a whole-region segment among others"),
         })
         .collect();
-    let (root, _) = merge(&parts, true);
+    let mode = match key {
+        Some(k) => Mode::KeyedHash(k),
+        None => Mode::Hash,
+    };
+    let (root, _) = merge(&parts, true, mode);
     root.expect("two or more segments merge to a root")
 }
 
 /// Merge consecutive subtrees into one: the root hash when `root`, else a chaining value.
-fn merge(parts: &[(u64, ChainingValue)], root: bool) -> (Option<blake3::Hash>, ChainingValue) {
+fn merge(
+    parts: &[(u64, ChainingValue)],
+    root: bool,
+    mode: Mode<'_>,
+) -> (Option<blake3::Hash>, ChainingValue) {
     if parts.len() == 1 {
         return (None, parts[0].1);
     }
@@ -68,12 +80,12 @@ fn merge(parts: &[(u64, ChainingValue)], root: bool) -> (Option<blake3::Hash>, C
         })
         .expect("segments are subtree-aligned")
         + 1;
-    let (_, l) = merge(&parts[..split], false);
-    let (_, r) = merge(&parts[split..], false);
+    let (_, l) = merge(&parts[..split], false, mode);
+    let (_, r) = merge(&parts[split..], false, mode);
     if root {
-        (Some(merge_subtrees_root(&l, &r, Mode::Hash)), [0; 32])
+        (Some(merge_subtrees_root(&l, &r, mode)), [0; 32])
     } else {
-        (None, merge_subtrees_non_root(&l, &r, Mode::Hash))
+        (None, merge_subtrees_non_root(&l, &r, mode))
     }
 }
 
@@ -90,16 +102,23 @@ mod tests {
         ] {
             let input = &data[..len as usize];
             let whole = len <= seg;
-            let segments: Vec<Segment> = input
-                .chunks(seg as usize)
-                .enumerate()
-                .map(|(i, part)| {
-                    let mut h = segment_hasher(i as u64 * seg);
-                    h.update(part);
-                    finish(&h, part.len() as u64, whole)
-                })
-                .collect();
-            assert_eq!(combine(&segments), blake3::hash(input), "length {len}");
+            let key = [5u8; 32];
+            for k in [None, Some(&key)] {
+                let segments: Vec<Segment> = input
+                    .chunks(seg as usize)
+                    .enumerate()
+                    .map(|(i, part)| {
+                        let mut h = segment_hasher(i as u64 * seg, k);
+                        h.update(part);
+                        finish(&h, part.len() as u64, whole)
+                    })
+                    .collect();
+                let want = match k {
+                    Some(k) => blake3::keyed_hash(k, input),
+                    None => blake3::hash(input),
+                };
+                assert_eq!(combine(&segments, k), want, "length {len}");
+            }
         }
     }
 }

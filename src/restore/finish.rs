@@ -77,9 +77,17 @@ pub fn write_tables(
     Ok(tables)
 }
 
-fn hash_range(target: &TargetDisk, r: ByteRange, free: &[ByteRange]) -> Result<String> {
+fn hash_range(
+    target: &TargetDisk,
+    r: ByteRange,
+    free: &[ByteRange],
+    key: Option<&[u8; 32]>,
+) -> Result<String> {
     let mut reader = RangeReader::new(target, r.offset, r.len).with_zeros(free);
-    let mut h = blake3::Hasher::new();
+    let mut h = match key {
+        Some(k) => blake3::Hasher::new_keyed(k),
+        None => blake3::Hasher::new(),
+    };
     let mut buf = vec![0u8; 4 << 20];
     loop {
         let n = reader
@@ -95,22 +103,31 @@ fn hash_range(target: &TargetDisk, r: ByteRange, free: &[ByteRange]) -> Result<S
 
 /// Read every region back and compare with the manifest (or, for a moved GPT, with what
 /// was written in its place). Free filesystem space reads as zeros, as at capture.
-pub fn verify(m: &Manifest, target: &TargetDisk, d: &Deferred, tables: &Tables) -> Result<()> {
+/// `key`: the region key of an encrypted repository, whose region hashes are keyed.
+pub fn verify(
+    m: &Manifest,
+    target: &TargetDisk,
+    d: &Deferred,
+    tables: &Tables,
+    key: Option<&[u8; 32]>,
+) -> Result<()> {
+    let hash = |b: &[u8]| match key {
+        Some(k) => blake3::keyed_hash(k, b),
+        None => blake3::hash(b),
+    };
     for r in &m.regions {
         let (range, expected) = match (tables.relocated, r.kind) {
             (true, RegionKind::Table) => (
                 r.range(),
-                blake3::hash(&d.head[..r.length as usize])
-                    .to_hex()
-                    .to_string(),
+                hash(&d.head[..r.length as usize]).to_hex().to_string(),
             ),
             (true, RegionKind::BackupTable) => (
                 ByteRange::new(tables.tail_at, d.tail.len() as u64),
-                blake3::hash(&d.tail).to_hex().to_string(),
+                hash(&d.tail).to_hex().to_string(),
             ),
             _ => (r.range(), r.blake3.clone()),
         };
-        let actual = hash_range(target, range, &r.free_ranges())?;
+        let actual = hash_range(target, range, &r.free_ranges(), key)?;
         if actual != expected {
             return Err(anyhow!(
                 "verification failed: {} of {} reads back as {}, expected {}",

@@ -189,7 +189,7 @@ fn write_snapshot(
             seed_places,
         },
     );
-    let in_place = InPlace { target };
+    let in_place = InPlace { target, repo };
     let from_repo = FromRepository { repo };
     let mut sources: Vec<&dyn ChunkSource> = vec![&in_place];
     if let Some(Seed::Image(image)) = &checked.seed {
@@ -215,7 +215,7 @@ fn write_snapshot(
     let tables = finish::write_tables(m, target, &mut deferred, args.grow)?;
     counts.written_bytes += tables.written_bytes;
     if args.verify {
-        finish::verify(m, target, &deferred, &tables)?;
+        finish::verify(m, target, &deferred, &tables, repo.region_key())?;
     }
     Ok((counts, tables))
 }

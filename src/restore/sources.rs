@@ -10,7 +10,6 @@ use super::plan::{ChunkPlace, Job};
 use crate::disk::{SourceDisk, TargetDisk};
 use crate::io::{Progress, RangeReader};
 use crate::range::ByteRange;
-use crate::repo::chunker::Chunker;
 use crate::repo::{ChunkId, Manifest, Repository};
 
 /// Which source a chunk came from.
@@ -55,6 +54,8 @@ pub trait ChunkSource: Sync {
 /// The target, read where the plan says it may already hold the chunk.
 pub struct InPlace<'a> {
     pub target: &'a TargetDisk,
+    /// Whose chunk ids (keyed in an encrypted repository) the jobs carry.
+    pub repo: &'a Repository,
 }
 
 impl ChunkSource for InPlace<'_> {
@@ -63,7 +64,7 @@ impl ChunkSource for InPlace<'_> {
             return Ok(None);
         }
         let there = read_range(|b, o| self.target.read_at(b, o), job.range())?;
-        Ok((ChunkId::of(&there) == job.id).then(|| Got {
+        Ok((self.repo.chunk_id(&there) == job.id).then(|| Got {
             origin: Origin::InPlace,
             data: Vec::new(),
         }))
@@ -74,6 +75,8 @@ impl ChunkSource for InPlace<'_> {
 pub struct SeedImage {
     disk: SourceDisk,
     index: HashMap<ChunkId, ByteRange>,
+    /// The key of an encrypted repository, whose chunk ids are keyed.
+    crypt: Option<std::sync::Arc<crate::crypt::Crypt>>,
 }
 
 impl SeedImage {
@@ -91,7 +94,7 @@ impl SeedImage {
                 break;
             }
             let len = r.length.min(disk.size - r.offset);
-            let mut c = Chunker::new(RangeReader::new(&disk, r.offset, len), &repo.config.chunker);
+            let mut c = repo.chunker(RangeReader::new(&disk, r.offset, len));
             loop {
                 let at = r.offset + c.position;
                 let Some(data) = c
@@ -101,12 +104,16 @@ impl SeedImage {
                     break;
                 };
                 index
-                    .entry(ChunkId::of(data))
+                    .entry(repo.chunk_id(data))
                     .or_insert(ByteRange::new(at, data.len() as u64));
                 progress.inc(data.len() as u64);
             }
         }
-        Ok(SeedImage { disk, index })
+        let crypt = match repo.protection() {
+            crate::crypt::Protection::Unlocked(c) => Some(c.clone()),
+            _ => None,
+        };
+        Ok(SeedImage { disk, index, crypt })
     }
 
     /// Bytes the seed covers of the snapshot's regions.
@@ -126,7 +133,11 @@ impl ChunkSource for SeedImage {
         let data = read_range(|b, o| self.disk.read_at(b, o), at)?;
         // The seed may have changed since it was indexed: use it only if it still holds
         // the chunk.
-        Ok((ChunkId::of(&data) == job.id).then_some(Got {
+        let id = match &self.crypt {
+            Some(c) => c.chunk_id(&data),
+            None => ChunkId::of(&data),
+        };
+        Ok((id == job.id).then_some(Got {
             origin: Origin::Seed,
             data,
         }))

@@ -80,7 +80,24 @@ impl std::ops::Deref for Request {
 struct Handler {
     repo: Repository,
     root: PathBuf,
-    token: Option<String>,
+    tokens: Tokens,
+}
+
+/// The bearer tokens a server takes: the append token adds objects and nothing else
+/// (capturing machines, a PXE command line); the admin token may also add key files and
+/// delete (key removal; the coming prune). An object is never replaced, whoever asks.
+#[derive(Default)]
+pub(crate) struct Tokens {
+    pub append: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// What a request's token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Anyone,
+    Append,
+    Admin,
 }
 
 enum Reply {
@@ -109,6 +126,9 @@ pub(crate) enum Target {
     /// An index file, by its 64 hex digits.
     Index(String),
     Pack(PackId),
+    KeyList,
+    /// A key file, by its 16 hex digits.
+    Key(String),
 }
 
 pub(crate) fn parse_path(path: &str) -> Option<Target> {
@@ -134,6 +154,11 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
             id.parse().ok().map(Target::Chunk)
         }
         ["index", ""] => Some(Target::IndexList),
+        ["keys", ""] => Some(Target::KeyList),
+        ["keys", name] => name
+            .strip_suffix(".json")
+            .filter(|h| is_hex(h, 16))
+            .map(|h| Target::Key(h.to_string())),
         ["index", name] => name
             .strip_suffix(".idx")
             .filter(|h| is_hex(h, 64))
@@ -178,21 +203,21 @@ impl Handler {
             ("PUT", Some(Target::Pack(_))) => MAX_PACK_BYTES,
             ("PUT", Some(Target::Index(_))) => crate::repo::index::MAX_INDEX_BYTES,
             ("PUT", Some(Target::Signature(..))) => crate::trust::signature::MAX_SIGNATURE_BYTES,
+            ("PUT", Some(Target::Key(_))) => crate::crypt::keyfile::MAX_KEY_FILE,
             ("PUT", _) => {
                 return Err(Reply::Text(
                     405,
-                    "only chunks, packs, index files, snapshots and signatures are written\n"
+                    "only chunks, packs, index files, snapshots, signatures and key files are written\n"
                         .into(),
                 ))
             }
             _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
         };
-        if !self.authorized(head) {
-            return Err(Reply::Text(
-                401,
-                "writing needs the server's bearer token\n".into(),
-            ));
-        }
+        let needs = match parse_path(&head.path) {
+            Some(Target::Key(_)) => Role::Admin,
+            _ => Role::Append,
+        };
+        self.allow(head, needs)?;
         if len > limit {
             return Err(Reply::Text(
                 413,
@@ -202,13 +227,39 @@ impl Handler {
         Ok(len)
     }
 
-    fn authorized(&self, req: &Head) -> bool {
-        let Some(token) = &self.token else {
-            return false;
-        };
-        req.header("Authorization")
+    /// What the request's bearer token allows.
+    fn role(&self, req: &Head) -> Role {
+        let Some(given) = req
+            .header("Authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+            .map(|g| g.trim().as_bytes())
+        else {
+            return Role::Anyone;
+        };
+        let is = |t: &Option<String>| t.as_ref().is_some_and(|t| same(given, t.as_bytes()));
+        if is(&self.tokens.admin) {
+            Role::Admin
+        } else if is(&self.tokens.append) {
+            Role::Append
+        } else {
+            Role::Anyone
+        }
+    }
+
+    /// Whether the request may do what needs `needs`; the refusal otherwise.
+    fn allow(&self, req: &Head, needs: Role) -> Result<(), Reply> {
+        let has = self.role(req);
+        if has >= needs {
+            return Ok(());
+        }
+        Err(match (needs, has) {
+            (Role::Admin, Role::Append) => Reply::Text(
+                403,
+                "the append token only adds objects: this needs the admin token\n".into(),
+            ),
+            (Role::Admin, _) => Reply::Text(401, "this needs the server's admin token\n".into()),
+            _ => Reply::Text(401, "writing needs the server's bearer token\n".into()),
+        })
     }
 
     fn route(&self, req: &Request) -> Reply {
@@ -229,9 +280,31 @@ impl Handler {
             (_, Target::Signature(id, key)) if read => {
                 file(crate::trust::signature::signature_key(&id, &key), None)
             }
+            (_, Target::Key(name)) if read => file(crate::repo::keyring::key_path(&name), None),
+            ("GET", Target::KeyList) => match self.repo.store().list("keys") {
+                Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".json")).collect()),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
+            ("DELETE", t) => {
+                if let Err(r) = self.allow(req, Role::Admin) {
+                    return r;
+                }
+                self.delete(t)
+            }
+            ("PUT", Target::Key(name)) => {
+                if let Err(r) = self.allow(req, Role::Admin) {
+                    return r;
+                }
+                match &req.body {
+                    Body::Bytes(b) => self.put_key(&name, b),
+                    Body::File(_) => {
+                        Reply::Text(500, "a key file was not read into memory\n".into())
+                    }
+                }
+            }
             ("PUT", Target::Signature(id, key)) => {
-                if !self.authorized(req) {
-                    return Reply::Text(401, "writing needs the server's bearer token\n".into());
+                if let Err(r) = self.allow(req, Role::Append) {
+                    return r;
                 }
                 match &req.body {
                     Body::Bytes(b) => self.put_signature(&id, &key, b),
@@ -269,8 +342,8 @@ impl Handler {
                 "PUT",
                 t @ (Target::Chunk(_) | Target::Snapshot(_) | Target::Pack(_) | Target::Index(_)),
             ) => {
-                if !self.authorized(req) {
-                    return Reply::Text(401, "writing needs the server's bearer token\n".into());
+                if let Err(r) = self.allow(req, Role::Append) {
+                    return r;
                 }
                 let local;
                 let spooled = match (&t, &req.body) {
@@ -350,6 +423,52 @@ impl Handler {
         }
     }
 
+    /// Delete an object (admin token only).
+    fn delete(&self, t: Target) -> Reply {
+        let key = match t {
+            Target::Snapshot(id) => snapshot_key(&id),
+            Target::Signature(id, k) => crate::trust::signature::signature_key(&id, &k),
+            Target::Chunk(id) => chunk_key(&id),
+            Target::Pack(id) => id.key(),
+            Target::Index(hex) => format!("index/{hex}.idx"),
+            Target::Key(name) => crate::repo::keyring::key_path(&name),
+            _ => return Reply::Text(405, "a listing is not deleted\n".into()),
+        };
+        match self.repo.store().has(&key) {
+            Ok(false) => return Reply::Text(404, "not found\n".into()),
+            Ok(true) => {}
+            Err(e) => return Reply::Text(500, format!("{e:#}\n")),
+        }
+        match self.repo.store().delete(&key) {
+            Ok(()) => {
+                log::warn!("deleted {key}");
+                Reply::Text(200, "deleted\n".into())
+            }
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
+    /// Store a key file (admin token only): named by its hash, and a key file.
+    fn put_key(&self, name: &str, body: &[u8]) -> Reply {
+        use crate::crypt::keyfile::KeyFile;
+        if KeyFile::name(body) != name {
+            return Reply::Text(422, "the key file does not hash to its name\n".into());
+        }
+        if let Err(e) = KeyFile::parse(body) {
+            return Reply::Text(422, format!("not a key file: {e}\n"));
+        }
+        let key = crate::repo::keyring::key_path(name);
+        match self
+            .repo
+            .store()
+            .put(&key, body)
+            .and_then(|_| self.repo.store().flush())
+        {
+            Ok(()) => Reply::Text(201, "stored\n".into()),
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
     fn put_chunk(&self, id: &ChunkId, body: &[u8]) -> Reply {
         if let Err(e) = self.repo.decode_chunk(id, body) {
             return Reply::Text(422, format!("{e}\n"));
@@ -370,6 +489,11 @@ impl Handler {
                 422,
                 format!("the manifest hashes to {actual}, not to its name\n"),
             );
+        }
+        if self.repo.is_encrypted() {
+            // Sealed: this server has no key. It checks the name (above) and the shape;
+            // the writer orders its data before it (readers check the rest).
+            return self.put_sealed(&body.path, crate::crypt::Kind::Manifest, &snapshot_key(id));
         }
         let parsed = std::fs::File::open(&body.path).map(|f| {
             serde_json::from_reader::<_, Manifest>(BufReader::with_capacity(256 << 10, f))
@@ -448,6 +572,13 @@ impl Handler {
             Ok(d) => d,
             Err(e) => return Reply::Text(500, format!("read {}: {e}\n", body.path.display())),
         };
+        if self.repo.is_encrypted() {
+            return self.put_sealed(
+                &body.path,
+                crate::crypt::Kind::Index,
+                &format!("index/{hex}.idx"),
+            );
+        }
         let packs = match self.repo.parse_index(&data) {
             Ok(p) => p,
             Err(e) => return Reply::Text(422, format!("the index file is malformed: {e}\n")),
@@ -472,6 +603,28 @@ impl Handler {
                 self.repo.learn_index(&packs);
                 Reply::Text(201, "stored\n".into())
             }
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
+    /// Store a sealed object of an encrypted repository: it hashes to its name (checked
+    /// by the caller) and is shaped as a sealed object of its kind.
+    fn put_sealed(&self, tmp: &Path, kind: crate::crypt::Kind, key: &str) -> Reply {
+        let head = {
+            let mut b = vec![0u8; crate::crypt::ENVELOPE_OVERHEAD];
+            match std::fs::File::open(tmp).and_then(|mut f| f.read_exact(&mut b)) {
+                Ok(()) => b,
+                Err(_) => return Reply::Text(422, "shorter than a sealed object\n".into()),
+            }
+        };
+        if let Err(e) = crate::crypt::check_envelope(kind, &head) {
+            return Reply::Text(422, format!("{e}\n"));
+        }
+        if let Err(e) = self.repo.store().flush() {
+            return Reply::Text(500, format!("{e:#}\n"));
+        }
+        match self.place(tmp, key) {
+            Ok(()) => Reply::Text(201, "stored\n".into()),
             Err(e) => Reply::Text(500, format!("{e:#}\n")),
         }
     }
@@ -897,13 +1050,28 @@ fn stop_on_signal(addr: SocketAddr) -> Result<Arc<AtomicBool>> {
 
 /// Serve until SIGTERM or SIGINT. Prints `listening on ADDR` on stdout once ready.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let spec = RepoSpec::at(RepoLocation::Dir(args.repo.clone()));
-    let repo = Repository::open(&spec)?;
-    let token = args
-        .write_token_file
-        .as_deref()
-        .map(load_token)
-        .transpose()?;
+    let spec = RepoSpec {
+        password_file: args.password_file.clone(),
+        ..RepoSpec::at(RepoLocation::Dir(args.repo.clone()))
+    };
+    // The server itself holds no key: it checks names and shapes, never content it
+    // cannot read. Only the NBD export, which serves plain disks, needs the passphrase.
+    let repo = Repository::open_without_key(&spec)?;
+    let tokens = Tokens {
+        append: args
+            .write_token_file
+            .as_deref()
+            .map(load_token)
+            .transpose()?,
+        admin: args
+            .admin_token_file
+            .as_deref()
+            .map(load_token)
+            .transpose()?,
+    };
+    if tokens.append.is_some() && tokens.append == tokens.admin {
+        anyhow::bail!("the append and admin tokens must differ");
+    }
     let listener =
         TcpListener::bind(&args.listen).with_context(|| format!("listen on {}", args.listen))?;
     let addr: SocketAddr = listener.local_addr().context("listening address")?;
@@ -928,10 +1096,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         "serving {} at {}://{addr}/ ({})",
         args.repo.display(),
         if tls.is_some() { "https" } else { "http" },
-        if token.is_some() {
-            "writes with the token"
-        } else {
-            "read-only"
+        match (&tokens.append, &tokens.admin) {
+            (_, Some(_)) => "appends with a token, deletes with the admin token",
+            (Some(_), None) => "appends with the token, never deletes",
+            (None, None) => "read-only",
         }
     );
     std::io::stdout().flush().ok();
@@ -944,7 +1112,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let handler = Arc::new(Handler {
         repo,
         root: args.repo.clone(),
-        token,
+        tokens,
     });
     let h = handler.clone();
     let serve: Arc<pool::Serve> = Arc::new(move |conn: &mut Active| serve_one(conn, &h));
@@ -1140,7 +1308,10 @@ mod tests {
         Handler {
             repo,
             root: dir.join("repo"),
-            token: token.map(str::to_string),
+            tokens: Tokens {
+                append: token.map(str::to_string),
+                admin: None,
+            },
         }
     }
 

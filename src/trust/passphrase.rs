@@ -33,6 +33,18 @@ pub fn get(file: Option<&Path>, prompt: &str, hint: &str) -> Result<String> {
     ask(prompt)
 }
 
+/// A new passphrase: from `file`, or asked twice on the terminal (the two must match).
+pub fn get_new(file: Option<&Path>, prompt: &str, hint: &str) -> Result<String> {
+    if file.is_some() || !std::io::stdin().is_terminal() {
+        return get(file, prompt, hint);
+    }
+    let first = ask(prompt)?;
+    if ask(&format!("{prompt} (again)"))? != first {
+        bail!("the two passphrases differ");
+    }
+    Ok(first)
+}
+
 /// Ask on the terminal with echo off.
 fn ask(prompt: &str) -> Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};

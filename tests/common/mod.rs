@@ -99,7 +99,7 @@ impl Env {
         }
         for e in std::fs::read_dir(self.path("repo/index")).unwrap() {
             let data = std::fs::read(e.unwrap().path()).unwrap();
-            for p in lifeboat::repo::index::parse(&data, u32::MAX, u64::MAX).unwrap() {
+            for p in lifeboat::repo::index::parse(&data, u32::MAX, u64::MAX, 0).unwrap() {
                 if let Some(c) = p.entries.iter().find(|c| c.id.to_hex() == id) {
                     let hex = p.id.to_hex();
                     let pack = self.path(&format!("repo/packs/{}/{hex}.pack", &hex[..2]));

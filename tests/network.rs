@@ -1166,7 +1166,7 @@ fn put(url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
 /// A capture through `serve` pushes its signature too; a restore over HTTP checks it. The
 /// write token can only add: nothing is replaced or deleted, whatever is sent.
 #[test]
-fn signed_captures_go_through_serve_and_the_write_token_only_adds() {
+fn signed_captures_go_through_serve_and_the_append_token_only_adds() {
     let env = Env::new();
     let src = env.disk("gpt", "web.img");
     env.init();
@@ -1223,8 +1223,115 @@ fn signed_captures_go_through_serve_and_the_write_token_only_adds() {
         .header("Authorization", TOKEN)
         .call()
         .unwrap();
-    assert_eq!(del.status().as_u16(), 405);
+    assert_eq!(
+        del.status().as_u16(),
+        403,
+        "the append token does not delete"
+    );
     assert!(env.path(&format!("repo/snapshots/{id}.json")).exists());
     let config = format!("{}config.json", served.url);
     assert_eq!(put(&config, Some(TOKEN), b"{}").0, 405);
+}
+
+/// An encrypted repository behind `serve`: the server holds no key yet takes a capture
+/// (checking names and shapes) and serves a restore; the append token adds and nothing
+/// more; the admin token adds key files and deletes.
+#[test]
+fn an_encrypted_repository_is_served_without_its_key_and_tokens_have_roles() {
+    let env = Env::new();
+    let src = env.disk("gpt", "web.img");
+    let pw = env.path("pw");
+    std::fs::write(&pw, "served passphrase\n").unwrap();
+    ok(&[
+        "init",
+        "--repo",
+        &env.repo(),
+        "--encrypt",
+        "--password-file",
+        path_str(&pw),
+    ]);
+    let append = env.path("append");
+    std::fs::write(&append, "s3cret-token-0123456789\n").unwrap();
+    let admin = env.path("admin");
+    std::fs::write(&admin, "admin-token-9876543210xyz\n").unwrap();
+    let served = Served::start_with(
+        &env.repo(),
+        &[
+            "--write-token-file".into(),
+            append.display().to_string(),
+            "--admin-token-file".into(),
+            admin.display().to_string(),
+        ],
+        "http",
+    );
+    let mut args = capture_args(&served.url, &src, "web").to_vec();
+    args.extend([
+        "--token-file",
+        path_str(&append),
+        "--password-file",
+        path_str(&pw),
+    ]);
+    let c: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let id = c["snapshot"].as_str().unwrap().to_string();
+    let target = env.path("t.img");
+    let mut args = restore_args(&served.url, &id, &target);
+    args.extend(["--password-file", path_str(&pw)]);
+    ok(&args);
+    assert_eq!(hash_file(&target), hash_file(&src));
+
+    // What the server can check without the key: a manifest that hashes to its name but
+    // is not sealed is refused.
+    let junk = b"{\"not\": \"sealed\"}\n";
+    let junk_id = blake3::hash(junk).to_hex().to_string();
+    let (code, why) = put(
+        &format!("{}snapshots/{junk_id}.json", served.url),
+        Some(TOKEN),
+        junk,
+    );
+    assert_eq!(code, 422, "{why}");
+
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let delete = |url: &str, token: &str| {
+        agent
+            .delete(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let manifest_url = format!("{}snapshots/{id}.json", served.url);
+    assert_eq!(delete(&manifest_url, "s3cret-token-0123456789"), 403);
+    assert_eq!(delete(&manifest_url, "wrong-token-0123456789"), 401);
+    assert!(env.path(&format!("repo/snapshots/{id}.json")).exists());
+    // Key files: only with the admin token, through the same client.
+    let pw2 = env.path("pw2");
+    std::fs::write(&pw2, "second passphrase\n").unwrap();
+    let add = |token: &std::path::Path| {
+        run(&[
+            "key",
+            "add",
+            "--repo",
+            &served.url,
+            "--token-file",
+            path_str(token),
+            "--password-file",
+            path_str(&pw),
+            "--new-password-file",
+            path_str(&pw2),
+        ])
+    };
+    let o = add(&append);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("admin token"), "{}", stderr(&o));
+    assert_eq!(count_files(&env.path("repo/keys")), 1);
+    let o = add(&admin);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(count_files(&env.path("repo/keys")), 2);
+    // The admin token deletes (the coming prune's right).
+    assert_eq!(delete(&manifest_url, "admin-token-9876543210xyz"), 200);
+    assert!(!env.path(&format!("repo/snapshots/{id}.json")).exists());
 }

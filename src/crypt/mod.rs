@@ -105,6 +105,17 @@ impl MasterKey {
     }
 }
 
+/// An unlocked master key shared by the parts of one process (the rescue unlocks once,
+/// then captures or restores with it); never shown by `Debug`.
+#[derive(Clone)]
+pub struct SharedKey(pub std::sync::Arc<MasterKey>);
+
+impl std::fmt::Debug for SharedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedKey(..)")
+    }
+}
+
 /// The chunker's gear tables (plain and left-shifted), as `fastcdc::v2020::cut_gear` wants.
 pub struct Gear {
     pub gear: Box<[u64; 256]>,

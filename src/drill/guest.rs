@@ -19,7 +19,7 @@ impl Guest {
     pub fn start(args: &[String], log: &Path, echo: bool) -> Result<Guest> {
         let mut child = Command::new("qemu-system-x86_64")
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -91,6 +91,19 @@ impl Guest {
                 }
             }
         }
+    }
+
+    /// Type a line on the guest's serial console.
+    pub fn type_line(&mut self, text: &str) -> Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .context("the guest's console input")?;
+        stdin
+            .write_all(format!("{text}\r").as_bytes())
+            .and_then(|_| stdin.flush())
+            .context("type on the guest's console")
     }
 
     /// Let the guest power off by itself for a while, then stop it.

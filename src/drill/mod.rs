@@ -20,6 +20,7 @@ use crate::commands::KernelArg;
 use crate::location::RepoLocation;
 use crate::repo::{Repository, Snapshot, SnapshotId};
 use crate::rescue::report::{failure_of, Report as RescueReport, FAILED_PREFIX, REPORT_PREFIX};
+use crate::rescue::PASSPHRASE_PROMPT;
 use crate::ui::{bytes, Outcome, Ui};
 use guest::Guest;
 use server::Server;
@@ -199,7 +200,12 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     let rescue_args = qemu.rescue(args.via, &args.kernel, &media, &cmdline);
     let echo = !ui.quiet;
     let t = Instant::now();
-    let rescue = run_rescue(&rescue_args, &work.dir, args, echo)?;
+    let passphrase = if repo.is_encrypted() {
+        Some(args.repo.passphrase()?)
+    } else {
+        None
+    };
+    let rescue = run_rescue(&rescue_args, &work.dir, args, echo, passphrase.as_ref())?;
     phases.push(Phase::timed("rescue", t, rescue.ok, rescue.detail()));
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
@@ -422,12 +428,32 @@ impl RescueRun {
 }
 
 /// Boot the rescue and wait for its report (or its failure line).
-fn run_rescue(qemu_args: &[String], dir: &Path, args: &DrillArgs, echo: bool) -> Result<RescueRun> {
+/// An encrypted repository's passphrase is typed on the rescue's console when it asks
+/// (echo is off by then: it never reaches the console log).
+fn run_rescue(
+    qemu_args: &[String],
+    dir: &Path,
+    args: &DrillArgs,
+    echo: bool,
+    passphrase: Option<&crate::crypt::Passphrase>,
+) -> Result<RescueRun> {
     let mut guest = Guest::start(qemu_args, &dir.join("console-rescue.log"), echo)?;
-    let outcome = guest.wait_for(
-        &[REPORT_PREFIX, FAILED_PREFIX],
-        Duration::from_secs(args.rescue_timeout),
-    );
+    let deadline = Instant::now() + Duration::from_secs(args.rescue_timeout);
+    let outcome = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match guest.wait_for(&[REPORT_PREFIX, FAILED_PREFIX, PASSPHRASE_PROMPT], left) {
+            Ok((2, line)) => match passphrase {
+                Some(p) => guest.type_line(p.as_str())?,
+                None => {
+                    break Ok((
+                        1,
+                        format!("{FAILED_PREFIX}the rescue asks for a passphrase ({line}); give the drill --password-file"),
+                    ))
+                }
+            },
+            other => break other,
+        }
+    };
     let mut run = RescueRun {
         ok: false,
         report: None,

@@ -284,6 +284,9 @@ pub struct RepoSpec {
     /// console).
     #[arg(skip)]
     pub password: Option<crate::crypt::Passphrase>,
+    /// The master key itself, unlocked already by this process (the rescue).
+    #[arg(skip)]
+    pub key: Option<crate::crypt::SharedKey>,
 }
 
 /// An S3 access key, and the region to sign for.
@@ -312,6 +315,7 @@ impl RepoSpec {
             s3_keys: None,
             password_file: None,
             password: None,
+            key: None,
         }
     }
 
@@ -539,6 +543,9 @@ impl Repository {
                 );
             }
             return Ok(self);
+        }
+        if let Some(k) = &spec.key {
+            return Ok(self.with_key(&k.0));
         }
         let pass = spec.passphrase()?;
         let (master, _) = keyring::unlock(&*self.store, &self.config, &self.display, &pass)?;

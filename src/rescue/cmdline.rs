@@ -3,13 +3,16 @@
 //! `lifeboat.target=` (`serial:`, `wwn:`, `path:` or `largest-empty`), `lifeboat.action=`
 //! (`restore`, `capture`, `menu`, `poweroff`), `lifeboat.verify=1`,
 //! `lifeboat.after=` (`reboot`, `poweroff`, `stay`), `lifeboat.name=` (capture),
-//! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`);
+//! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`),
+//! `lifeboat.password-file=` (an encrypted repository's passphrase; else asked);
 //! for `lifeboat.repo=s3://BUCKET/PREFIX`: `lifeboat.s3-endpoint=URL`,
 //! `lifeboat.s3-region=`, `lifeboat.s3-key=` and `lifeboat.s3-secret=` (a read-only key
 //! for restores: whoever can read the command line can read it).
 
 use std::fmt;
 use std::str::FromStr;
+
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -95,6 +98,11 @@ pub struct Orders {
     /// `lifeboat.max-age=DURATION`: a snapshot chosen by name must be this recent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
+    /// `lifeboat.password-file=PATH`: the passphrase of an encrypted repository, in a
+    /// file as the rescue sees it (the stick's data partition is at /mnt/usb); without
+    /// it the rescue asks on the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// The endpoint and key of an s3:// repository, from `lifeboat.s3-*=`.
@@ -151,6 +159,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         s3: S3Access::default(),
         trust: Vec::new(),
         max_age: None,
+        password_file: None,
     };
     let mut action = None;
     for word in cmdline.split_whitespace() {
@@ -168,6 +177,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
             "s3-region" => o.s3.region = Some(value.into()),
             "s3-key" => o.s3.key_id = Some(value.into()),
             "s3-secret" => o.s3.secret = Some(value.into()),
+            "password-file" => o.password_file = Some(PathBuf::from(value)),
             "verify" => o.verify = matches!(value, "1" | "yes" | "true" | ""),
             "trust" => {
                 for k in value.split(',') {
@@ -253,6 +263,8 @@ mod tests {
         assert_eq!(o.max_age.as_deref(), Some("26h"));
         assert!(parse("lifeboat.trust=ed25519:1234").is_err());
         assert!(parse("lifeboat.max-age=soon").is_err());
+        let o = parse("lifeboat.password-file=/mnt/usb/passphrase").unwrap();
+        assert_eq!(o.password_file, Some(PathBuf::from("/mnt/usb/passphrase")));
     }
 
     #[test]

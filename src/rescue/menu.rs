@@ -15,6 +15,8 @@ use crate::ui::bytes;
 
 pub struct Choice {
     pub repo: RepoLocation,
+    /// The master key of an encrypted repository, unlocked to list its snapshots.
+    pub key: Option<crate::crypt::SharedKey>,
     pub snapshot: SnapshotId,
     pub target: Disk,
     pub verify: bool,
@@ -62,12 +64,15 @@ pub fn run(
         println!("  {}{mark}", describe(d));
     }
     let repo = ask_repository(default_repo, prepare_repo)?;
-    let snap = pick_snapshot(&repo)?;
+    let mut spec = RepoSpec::at(repo.clone());
+    super::unlock_repository(&mut spec, None)?;
+    let snap = pick_snapshot(&spec)?;
     let target = pick_target(excluded, snap.size)?;
     confirm(&target, &snap)?;
     let verify = ask("read back and verify afterwards? [Y/n]: ")?;
     Ok(Choice {
         repo,
+        key: spec.key,
         snapshot: snap.id,
         target,
         verify: !verify.eq_ignore_ascii_case("n"),
@@ -114,11 +119,11 @@ fn ask_repository(
     }
 }
 
-fn pick_snapshot(repo: &RepoLocation) -> Result<Entry> {
+fn pick_snapshot(repo: &RepoSpec) -> Result<Entry> {
     // The list is what the repository holds; the restore chosen from it checks the
     // signature against the rescue's keys (rescue_trust).
     let args = SnapshotsArgs {
-        repo: RepoSpec::at(repo.clone()),
+        repo: repo.clone(),
         trust: crate::trust::TrustArgs::default(),
     };
     let list = crate::commands::snapshots::run(&args)?.0;

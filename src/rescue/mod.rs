@@ -20,7 +20,9 @@ use crate::trust::TrustArgs;
 use anyhow::{bail, Context, Result};
 
 use crate::capture::CaptureArgs;
+use crate::crypt::Passphrase;
 use crate::location::{DiskLocation, RepoLocation};
+use crate::repo::keyring;
 use crate::repo::RepoSpec;
 use crate::restore::RestoreArgs;
 use crate::ui::{bytes, Ui};
@@ -109,7 +111,11 @@ fn publish(report: &mut Report) {
         let written = serde_json::to_vec_pretty(&*report)
             .context("encode the report")
             .and_then(|json| {
-                let r = crate::repo::Repository::open(&RepoSpec::at(RepoLocation::Dir(dir)))?;
+                // No key needed (a report is written in the clear, even into an
+                // encrypted repository: see the threat model).
+                let r = crate::repo::Repository::open_without_key(&RepoSpec::at(
+                    RepoLocation::Dir(dir),
+                ))?;
                 r.store().put(&key, &json)?;
                 r.store().flush()
             });
@@ -270,7 +276,13 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
             report.target = Some(disk.clone());
             if orders.action == Action::Capture {
                 let args = CaptureArgs {
-                    repo: repo_spec(repo, orders.token.as_deref(), &orders.s3)?,
+                    repo: repo_spec(
+                        repo,
+                        orders.token.as_deref(),
+                        &orders.s3,
+                        orders.password_file.as_deref(),
+                        None,
+                    )?,
                     source: DiskLocation::Path(PathBuf::from(&disk.path)),
                     name: orders.name.clone().unwrap_or_else(|| {
                         disk.serial.clone().unwrap_or_else(|| disk.name.clone())
@@ -285,7 +297,13 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                 ph.mark(report, "capture");
             } else {
                 let args = RestoreArgs {
-                    repo: repo_spec(repo, None, &orders.s3)?,
+                    repo: repo_spec(
+                        repo,
+                        None,
+                        &orders.s3,
+                        orders.password_file.as_deref(),
+                        None,
+                    )?,
                     trust: rescue_trust(&orders.trust, orders.max_age.as_deref())?,
                     snapshot: orders.snapshot.clone().unwrap_or_default(),
                     target: PathBuf::from(&disk.path),
@@ -305,9 +323,56 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
     }
 }
 
+/// The line the rescue prints when it asks for an encrypted repository's passphrase on
+/// its console (a drill answers it).
+pub const PASSPHRASE_PROMPT: &str = "lifeboat: the repository is encrypted; type its passphrase";
+
+/// Unlock an encrypted repository once, for everything this rescue does with it: with
+/// `lifeboat.password-file=`, or asked on the console (three tries). A plain repository
+/// is left as it is.
+pub(crate) fn unlock_repository(spec: &mut RepoSpec, password_file: Option<&Path>) -> Result<()> {
+    if spec.key.is_some() {
+        return Ok(());
+    }
+    let repo = crate::repo::Repository::open_without_key(spec)?;
+    if !repo.is_encrypted() {
+        return Ok(());
+    }
+    let store = &**repo.store();
+    let unlocked = if let Some(f) = password_file {
+        let pass = crate::trust::passphrase::get(Some(f), "passphrase", "")?;
+        keyring::unlock(store, &repo.config, &repo.display, &Passphrase::new(pass))?
+    } else {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let pass = crate::trust::passphrase::ask_announced(
+                Some(&format!("{PASSPHRASE_PROMPT} (try {tries} of 3)")),
+                "passphrase",
+            )?;
+            match keyring::unlock(store, &repo.config, &repo.display, &Passphrase::new(pass)) {
+                Ok(u) => break u,
+                Err(e) if tries < 3 && e.downcast_ref::<keyring::UnlockError>().is_some() => {
+                    println!("lifeboat: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    println!("lifeboat: repository unlocked (key file {})", unlocked.1);
+    spec.key = Some(crate::crypt::SharedKey(std::sync::Arc::new(unlocked.0)));
+    Ok(())
+}
+
 /// The repository as restore and capture take it: an S3 endpoint and key from the
-/// orders; a push token goes into a file.
-fn repo_spec(location: RepoLocation, token: Option<&str>, s3: &S3Access) -> Result<RepoSpec> {
+/// orders; a push token goes into a file; an encrypted one unlocked.
+fn repo_spec(
+    location: RepoLocation,
+    token: Option<&str>,
+    s3: &S3Access,
+    password_file: Option<&Path>,
+    key: Option<crate::crypt::SharedKey>,
+) -> Result<RepoSpec> {
     let token_file = match token {
         Some(t) => {
             let p = Path::new("/run/lifeboat-token");
@@ -316,12 +381,15 @@ fn repo_spec(location: RepoLocation, token: Option<&str>, s3: &S3Access) -> Resu
         }
         None => None,
     };
-    Ok(RepoSpec {
+    let mut spec = RepoSpec {
         token_file,
         s3_endpoint: s3.endpoint.clone(),
         s3_keys: s3.keys(),
+        key,
         ..RepoSpec::at(location)
-    })
+    };
+    unlock_repository(&mut spec, password_file)?;
+    Ok(spec)
 }
 
 /// Make a repository reachable: mount the stick's data partition for `usb`, or get an
@@ -506,7 +574,7 @@ fn menu_restore(
     report.target = Some(choice.target.clone());
     report.action = Some(Action::Restore);
     let args = RestoreArgs {
-        repo: repo_spec(choice.repo, None, s3)?,
+        repo: repo_spec(choice.repo, None, s3, None, choice.key)?,
         trust: rescue_trust(&[], None)?,
         snapshot: choice.snapshot.to_string(),
         target: PathBuf::from(&choice.target.path),

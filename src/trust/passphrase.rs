@@ -46,15 +46,27 @@ pub fn get_new(file: Option<&Path>, prompt: &str, hint: &str) -> Result<String> 
 }
 
 /// Ask on the terminal with echo off.
-fn ask(prompt: &str) -> Result<String> {
+pub fn ask(prompt: &str) -> Result<String> {
+    ask_announced(None, prompt)
+}
+
+/// Ask on the terminal with echo off, first printing `announce` as a whole line on
+/// stdout once echo is off (the rescue's console, which a drill reads line by line and
+/// answers).
+pub fn ask_announced(announce: Option<&str>, prompt: &str) -> Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let stdin = std::io::stdin();
     let saved = tcgetattr(&stdin).context("read the terminal's settings")?;
     let mut quiet = saved.clone();
     quiet.local_flags.remove(LocalFlags::ECHO);
+    // Echo off before the prompt: what is typed as soon as it shows is not echoed.
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turn off the terminal's echo")?;
+    if let Some(a) = announce {
+        println!("{a}");
+        std::io::stdout().flush().ok();
+    }
     eprint!("{prompt}: ");
     std::io::stderr().flush().ok();
-    tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turn off the terminal's echo")?;
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);

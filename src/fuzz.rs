@@ -92,6 +92,32 @@ pub fn sealed(data: &[u8]) {
     }
 }
 
+/// Seeds for `sealed`: real objects of an encrypted repository, sealed under the fuzz
+/// key, made from the plain seeds of the manifest, index and pack targets (the key file
+/// with cheap argon2 parameters, so that the fuzzer does not spend its time there).
+pub fn sealed_seeds(manifest: &[u8], index: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    use crate::crypt::Kind;
+    let crypt = fuzz_crypt();
+    let packed = zstd::bulk::compress(manifest, 3).expect("compress");
+    let master = crate::crypt::MasterKey::from_bytes([0x5a; 32]);
+    let chunker = crate::repo::ChunkerParams::default();
+    let key = crate::crypt::keyfile::KeyFile::seal_at_cost(&master, "fuzz", &chunker, "fuzz", 8, 1)
+        .expect("seal a key file");
+    vec![
+        ("manifest.sealed", crypt.seal(Kind::Manifest, &packed)),
+        ("index.sealed", crypt.seal(Kind::Index, index)),
+        (
+            "trailer.sealed",
+            crypt.seal(Kind::PackTrailer, &index[16..16 + 44]),
+        ),
+        ("key.json", key.to_bytes()),
+        (
+            "recovery.txt",
+            crate::crypt::keyfile::recovery_text("fuzz", &master).into_bytes(),
+        ),
+    ]
+}
+
 /// An index file: parsed, checked, and loaded into a chunk index that is then asked.
 pub fn index(data: &[u8]) {
     use crate::repo::index::{parse, ChunkIndex};

@@ -22,6 +22,42 @@ fn machine(env: &Env, marker: &str) -> String {
         .to_string()
 }
 
+/// A captured demo machine in an encrypted repository (passphrase in `pw`).
+fn machine_encrypted(env: &Env, marker: &str, pw: &Path) -> String {
+    let img = machine_image(env, marker);
+    std::fs::write(pw, "drill passphrase 42\n").unwrap();
+    ok(&[
+        "init",
+        "-q",
+        "--repo",
+        &env.repo(),
+        "--encrypt",
+        "--password-file",
+        path_str(pw),
+    ]);
+    let repo = env.repo();
+    let mut args = capture_args(&repo, &img, "demo").to_vec();
+    args.extend(["--password-file", path_str(pw)]);
+    serde_json::from_slice::<Value>(&ok(&args).stdout).unwrap()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The rescue asked for the passphrase on its console, and it never reached the log.
+fn assert_asked_for_the_passphrase(console: &Path) {
+    let console = std::fs::read_to_string(console).unwrap();
+    assert!(
+        console.contains("the repository is encrypted; type its passphrase"),
+        "{console}"
+    );
+    assert!(console.contains("repository unlocked"), "{console}");
+    assert!(
+        !console.contains("drill passphrase 42"),
+        "the passphrase was echoed"
+    );
+}
+
 /// The demo machine's disk image, with a marker of its own.
 fn machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
     let img = env.path("machine.img");
@@ -133,12 +169,25 @@ fn drill_over_http_restores_and_boots() {
         .contains("first in BootOrder"));
 }
 
+/// The stick holds an encrypted repository: the rescue asks for its passphrase on the
+/// console (the drill types it).
 #[test]
 fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
     let env = Env::new();
-    let id = machine(&env, "usb-marker-2");
-    let (ok, v) = drill(&env, "usb", "LIFEBOAT-MARKER", "180");
+    let pw = env.path("pw");
+    let id = machine_encrypted(&env, "usb-marker-2", &pw);
+    let extra = ["--password-file", path_str(&pw)];
+    let (ok, v) = drill_from(
+        &env,
+        &env.repo(),
+        &[],
+        "usb",
+        "LIFEBOAT-MARKER",
+        "180",
+        &extra,
+    );
     assert_passed(ok, &v, &id, "usb-marker-2");
+    assert_asked_for_the_passphrase(&env.path("drill-usb/console-rescue.log"));
     let r = &v["rescue_report"];
     assert_eq!(r["repo"], "/mnt/usb/repo");
     assert!(r["network"].is_null(), "no network needed: {r:#}");
@@ -162,24 +211,40 @@ fn keygen(env: &Env, name: &str) -> std::path::PathBuf {
 
 /// The fleet's case: a network boot, and the repository in an S3 bucket (a three-node
 /// Garage cluster), reached with the endpoint and key given on the kernel command line;
-/// the snapshot is signed, and the rescue has the key baked in.
+/// the repository is encrypted (the passphrase typed on the rescue's console) and the
+/// snapshot signed, with the key baked into the rescue.
 #[test]
-fn drill_by_pxe_restores_a_signed_snapshot_from_s3_and_boots() {
+fn drill_by_pxe_restores_a_signed_snapshot_from_an_encrypted_s3_repository_and_boots() {
     let env = Env::new();
     let img = machine_image(&env, "pxe-marker-3");
     let key = keygen(&env, "fleet");
     let g = common::garage::Garage::start(&env.path("garage"));
     let repo = "s3://lifeboat/drill";
-    g.ok(&["init", "-q", "--repo", repo]);
+    let pw = env.path("pw");
+    std::fs::write(&pw, "drill passphrase 42\n").unwrap();
+    g.ok(&[
+        "init",
+        "-q",
+        "--repo",
+        repo,
+        "--encrypt",
+        "--password-file",
+        path_str(&pw),
+    ]);
     let mut capture = capture_args(repo, &img, "demo").to_vec();
     let secret = env.path("fleet.key");
-    capture.extend(["--sign", path_str(&secret)]);
+    capture.extend([
+        "--sign",
+        path_str(&secret),
+        "--password-file",
+        path_str(&pw),
+    ]);
     let o = g.ok(&capture);
     let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["snapshot"]
         .as_str()
         .unwrap()
         .to_string();
-    let trust = ["--trust", path_str(&key)];
+    let trust = ["--trust", path_str(&key), "--password-file", path_str(&pw)];
     let (ok, v) = drill_from(
         &env,
         repo,
@@ -190,6 +255,7 @@ fn drill_by_pxe_restores_a_signed_snapshot_from_s3_and_boots() {
         &trust,
     );
     assert_passed(ok, &v, &id, "pxe-marker-3");
+    assert_asked_for_the_passphrase(&env.path("drill-pxe/console-rescue.log"));
     let signature = v["rescue_report"]["restore"]["signature"].as_str().unwrap();
     assert!(
         signature.starts_with("signed by trusted key"),

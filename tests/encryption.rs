@@ -98,7 +98,7 @@ fn an_encrypted_repository_holds_nothing_in_the_clear_and_opens_with_its_passphr
         serde_json::from_slice(&fs::read(env.path("enc/config.json")).unwrap()).unwrap();
     assert_eq!(config["encryption"]["algorithm"], "aes-256-gcm-siv");
     let c = capture(&repo, &disk, "m", &pw);
-    let id = c["snapshot"].as_str().unwrap().to_string();
+    assert!(c["snapshot"].is_string());
     let found = holding(Path::new(&repo), MARKER);
     assert!(
         found.is_empty(),

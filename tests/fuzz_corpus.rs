@@ -88,3 +88,42 @@ fn the_seeds_are_understood_by_their_readers() {
         "the index names the pack's chunks"
     );
 }
+
+/// The seeds of the `sealed` target are objects sealed under the fuzz key: they open, so
+/// the fuzzer starts past authentication. `LIFEBOAT_WRITE_SEEDS=1` writes them anew from
+/// the plain seeds.
+#[test]
+fn the_sealed_seeds_open_under_the_fuzz_key() {
+    let dir = fuzz_dir().join("seeds/sealed");
+    if std::env::var_os("LIFEBOAT_WRITE_SEEDS").is_some() {
+        let manifest = std::fs::read(fuzz_dir().join("seeds/manifest/gpt-256k.json")).unwrap();
+        let index = std::fs::read(fuzz_dir().join("seeds/index/gpt-256k.idx")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in lifeboat::fuzz::sealed_seeds(&manifest, &index) {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+    }
+    let crypt = lifeboat::crypt::Crypt::new(&lifeboat::crypt::MasterKey::from_bytes([0x5a; 32]));
+    use lifeboat::crypt::Kind;
+    for (name, kind) in [
+        ("manifest.sealed", Kind::Manifest),
+        ("index.sealed", Kind::Index),
+        ("trailer.sealed", Kind::PackTrailer),
+    ] {
+        let data = std::fs::read(dir.join(name)).unwrap();
+        crypt
+            .open(kind, &data)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let key = std::fs::read(dir.join("key.json")).unwrap();
+    let opened = lifeboat::crypt::keyfile::KeyFile::parse(&key)
+        .unwrap()
+        .open("fuzz")
+        .unwrap_or_else(|e| panic!("key.json: {e}"));
+    assert_eq!(opened.repository, "fuzz");
+    let text = std::fs::read_to_string(dir.join("recovery.txt")).unwrap();
+    assert_eq!(
+        lifeboat::crypt::keyfile::parse_recovery(&text).unwrap().0,
+        "fuzz"
+    );
+}

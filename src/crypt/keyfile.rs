@@ -120,10 +120,22 @@ impl KeyFile {
         chunker: &ChunkerParams,
         passphrase: &str,
     ) -> Result<KeyFile> {
+        Self::seal_at_cost(master, repository, chunker, passphrase, M_KIB, T)
+    }
+
+    /// `seal` with other argon2id costs (memory in KiB, passes): for fuzz seeds.
+    pub fn seal_at_cost(
+        master: &MasterKey,
+        repository: &str,
+        chunker: &ChunkerParams,
+        passphrase: &str,
+        m_kib: u32,
+        t: u32,
+    ) -> Result<KeyFile> {
         let kdf = Kdf {
             algorithm: "argon2id".into(),
-            m_kib: M_KIB,
-            t: T,
+            m_kib,
+            t,
             p: P,
             salt: hex(&random::<16>()?),
         };

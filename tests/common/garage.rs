@@ -26,10 +26,12 @@ impl Garage {
             garage.display()
         );
         // Ports of our own (base + 10..33): from this process's id and a count of the
-        // clusters it started, so that tests running side by side never share one.
+        // clusters it started, so that tests running side by side never share one; all
+        // below 32768, where the kernel picks no ephemeral port (an outgoing connection
+        // of another test cannot take one first).
         static STARTED: AtomicU32 = AtomicU32::new(0);
         let n = STARTED.fetch_add(1, Ordering::SeqCst) % 4;
-        let base = 20_000 + (std::process::id() % 200) * 200 + n * 50;
+        let base = 20_000 + (std::process::id() % 60) * 200 + n * 50;
         let o = Command::new(script())
             .arg(dir)
             .arg(base.to_string())

@@ -159,6 +159,52 @@ fn drill_over_http_restores_and_boots() {
     let id = machine(&env, "http-marker-1");
     let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "180");
     assert_passed(ok, &v, &id, "http-marker-1");
+    // Drill-aware retention: a newer snapshot of the name that was never drilled does not
+    // push the drilled one out ("last known bootable"), and `snapshots` shows the drill.
+    let img = env.path("machine.img");
+    let newer = env.capture(&img, "demo")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = env.repo();
+    let f: Value = serde_json::from_slice(
+        &common::ok(&[
+            "forget",
+            "--json",
+            "--dry-run",
+            "--repo",
+            &repo,
+            "--keep-last",
+            "1",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let decided = |id: &str| -> Value {
+        f["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(decided(&newer)["reasons"][0], "last snapshot", "{f}");
+    let drilled = decided(&id);
+    assert_eq!(drilled["keep"], true, "{f}");
+    assert!(
+        drilled["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("last known bootable"),
+        "{f}"
+    );
+    let s: Value =
+        serde_json::from_slice(&common::ok(&["snapshots", "--json", "--repo", &repo]).stdout)
+            .unwrap();
+    assert_eq!(s[0]["id"], id.as_str());
+    assert_eq!(s[0]["last_drill"]["passed"], true, "{s}");
+    assert!(s[1]["last_drill"].is_null());
     let r = &v["rescue_report"];
     // DHCP from QEMU's user-mode network, and a Boot#### first in BootOrder under OVMF.
     assert_eq!(r["network"]["address"], "10.0.2.15");
@@ -307,6 +353,11 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
     assert_eq!(phase(&v, "boot")["ok"], false);
     let boot = std::fs::read_to_string(env.path("drill-http/console-boot.log")).unwrap();
     assert!(!boot.contains("never-seen-4"), "{boot}");
+    // The journal has the failed drill, linked to its snapshot.
+    let s: Value =
+        serde_json::from_slice(&common::ok(&["snapshots", "--json", "--repo", &env.repo()]).stdout)
+            .unwrap();
+    assert_eq!(s[0]["last_drill"]["passed"], false, "{s}");
 }
 
 /// A rescue that trusts key A, booted by PXE, is served a snapshot signed by key B: it

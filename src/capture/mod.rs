@@ -115,7 +115,37 @@ impl Outcome for Summary {
 
 pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
+    let time = match &args.time {
+        Some(t) => Some(
+            crate::commands::forget::parse_time(t)
+                .context("--time")?
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+        None => None,
+    };
     let repo = open_repository(args)?;
+    let entry = crate::journal::Entry::begin(crate::journal::Operation::Capture);
+    let result = capture_into(&repo, args, time, ui, start);
+    let details = match &result {
+        Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+        Err(_) => serde_json::json!({ "source": args.source.to_string() }),
+    };
+    let snapshot = result.as_ref().ok().map(|s| s.snapshot);
+    crate::journal::note(
+        &repo,
+        &entry.record(&result, Some(&args.name), snapshot, details),
+    );
+    result
+}
+
+/// The capture itself, into an open repository.
+fn capture_into(
+    repo: &Repository,
+    args: &CaptureArgs,
+    time: Option<String>,
+    ui: &Ui,
+    start: Instant,
+) -> Result<Summary> {
     // The key is read before anything is: a wrong one stops the capture at once.
     let key = args
         .sign
@@ -133,7 +163,7 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
             })
         })
         .transpose()?;
-    let lineage = Lineage::of(&repo, &args.name)?;
+    let lineage = Lineage::of(repo, &args.name)?;
     let dev = SourceDisk::open(&args.source)?;
     let layout = read_layout(&dev, args.sector_size)
         .with_context(|| format!("read the partition table of {}", args.source))?;
@@ -154,17 +184,20 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
         free: usage.iter().map(|u| range::total(&u.free)).sum(),
     };
     let progress = Progress::new("capture", size.total, ui);
-    let read = read_regions(&repo, &dev, &layout, usage, &progress);
+    let read = read_regions(repo, &dev, &layout, usage, &progress);
     progress.finish();
     let (regions, new) = read?;
-    let manifest = manifest(args, &repo, &dev, &layout, regions, lineage);
+    let mut manifest = manifest(args, repo, &dev, &layout, regions, lineage);
+    if let Some(t) = time {
+        manifest.time = t;
+    }
     // Chunks are durable before the manifest that names them (save_manifest flushes
     // first), and the manifest before its signature.
     let id = repo
         .save_manifest(&manifest)
         .context("save the snapshot manifest")?;
     if let Some(k) = &key {
-        crate::trust::sign(&repo, &id, k)?;
+        crate::trust::sign(repo, &id, k)?;
     }
     let mut summary = summarise(args, id, &manifest, size, new, notes, start);
     summary.signed_by = key.map(|k| k.public().id().to_string());

@@ -31,6 +31,10 @@ pub struct CaptureArgs {
     /// asked for on the terminal.
     #[arg(long, env = "LIFEBOAT_SIGNING_PASSWORD_FILE", value_name = "FILE")]
     pub sign_password_file: Option<std::path::PathBuf>,
+    /// Record this time (RFC 3339) as the snapshot's instead of now, as restic's `backup
+    /// --time`: to import old images, or to test a retention policy.
+    #[arg(long, value_name = "RFC3339")]
+    pub time: Option<String>,
 }
 
 fn parse_sector_size(s: &str) -> Result<u32, String> {

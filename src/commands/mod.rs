@@ -6,11 +6,14 @@ pub mod capture;
 pub mod check;
 pub mod disks;
 pub mod drill;
+pub mod forget;
 pub mod init;
+pub mod journal;
 pub mod key;
 pub mod keygen;
 pub mod migrate;
 pub mod mkimage;
+pub mod protect;
 pub mod restore;
 pub mod serve;
 pub mod snapshots;
@@ -37,6 +40,14 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List the snapshots in a repository.
     Snapshots(snapshots::SnapshotsArgs),
+    /// Remove snapshots by a retention policy (restic's --keep-* flags), per name; never
+    /// a protected one, nor each name's newest snapshot that passed a drill.
+    Forget(forget::ForgetArgs),
+    /// Protect a snapshot from forget (or, with --remove, no longer).
+    Protect(protect::ProtectArgs),
+    /// The record of every operation on the repository: captures, restores, checks,
+    /// drills, forgets, protections.
+    Journal(journal::JournalArgs),
     /// Check a repository: every referenced chunk exists (and with --read-data, is intact).
     Check(check::CheckArgs),
     /// Move a format 1 repository (a file per chunk) forward to format 2 (packs), in
@@ -68,6 +79,9 @@ impl Command {
             Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),
+            Command::Forget(a) => ui.show(&forget::run(a)?),
+            Command::Protect(a) => ui.show(&protect::run(a)?),
+            Command::Journal(a) => ui.show(&journal::run(a)?),
             Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),
             Command::Migrate(a) => ui.show(&crate::repo::migrate::run(a, ui)?),
             Command::Disks => ui.show(&disks::run()?),

@@ -38,6 +38,11 @@ pub struct Entry {
     /// trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// Its last drill (from the journal): when, and whether it passed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<crate::journal::Drilled>,
+    /// Protected from forget (`lifeboat protect`).
+    pub protected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -45,6 +50,8 @@ pub struct Entry {
 pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
     let repo = Repository::open(&args.repo)?;
     let policy = crate::trust::Policy::new(&args.trust, &repo)?;
+    let drills = crate::journal::last_drills(&crate::journal::read_all(&repo)?);
+    let protected = crate::repo::protect::list(&repo)?;
     let mut out = Vec::new();
     for (id, s) in repo.snapshots()? {
         match s {
@@ -66,6 +73,8 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                         Ok(v) => v.to_string(),
                         Err(e) => format!("NOT TRUSTED: {e:#}"),
                     }),
+                    last_drill: drills.get(&id).cloned(),
+                    protected: protected.contains(&id),
                     error: None,
                 })
             }
@@ -80,6 +89,8 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 data_bytes: 0,
                 stored_bytes: 0,
                 signature: None,
+                last_drill: None,
+                protected: false,
                 error: Some(format!("{e:#}")),
             }),
         }
@@ -114,6 +125,21 @@ fn print(entries: &[Entry]) {
         }
         if let Some(sig) = &e.signature {
             println!("{:<8}  {sig}", "");
+        }
+        if let Some(d) = &e.last_drill {
+            println!(
+                "{:<8}  last drill {}: {}",
+                "",
+                d.time.get(..19).unwrap_or(&d.time),
+                if d.passed {
+                    "passed (it boots)"
+                } else {
+                    "FAILED"
+                }
+            );
+        }
+        if e.protected {
+            println!("{:<8}  protected", "");
         }
     }
 }

@@ -42,6 +42,7 @@ pub enum Kind {
     Manifest = 1,
     Index = 2,
     PackTrailer = 3,
+    Journal = 4,
 }
 
 impl Kind {
@@ -50,6 +51,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::Index => "index file",
             Kind::PackTrailer => "pack trailer",
+            Kind::Journal => "journal record",
         }
     }
 }

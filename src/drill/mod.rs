@@ -152,6 +152,7 @@ impl Work {
 pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
+    let journal_start = crate::journal::Entry::begin(crate::journal::Operation::Drill);
     let snap = repo.resolve(&args.snapshot)?;
     let work = Work::new(work_dir(args.work.as_deref())?);
     for f in [OVMF_CODE, OVMF_VARS] {
@@ -224,15 +225,33 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     if args.work.is_none() {
         work.clean();
     }
-    Ok(summarise(
-        args,
-        &snap,
-        rescue,
-        booted.is_ok(),
-        phases,
-        &work,
-        start,
-    ))
+    let summary = summarise(args, &snap, rescue, booted.is_ok(), phases, &work, start);
+    record_drill(&repo, &summary, journal_start);
+    Ok(summary)
+}
+
+/// The drill's result in the repository's journal, linked to its snapshot: what
+/// `snapshots`, `forget` (last known bootable) and `status` read.
+fn record_drill(repo: &Repository, s: &Summary, entry: crate::journal::Entry) {
+    let result = if s.pass {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{}",
+            s.rescue_error
+                .clone()
+                .unwrap_or_else(|| "the restored disk did not show its marker".into())
+        ))
+    };
+    let details = serde_json::json!({
+        "via": s.via,
+        "phases": s.phases,
+        "disk_size": s.disk_size,
+    });
+    crate::journal::note(
+        repo,
+        &entry.record(&result, Some(&s.name), Some(s.snapshot), details),
+    );
 }
 
 fn summarise(

@@ -115,7 +115,35 @@ impl Report {
 
 pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     let repo = Repository::open(&args.repo)?;
-    let policy = crate::trust::Policy::new(&args.trust, &repo)?;
+    let entry = crate::journal::Entry::begin(crate::journal::Operation::Check);
+    let result = check(&repo, args, ui);
+    // A check that ran to its end and found problems is a failed check.
+    let judged = match &result {
+        Ok(r) if !r.ok => Err(anyhow::anyhow!(
+            "check found problems: {}",
+            r.problem_line()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let details = match &result {
+        Ok(r) => serde_json::json!({
+            "read_data": args.read_data,
+            "snapshots": r.snapshots,
+            "chunks_referenced": r.chunks_referenced,
+            "chunks_read": r.chunks_read,
+            "missing": r.missing.len(),
+            "corrupt": r.corrupt.len(),
+            "damaged_snapshots": r.damaged_snapshots.len(),
+        }),
+        Err(_) => serde_json::Value::Null,
+    };
+    crate::journal::note(&repo, &entry.record(&judged, None, None, details));
+    result
+}
+
+fn check(repo: &Repository, args: &CheckArgs, ui: &Ui) -> Result<Report> {
+    let policy = crate::trust::Policy::new(&args.trust, repo)?;
     let mut users: HashMap<ChunkId, Vec<String>> = HashMap::new();
     let mut damaged = Vec::new();
     let mut untrusted = Vec::new();
@@ -123,7 +151,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     for (id, s) in &all {
         match s {
             Ok(s) => {
-                if let Err(e) = policy.verify(&repo, s) {
+                if let Err(e) = policy.verify(repo, s) {
                     untrusted.push(DamagedSnapshot {
                         id: *id,
                         error: format!("{e:#}"),
@@ -158,7 +186,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
         // Every stored chunk: a corrupt unreferenced one would poison the next capture
         // that finds it by name.
         read = stored.len();
-        for e in read_every_chunk(&repo, &stored, ui)? {
+        for e in read_every_chunk(repo, &stored, ui)? {
             let id = e.id();
             let p = problem(&id, format!("{e}"));
             match e {

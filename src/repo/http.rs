@@ -606,6 +606,10 @@ impl Store for HttpStore {
         .map_err(anyhow::Error::new)
     }
 
+    fn writable(&self) -> bool {
+        !matches!(self.addressing, Addressing::Plain { token: None, .. })
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let auth = match &self.addressing {
             Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),

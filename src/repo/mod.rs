@@ -13,6 +13,7 @@ pub mod keyring;
 pub mod manifest;
 pub mod migrate;
 pub mod pack;
+pub mod protect;
 pub mod runs;
 pub mod store;
 pub mod treehash;

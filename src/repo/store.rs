@@ -89,6 +89,10 @@ pub trait Store: Send + Sync {
     fn delete(&self, key: &str) -> Result<()> {
         anyhow::bail!("{}: this store cannot delete", self.location(key))
     }
+    /// Whether this client may write at all (an HTTP repository without a token may not).
+    fn writable(&self) -> bool {
+        true
+    }
     /// Names of the files directly under `dir` (not recursive); empty when `dir` is absent.
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Make every `put` so far durable. Must be called before writing a file that refers to

@@ -292,6 +292,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     level: None,
                     sign: None,
                     sign_password_file: None,
+                    time: None,
                 };
                 report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
                 ph.mark(report, "capture");

@@ -111,7 +111,30 @@ impl Outcome for Summary {
 pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
-    let checked = preflight::check(&repo, args, ui).with_context(|| {
+    let entry = crate::journal::Entry::begin(crate::journal::Operation::Restore);
+    let result = restore_from(&repo, args, ui, start);
+    let (name, snapshot, details) = match &result {
+        Ok(s) => (
+            Some(s.name.clone()),
+            Some(s.snapshot),
+            serde_json::to_value(s).unwrap_or_default(),
+        ),
+        Err(_) => (
+            None,
+            None,
+            serde_json::json!({ "snapshot": args.snapshot, "target": args.target }),
+        ),
+    };
+    crate::journal::note(
+        &repo,
+        &entry.record(&result, name.as_deref(), snapshot, details),
+    );
+    result
+}
+
+/// The restore itself, from an open repository.
+fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) -> Result<Summary> {
+    let checked = preflight::check(repo, args, ui).with_context(|| {
         format!(
             "preflight failed; nothing was written to {}",
             args.target.display()
@@ -128,7 +151,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
         target
             .wipe_tables()
             .context("wipe the old partition table")?;
-        write_snapshot(&repo, &checked, &target, args, ui)
+        write_snapshot(repo, &checked, &target, args, ui)
     })?;
     target.reread_partitions();
     let filesystem_resize = tables.grown.map(|g| finish::grow_filesystem(m, g, &target));

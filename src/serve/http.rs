@@ -129,6 +129,12 @@ pub(crate) enum Target {
     KeyList,
     /// A key file, by its 16 hex digits.
     Key(String),
+    JournalList,
+    /// A journal record, by its object name.
+    Journal(String),
+    ProtectedList,
+    /// A snapshot's protection marker.
+    Protected(SnapshotId),
 }
 
 pub(crate) fn parse_path(path: &str) -> Option<Target> {
@@ -155,6 +161,12 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
         }
         ["index", ""] => Some(Target::IndexList),
         ["keys", ""] => Some(Target::KeyList),
+        ["journal", ""] => Some(Target::JournalList),
+        ["journal", name] if crate::journal::is_object_name(name) => {
+            Some(Target::Journal(name.to_string()))
+        }
+        ["protected", ""] => Some(Target::ProtectedList),
+        ["protected", id] if is_hex(id, 64) => id.parse().ok().map(Target::Protected),
         ["keys", name] => name
             .strip_suffix(".json")
             .filter(|h| is_hex(h, 16))
@@ -204,6 +216,8 @@ impl Handler {
             ("PUT", Some(Target::Index(_))) => crate::repo::index::MAX_INDEX_BYTES,
             ("PUT", Some(Target::Signature(..))) => crate::trust::signature::MAX_SIGNATURE_BYTES,
             ("PUT", Some(Target::Key(_))) => crate::crypt::keyfile::MAX_KEY_FILE,
+            ("PUT", Some(Target::Journal(_))) => crate::journal::MAX_RECORD,
+            ("PUT", Some(Target::Protected(_))) => crate::repo::protect::MAX_MARKER,
             ("PUT", _) => {
                 return Err(Reply::Text(
                     405,
@@ -281,6 +295,29 @@ impl Handler {
                 file(crate::trust::signature::signature_key(&id, &key), None)
             }
             (_, Target::Key(name)) if read => file(crate::repo::keyring::key_path(&name), None),
+            (_, Target::Journal(name)) if read => file(format!("journal/{name}"), None),
+            (_, Target::Protected(id)) if read => file(crate::repo::protect::key(&id), None),
+            ("GET", Target::JournalList) => match self.repo.store().list("journal") {
+                Ok(n) => self.listing(
+                    n.into_iter()
+                        .filter(|n| crate::journal::is_object_name(n))
+                        .collect(),
+                ),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
+            ("GET", Target::ProtectedList) => match self.repo.store().list("protected") {
+                Ok(n) => self.listing(n.into_iter().filter(|n| is_hex(n, 64)).collect()),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
+            ("PUT", t @ (Target::Journal(_) | Target::Protected(_))) => {
+                if let Err(r) = self.allow(req, Role::Append) {
+                    return r;
+                }
+                match &req.body {
+                    Body::Bytes(b) => self.put_small(t, b),
+                    Body::File(_) => Reply::Text(500, "a record was not read into memory\n".into()),
+                }
+            }
             ("GET", Target::KeyList) => match self.repo.store().list("keys") {
                 Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".json")).collect()),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
@@ -432,6 +469,8 @@ impl Handler {
             Target::Pack(id) => id.key(),
             Target::Index(hex) => format!("index/{hex}.idx"),
             Target::Key(name) => crate::repo::keyring::key_path(&name),
+            Target::Journal(name) => format!("journal/{name}"),
+            Target::Protected(id) => crate::repo::protect::key(&id),
             _ => return Reply::Text(405, "a listing is not deleted\n".into()),
         };
         match self.repo.store().has(&key) {
@@ -444,6 +483,43 @@ impl Handler {
                 log::warn!("deleted {key}");
                 Reply::Text(200, "deleted\n".into())
             }
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
+    /// Store a journal record (a record, or sealed as one in an encrypted repository) or
+    /// a protection marker (of a stored snapshot).
+    fn put_small(&self, t: Target, body: &[u8]) -> Reply {
+        let key = match &t {
+            Target::Journal(name) => {
+                let checked = if self.repo.is_encrypted() {
+                    crate::crypt::check_envelope(crate::crypt::Kind::Journal, body)
+                        .map_err(anyhow::Error::new)
+                } else {
+                    crate::journal::parse(self.repo.protection(), body).map(|_| ())
+                };
+                if let Err(e) = checked {
+                    return Reply::Text(422, format!("not a journal record: {e:#}\n"));
+                }
+                format!("journal/{name}")
+            }
+            Target::Protected(id) => {
+                match self.repo.store().has(&snapshot_key(id)) {
+                    Ok(true) => {}
+                    Ok(false) => return Reply::Text(409, format!("snapshot {id} is not stored\n")),
+                    Err(e) => return Reply::Text(500, format!("{e:#}\n")),
+                }
+                crate::repo::protect::key(id)
+            }
+            _ => return Reply::Text(405, "not written here\n".into()),
+        };
+        match self
+            .repo
+            .store()
+            .put(&key, body)
+            .and_then(|_| self.repo.store().flush())
+        {
+            Ok(()) => Reply::Text(201, "stored\n".into()),
             Err(e) => Reply::Text(500, format!("{e:#}\n")),
         }
     }

@@ -1,0 +1,51 @@
+//! Protected snapshots: a marker object `protected/<snapshot id>` that `forget` (and
+//! prune) never goes past. Adding one needs only the right to add objects; removing one
+//! is a deletion (the admin token of `serve`).
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result};
+
+use super::{Repository, SnapshotId};
+
+pub const DIR: &str = "protected";
+/// A marker holds a line of JSON (who and when), at most this much.
+pub const MAX_MARKER: u64 = 4096;
+
+pub fn key(id: &SnapshotId) -> String {
+    format!("{DIR}/{id}")
+}
+
+/// The protected snapshots.
+pub fn list(repo: &Repository) -> Result<HashSet<SnapshotId>> {
+    Ok(repo
+        .store()
+        .list(DIR)
+        .context("list the protected snapshots")?
+        .into_iter()
+        .filter_map(|n| n.parse().ok())
+        .collect())
+}
+
+/// Protect a snapshot.
+pub fn add(repo: &Repository, id: &SnapshotId) -> Result<()> {
+    let marker = serde_json::json!({
+        "snapshot": id,
+        "time": super::now_rfc3339(),
+        "host": nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+    });
+    let mut data = serde_json::to_vec(&marker)?;
+    data.push(b'\n');
+    repo.store()
+        .put(&key(id), &data)
+        .with_context(|| format!("write {}", repo.store().location(&key(id))))?;
+    repo.store().flush()
+}
+
+/// Remove a snapshot's protection.
+pub fn remove(repo: &Repository, id: &SnapshotId) -> Result<()> {
+    repo.store()
+        .delete(&key(id))
+        .with_context(|| format!("remove {}", repo.store().location(&key(id))))?;
+    repo.store().flush()
+}

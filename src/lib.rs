@@ -20,6 +20,7 @@ pub mod journal;
 pub mod location;
 pub mod media;
 pub mod nbd;
+pub mod prune;
 pub mod range;
 pub mod repo;
 pub mod rescue;

@@ -76,6 +76,9 @@ pub struct ForgetArgs {
     /// Say what would be kept and removed, and why; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Then prune: delete the data no snapshot needs any longer.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// What forget decided for one snapshot.
@@ -135,6 +138,16 @@ impl Outcome for Forgotten {
 }
 
 impl ForgetArgs {
+    /// The prune that `--prune` runs after forgetting.
+    pub fn prune_args(&self) -> crate::prune::PruneArgs {
+        crate::prune::PruneArgs {
+            repo: self.repo.clone(),
+            max_unused: 20,
+            wait: std::time::Duration::from_secs(600),
+            dry_run: self.dry_run,
+        }
+    }
+
     pub fn policy(&self) -> Policy {
         Policy {
             last: self.keep_last,

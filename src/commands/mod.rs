@@ -11,6 +11,7 @@ pub mod init;
 pub mod journal;
 pub mod key;
 pub mod keygen;
+pub mod locks;
 pub mod migrate;
 pub mod mkimage;
 pub mod protect;
@@ -43,6 +44,11 @@ pub enum Command {
     /// Remove snapshots by a retention policy (restic's --keep-* flags), per name; never
     /// a protected one, nor each name's newest snapshot that passed a drill.
     Forget(forget::ForgetArgs),
+    /// Delete the data no snapshot needs and rewrite packs that are mostly unused, while
+    /// captures go on (they are waited for, never blocked).
+    Prune(crate::prune::PruneArgs),
+    /// Show the leases of running captures and prunes, and prune intents; break a dead one.
+    Locks(locks::LocksArgs),
     /// Protect a snapshot from forget (or, with --remove, no longer).
     Protect(protect::ProtectArgs),
     /// The record of every operation on the repository: captures, restores, checks,
@@ -79,7 +85,15 @@ impl Command {
             Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),
-            Command::Forget(a) => ui.show(&forget::run(a)?),
+            Command::Forget(a) => {
+                ui.show(&forget::run(a)?)?;
+                if a.prune {
+                    ui.show(&crate::prune::run(&a.prune_args(), ui)?)?;
+                }
+                Ok(())
+            }
+            Command::Prune(a) => ui.show(&crate::prune::run(a, ui)?),
+            Command::Locks(a) => ui.show(&locks::run(a)?),
             Command::Protect(a) => ui.show(&protect::run(a)?),
             Command::Journal(a) => ui.show(&journal::run(a)?),
             Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),

@@ -61,6 +61,11 @@ pub struct Chunks {
     present: Mutex<HashMap<PackId, bool>>,
     /// Whole packs, for stores that ignore ranges.
     whole_packs: WholePacks,
+    /// Chunks a prune has said it will drop: `has` calls them absent, so that a capture
+    /// stores them again.
+    excluded: RwLock<std::collections::HashSet<ChunkId>>,
+    /// Chunks this process stored.
+    stored: Mutex<std::collections::HashSet<ChunkId>>,
 }
 
 /// The last few whole packs read from a store that ignores ranges, so that a restore,
@@ -129,6 +134,8 @@ impl Chunks {
             packer: Mutex::new(Packer::default()),
             present: Mutex::new(HashMap::new()),
             whole_packs: WholePacks::default(),
+            excluded: RwLock::new(Default::default()),
+            stored: Mutex::new(Default::default()),
         }
     }
 
@@ -204,6 +211,14 @@ impl Chunks {
     /// Whether a chunk is stored: its file exists (format 1); an index names it and its
     /// pack is in the store at the length the index gives (format 2).
     pub fn has(&self, id: &ChunkId) -> Result<bool> {
+        if self
+            .excluded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Ok(false);
+        }
         match self.layout {
             Layout::Files => self.store.has(&chunk_key(id)),
             Layout::Packs => match self.with_index(|i| i.get(id))? {
@@ -369,6 +384,76 @@ impl Chunks {
             .insert(*pack, true);
     }
 
+    /// Treat these chunks as absent (a prune will drop them).
+    pub fn exclude(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        self.excluded
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
+    }
+
+    /// The chunks this process stored.
+    pub fn stored_here(&self) -> std::collections::HashSet<ChunkId> {
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every index file, each checked and opened, with its packs.
+    pub fn index_files(&self) -> Result<Vec<(String, Vec<IndexedPack>)>> {
+        let mut out = Vec::new();
+        for name in self.store.list("index").context("list the index files")? {
+            let Some(hex) = name.strip_suffix(".idx") else {
+                continue;
+            };
+            let key = format!("index/{name}");
+            let data = self
+                .store
+                .get_at_most(&key, index::MAX_INDEX_BYTES)
+                .map_err(anyhow::Error::new)
+                .context("read an index file")?;
+            if blake3::hash(&data).to_hex().as_str() != hex {
+                anyhow::bail!(
+                    "index file {} is damaged: its content does not hash to its name",
+                    self.store.location(&key)
+                );
+            }
+            out.push((key.clone(), self.parse_index_file(&key, data)?));
+        }
+        Ok(out)
+    }
+
+    fn parse_index_file(&self, key: &str, data: Vec<u8>) -> Result<Vec<IndexedPack>> {
+        let location = self.store.location(key);
+        let data = match &self.protection {
+            Protection::Plain => data,
+            Protection::Unlocked(c) => c
+                .open(Kind::Index, &data)
+                .map_err(|e| anyhow::anyhow!("index file {location}: {e}"))?,
+            Protection::Locked => {
+                anyhow::bail!("the index files are encrypted, and this reader has no key")
+            }
+        };
+        let overhead = self.protection.seal().overhead();
+        index::parse(&data, self.max_plain, self.max_stored, overhead)
+            .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))
+    }
+
+    /// Write an index file naming `packs` (sealed when encrypted), durably; its key.
+    pub fn write_index(&self, packs: &[IndexedPack]) -> Result<String> {
+        let mut data = index::encode(packs);
+        if let Some(c) = self.protection.key() {
+            data = c.seal(Kind::Index, &data);
+        }
+        let key = index::index_key(&data);
+        self.store
+            .put(&key, &data)
+            .with_context(|| format!("write index file {}", self.store.location(&key)))?;
+        self.store.flush()?;
+        Ok(key)
+    }
+
     pub fn limits(&self) -> (u32, u64) {
         (self.max_plain, self.max_stored)
     }
@@ -472,6 +557,10 @@ impl ChunkWriter<'_> {
                         })
                 });
                 pack.add(*id, stored, plain_len);
+                c.stored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(*id);
                 if pack.len() >= PACK_TARGET {
                     let full = self.pack.take().expect("just filled");
                     c.write_pack(full)?;

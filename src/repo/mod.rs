@@ -1000,6 +1000,26 @@ impl Repository {
         index::parse(data, plain, stored, self.protection.seal().overhead())
     }
 
+    /// Treat these chunks as absent: a capture stores them again (a prune drops them).
+    pub fn exclude_chunks(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        self.chunks.exclude(ids)
+    }
+
+    /// The chunks this process stored.
+    pub fn stored_here(&self) -> std::collections::HashSet<ChunkId> {
+        self.chunks.stored_here()
+    }
+
+    /// Format 2: every index file with its packs.
+    pub fn index_files(&self) -> Result<Vec<(String, Vec<index::IndexedPack>)>> {
+        self.chunks.index_files()
+    }
+
+    /// Format 2: write an index file naming `packs`; its key.
+    pub fn write_index(&self, packs: &[index::IndexedPack]) -> Result<String> {
+        self.chunks.write_index(packs)
+    }
+
     /// Make a new index file's packs known to this process.
     pub fn learn_index(&self, packs: &[index::IndexedPack]) {
         self.chunks.learn(packs)

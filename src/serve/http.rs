@@ -135,6 +135,12 @@ pub(crate) enum Target {
     ProtectedList,
     /// A snapshot's protection marker.
     Protected(SnapshotId),
+    LeaseList,
+    /// A running capture's or prune's lease.
+    Lease(String),
+    IntentList,
+    /// A prune's intent.
+    Intent(String),
 }
 
 pub(crate) fn parse_path(path: &str) -> Option<Target> {
@@ -166,6 +172,14 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
             Some(Target::Journal(name.to_string()))
         }
         ["protected", ""] => Some(Target::ProtectedList),
+        ["locks", ""] => Some(Target::LeaseList),
+        ["locks", name] if crate::journal::is_object_name(name) => {
+            Some(Target::Lease(name.to_string()))
+        }
+        ["prune", ""] => Some(Target::IntentList),
+        ["prune", name] if crate::journal::is_object_name(name) => {
+            Some(Target::Intent(name.to_string()))
+        }
         ["protected", id] if is_hex(id, 64) => id.parse().ok().map(Target::Protected),
         ["keys", name] => name
             .strip_suffix(".json")
@@ -218,6 +232,8 @@ impl Handler {
             ("PUT", Some(Target::Key(_))) => crate::crypt::keyfile::MAX_KEY_FILE,
             ("PUT", Some(Target::Journal(_))) => crate::journal::MAX_RECORD,
             ("PUT", Some(Target::Protected(_))) => crate::repo::protect::MAX_MARKER,
+            ("PUT", Some(Target::Lease(_))) => 4096,
+            ("PUT", Some(Target::Intent(_))) => 64 << 20,
             ("PUT", _) => {
                 return Err(Reply::Text(
                     405,
@@ -228,7 +244,7 @@ impl Handler {
             _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
         };
         let needs = match parse_path(&head.path) {
-            Some(Target::Key(_)) => Role::Admin,
+            Some(Target::Key(_) | Target::Intent(_)) => Role::Admin,
             _ => Role::Append,
         };
         self.allow(head, needs)?;
@@ -305,6 +321,63 @@ impl Handler {
                 ),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
             },
+            (_, Target::Lease(name)) if read => file(format!("locks/{name}"), None),
+            (_, Target::Intent(name)) if read => file(format!("prune/{name}"), None),
+            ("GET", Target::LeaseList) => match self.repo.store().list("locks") {
+                Ok(n) => self.listing(
+                    n.into_iter()
+                        .filter(|n| crate::journal::is_object_name(n))
+                        .collect(),
+                ),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
+            ("GET", Target::IntentList) => match self.repo.store().list("prune") {
+                Ok(n) => self.listing(
+                    n.into_iter()
+                        .filter(|n| crate::journal::is_object_name(n))
+                        .collect(),
+                ),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
+            // A capture removes its own lease: the append token may delete a lease (and
+            // nothing else).
+            ("DELETE", Target::Lease(name)) => {
+                if let Err(r) = self.allow(req, Role::Append) {
+                    return r;
+                }
+                self.delete(Target::Lease(name))
+            }
+            ("PUT", t @ (Target::Lease(_) | Target::Intent(_))) => {
+                let needs = if matches!(t, Target::Intent(_)) {
+                    Role::Admin
+                } else {
+                    Role::Append
+                };
+                if let Err(r) = self.allow(req, needs) {
+                    return r;
+                }
+                let key = match &t {
+                    Target::Lease(n) => format!("locks/{n}"),
+                    Target::Intent(n) => format!("prune/{n}"),
+                    _ => unreachable!("matched above"),
+                };
+                let body: &[u8] = match &req.body {
+                    Body::Bytes(b) => b,
+                    Body::File(_) => return Reply::Text(500, "not read into memory\n".into()),
+                };
+                if serde_json::from_slice::<serde_json::Value>(body).is_err() {
+                    return Reply::Text(422, "not JSON\n".into());
+                }
+                match self
+                    .repo
+                    .store()
+                    .put(&key, body)
+                    .and_then(|_| self.repo.store().flush())
+                {
+                    Ok(()) => Reply::Text(201, "stored\n".into()),
+                    Err(e) => Reply::Text(500, format!("{e:#}\n")),
+                }
+            }
             ("GET", Target::ProtectedList) => match self.repo.store().list("protected") {
                 Ok(n) => self.listing(n.into_iter().filter(|n| is_hex(n, 64)).collect()),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
@@ -471,6 +544,8 @@ impl Handler {
             Target::Key(name) => crate::repo::keyring::key_path(&name),
             Target::Journal(name) => format!("journal/{name}"),
             Target::Protected(id) => crate::repo::protect::key(&id),
+            Target::Lease(name) => format!("locks/{name}"),
+            Target::Intent(name) => format!("prune/{name}"),
             _ => return Reply::Text(405, "a listing is not deleted\n".into()),
         };
         match self.repo.store().has(&key) {

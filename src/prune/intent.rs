@@ -1,0 +1,127 @@
+//! Prune intents: before it deletes anything, a prune writes under `prune/` the chunks
+//! it will drop and the packs it will remove or rewrite. A capture that begins later
+//! reads them and treats those chunks as absent (it stores them again), and a capture
+//! that began earlier is waited for (its lease), then its snapshot is counted; one that
+//! outlived its lease checks, before saving its manifest, that no intent written since
+//! it began drops a chunk it used without storing, and fails rather than save a
+//! snapshot with missing data.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::repo::{ChunkId, Repository};
+
+pub const DIR: &str = "prune";
+/// An intent lists at most a few million ids.
+const MAX_INTENT: u64 = 64 << 20;
+const FORMAT: &str = "lifeboat-prune-intent-1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Intent {
+    pub format: String,
+    /// RFC 3339: when it was written.
+    pub time: String,
+    pub host: String,
+    pub pid: u32,
+    /// Packs the prune will delete or rewrite (hex ids).
+    pub packs: Vec<String>,
+    /// Chunks that will not survive it.
+    pub drop: Vec<ChunkId>,
+}
+
+impl Intent {
+    pub fn new(packs: Vec<String>, drop: Vec<ChunkId>) -> Intent {
+        Intent {
+            format: FORMAT.into(),
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            packs,
+            drop,
+        }
+    }
+}
+
+/// Write an intent; returns its object name.
+pub fn write(repo: &Repository, intent: &Intent) -> Result<String> {
+    let key = super::lease::object_name(DIR, chrono::Utc::now())?;
+    let mut data = serde_json::to_vec(intent)?;
+    data.push(b'\n');
+    repo.store()
+        .put(&key, &data)
+        .with_context(|| format!("write prune intent {}", repo.store().location(&key)))?;
+    repo.store().flush()?;
+    Ok(key)
+}
+
+/// Every intent, with its object name, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<(String, Intent)>> {
+    let mut names: Vec<String> = repo
+        .store()
+        .list(DIR)
+        .context("list the prune intents")?
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for n in names {
+        let key = format!("{DIR}/{n}");
+        let raw = match repo.store().get_at_most(&key, MAX_INTENT) {
+            Ok(r) => r,
+            Err(crate::repo::store::StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("read a prune intent")),
+        };
+        let i: Intent = serde_json::from_slice(&raw)
+            .with_context(|| format!("{} is not a prune intent", repo.store().location(&key)))?;
+        if i.format != FORMAT {
+            bail!(
+                "{}: unknown prune intent format {:?}",
+                repo.store().location(&key),
+                i.format
+            );
+        }
+        out.push((key, i));
+    }
+    Ok(out)
+}
+
+/// The chunks that intents drop: a capture stores these again instead of using them.
+pub fn dropped(intents: &[(String, Intent)]) -> HashSet<ChunkId> {
+    intents
+        .iter()
+        .flat_map(|(_, i)| i.drop.iter().copied())
+        .collect()
+}
+
+/// Before a capture saves its manifest: no intent written since it began (not among
+/// `known`) may drop a chunk the manifest names that this capture did not store itself.
+pub fn check_capture(
+    repo: &Repository,
+    known: &HashSet<String>,
+    used: impl Iterator<Item = ChunkId>,
+    stored: &HashSet<ChunkId>,
+) -> Result<()> {
+    let newer: Vec<(String, Intent)> = list(repo)?
+        .into_iter()
+        .filter(|(k, _)| !known.contains(k))
+        .collect();
+    if newer.is_empty() {
+        return Ok(());
+    }
+    let dropped = dropped(&newer);
+    if let Some(c) = used
+        .filter(|c| !stored.contains(c))
+        .find(|c| dropped.contains(c))
+    {
+        bail!(
+            "a prune ({}) that began during this capture drops chunk {c}, which this capture uses: nothing was saved; capture again",
+            newer[0].0
+        );
+    }
+    Ok(())
+}

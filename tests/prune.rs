@@ -1,0 +1,293 @@
+//! Prune: what forgotten snapshots alone used is deleted, while captures go on; a prune
+//! killed at any step leaves a repository that check passes, and a rerun finishes.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+
+fn random(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Ten days of a 16 MiB disk, each day 2 MiB of it rewritten with new data; every day's
+/// image is kept (day N in dayN.img). Returns the snapshot ids, oldest first.
+fn ten_days(env: &Env, repo: &str) -> Vec<String> {
+    let disk = env.path("d.img");
+    fs::write(&disk, random(16 * MIB, 1)).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    (1..=10u64)
+        .map(|i| {
+            let at = (i % 8) * 2 * MIB as u64;
+            f.write_all_at(&random(2 * MIB, 100 + i), at).unwrap();
+            fs::copy(&disk, env.path(&format!("day{i}.img"))).unwrap();
+            let time = format!("2026-11-{:02}T01:00:00Z", 10 + i);
+            let mut args = capture_args(repo, &disk, "web").to_vec();
+            args.extend(["--time", &time]);
+            let v: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+            v["snapshot"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Every chunk's stored size, from the repository's index files (format 2, plain).
+fn stored_sizes(env: &Env) -> HashMap<String, u64> {
+    let mut sizes = HashMap::new();
+    for e in fs::read_dir(env.path("repo/index")).unwrap() {
+        let data = fs::read(e.unwrap().path()).unwrap();
+        for p in lifeboat::repo::index::parse(&data, u32::MAX, u64::MAX, 0).unwrap() {
+            for c in p.entries {
+                sizes.insert(c.id.to_hex(), c.stored as u64);
+            }
+        }
+    }
+    sizes
+}
+
+/// The chunk ids the remaining snapshots use.
+fn used_chunks(env: &Env) -> HashSet<String> {
+    let mut used = HashSet::new();
+    for e in fs::read_dir(env.path("repo/snapshots")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let m: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+            for r in m["regions"].as_array().unwrap() {
+                for c in r["chunks"].as_array().unwrap() {
+                    if let Some(id) = c["id"].as_str() {
+                        used.insert(id.to_string());
+                    }
+                }
+            }
+        }
+    }
+    used
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        total += if p.is_dir() {
+            dir_bytes(&p)
+        } else {
+            fs::metadata(&p).unwrap().len()
+        };
+    }
+    total
+}
+
+fn prune(repo: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["prune", "--json", "-q", "--repo", repo];
+    args.extend_from_slice(extra);
+    serde_json::from_slice(&ok(&args).stdout).unwrap()
+}
+
+/// Every remaining snapshot restores exactly as its day's image.
+fn assert_kept_restore(env: &Env, repo: &str, ids: &[String]) {
+    let s: Value =
+        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", repo]).stdout).unwrap();
+    for snap in s.as_array().unwrap() {
+        let id = snap["id"].as_str().unwrap();
+        let Some(day) = ids.iter().position(|i| i == id) else {
+            continue;
+        };
+        let target = env.path(&format!("restored-{day}.img"));
+        let _ = fs::remove_file(&target);
+        ok(&restore_args(repo, id, &target));
+        assert_eq!(
+            hash_file(&target),
+            hash_file(&env.path(&format!("day{}.img", day + 1))),
+            "day {} restores exactly",
+            day + 1
+        );
+    }
+}
+
+#[test]
+fn prune_frees_what_forgotten_snapshots_alone_used() {
+    let env = Env::new();
+    let repo = env.init();
+    let ids = ten_days(&env, &repo);
+    ok(&["forget", "--repo", &repo, "--keep-last", "3"]);
+    let sizes = stored_sizes(&env);
+    let used = used_chunks(&env);
+    let unused: u64 = sizes
+        .iter()
+        .filter(|(id, _)| !used.contains(*id))
+        .map(|(_, s)| s)
+        .sum();
+    assert!(
+        unused > 8 * MIB as u64,
+        "the forgotten days left {unused} bytes"
+    );
+    let dry = prune(&repo, &["--dry-run", "--max-unused", "0"]);
+    let before = dir_bytes(&env.path("repo"));
+    let done = prune(&repo, &["--max-unused", "0"]);
+    let after = dir_bytes(&env.path("repo"));
+    assert_eq!(dry["bytes_freed"], done["bytes_freed"], "{dry}\n{done}");
+    // Every unused chunk's stored bytes go, give or take the packs' trailers and the
+    // index and journal files.
+    let freed = before - after;
+    let slack = 64 * 1024;
+    assert!(
+        freed + slack >= unused && freed <= unused + slack,
+        "freed {freed}, the unused chunks hold {unused}"
+    );
+    let c = check_clean(&repo);
+    assert_eq!(c["unreferenced_chunks"], 0, "{c}");
+    ok(&["check", "--repo", &repo, "--read-data"]);
+    assert_kept_restore(&env, &repo, &ids);
+    // Nothing left to do.
+    let again = prune(&repo, &[]);
+    assert_eq!(again["bytes_freed"], 0, "{again}");
+}
+
+/// Run prune in the background, paused after `step`; returns once it says so.
+fn paused_prune(repo: &str, step: &str) -> std::process::Child {
+    let mut child = Command::new(bin())
+        .args(["prune", "--repo", repo, "--max-unused", "0"])
+        .env("LIFEBOAT_PRUNE_PAUSE", step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "prune ended before {step}"
+        );
+        if line.contains(&format!("paused after {step}")) {
+            break;
+        }
+    }
+    child
+}
+
+#[test]
+fn a_prune_killed_at_any_step_leaves_a_repository_that_check_passes() {
+    let env = Env::new();
+    let repo = env.init();
+    let ids = ten_days(&env, &repo);
+    ok(&["forget", "--repo", &repo, "--keep-last", "2"]);
+    let prepared = env.path("prepared");
+    sh(&format!(
+        "cp -a {} {}",
+        env.path("repo").display(),
+        prepared.display()
+    ));
+    for step in ["intent", "rewritten", "indexed", "deleted"] {
+        sh(&format!(
+            "rm -rf {0} && cp -a {1} {0}",
+            env.path("repo").display(),
+            prepared.display()
+        ));
+        let mut child = paused_prune(&repo, step);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let c = check_clean(&repo);
+        assert_eq!(c["ok"], true, "after a kill at {step}: {c}");
+        ok(&["check", "--repo", &repo, "--read-data"]);
+        // The dead prune's lease goes stale; until then a second prune refuses to run.
+        let err = fails(&["prune", "--repo", &repo]);
+        assert!(err.contains("another prune is running"), "{err}");
+        let lease = fs::read_dir(env.path("repo/locks"))
+            .unwrap()
+            .map(|e| format!("locks/{}", e.unwrap().file_name().to_string_lossy()))
+            .next()
+            .unwrap();
+        ok(&["locks", "--repo", &repo, "--break", &lease]);
+        prune(&repo, &["--max-unused", "0"]);
+        let c = check_clean(&repo);
+        assert_eq!(c["unreferenced_chunks"], 0, "after a rerun ({step}): {c}");
+        assert!(
+            fs::read_dir(env.path("repo/prune"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "intents left"
+        );
+        assert_kept_restore(&env, &repo, &ids);
+    }
+}
+
+/// A capture that begins before a prune marks its data is waited for, and one that
+/// begins after honours the prune's intent: both snapshots restore exactly, though
+/// each reuses the data of a forgotten day.
+#[test]
+fn captures_running_during_a_prune_complete_and_restore_exactly() {
+    let env = Env::new();
+    let repo = env.init();
+    let ids = ten_days(&env, &repo);
+    ok(&["forget", "--repo", &repo, "--keep-last", "2"]);
+    // Day 3 again, followed by enough new data to keep the capture running a while.
+    let big: PathBuf = env.path("big.img");
+    let mut data = fs::read(env.path("day3.img")).unwrap();
+    data.extend(random(600 * MIB, 7));
+    fs::write(&big, &data).unwrap();
+    drop(data);
+    let capture = Command::new(bin())
+        .args(capture_args(&repo, &big, "big"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its lease is there once it has begun.
+    let locks = env.path("repo/locks");
+    while fs::read_dir(&locks)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pruned = prune(&repo, &["--max-unused", "0"]);
+    let out = capture.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(pruned["captures_waited_for"], 1, "{pruned}");
+    let big_id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let big_id = big_id["snapshot"].as_str().unwrap().to_string();
+
+    // A prune stopped after its intent; a capture of day 4 now stores what the intent
+    // drops again, and the prune, rerun, keeps it.
+    let mut child = paused_prune(&repo, "intent");
+    let day4 = env.path("day4.img");
+    let v: Value =
+        serde_json::from_slice(&ok(&capture_args(&repo, &day4, "again")).stdout).unwrap();
+    let again = v["snapshot"].as_str().unwrap().to_string();
+    assert!(v["new_chunks"].as_u64().unwrap() > 0, "{v}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let lease = fs::read_dir(&locks)
+        .unwrap()
+        .map(|e| format!("locks/{}", e.unwrap().file_name().to_string_lossy()))
+        .next()
+        .unwrap();
+    ok(&["locks", "--repo", &repo, "--break", &lease]);
+    prune(&repo, &["--max-unused", "0"]);
+    ok(&["check", "--repo", &repo, "--read-data"]);
+    let t = env.path("big-restored.img");
+    ok(&restore_args(&repo, &big_id, &t));
+    assert_eq!(hash_file(&t), hash_file(&big));
+    let t = env.path("again-restored.img");
+    ok(&restore_args(&repo, &again, &t));
+    assert_eq!(hash_file(&t), hash_file(&day4));
+    assert_kept_restore(&env, &repo, &ids);
+}

@@ -205,6 +205,11 @@ fn drill_over_http_restores_and_boots() {
     assert_eq!(s[0]["id"], id.as_str());
     assert_eq!(s[0]["last_drill"]["passed"], true, "{s}");
     assert!(s[1]["last_drill"].is_null());
+    // Captured, drilled and checked just now: protected.
+    common::ok(&["check", "--repo", &repo]);
+    let st: Value =
+        serde_json::from_slice(&common::ok(&["status", "--json", "--repo", &repo]).stdout).unwrap();
+    assert_eq!(st["ok"], true, "{st}");
     let r = &v["rescue_report"];
     // DHCP from QEMU's user-mode network, and a Boot#### first in BootOrder under OVMF.
     assert_eq!(r["network"]["address"], "10.0.2.15");
@@ -358,6 +363,15 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
         serde_json::from_slice(&common::ok(&["snapshots", "--json", "--repo", &env.repo()]).stdout)
             .unwrap();
     assert_eq!(s[0]["last_drill"]["passed"], false, "{s}");
+    let o = run(&["status", "--json", "--repo", &env.repo()]);
+    assert!(!o.status.success());
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        st["names"][0]["problems"]
+            .to_string()
+            .contains("the last drill"),
+        "{st}"
+    );
 }
 
 /// A rescue that trusts key A, booted by PXE, is served a snapshot signed by key B: it

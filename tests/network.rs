@@ -1335,3 +1335,60 @@ fn an_encrypted_repository_is_served_without_its_key_and_tokens_have_roles() {
     assert_eq!(delete(&manifest_url, "admin-token-9876543210xyz"), 200);
     assert!(!env.path(&format!("repo/snapshots/{id}.json")).exists());
 }
+
+/// `GET /metrics` parses as Prometheus text (the official Python client's parser) and
+/// says what the repository holds.
+#[test]
+fn metrics_are_prometheus_text() {
+    let env = Env::new();
+    let src = env.disk("gpt", "web.img");
+    env.init();
+    env.capture(&src, "web01");
+    env.capture(&src, "db \"primary\"");
+    ok(&["check", "--repo", &env.repo()]);
+    let served = Served::start(&env.repo(), None);
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut r = agent.get(&format!("{}metrics", served.url)).call().unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        out[s.name + json.dumps(s.labels, sort_keys=True)] = s.value
+print(json.dumps(out))
+"#;
+    // Debian's python3-prometheus-client (scripts/test installs it) is in the system's
+    // Python, whatever else is first on PATH.
+    let mut py = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let o = py.wait_with_output().unwrap();
+    assert!(o.status.success(), "the parser refused:\n{text}");
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["lifeboat_snapshots{}"], 2.0, "{m}");
+    assert_eq!(m["lifeboat_last_check_success{}"], 1.0, "{m}");
+    assert!(m["lifeboat_packs{}"].as_f64().unwrap() >= 1.0, "{m}");
+    let size = std::fs::metadata(&src).unwrap().len() as f64;
+    assert_eq!(
+        m[r#"lifeboat_last_capture_disk_bytes{"name": "web01"}"#], size,
+        "{m}"
+    );
+    assert_eq!(
+        m[r#"lifeboat_last_capture_disk_bytes{"name": "db \"primary\""}"#], size,
+        "{m}"
+    );
+    let t = m[r#"lifeboat_last_capture_timestamp_seconds{"name": "web01"}"#]
+        .as_f64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - t).abs() < 600.0, "{t} vs {now}");
+}

@@ -220,4 +220,14 @@ fn the_journal_records_every_operation_with_its_result() {
     )
     .unwrap();
     assert_eq!(since.as_array().unwrap().len(), 15);
+
+    // Status: the captures stand for last month, and nothing was ever drilled: not
+    // protected, and it says why, per name.
+    let o = run(&["status", "--json", "--repo", &repo]);
+    assert!(!o.status.success());
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = s["names"][0]["problems"].to_string();
+    assert!(problems.contains("last capture"), "{s}");
+    assert!(problems.contains("never drilled"), "{s}");
+    assert!(stderr(&o).contains("web: last capture"), "{}", stderr(&o));
 }

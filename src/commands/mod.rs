@@ -18,6 +18,7 @@ pub mod protect;
 pub mod restore;
 pub mod serve;
 pub mod snapshots;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,9 @@ pub enum Command {
     Prune(crate::prune::PruneArgs),
     /// Show the leases of running captures and prunes, and prune intents; break a dead one.
     Locks(locks::LocksArgs),
+    /// Is every machine protected? Per name: the last capture, the last good drill, the
+    /// last check; exits non-zero naming what is overdue or failed.
+    Status(status::StatusArgs),
     /// Protect a snapshot from forget (or, with --remove, no longer).
     Protect(protect::ProtectArgs),
     /// The record of every operation on the repository: captures, restores, checks,
@@ -94,6 +98,7 @@ impl Command {
             }
             Command::Prune(a) => ui.show(&crate::prune::run(a, ui)?),
             Command::Locks(a) => ui.show(&locks::run(a)?),
+            Command::Status(a) => ui.show(&status::run(a)?),
             Command::Protect(a) => ui.show(&protect::run(a)?),
             Command::Journal(a) => ui.show(&journal::run(a)?),
             Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),

@@ -141,6 +141,8 @@ pub(crate) enum Target {
     IntentList,
     /// A prune's intent.
     Intent(String),
+    /// The repository's state in the Prometheus text format.
+    Metrics,
 }
 
 pub(crate) fn parse_path(path: &str) -> Option<Target> {
@@ -148,6 +150,7 @@ pub(crate) fn parse_path(path: &str) -> Option<Target> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["config.json"] => Some(Target::Config),
+        ["metrics"] => Some(Target::Metrics),
         ["snapshots", ""] => Some(Target::SnapshotList),
         ["snapshots", name] if name.ends_with(".sig") => {
             let (id, key) = name.strip_suffix(".sig")?.split_once('.')?;
@@ -323,6 +326,14 @@ impl Handler {
             },
             (_, Target::Lease(name)) if read => file(format!("locks/{name}"), None),
             (_, Target::Intent(name)) if read => file(format!("prune/{name}"), None),
+            ("GET", Target::Metrics) => match super::metrics::render(&self.repo) {
+                Ok(text) => Reply::Bytes(
+                    200,
+                    text.into_bytes(),
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                Err(e) => Reply::Text(500, format!("{e:#}\n")),
+            },
             ("GET", Target::LeaseList) => match self.repo.store().list("locks") {
                 Ok(n) => self.listing(
                     n.into_iter()

@@ -2,6 +2,7 @@
 //! snapshots as read-only disks over NBD (the protocol lives in `nbd/`).
 
 pub mod http;
+mod metrics;
 mod pool;
 
 pub use crate::commands::serve::ServeArgs;

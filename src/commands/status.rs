@@ -55,8 +55,8 @@ pub struct Report {
 impl Outcome for Report {
     fn print(&self) {
         println!(
-            "{:<20} {:<20} {:<20} {}",
-            "NAME", "LAST CAPTURE", "LAST GOOD DRILL", "STATUS"
+            "{:<20} {:<20} {:<20} STATUS",
+            "NAME", "LAST CAPTURE", "LAST GOOD DRILL"
         );
         let short = |t: &Option<String>| {
             t.as_deref()

@@ -152,6 +152,26 @@ fn prune_frees_what_forgotten_snapshots_alone_used() {
     let c = check_clean(&repo);
     assert_eq!(c["unreferenced_chunks"], 0, "{c}");
     ok(&["check", "--repo", &repo, "--read-data"]);
+    // A share of the data, as a weekly job reads it: about a third, and 100% is all.
+    let share = |n: &str| -> Value {
+        serde_json::from_slice(
+            &ok(&["check", "--json", "--repo", &repo, "--read-data-subset", n]).stdout,
+        )
+        .unwrap()
+    };
+    let third = share("34%");
+    let (read, stored) = (
+        third["chunks_read"].as_u64().unwrap(),
+        third["chunks_stored"].as_u64().unwrap(),
+    );
+    assert!(read * 5 > stored && read * 5 < stored * 3, "{third}");
+    assert_eq!(share("100%")["chunks_read"].as_u64().unwrap(), stored);
+    assert!(
+        run(&["check", "--repo", &repo, "--read-data-subset", "0%"])
+            .status
+            .code()
+            == Some(2)
+    );
     assert_kept_restore(&env, &repo, &ids);
     // Nothing left to do.
     let again = prune(&repo, &[]);

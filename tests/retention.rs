@@ -231,3 +231,74 @@ fn the_journal_records_every_operation_with_its_result() {
     assert!(problems.contains("never drilled"), "{s}");
     assert!(stderr(&o).contains("web: last capture"), "{}", stderr(&o));
 }
+
+/// `schedule` writes units that systemd accepts, running real commands.
+#[test]
+fn schedule_writes_units_systemd_verifies() {
+    let env = Env::new();
+    let dir = env.path("units");
+    let o = ok(&[
+        "schedule",
+        "--json",
+        "--name",
+        "web01",
+        "--source",
+        "/dev/nvme0n1",
+        "--repo",
+        "s3://backups/fleet",
+        "--every",
+        "*-*-* 02:30",
+        "--dir",
+        path_str(&dir),
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let units: Vec<String> = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(units.len(), 6, "{v}");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let capture = fs::read_to_string(dir.join("lifeboat-capture-web01.service")).unwrap();
+    assert!(
+        capture.contains(&format!(
+            "ExecStart={} capture --repo s3://backups/fleet --source /dev/nvme0n1 --name web01",
+            bin()
+        )),
+        "{capture}"
+    );
+    assert!(
+        capture.contains("forget --repo s3://backups/fleet --name web01 --keep-daily 7"),
+        "{capture}"
+    );
+    let timer = fs::read_to_string(dir.join("lifeboat-capture-web01.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=*-*-* 02:30"), "{timer}");
+    let check = fs::read_to_string(dir.join("lifeboat-check-web01.service")).unwrap();
+    assert!(
+        check.contains("check --repo s3://backups/fleet --read-data-subset 15%%"),
+        "{check}"
+    );
+    // A name systemd could not carry is refused.
+    let err = fails(&[
+        "schedule",
+        "--name",
+        "web 01",
+        "--source",
+        "/dev/sda",
+        "--repo",
+        "/srv",
+        "--dir",
+        path_str(&dir),
+    ]);
+    assert!(err.contains("unit name"), "{err}");
+}

@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod mkimage;
 pub mod protect;
 pub mod restore;
+pub mod schedule;
 pub mod serve;
 pub mod snapshots;
 pub mod status;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Is every machine protected? Per name: the last capture, the last good drill, the
     /// last check; exits non-zero naming what is overdue or failed.
     Status(status::StatusArgs),
+    /// Write systemd units for a machine's backups: a capture (then forget) on a timer, a
+    /// weekly check of a share of the data, a weekly drill.
+    Schedule(schedule::ScheduleArgs),
     /// Protect a snapshot from forget (or, with --remove, no longer).
     Protect(protect::ProtectArgs),
     /// The record of every operation on the repository: captures, restores, checks,
@@ -99,6 +103,7 @@ impl Command {
             Command::Prune(a) => ui.show(&crate::prune::run(a, ui)?),
             Command::Locks(a) => ui.show(&locks::run(a)?),
             Command::Status(a) => ui.show(&status::run(a)?),
+            Command::Schedule(a) => ui.show(&schedule::run(a)?),
             Command::Protect(a) => ui.show(&protect::run(a)?),
             Command::Journal(a) => ui.show(&journal::run(a)?),
             Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),

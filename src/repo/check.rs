@@ -129,6 +129,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     let details = match &result {
         Ok(r) => serde_json::json!({
             "read_data": args.read_data,
+            "read_data_subset": args.read_data_subset,
             "snapshots": r.snapshots,
             "chunks_referenced": r.chunks_referenced,
             "chunks_read": r.chunks_read,
@@ -182,11 +183,24 @@ fn check(repo: &Repository, args: &CheckArgs, ui: &Ui) -> Result<Report> {
         .collect();
     let mut corrupt: BTreeMap<ChunkId, Problem> = BTreeMap::new();
     let mut read = 0;
-    if args.read_data {
+    let to_read: Option<HashSet<ChunkId>> = if args.read_data {
         // Every stored chunk: a corrupt unreferenced one would poison the next capture
         // that finds it by name.
-        read = stored.len();
-        for e in read_every_chunk(repo, &stored, ui)? {
+        Some(stored.clone())
+    } else {
+        args.subset().map(|(groups, today)| {
+            stored
+                .iter()
+                .filter(|id| {
+                    u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]]) % groups == today
+                })
+                .copied()
+                .collect()
+        })
+    };
+    if let Some(to_read) = to_read {
+        read = to_read.len();
+        for e in read_every_chunk(repo, &to_read, ui)? {
             let id = e.id();
             let p = problem(&id, format!("{e}"));
             match e {

@@ -15,20 +15,31 @@ use serde_json::Value;
 
 const MIB: usize = 1 << 20;
 
-fn random(n: usize, mut x: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
 }
 
 /// Ten days of a 16 MiB disk, each day 2 MiB of it rewritten with new data; every day's
 /// image is kept (day N in dayN.img). Returns the snapshot ids, oldest first.
 fn ten_days(env: &Env, repo: &str) -> Vec<String> {
+    ten_days_with(env, repo, &|args| ok(args))
+}
+
+/// `ten_days` with each capture run by `run` (which may add a store's settings).
+fn ten_days_with(
+    env: &Env,
+    repo: &str,
+    run: &dyn Fn(&[&str]) -> std::process::Output,
+) -> Vec<String> {
     let disk = env.path("d.img");
     fs::write(&disk, random(16 * MIB, 1)).unwrap();
     let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
@@ -40,7 +51,7 @@ fn ten_days(env: &Env, repo: &str) -> Vec<String> {
             let time = format!("2026-11-{:02}T01:00:00Z", 10 + i);
             let mut args = capture_args(repo, &disk, "web").to_vec();
             args.extend(["--time", &time]);
-            let v: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+            let v: Value = serde_json::from_slice(&run(&args).stdout).unwrap();
             v["snapshot"].as_str().unwrap().to_string()
         })
         .collect()
@@ -264,7 +275,7 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
     data.extend(random(600 * MIB, 7));
     fs::write(&big, &data).unwrap();
     drop(data);
-    let capture = Command::new(bin())
+    let mut capture = Command::new(bin())
         .args(capture_args(&repo, &big, "big"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -276,6 +287,10 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
         .map(|mut d| d.next().is_none())
         .unwrap_or(true)
     {
+        assert!(
+            capture.try_wait().unwrap().is_none(),
+            "the capture ended before its lease was seen"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let pruned = prune(&repo, &["--max-unused", "0"]);
@@ -310,4 +325,150 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
     ok(&restore_args(&repo, &again, &t));
     assert_eq!(hash_file(&t), hash_file(&day4));
     assert_kept_restore(&env, &repo, &ids);
+}
+
+/// Day 3's image followed by 600 MiB of new data: a capture that reuses forgotten data
+/// and runs a while.
+fn big_day3(env: &Env) -> PathBuf {
+    let big = env.path("big.img");
+    let mut data = fs::read(env.path("day3.img")).unwrap();
+    data.extend(random(600 * MIB, 7));
+    fs::write(&big, &data).unwrap();
+    big
+}
+
+/// A capture (by `capture`) runs while a prune (by `admin`) goes over the repository
+/// `repo`: the prune waits for it, and its snapshot restores exactly.
+fn prune_beside_a_capture(
+    env: &Env,
+    repo: &str,
+    capture: &dyn Fn(&[&str]) -> Command,
+    admin: &dyn Fn(&[&str]) -> std::process::Output,
+) {
+    let ok_ = |args: &[&str]| {
+        let o = admin(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    ok_(&["forget", "--repo", repo, "--keep-last", "2"]);
+    let big = big_day3(env);
+    let mut child = capture(&capture_args(repo, &big, "big"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the capture ended before its lease was seen"
+        );
+        let v: Value =
+            serde_json::from_slice(&ok_(&["locks", "--json", "--repo", repo]).stdout).unwrap();
+        if v["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["kind"] == "capture")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pruned: Value = serde_json::from_slice(
+        &ok_(&["prune", "--json", "-q", "--repo", repo, "--max-unused", "0"]).stdout,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pruned["captures_waited_for"], 1, "{pruned}");
+    assert!(
+        pruned["bytes_freed"].as_u64().unwrap() > MIB as u64,
+        "{pruned}"
+    );
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = id["snapshot"].as_str().unwrap();
+    let c: Value =
+        serde_json::from_slice(&ok_(&["check", "--json", "--repo", repo, "--read-data"]).stdout)
+            .unwrap();
+    assert_eq!(c["ok"], true, "{c}");
+    let t = env.path("big-restored.img");
+    ok_(&[
+        "restore",
+        "-q",
+        "--repo",
+        repo,
+        "--snapshot",
+        id,
+        "--target",
+        path_str(&t),
+    ]);
+    assert_eq!(hash_file(&t), hash_file(&big));
+}
+
+/// The same through `lifeboat serve`: the capture with the append token (its lease
+/// added and removed), forget and prune with the admin token.
+#[test]
+fn a_capture_through_serve_runs_beside_a_prune_with_the_admin_token() {
+    let env = Env::new();
+    let repo = env.init();
+    ten_days(&env, &repo);
+    let append = env.path("append");
+    fs::write(&append, "append-token-0123456789\n").unwrap();
+    let admin = env.path("admin");
+    fs::write(&admin, "admin-token-0123456789ab\n").unwrap();
+    let mut serve = Command::new(bin())
+        .args(["serve", "--repo", &repo, "--listen", "127.0.0.1:0"])
+        .args([
+            "--write-token-file",
+            path_str(&append),
+            "--admin-token-file",
+            path_str(&admin),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!(
+        "http://{}/",
+        line.trim().strip_prefix("listening on ").unwrap()
+    );
+    let with = |token: &Path, args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(args).arg("--token-file").arg(token);
+        c
+    };
+    // The append token may not prune.
+    let o = with(&append, &["prune", "--repo", &url]).output().unwrap();
+    assert!(!o.status.success());
+    prune_beside_a_capture(&env, &url, &|args| with(&append, args), &|args| {
+        let mut c = with(&admin, args);
+        c.output().unwrap()
+    });
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+/// The same on the three-node Garage cluster.
+#[test]
+fn a_capture_on_garage_runs_beside_a_prune() {
+    let env = Env::new();
+    let g = common::garage::Garage::start(&env.path("garage"));
+    let repo = "s3://lifeboat/prune";
+    g.ok(&["init", "-q", "--repo", repo]);
+    ten_days_with(&env, repo, &|args| g.ok(args));
+    prune_beside_a_capture(&env, repo, &|args| g.command(args), &|args| {
+        g.lifeboat(args, None)
+    });
 }

@@ -39,6 +39,7 @@ pub const TARGETS: &[Target] = &[
     target("index", index),
     target("signature", signature),
     target("sealed", sealed),
+    target("records", records),
 ];
 
 /// A pack file as a repository or server hands it over: its trailer parsed and checked,
@@ -67,6 +68,23 @@ pub fn pack(data: &[u8]) {
         if let Ok(plain) = d.decompress(frame, e.plain as usize) {
             let _ = crate::repo::ChunkId::of(&plain) == e.id;
         }
+    }
+}
+
+/// The small records a repository holds besides its data: journal records (plain and
+/// sealed), prune intents and leases, and the names they are listed under.
+pub fn records(data: &[u8]) {
+    use crate::crypt::Protection;
+    let _ = crate::journal::parse(&Protection::Plain, data);
+    let crypt = std::sync::Arc::new(fuzz_crypt());
+    let _ = crate::journal::parse(&Protection::Unlocked(crypt), data);
+    let _ = serde_json::from_slice::<crate::prune::intent::Intent>(data);
+    if let Ok(l) = serde_json::from_slice::<crate::prune::lease::LeaseFile>(data) {
+        let _ = l.is_stale(chrono::Utc::now());
+        let _ = l.started_at();
+    }
+    if let Ok(name) = std::str::from_utf8(data) {
+        let _ = crate::journal::is_object_name(name);
     }
 }
 

@@ -29,3 +29,4 @@ pub mod retention;
 pub mod serve;
 pub mod trust;
 pub mod ui;
+pub mod who;

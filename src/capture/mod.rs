@@ -318,9 +318,7 @@ fn manifest(
         version: MANIFEST_VERSION,
         name: args.name.clone(),
         time: crate::repo::now_rfc3339(),
-        hostname: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        hostname: crate::who::hostname(),
         repository: Some(repo.config.id.clone()),
         parent: lineage.parent,
         sequence: Some(lineage.sequence),

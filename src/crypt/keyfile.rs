@@ -158,12 +158,8 @@ impl KeyFile {
         Ok(KeyFile {
             format: FORMAT.into(),
             created: crate::repo::now_rfc3339(),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            user: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() })),
+            host: crate::who::hostname(),
+            user: crate::who::username(),
             kdf,
             nonce: hex(&nonce),
             sealed: hex(&sealed),

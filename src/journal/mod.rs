@@ -97,12 +97,8 @@ impl Entry {
             operation: self.operation,
             time: self.time.clone(),
             duration_s: self.start.elapsed().as_secs_f64(),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            user: std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() })),
+            host: crate::who::hostname(),
+            user: crate::who::username(),
             name: name.map(str::to_string),
             snapshot,
             status: if result.is_ok() {

@@ -36,9 +36,7 @@ impl Intent {
         Intent {
             format: FORMAT.into(),
             time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: crate::who::hostname(),
             pid: std::process::id(),
             packs,
             drop,

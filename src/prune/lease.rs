@@ -93,9 +93,7 @@ impl Lease {
         let now = Utc::now();
         let mut file = LeaseFile {
             kind: kind.into(),
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            host: crate::who::hostname(),
             pid: std::process::id(),
             started: rfc3339(now),
             expires: rfc3339(now + chrono::Duration::from_std(TTL).expect("small")),

@@ -157,34 +157,7 @@ impl Chunks {
     /// Read every index file, each checked against its name and its own limits.
     fn load_index(&self) -> Result<ChunkIndex> {
         let mut idx = ChunkIndex::default();
-        for name in self.store.list("index").context("list the index files")? {
-            let Some(hex) = name.strip_suffix(".idx") else {
-                continue;
-            };
-            let key = format!("index/{name}");
-            let location = self.store.location(&key);
-            let data = self
-                .store
-                .get_at_most(&key, index::MAX_INDEX_BYTES)
-                .map_err(anyhow::Error::new)
-                .context("read an index file")?;
-            if blake3::hash(&data).to_hex().as_str() != hex {
-                anyhow::bail!(
-                    "index file {location} is damaged: its content does not hash to its name"
-                );
-            }
-            let data = match &self.protection {
-                Protection::Plain => data,
-                Protection::Unlocked(c) => c
-                    .open(Kind::Index, &data)
-                    .map_err(|e| anyhow::anyhow!("index file {location}: {e}"))?,
-                Protection::Locked => {
-                    anyhow::bail!("the index files are encrypted, and this reader has no key")
-                }
-            };
-            let overhead = self.protection.seal().overhead();
-            let packs = index::parse(&data, self.max_plain, self.max_stored, overhead)
-                .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))?;
+        for (_, packs) in self.index_files()? {
             packs.iter().for_each(|p| idx.add(p));
         }
         Ok(idx)

@@ -32,7 +32,7 @@ pub fn add(repo: &Repository, id: &SnapshotId) -> Result<()> {
     let marker = serde_json::json!({
         "snapshot": id,
         "time": super::now_rfc3339(),
-        "host": nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        "host": crate::who::hostname(),
     });
     let mut data = serde_json::to_vec(&marker)?;
     data.push(b'\n');

@@ -207,6 +207,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Handler {
+    /// The listing of `dir`, names kept by `keep`.
+    fn list_dir(&self, dir: &str, keep: impl Fn(&str) -> bool) -> Reply {
+        match self.repo.store().list(dir) {
+            Ok(n) => self.listing(n.into_iter().filter(|n| keep(n)).collect()),
+            Err(e) => Reply::Text(500, format!("{e:#}\n")),
+        }
+    }
+
     fn listing(&self, names: Vec<String>) -> Reply {
         let mut page = String::from("<!DOCTYPE html>\n<html><body><ul>\n");
         for n in names {
@@ -316,14 +324,9 @@ impl Handler {
             (_, Target::Key(name)) if read => file(crate::repo::keyring::key_path(&name), None),
             (_, Target::Journal(name)) if read => file(format!("journal/{name}"), None),
             (_, Target::Protected(id)) if read => file(crate::repo::protect::key(&id), None),
-            ("GET", Target::JournalList) => match self.repo.store().list("journal") {
-                Ok(n) => self.listing(
-                    n.into_iter()
-                        .filter(|n| crate::journal::is_object_name(n))
-                        .collect(),
-                ),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
+            ("GET", Target::JournalList) => {
+                self.list_dir("journal", crate::journal::is_object_name)
+            }
             (_, Target::Lease(name)) if read => file(format!("locks/{name}"), None),
             (_, Target::Intent(name)) if read => file(format!("prune/{name}"), None),
             ("GET", Target::Metrics) => match super::metrics::render(&self.repo) {
@@ -334,22 +337,8 @@ impl Handler {
                 ),
                 Err(e) => Reply::Text(500, format!("{e:#}\n")),
             },
-            ("GET", Target::LeaseList) => match self.repo.store().list("locks") {
-                Ok(n) => self.listing(
-                    n.into_iter()
-                        .filter(|n| crate::journal::is_object_name(n))
-                        .collect(),
-                ),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
-            ("GET", Target::IntentList) => match self.repo.store().list("prune") {
-                Ok(n) => self.listing(
-                    n.into_iter()
-                        .filter(|n| crate::journal::is_object_name(n))
-                        .collect(),
-                ),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
+            ("GET", Target::LeaseList) => self.list_dir("locks", crate::journal::is_object_name),
+            ("GET", Target::IntentList) => self.list_dir("prune", crate::journal::is_object_name),
             // A capture removes its own lease: the append token may delete a lease (and
             // nothing else).
             ("DELETE", Target::Lease(name)) => {
@@ -389,10 +378,7 @@ impl Handler {
                     Err(e) => Reply::Text(500, format!("{e:#}\n")),
                 }
             }
-            ("GET", Target::ProtectedList) => match self.repo.store().list("protected") {
-                Ok(n) => self.listing(n.into_iter().filter(|n| is_hex(n, 64)).collect()),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
+            ("GET", Target::ProtectedList) => self.list_dir("protected", |n| is_hex(n, 64)),
             ("PUT", t @ (Target::Journal(_) | Target::Protected(_))) => {
                 if let Err(r) = self.allow(req, Role::Append) {
                     return r;
@@ -402,10 +388,7 @@ impl Handler {
                     Body::File(_) => Reply::Text(500, "a record was not read into memory\n".into()),
                 }
             }
-            ("GET", Target::KeyList) => match self.repo.store().list("keys") {
-                Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".json")).collect()),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
+            ("GET", Target::KeyList) => self.list_dir("keys", |n| n.ends_with(".json")),
             ("DELETE", t) => {
                 if let Err(r) = self.allow(req, Role::Admin) {
                     return r;
@@ -434,18 +417,10 @@ impl Handler {
                     }
                 }
             }
-            ("GET", Target::IndexList) => match self.repo.store().list("index") {
-                Ok(n) => self.listing(n.into_iter().filter(|n| n.ends_with(".idx")).collect()),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
-            ("GET", Target::SnapshotList) => match self.repo.store().list("snapshots") {
-                Ok(n) => self.listing(
-                    n.into_iter()
-                        .filter(|n| n.ends_with(".json") || n.ends_with(".sig"))
-                        .collect(),
-                ),
-                Err(e) => Reply::Text(500, format!("{e:#}\n")),
-            },
+            ("GET", Target::IndexList) => self.list_dir("index", |n| n.ends_with(".idx")),
+            ("GET", Target::SnapshotList) => {
+                self.list_dir("snapshots", |n| n.ends_with(".json") || n.ends_with(".sig"))
+            }
             ("GET", Target::ChunkList(fan)) => {
                 let dir = fan
                     .map(|f| format!("chunks/{f}"))
@@ -599,10 +574,15 @@ impl Handler {
             }
             _ => return Reply::Text(405, "not written here\n".into()),
         };
+        self.store_small(&key, body)
+    }
+
+    /// Write a small object whole and durably.
+    fn store_small(&self, key: &str, body: &[u8]) -> Reply {
         match self
             .repo
             .store()
-            .put(&key, body)
+            .put(key, body)
             .and_then(|_| self.repo.store().flush())
         {
             Ok(()) => Reply::Text(201, "stored\n".into()),
@@ -620,15 +600,7 @@ impl Handler {
             return Reply::Text(422, format!("not a key file: {e}\n"));
         }
         let key = crate::repo::keyring::key_path(name);
-        match self
-            .repo
-            .store()
-            .put(&key, body)
-            .and_then(|_| self.repo.store().flush())
-        {
-            Ok(()) => Reply::Text(201, "stored\n".into()),
-            Err(e) => Reply::Text(500, format!("{e:#}\n")),
-        }
+        self.store_small(&key, body)
     }
 
     fn put_chunk(&self, id: &ChunkId, body: &[u8]) -> Reply {

@@ -10,10 +10,8 @@ use std::os::unix::fs::FileExt;
 use common::*;
 use serde_json::Value;
 
-/// Ten captures of a changing disk, one a day from 2026-11-11, at 01:00, 02:00, 00:00,
-/// ... (UTC); returns their ids, oldest first.
-fn ten_days(env: &Env, repo: &str) -> Vec<String> {
-    let disk = env.path("d.img");
+/// The first day's 8 MiB disk: pseudo-random bytes.
+fn first_day() -> Vec<u8> {
     let mut data = vec![0u8; 8 << 20];
     let mut x = 0x9e3779b97f4a7c15u64;
     for b in data.iter_mut() {
@@ -22,7 +20,14 @@ fn ten_days(env: &Env, repo: &str) -> Vec<String> {
         x ^= x << 17;
         *b = x as u8;
     }
-    fs::write(&disk, &data).unwrap();
+    data
+}
+
+/// Ten captures of a changing disk, one a day from 2026-11-11, at 01:00, 02:00, 00:00,
+/// ... (UTC); returns their ids, oldest first.
+fn ten_days(env: &Env, repo: &str) -> Vec<String> {
+    let disk = env.path("d.img");
+    fs::write(&disk, first_day()).unwrap();
     let f = fs::OpenOptions::new().write(true).open(&disk).unwrap();
     (1..=10)
         .map(|i: u64| {
@@ -111,19 +116,9 @@ fn forget_keeps_what_restics_rules_keep_and_never_a_protected_snapshot() {
     let target = env.path("t.img");
     ok(&restore_args(&repo, &ids[1], &target));
     let mut want = fs::read(env.path("d.img")).unwrap();
+    let original = first_day();
     for i in 3..=10u64 {
         let at = (i * 700_001) as usize;
-        let original = {
-            let mut data = vec![0u8; 8 << 20];
-            let mut x = 0x9e3779b97f4a7c15u64;
-            for b in data.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            data
-        };
         let n = format!("day {i}").len();
         want[at..at + n].copy_from_slice(&original[at..at + n]);
     }

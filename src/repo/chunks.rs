@@ -487,15 +487,7 @@ impl Chunks {
                 .written,
         );
         if !written.is_empty() {
-            let mut data = index::encode(&written);
-            if let Some(c) = self.protection.key() {
-                data = c.seal(Kind::Index, &data);
-            }
-            let key = index::index_key(&data);
-            self.store
-                .put(&key, &data)
-                .with_context(|| format!("write index file {}", self.store.location(&key)))?;
-            self.store.flush()?;
+            self.write_index(&written)?;
         }
         Ok(())
     }

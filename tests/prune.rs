@@ -472,3 +472,47 @@ fn a_capture_on_garage_runs_beside_a_prune() {
         g.lifeboat(args, None)
     });
 }
+
+/// A capture whose lease is removed while it runs (`locks --break`, or whoever holds the
+/// append token of `serve`) is not waited for; when the prune drops data it reused, the
+/// capture fails instead of saving a snapshot with missing data.
+#[test]
+fn a_capture_whose_lease_was_broken_fails_rather_than_save_missing_data() {
+    let env = Env::new();
+    let repo = env.init();
+    let ids = ten_days(&env, &repo);
+    ok(&["forget", "--repo", &repo, "--keep-last", "2"]);
+    let big = big_day3(&env);
+    let mut capture = Command::new(bin())
+        .args(capture_args(&repo, &big, "big"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = env.path("repo/locks");
+    let lease = loop {
+        assert!(
+            capture.try_wait().unwrap().is_none(),
+            "the capture ended before its lease was seen"
+        );
+        if let Some(e) = fs::read_dir(&locks).ok().and_then(|mut d| d.next()) {
+            break format!("locks/{}", e.unwrap().file_name().to_string_lossy());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    ok(&["locks", "--repo", &repo, "--break", &lease]);
+    let pruned = prune(&repo, &["--max-unused", "0"]);
+    assert_eq!(pruned["captures_waited_for"], 0, "{pruned}");
+    let out = capture.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the capture saved a snapshot over missing data"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is no longer in the repository"), "{err}");
+    let s: Value =
+        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+    assert_eq!(s.as_array().unwrap().len(), 2, "no snapshot was saved: {s}");
+    ok(&["check", "--repo", &repo, "--read-data"]);
+    assert_kept_restore(&env, &repo, &ids);
+}

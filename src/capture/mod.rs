@@ -168,8 +168,6 @@ fn capture_into(
     let lease = crate::prune::lease::Lease::take(repo, "capture")?;
     let intents = crate::prune::intent::list(repo)?;
     repo.exclude_chunks(crate::prune::intent::dropped(&intents));
-    let known_intents: std::collections::HashSet<String> =
-        intents.into_iter().map(|(k, _)| k).collect();
     let lineage = Lineage::of(repo, &args.name)?;
     let dev = SourceDisk::open(&args.source)?;
     let layout = read_layout(&dev, args.sector_size)
@@ -202,12 +200,7 @@ fn capture_into(
     // A prune waits for this capture while its lease is fresh; if it ever went stale, a
     // prune may not have, and what this capture used must still be there.
     if !lease.held_throughout() {
-        crate::prune::intent::check_capture(
-            repo,
-            &known_intents,
-            manifest.chunk_ids(),
-            &repo.stored_here(),
-        )?;
+        crate::prune::intent::check_capture(repo, manifest.chunk_ids(), &repo.stored_here())?;
     }
     // Chunks are durable before the manifest that names them (save_manifest flushes
     // first), and the manifest before its signature.

@@ -1,10 +1,10 @@
 //! Prune intents: before it deletes anything, a prune writes under `prune/` the chunks
 //! it will drop and the packs it will remove or rewrite. A capture that begins later
 //! reads them and treats those chunks as absent (it stores them again), and a capture
-//! that began earlier is waited for (its lease), then its snapshot is counted; one that
-//! outlived its lease checks, before saving its manifest, that no intent written since
-//! it began drops a chunk it used without storing, and fails rather than save a
-//! snapshot with missing data.
+//! that began earlier is waited for (its lease), then its snapshot is counted; one whose
+//! lease went stale or was removed checks, before saving its manifest, that every chunk
+//! it used without storing is still stored, and fails rather than save a snapshot with
+//! missing data.
 
 use std::collections::HashSet;
 
@@ -96,30 +96,23 @@ pub fn dropped(intents: &[(String, Intent)]) -> HashSet<ChunkId> {
         .collect()
 }
 
-/// Before a capture saves its manifest: no intent written since it began (not among
-/// `known`) may drop a chunk the manifest names that this capture did not store itself.
+/// Before a capture whose lease was not held all along (it went stale, or was removed)
+/// saves its manifest: every chunk the manifest names that this capture did not store
+/// itself must still be stored, as a fresh look at the index files and packs finds it
+/// (a prune may have dropped it without waiting for this capture).
 pub fn check_capture(
     repo: &Repository,
-    known: &HashSet<String>,
     used: impl Iterator<Item = ChunkId>,
     stored: &HashSet<ChunkId>,
 ) -> Result<()> {
-    let newer: Vec<(String, Intent)> = list(repo)?
-        .into_iter()
-        .filter(|(k, _)| !known.contains(k))
-        .collect();
-    if newer.is_empty() {
-        return Ok(());
-    }
-    let dropped = dropped(&newer);
-    if let Some(c) = used
-        .filter(|c| !stored.contains(c))
-        .find(|c| dropped.contains(c))
-    {
-        bail!(
-            "a prune ({}) that began during this capture drops chunk {c}, which this capture uses: nothing was saved; capture again",
-            newer[0].0
-        );
+    let fresh = repo.reloaded();
+    let reused: HashSet<ChunkId> = used.filter(|c| !stored.contains(c)).collect();
+    for c in reused {
+        if !fresh.has_chunk(&c)? {
+            bail!(
+                "chunk {c}, which this capture uses without storing it, is no longer in the repository: a prune ran while this capture's lease was not held; nothing was saved, capture again"
+            );
+        }
     }
     Ok(())
 }

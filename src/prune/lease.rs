@@ -116,11 +116,14 @@ impl Lease {
                     waited = Duration::ZERO;
                     file.expires =
                         rfc3339(Utc::now() + chrono::Duration::from_std(TTL).expect("small"));
+                    // Removed by someone else: a prune may have stopped waiting.
+                    let old = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let still_there = store.has(&old).unwrap_or(false);
                     match write(&*store, &file) {
                         Ok(key) => {
                             let mut r = renewed.lock().unwrap_or_else(|p| p.into_inner());
                             // A gap longer than the TTL: the lease was stale meanwhile.
-                            if r.0.elapsed() >= TTL {
+                            if r.0.elapsed() >= TTL || !still_there {
                                 r.1 = false;
                             }
                             r.0 = std::time::Instant::now();
@@ -150,10 +153,19 @@ impl Lease {
 
 impl Lease {
     /// Whether the lease has been fresh all along (never stale for a prune), counting
-    /// until now.
+    /// until now, and is still there: whoever may delete leases (the append token of
+    /// `serve`) could have removed it, and a prune would then not have waited.
     pub fn held_throughout(&self) -> bool {
-        let r = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
-        r.1 && r.0.elapsed() < TTL
+        let fresh = {
+            let r = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            r.1 && r.0.elapsed() < TTL
+        };
+        let key = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        fresh && self.store.has(&key).unwrap_or(false)
     }
 }
 

@@ -564,6 +564,16 @@ impl Repository {
         )
     }
 
+    /// The same repository seen afresh: its index read again on first use.
+    pub fn reloaded(&self) -> Repository {
+        Self::with_store(
+            self.store.clone(),
+            &self.display,
+            self.config.clone(),
+            self.protection.clone(),
+        )
+    }
+
     /// Whether the repository is encrypted (whether or not this reader holds its key).
     pub fn is_encrypted(&self) -> bool {
         self.protection.is_encrypted()

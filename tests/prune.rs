@@ -269,30 +269,9 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
     let repo = env.init();
     let ids = ten_days(&env, &repo);
     ok(&["forget", "--repo", &repo, "--keep-last", "2"]);
-    // Day 3 again, followed by enough new data to keep the capture running a while.
-    let big: PathBuf = env.path("big.img");
-    let mut data = fs::read(env.path("day3.img")).unwrap();
-    data.extend(random(600 * MIB, 7));
-    fs::write(&big, &data).unwrap();
-    drop(data);
-    let mut capture = Command::new(bin())
-        .args(capture_args(&repo, &big, "big"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Its lease is there once it has begun.
+    let big = big_day3(&env);
+    let (capture, _) = capture_with_its_lease(&env, &repo, &big);
     let locks = env.path("repo/locks");
-    while fs::read_dir(&locks)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
-    {
-        assert!(
-            capture.try_wait().unwrap().is_none(),
-            "the capture ended before its lease was seen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let pruned = prune(&repo, &["--max-unused", "0"]);
     let out = capture.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -335,6 +314,29 @@ fn big_day3(env: &Env) -> PathBuf {
     data.extend(random(600 * MIB, 7));
     fs::write(&big, &data).unwrap();
     big
+}
+
+/// A capture of `disk` into the local `repo`, started in the background, once its lease
+/// is there; with the lease's object name.
+fn capture_with_its_lease(env: &Env, repo: &str, disk: &Path) -> (std::process::Child, String) {
+    let mut capture = Command::new(bin())
+        .args(capture_args(repo, disk, "big"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = env.path("repo/locks");
+    loop {
+        assert!(
+            capture.try_wait().unwrap().is_none(),
+            "the capture ended before its lease was seen"
+        );
+        if let Some(e) = fs::read_dir(&locks).ok().and_then(|mut d| d.next()) {
+            let lease = format!("locks/{}", e.unwrap().file_name().to_string_lossy());
+            return (capture, lease);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// A capture (by `capture`) runs while a prune (by `admin`) goes over the repository
@@ -483,23 +485,7 @@ fn a_capture_whose_lease_was_broken_fails_rather_than_save_missing_data() {
     let ids = ten_days(&env, &repo);
     ok(&["forget", "--repo", &repo, "--keep-last", "2"]);
     let big = big_day3(&env);
-    let mut capture = Command::new(bin())
-        .args(capture_args(&repo, &big, "big"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let locks = env.path("repo/locks");
-    let lease = loop {
-        assert!(
-            capture.try_wait().unwrap().is_none(),
-            "the capture ended before its lease was seen"
-        );
-        if let Some(e) = fs::read_dir(&locks).ok().and_then(|mut d| d.next()) {
-            break format!("locks/{}", e.unwrap().file_name().to_string_lossy());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let (capture, lease) = capture_with_its_lease(&env, &repo, &big);
     ok(&["locks", "--repo", &repo, "--break", &lease]);
     let pruned = prune(&repo, &["--max-unused", "0"]);
     assert_eq!(pruned["captures_waited_for"], 0, "{pruned}");

@@ -13,8 +13,9 @@ pub struct CheckArgs {
     /// Decompress and hash every stored chunk.
     #[arg(long)]
     pub read_data: bool,
-    /// Read only this share of the chunks (as restic's `--read-data-subset N%`), a
-    /// different share each day: over ceil(100/N) consecutive days every chunk is read.
+    /// Read only this share of the chunks (as restic's `--read-data-subset N%`), the next
+    /// share at each run (the journal remembers the last): over ceil(100/N) runs every
+    /// chunk is read, whatever the schedule.
     #[arg(long, value_name = "N%", value_parser = parse_share, conflicts_with = "read_data")]
     pub read_data_subset: Option<u8>,
 }
@@ -30,14 +31,8 @@ fn parse_share(s: &str) -> Result<u8, String> {
 }
 
 impl CheckArgs {
-    /// Which chunks to read today: (groups, today's group), chunks whose id falls in it.
-    pub fn subset(&self) -> Option<(u32, u32)> {
-        let n = self.read_data_subset? as u32;
-        let groups = 100u32.div_ceil(n);
-        let day = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86_400)
-            .unwrap_or(0);
-        Some((groups, (day % groups as u64) as u32))
+    /// How many groups the chunks fall into for `--read-data-subset`.
+    pub fn subset_groups(&self) -> Option<u32> {
+        Some(100u32.div_ceil(self.read_data_subset? as u32))
     }
 }

@@ -115,8 +115,12 @@ impl Report {
 
 pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     let repo = Repository::open(&args.repo)?;
+    let subset = match args.subset_groups() {
+        Some(groups) => Some((groups, next_group(&repo, groups)?)),
+        None => None,
+    };
     let entry = crate::journal::Entry::begin(crate::journal::Operation::Check);
-    let result = check(&repo, args, ui);
+    let result = check(&repo, args, subset, ui);
     // A check that ran to its end and found problems is a failed check.
     let judged = match &result {
         Ok(r) if !r.ok => Err(anyhow::anyhow!(
@@ -130,6 +134,7 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
         Ok(r) => serde_json::json!({
             "read_data": args.read_data,
             "read_data_subset": args.read_data_subset,
+            "subset": subset.map(|(groups, group)| serde_json::json!({"groups": groups, "group": group})),
             "snapshots": r.snapshots,
             "chunks_referenced": r.chunks_referenced,
             "chunks_read": r.chunks_read,
@@ -143,7 +148,27 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     result
 }
 
-fn check(repo: &Repository, args: &CheckArgs, ui: &Ui) -> Result<Report> {
+/// The share of the chunks a `--read-data-subset` run reads: the one after the last
+/// recorded run's with the same number of groups (the first one otherwise).
+fn next_group(repo: &Repository, groups: u32) -> Result<u32> {
+    let last = crate::journal::read_all(repo)?
+        .into_iter()
+        .rev()
+        .filter(|r| r.operation == crate::journal::Operation::Check)
+        .find_map(|r| {
+            let s = r.details.get("subset")?;
+            (s.get("groups")?.as_u64()? == groups as u64).then(|| s.get("group")?.as_u64())?
+        });
+    Ok(last.map(|g| (g as u32 + 1) % groups).unwrap_or(0))
+}
+
+/// `subset`: with `--read-data-subset`, (groups, the group this run reads).
+fn check(
+    repo: &Repository,
+    args: &CheckArgs,
+    subset: Option<(u32, u32)>,
+    ui: &Ui,
+) -> Result<Report> {
     let policy = crate::trust::Policy::new(&args.trust, repo)?;
     let mut users: HashMap<ChunkId, Vec<String>> = HashMap::new();
     let mut damaged = Vec::new();
@@ -188,7 +213,7 @@ fn check(repo: &Repository, args: &CheckArgs, ui: &Ui) -> Result<Report> {
         // that finds it by name.
         Some(stored.clone())
     } else {
-        args.subset().map(|(groups, today)| {
+        subset.map(|(groups, today)| {
             stored
                 .iter()
                 .filter(|id| {

@@ -296,6 +296,7 @@ pub fn nbd_requests(data: &[u8]) {
             repository: None,
             parent: None,
             sequence: None,
+            consistency: None,
             source: SourceInfo {
                 path: String::new(),
                 model: None,

@@ -172,8 +172,8 @@ fn mounted_target_is_refused() {
     let before = hash_file(&img);
     let o = env.restore("web01", lo.path(), &["--yes"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("is mounted at"), "{}", stderr(&o));
-    refused(&env, &img, "web01", &["--yes"], "is mounted at");
+    assert!(stderr(&o).contains("is mounted read-write at"), "{}", stderr(&o));
+    refused(&env, &img, "web01", &["--yes"], "is mounted read-write at");
     assert_eq!(hash_file(&img), before);
 }
 
@@ -267,4 +267,73 @@ fn a_terminal_user_confirms_by_typing_the_target_name() {
     let o = restore_on_a_terminal(&env, &target, "target.img");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(hash_file(&target), hash_file(&src));
+}
+
+/// Files of a repository that hold data or name it (everything but the journal and the
+/// leases, which record attempts).
+fn stored_files(repo: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir(repo)
+        .into_iter()
+        .filter(|p| !p.starts_with("journal/") && !p.starts_with("locks/"))
+        .collect();
+    out.sort();
+    out
+}
+
+fn walkdir(root: &std::path::Path) -> Vec<String> {
+    sh(&format!("cd {} && find . -type f", root.display()))
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_string())
+        .collect()
+}
+
+#[test]
+fn a_source_in_use_is_refused_unless_a_crash_consistent_image_is_asked_for() {
+    let env = Env::new();
+    let repo = env.init();
+    // A disk whose root partition (an ext4 make-disk fills) is mounted read-write
+    // through a loop device over its byte range, as a running machine's would be.
+    let src = env.disk("gpt", "src.img");
+    let start = sgdisk_sector(&src, 2, "First sector") * 512;
+    let end = (sgdisk_sector(&src, 2, "Last sector") + 1) * 512;
+    let lo = Loop::attach_range(&src, start, end - start);
+    let mnt = env.path("mnt");
+    let m = Mount::new(&lo.dev, &mnt);
+    let before = stored_files(&env.path("repo"));
+
+    // The image file and the loop device of its partition are refused alike, naming
+    // the mount and the ways out, and nothing is stored.
+    let err = fails(&capture_args(&repo, &src, "web01"));
+    let mount = format!("{} is mounted read-write at {}", lo.dev, mnt.display());
+    assert!(err.contains(&mount), "{err}");
+    for way in ["lifeboat.action=capture", "--crash-consistent"] {
+        assert!(err.contains(way), "{err}");
+    }
+    let err = fails(&capture_args(&repo, lo.path(), "part"));
+    assert!(err.contains(&mount), "{err}");
+    assert_eq!(stored_files(&env.path("repo")), before);
+
+    // Read-only, nothing can change it: captured, with nothing to say.
+    sh(&format!("mount -o remount,ro {}", mnt.display()));
+    let s = env.capture(&src, "web01");
+    let plain = env.manifest(s["snapshot"].as_str().unwrap());
+    assert!(plain.get("consistency").is_none(), "{plain}");
+
+    // Read-write again, knowingly: captured, and the manifest and listing say how.
+    sh(&format!("mount -o remount,rw {}", mnt.display()));
+    let mut args = capture_args(&repo, &src, "web01").to_vec();
+    args.push("--crash-consistent");
+    let s: serde_json::Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let id = s["snapshot"].as_str().unwrap();
+    let c = &env.manifest(id)["consistency"];
+    assert_eq!(c["kind"], "crash-consistent", "{c}");
+    assert!(c["reasons"][0].as_str().unwrap().contains(&mount), "{c}");
+    let listing = ok(&["snapshots", "--repo", &repo]);
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        text.contains("CRASH-CONSISTENT: read while in use"),
+        "{text}"
+    );
+    drop(m);
+    drop(lo);
 }

@@ -9,15 +9,18 @@ pub mod usage;
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use crate::commands::capture::CaptureArgs;
 use crate::disk::layout::{read_layout, Layout};
 use crate::disk::SourceDisk;
 use crate::io::Progress;
+use crate::location::DiskLocation;
 use crate::range;
-use crate::repo::manifest::{Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION};
+use crate::repo::manifest::{
+    Consistency, ConsistencyKind, Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION,
+};
 use crate::repo::{Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
 use segments::{NewData, SegmentDone, Workers};
@@ -163,6 +166,7 @@ fn capture_into(
             })
         })
         .transpose()?;
+    let consistency = consistency(args)?;
     // A lease first, then the prune intents: a prune that marks data after this reads
     // them waits for this capture (see prune::intent).
     let lease = crate::prune::lease::Lease::take(repo, "capture")?;
@@ -193,6 +197,14 @@ fn capture_into(
     progress.finish();
     let (regions, new) = read?;
     let mut manifest = manifest(args, repo, &dev, &layout, regions, lineage);
+    if let Some(c) = consistency {
+        notes.push(format!(
+            "{}: read while in use ({})",
+            c.kind,
+            c.reasons.join("; ")
+        ));
+        manifest.consistency = Some(c);
+    }
     if let Some(t) = time {
         manifest.time = t;
     }
@@ -213,6 +225,42 @@ fn capture_into(
     let mut summary = summarise(args, id, &manifest, size, new, notes, start);
     summary.signed_by = key.map(|k| k.public().id().to_string());
     Ok(summary)
+}
+
+/// Refuse a source that may change while it is read, unless the user accepts a
+/// crash-consistent image; what was using it is then recorded.
+fn consistency(args: &CaptureArgs) -> Result<Option<Consistency>> {
+    let DiskLocation::Path(path) = &args.source else {
+        // An NBD export: what serves it is the judge of its consistency.
+        return Ok(None);
+    };
+    let uses: Vec<String> = crate::disk::guard::uses(path)?
+        .into_iter()
+        .filter(|u| u.may_change())
+        .map(|u| u.to_string())
+        .collect();
+    if uses.is_empty() {
+        return Ok(None);
+    }
+    if !args.crash_consistent {
+        bail!(
+            "source {} is in use and may change while it is read: {}. An image read now \
+             would match no moment of the disk. Capture it from the rescue (boot it with \
+             lifeboat.action=capture), unmount or remount it read-only first, or accept a \
+             crash-consistent image with --crash-consistent",
+            args.source,
+            uses.join("; ")
+        );
+    }
+    log::warn!(
+        "{} is in use ({}): capturing a crash-consistent image, as --crash-consistent asks",
+        args.source,
+        uses.join("; ")
+    );
+    Ok(Some(Consistency {
+        kind: ConsistencyKind::CrashConsistent,
+        reasons: uses,
+    }))
 }
 
 /// Where a new snapshot stands among those of its name: the newest (its parent) and
@@ -315,6 +363,7 @@ fn manifest(
         repository: Some(repo.config.id.clone()),
         parent: lineage.parent,
         sequence: Some(lineage.sequence),
+        consistency: None,
         source: SourceInfo {
             path: args.source.to_string(),
             model: identity.model,

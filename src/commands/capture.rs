@@ -21,6 +21,12 @@ pub struct CaptureArgs {
     /// Read every block, even those a filesystem marks free.
     #[arg(long)]
     pub full: bool,
+    /// Read the disk even though a filesystem on it is mounted read-write, or it is
+    /// active swap or held by device mapper or RAID: the image is then at best what a
+    /// power cut would have left (files written meanwhile may be torn), and the manifest
+    /// and `snapshots` say so. Without it such a capture is refused.
+    #[arg(long)]
+    pub crash_consistent: bool,
     /// zstd level for new chunks (default: the repository's).
     #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub level: Option<i32>,

@@ -43,6 +43,9 @@ pub struct Entry {
     pub last_drill: Option<crate::journal::Drilled>,
     /// Protected from forget (`lifeboat protect`).
     pub protected: bool,
+    /// "crash-consistent" when the disk was read while in use, with what used it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<crate::repo::manifest::Consistency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -75,6 +78,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     }),
                     last_drill: drills.get(&id).cloned(),
                     protected: protected.contains(&id),
+                    consistency: m.consistency.clone(),
                     error: None,
                 })
             }
@@ -91,6 +95,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 signature: None,
                 last_drill: None,
                 protected: false,
+                consistency: None,
                 error: Some(format!("{e:#}")),
             }),
         }
@@ -140,6 +145,14 @@ fn print(entries: &[Entry]) {
         }
         if e.protected {
             println!("{:<8}  protected", "");
+        }
+        if let Some(c) = &e.consistency {
+            println!(
+                "{:<8}  {}: read while in use ({})",
+                "",
+                c.kind.to_string().to_uppercase(),
+                c.reasons.join("; ")
+            );
         }
     }
 }

@@ -60,19 +60,49 @@ fn read_u64(path: &Path) -> Option<u64> {
     read_trim(path).and_then(|s| s.parse().ok())
 }
 
-/// major:minor → mount points, from /proc/self/mountinfo.
-pub fn mounts() -> Result<HashMap<String, Vec<String>>> {
+/// A mount of a block device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: String,
+    /// The filesystem itself is read-write (its superblock options, not the mount
+    /// point's: a read-only bind mount of a read-write filesystem still changes).
+    pub writable: bool,
+}
+
+/// major:minor → its mounts, from /proc/self/mountinfo.
+pub fn mounts() -> Result<HashMap<String, Vec<Mount>>> {
     let text = fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    Ok(parse_mountinfo(&text))
+}
+
+fn parse_mountinfo(text: &str) -> HashMap<String, Vec<Mount>> {
+    let mut map: HashMap<String, Vec<Mount>> = HashMap::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        if f.len() > 4 {
-            map.entry(f[2].to_string())
-                .or_default()
-                .push(unescape(f[4]));
+        if f.len() <= 5 {
+            continue;
         }
+        // Optional fields end at "-", then the type, the source and the superblock's
+        // options.
+        let superblock = f
+            .iter()
+            .position(|x| *x == "-")
+            .and_then(|i| f.get(i + 3))
+            .unwrap_or(&f[5]);
+        map.entry(f[2].to_string()).or_default().push(Mount {
+            point: unescape(f[4]),
+            writable: superblock.split(',').any(|o| o == "rw"),
+        });
     }
-    Ok(map)
+    map
+}
+
+/// Mount points of a major:minor.
+fn points(mounts: &HashMap<String, Vec<Mount>>, dev: &str) -> Vec<String> {
+    mounts
+        .get(dev)
+        .map(|m| m.iter().map(|m| m.point.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// Mountinfo escapes spaces and such as \040.
@@ -209,7 +239,7 @@ pub fn list_disks() -> Result<Vec<Disk>> {
                     start: read_u64(&p.join("start")).unwrap_or(0) * 512,
                     size: read_u64(&p.join("size")).unwrap_or(0) * 512,
                     fstype: probe_path(Path::new(&ppath)),
-                    mountpoints: mounts.get(&pdev).cloned().unwrap_or_default(),
+                    mountpoints: points(&mounts, &pdev),
                     name: pname,
                     path: ppath,
                     dev: pdev,
@@ -230,7 +260,7 @@ pub fn list_disks() -> Result<Vec<Disk>> {
             rotational: read_u64(&q.join("rotational")) == Some(1),
             read_only: read_u64(&sys.join("ro")) == Some(1),
             fstype: probe_path(Path::new(&path)),
-            mountpoints: mounts.get(&dev).cloned().unwrap_or_default(),
+            mountpoints: points(&mounts, &dev),
             partitions,
             name,
             path,
@@ -238,4 +268,30 @@ pub fn list_disks() -> Result<Vec<Disk>> {
         });
     }
     Ok(disks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_tells_read_write_filesystems_by_their_superblock() {
+        let text = "\
+36 35 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+37 35 8:2 / /mnt/a\\040b ro,relatime - xfs /dev/sda2 ro,attr2
+38 35 8:2 /x /srv ro,relatime shared:7 master:2 - xfs /dev/sda2 rw,attr2
+";
+        let m = parse_mountinfo(text);
+        assert_eq!(
+            m["8:1"],
+            vec![Mount {
+                point: "/".into(),
+                writable: true
+            }]
+        );
+        assert_eq!(m["8:2"][0].point, "/mnt/a b");
+        assert!(!m["8:2"][0].writable);
+        // A read-only bind mount of a read-write filesystem: it still changes.
+        assert!(m["8:2"][1].writable);
+    }
 }

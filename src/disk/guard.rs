@@ -1,13 +1,71 @@
-//! Refuse to write to a disk that anything is using: mounted (itself or a partition), active
-//! swap, held by device mapper or RAID, backing a busy loop device, or holding the repository.
+//! Who is using a disk: mounted (itself or a partition), active swap, held by device mapper
+//! or RAID, backing a busy loop device. A restore refuses to write to a disk in any use (or
+//! one holding the repository); a capture refuses to read one that is being written to.
 
+use std::fmt;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::detect::{mounts, swaps};
+use super::detect::{mounts, swaps, Mount};
+
+/// One way a disk (or a partition of it) is in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InUse {
+    /// Mounted; `writable` when the filesystem itself is read-write.
+    Mounted {
+        device: String,
+        points: Vec<String>,
+        writable: bool,
+    },
+    Swap {
+        device: String,
+    },
+    /// Held by device mapper (LVM, dm-crypt) or md RAID.
+    Held {
+        device: String,
+        holders: Vec<String>,
+    },
+}
+
+impl InUse {
+    /// Whether a filesystem on it may change while it is read.
+    pub fn may_change(&self) -> bool {
+        match self {
+            InUse::Mounted { writable, .. } => *writable,
+            InUse::Swap { .. } | InUse::Held { .. } => true,
+        }
+    }
+}
+
+impl fmt::Display for InUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InUse::Mounted {
+                device,
+                points,
+                writable,
+            } => write!(
+                f,
+                "{device} is mounted {}at {}",
+                if *writable {
+                    "read-write "
+                } else {
+                    "read-only "
+                },
+                points.join(", ")
+            ),
+            InUse::Swap { device } => write!(f, "{device} is active swap"),
+            InUse::Held { device, holders } => write!(
+                f,
+                "{device} is held by {} (device mapper, RAID or LVM)",
+                holders.join(", ")
+            ),
+        }
+    }
+}
 
 /// major:minor of a block device node, with the sysfs names of its partitions' numbers.
 fn dev_and_parts(sys: &Path) -> Vec<(String, String)> {
@@ -35,29 +93,66 @@ fn dev_and_parts(sys: &Path) -> Vec<(String, String)> {
     out
 }
 
-fn check_block(sys: &Path, what: &str) -> Result<()> {
+/// Every use of a block device (a whole disk with its partitions, or a partition).
+fn block_uses(sys: &Path) -> Result<Vec<InUse>> {
     let mounts = mounts()?;
     let swaps = swaps();
+    let mut out = Vec::new();
     for (name, dev) in dev_and_parts(sys) {
-        if let Some(points) = mounts.get(&dev) {
-            bail!(
-                "{what} is in use: /dev/{name} is mounted at {}; unmount it first",
-                points.join(", ")
-            );
+        let device = format!("/dev/{name}");
+        if let Some(m) = mounts.get(&dev) {
+            out.push(InUse::Mounted {
+                device: device.clone(),
+                points: m.iter().map(|m: &Mount| m.point.clone()).collect(),
+                writable: m.iter().any(|m| m.writable),
+            });
         }
-        let node = format!("/dev/{name}");
-        if swaps.iter().any(|s| s == &node) {
-            bail!("{what} is in use: /dev/{name} is active swap; swapoff it first");
+        if swaps.iter().any(|s| s == &device) {
+            out.push(InUse::Swap {
+                device: device.clone(),
+            });
         }
         let holders = sys_holders(sys, &name);
         if !holders.is_empty() {
-            bail!(
-                "{what} is in use: /dev/{name} is held by {} (device mapper, RAID or LVM)",
-                holders.join(", ")
-            );
+            out.push(InUse::Held { device, holders });
         }
     }
-    Ok(())
+    Ok(out)
+}
+
+fn check_block(sys: &Path, what: &str) -> Result<()> {
+    match block_uses(sys)?.first() {
+        None => Ok(()),
+        Some(u @ InUse::Mounted { .. }) => bail!("{what} is in use: {u}; unmount it first"),
+        Some(u @ InUse::Swap { .. }) => bail!("{what} is in use: {u}; swapoff it first"),
+        Some(u) => bail!("{what} is in use: {u}"),
+    }
+}
+
+/// Every use of a disk to be read: a block device's own, or those of the loop devices
+/// an image file backs (with their offsets, they may be one partition of it), and an
+/// image that is a swap file.
+pub fn uses(source: &Path) -> Result<Vec<InUse>> {
+    let meta = fs::metadata(source).with_context(|| format!("stat {}", source.display()))?;
+    let canon =
+        fs::canonicalize(source).with_context(|| format!("resolve {}", source.display()))?;
+    if meta.file_type().is_block_device() {
+        let sys = super::detect::sysfs_dir_of(&canon)
+            .with_context(|| format!("find {} in sysfs", canon.display()))?;
+        return block_uses(&sys);
+    }
+    let mut out = Vec::new();
+    if meta.file_type().is_file() {
+        for lo in loops_backed_by(&canon) {
+            out.extend(block_uses(&lo)?);
+        }
+        if swaps().iter().any(|s| Path::new(s) == canon) {
+            out.push(InUse::Swap {
+                device: canon.display().to_string(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn sys_holders(disk_sys: &Path, name: &str) -> Vec<String> {

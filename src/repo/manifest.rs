@@ -42,11 +42,40 @@ pub struct Manifest {
     /// 1 for a name's first snapshot, then one more than its parent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<u64>,
+    /// How the disk was read when something may have been writing to it; absent for a
+    /// disk nothing was writing to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
     pub source: SourceInfo,
     pub disk: DiskInfo,
     pub chunker: ChunkerParams,
     /// The whole disk, cut into non-overlapping regions in ascending order.
     pub regions: Vec<Region>,
+}
+
+/// A capture of a disk in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consistency {
+    pub kind: ConsistencyKind,
+    /// What was using the disk (and, for a live capture, how it was made consistent).
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsistencyKind {
+    /// Read while in use, as the user accepted (`--crash-consistent`): what a power cut
+    /// at some moment would have left, at best; files written during the capture may
+    /// be torn.
+    CrashConsistent,
+}
+
+impl fmt::Display for ConsistencyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConsistencyKind::CrashConsistent => "crash-consistent",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -499,6 +528,7 @@ pub(crate) mod tests {
             repository: None,
             parent: None,
             sequence: None,
+            consistency: None,
             source: SourceInfo {
                 path: "sample.img".into(),
                 model: None,

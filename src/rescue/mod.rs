@@ -289,6 +289,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     }),
                     sector_size: None,
                     full: false,
+                    crash_consistent: false,
                     level: None,
                     sign: None,
                     sign_password_file: None,
@@ -444,8 +445,11 @@ fn exclude_disk_holding(
     disks: &[crate::disk::detect::Disk],
     excluded: &mut Vec<String>,
 ) -> Result<()> {
-    for (dev, points) in crate::disk::detect::mounts()?.iter() {
-        if points.iter().any(|p| dir.starts_with(p) && p != "/") {
+    for (dev, mounts) in crate::disk::detect::mounts()?.iter() {
+        if mounts
+            .iter()
+            .any(|m| dir.starts_with(&m.point) && m.point != "/")
+        {
             for d in disks {
                 if d.partitions.iter().any(|p| &p.dev == dev) && !excluded.contains(&d.path) {
                     excluded.push(d.path.clone());

@@ -7,7 +7,7 @@
 use std::io::{Cursor, Read, Write};
 use std::sync::{Arc, OnceLock};
 
-use crate::disk::fs::{ext4, fat, swap, Reader};
+use crate::disk::fs::{ext4, fat, swap, xfs, Reader};
 use crate::disk::layout::{read_layout, read_mbr};
 use crate::disk::SourceDisk;
 use crate::repo::manifest::Manifest;
@@ -32,6 +32,7 @@ pub const TARGETS: &[Target] = &[
     target("ext4", ext4_reader),
     target("fat", fat_reader),
     target("swap", swap_reader),
+    target("xfs", xfs_reader),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
@@ -223,6 +224,58 @@ pub fn fat_reader(data: &[u8]) {
 
 pub fn swap_reader(data: &[u8]) {
     filesystem(data, swap::scan)
+}
+
+pub fn xfs_reader(data: &[u8]) {
+    sparse_filesystem(data, xfs::scan)
+}
+
+/// The most a sparse fuzz image may claim to be (its blocks are what it holds).
+const MAX_SPARSE_IMAGE: u64 = 1 << 30;
+
+/// A filesystem of blocks far apart, as a sparse image: its size in KiB (u32, LE),
+/// then records of a block number (u32, LE, in KiB) and its 1,024 bytes; every other
+/// block is zero. `sparse_image` writes a real image this way for the seeds.
+fn sparse_filesystem(
+    data: &[u8],
+    scan: fn(&Reader, u64) -> anyhow::Result<crate::disk::fs::Usage>,
+) {
+    let Some(disk) = read_sparse_image(data) else {
+        return;
+    };
+    let len = disk.size;
+    let _ = scan(&Reader::new(&disk, 0, len), len);
+}
+
+/// The disk a sparse image describes (None when it is too short to say its size).
+pub fn read_sparse_image(data: &[u8]) -> Option<SourceDisk> {
+    use crate::disk::source::SPARSE_BLOCK;
+    let size =
+        (u32::from_le_bytes(data.get(..4)?.try_into().ok()?) as u64 * 1024).min(MAX_SPARSE_IMAGE);
+    let mut blocks = std::collections::BTreeMap::new();
+    for rec in data[4..].chunks(4 + SPARSE_BLOCK) {
+        if rec.len() < 4 {
+            break;
+        }
+        let n = u32::from_le_bytes(rec[..4].try_into().unwrap()) as u64;
+        let mut block = [0u8; SPARSE_BLOCK];
+        block[..rec.len() - 4].copy_from_slice(&rec[4..]);
+        blocks.insert(n, block);
+    }
+    Some(SourceDisk::sparse("fuzz.img", size, blocks))
+}
+
+/// A real image in the sparse form `sparse_filesystem` reads: its non-zero 1 KiB blocks.
+pub fn sparse_image(image: &[u8]) -> Vec<u8> {
+    let mut out = ((image.len() / 1024) as u32).to_le_bytes().to_vec();
+    for (n, block) in image.chunks(1024).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            out.extend_from_slice(&(n as u32).to_le_bytes());
+            out.extend_from_slice(block);
+            out.resize(out.len() + 1024 - block.len(), 0);
+        }
+    }
+    out
 }
 
 /// What a client of `lifeboat serve` sends: requests, one after another.

@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use lifeboat::disk::fs::{ext4, fat, swap, Reader};
+use lifeboat::disk::fs::{ext4, fat, swap, xfs, Reader};
 use lifeboat::disk::layout::read_layout;
 use lifeboat::disk::SourceDisk;
 use lifeboat::repo::manifest::TableKind;
@@ -68,6 +68,15 @@ fn the_seeds_are_understood_by_their_readers() {
             .unwrap_or_else(|e| panic!("{target} seed: {e:#}"));
         assert!(usage.used_bytes() > 0 && usage.used_bytes() <= d.size);
     }
+    // Sparse images: a size and the blocks that are not zero.
+    let sparse = |target: &str, name: &str| {
+        let data = std::fs::read(fuzz_dir().join("seeds").join(target).join(name)).unwrap();
+        lifeboat::fuzz::read_sparse_image(&data).unwrap()
+    };
+    let d = sparse("xfs", "xfs-32m.sparse");
+    let usage = xfs::scan(&Reader::new(&d, 0, d.size), d.size)
+        .unwrap_or_else(|e| panic!("xfs seed: {e:#}"));
+    assert!(usage.used_bytes() > 0 && usage.used_bytes() < d.size / 2);
     let m = std::fs::read(fuzz_dir().join("seeds/manifest/gpt-256k.json")).unwrap();
     let m: lifeboat::repo::Manifest = serde_json::from_slice(&m).unwrap();
     m.validate().unwrap();

@@ -172,7 +172,11 @@ fn mounted_target_is_refused() {
     let before = hash_file(&img);
     let o = env.restore("web01", lo.path(), &["--yes"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("is mounted read-write at"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is mounted read-write at"),
+        "{}",
+        stderr(&o)
+    );
     refused(&env, &img, "web01", &["--yes"], "is mounted read-write at");
     assert_eq!(hash_file(&img), before);
 }

@@ -79,4 +79,5 @@ need_garage() {
 # filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.
 BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3
-  openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod zstd)
+  openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod zstd
+  xfsprogs btrfs-progs ntfs-3g)

@@ -17,7 +17,13 @@ enum Backing {
     Nbd(NbdClient),
     /// An image held in memory (tests and fuzzing feed the disk readers this way).
     Memory(Vec<u8>),
+    /// A large image of which only some 1 KiB blocks are not zero (fuzzing the readers
+    /// of filesystems whose metadata lies far apart).
+    Sparse(std::collections::BTreeMap<u64, [u8; SPARSE_BLOCK]>),
 }
+
+/// The block size of a sparse image.
+pub const SPARSE_BLOCK: usize = 1024;
 
 pub struct SourceDisk {
     /// What the user named, for messages.
@@ -83,6 +89,21 @@ impl SourceDisk {
         }
     }
 
+    /// An image of `size` bytes, zero but for the given 1 KiB blocks (by number).
+    pub fn sparse(
+        name: &str,
+        size: u64,
+        blocks: std::collections::BTreeMap<u64, [u8; SPARSE_BLOCK]>,
+    ) -> SourceDisk {
+        SourceDisk {
+            path: PathBuf::from(name),
+            size,
+            is_block: false,
+            sector_size: None,
+            backing: Backing::Sparse(blocks),
+        }
+    }
+
     /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the disk.
     pub fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         match &self.backing {
@@ -98,6 +119,20 @@ impl SourceDisk {
                 buf[..n].copy_from_slice(&m[from..from + n]);
                 Ok(n)
             }
+            Backing::Sparse(blocks) => {
+                let n = buf.len().min(self.size.saturating_sub(offset) as usize);
+                let bs = SPARSE_BLOCK as u64;
+                buf[..n].fill(0);
+                let (first, end) = (offset / bs, (offset + n as u64).div_ceil(bs));
+                for (&b, data) in blocks.range(first..end) {
+                    let at = b * bs;
+                    let from = at.max(offset);
+                    let to = (at + bs).min(offset + n as u64);
+                    buf[(from - offset) as usize..(to - offset) as usize]
+                        .copy_from_slice(&data[(from - at) as usize..(to - at) as usize]);
+                }
+                Ok(n)
+            }
         }
     }
 
@@ -106,7 +141,7 @@ impl SourceDisk {
         let r = match &self.backing {
             Backing::Nbd(c) => c.read_at(buf, offset),
             Backing::File(f) => f.read_exact_at(buf, offset),
-            Backing::Memory(_) => match self.read_partial(buf, offset) {
+            Backing::Memory(_) | Backing::Sparse(_) => match self.read_partial(buf, offset) {
                 Ok(n) if n == buf.len() => Ok(()),
                 Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Err(e) => Err(e),

@@ -5,6 +5,7 @@ pub mod crc;
 pub mod ext4;
 pub mod fat;
 pub mod swap;
+pub mod xfs;
 
 use std::fmt;
 
@@ -139,6 +140,7 @@ pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
         k if k.is_ext() => ext4::scan(&r, len),
         FsKind::Vfat => fat::scan(&r, len),
         FsKind::Swap => swap::scan(&r, len),
+        FsKind::Xfs => xfs::scan(&r, len),
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {

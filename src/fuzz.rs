@@ -7,7 +7,7 @@
 use std::io::{Cursor, Read, Write};
 use std::sync::{Arc, OnceLock};
 
-use crate::disk::fs::{ext4, fat, swap, xfs, Reader};
+use crate::disk::fs::{btrfs, ext4, fat, swap, xfs, Reader};
 use crate::disk::layout::{read_layout, read_mbr};
 use crate::disk::SourceDisk;
 use crate::repo::manifest::Manifest;
@@ -33,6 +33,7 @@ pub const TARGETS: &[Target] = &[
     target("fat", fat_reader),
     target("swap", swap_reader),
     target("xfs", xfs_reader),
+    target("btrfs", btrfs_reader),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
@@ -228,6 +229,10 @@ pub fn swap_reader(data: &[u8]) {
 
 pub fn xfs_reader(data: &[u8]) {
     sparse_filesystem(data, xfs::scan)
+}
+
+pub fn btrfs_reader(data: &[u8]) {
+    sparse_filesystem(data, btrfs::scan)
 }
 
 /// The most a sparse fuzz image may claim to be (its blocks are what it holds).

@@ -74,6 +74,9 @@ pub fn region_usage(
                     bytes(used),
                     bytes(part.len)
                 ));
+                if let Some(n) = &u.note {
+                    notes.push(format!("{label}: {n}"));
+                }
                 let on_disk: Vec<ByteRange> =
                     u.used.iter().map(|x| x.shifted(part.offset)).collect();
                 free.extend(

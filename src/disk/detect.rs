@@ -69,14 +69,32 @@ pub struct Mount {
     pub writable: bool,
 }
 
-/// major:minor → its mounts, from /proc/self/mountinfo.
+/// major:minor → its mounts, from /proc/self/mountinfo. A filesystem is found under the
+/// device it was mounted from too: btrfs reports an anonymous device number of its own.
 pub fn mounts() -> Result<HashMap<String, Vec<Mount>>> {
     let text = fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    Ok(parse_mountinfo(&text))
+    let mut map: HashMap<String, Vec<Mount>> = HashMap::new();
+    for (dev, source, mount) in parse_mountinfo(&text) {
+        let by_source = source
+            .strip_prefix("/dev/")
+            .and_then(|_| fs::metadata(&source).ok())
+            .filter(|m| m.file_type().is_block_device())
+            .map(|m| {
+                let r = m.rdev();
+                format!("{}:{}", nix::sys::stat::major(r), nix::sys::stat::minor(r))
+            })
+            .filter(|d| *d != dev);
+        if let Some(d) = by_source {
+            map.entry(d).or_default().push(mount.clone());
+        }
+        map.entry(dev).or_default().push(mount);
+    }
+    Ok(map)
 }
 
-fn parse_mountinfo(text: &str) -> HashMap<String, Vec<Mount>> {
-    let mut map: HashMap<String, Vec<Mount>> = HashMap::new();
+/// Each mount: its major:minor, its source, and where and how it is mounted.
+fn parse_mountinfo(text: &str) -> Vec<(String, String, Mount)> {
+    let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         if f.len() <= 5 {
@@ -84,17 +102,19 @@ fn parse_mountinfo(text: &str) -> HashMap<String, Vec<Mount>> {
         }
         // Optional fields end at "-", then the type, the source and the superblock's
         // options.
-        let superblock = f
-            .iter()
-            .position(|x| *x == "-")
-            .and_then(|i| f.get(i + 3))
-            .unwrap_or(&f[5]);
-        map.entry(f[2].to_string()).or_default().push(Mount {
-            point: unescape(f[4]),
-            writable: superblock.split(',').any(|o| o == "rw"),
-        });
+        let sep = f.iter().position(|x| *x == "-");
+        let source = sep.and_then(|i| f.get(i + 2)).map(|s| unescape(s));
+        let superblock = sep.and_then(|i| f.get(i + 3)).unwrap_or(&f[5]);
+        out.push((
+            f[2].to_string(),
+            source.unwrap_or_default(),
+            Mount {
+                point: unescape(f[4]),
+                writable: superblock.split(',').any(|o| o == "rw"),
+            },
+        ));
     }
-    map
+    out
 }
 
 /// Mount points of a major:minor.
@@ -283,15 +303,19 @@ mod tests {
 ";
         let m = parse_mountinfo(text);
         assert_eq!(
-            m["8:1"],
-            vec![Mount {
-                point: "/".into(),
-                writable: true
-            }]
+            m[0],
+            (
+                "8:1".to_string(),
+                "/dev/sda1".to_string(),
+                Mount {
+                    point: "/".into(),
+                    writable: true
+                }
+            )
         );
-        assert_eq!(m["8:2"][0].point, "/mnt/a b");
-        assert!(!m["8:2"][0].writable);
+        assert_eq!(m[1].2.point, "/mnt/a b");
+        assert!(!m[1].2.writable);
         // A read-only bind mount of a read-write filesystem: it still changes.
-        assert!(m["8:2"][1].writable);
+        assert!(m[2].2.writable);
     }
 }

@@ -401,6 +401,7 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         kind: super::probe(&sb_bytes_with_offset(&sb_bytes)).unwrap_or(FsKind::Ext4),
         block_size: bs as u32,
         used,
+        note: None,
     })
 }
 

@@ -102,6 +102,7 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         kind: FsKind::Vfat,
         block_size: cluster_bytes as u32,
         used,
+        note: None,
     })
 }
 

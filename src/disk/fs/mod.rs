@@ -1,6 +1,7 @@
-//! Filesystems: what a partition holds (from its signature) and, for ext2/3/4, FAT and
-//! swap, which of its bytes are in use, so that a capture reads only those.
+//! Filesystems: what a partition holds (from its signature) and, for ext2/3/4, FAT,
+//! swap, XFS and btrfs, which of its bytes are in use, so that a capture reads only those.
 
+pub mod btrfs;
 pub mod crc;
 pub mod ext4;
 pub mod fat;
@@ -107,6 +108,8 @@ pub struct Usage {
     pub block_size: u32,
     /// Ranges from the start of the filesystem, ascending and disjoint.
     pub used: Vec<ByteRange>,
+    /// What was read more than the filesystem uses, and why.
+    pub note: Option<String>,
 }
 
 impl Usage {
@@ -141,6 +144,7 @@ pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
         FsKind::Vfat => fat::scan(&r, len),
         FsKind::Swap => swap::scan(&r, len),
         FsKind::Xfs => xfs::scan(&r, len),
+        FsKind::Btrfs => btrfs::scan(&r, len),
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {

@@ -18,5 +18,6 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         kind: FsKind::Swap,
         block_size: page as u32,
         used: vec![ByteRange::new(0, page)],
+        note: None,
     })
 }

@@ -235,6 +235,7 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         kind: FsKind::Xfs,
         block_size: sb.block_size as u32,
         used: range::complement(&free, fs),
+        note: None,
     })
 }
 

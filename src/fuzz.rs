@@ -7,7 +7,7 @@
 use std::io::{Cursor, Read, Write};
 use std::sync::{Arc, OnceLock};
 
-use crate::disk::fs::{btrfs, ext4, fat, swap, xfs, Reader};
+use crate::disk::fs::{btrfs, ext4, fat, ntfs, swap, xfs, Reader};
 use crate::disk::layout::{read_layout, read_mbr};
 use crate::disk::SourceDisk;
 use crate::repo::manifest::Manifest;
@@ -34,6 +34,7 @@ pub const TARGETS: &[Target] = &[
     target("swap", swap_reader),
     target("xfs", xfs_reader),
     target("btrfs", btrfs_reader),
+    target("ntfs", ntfs_reader),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
@@ -233,6 +234,10 @@ pub fn xfs_reader(data: &[u8]) {
 
 pub fn btrfs_reader(data: &[u8]) {
     sparse_filesystem(data, btrfs::scan)
+}
+
+pub fn ntfs_reader(data: &[u8]) {
+    sparse_filesystem(data, ntfs::scan)
 }
 
 /// The most a sparse fuzz image may claim to be (its blocks are what it holds).

@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use lifeboat::disk::fs::{btrfs, ext4, fat, swap, xfs, Reader};
+use lifeboat::disk::fs::{btrfs, ext4, fat, ntfs, swap, xfs, Reader};
 use lifeboat::disk::layout::read_layout;
 use lifeboat::disk::SourceDisk;
 use lifeboat::repo::manifest::TableKind;
@@ -82,6 +82,10 @@ fn the_seeds_are_understood_by_their_readers() {
         .unwrap_or_else(|e| panic!("btrfs seed: {e:#}"));
     assert!(usage.note.is_none(), "{:?}", usage.note);
     assert!(usage.used_bytes() > 0 && usage.used_bytes() < d.size / 4);
+    let d = sparse("ntfs", "ntfs-16m.sparse");
+    let usage = ntfs::scan(&Reader::new(&d, 0, d.size), d.size)
+        .unwrap_or_else(|e| panic!("ntfs seed: {e:#}"));
+    assert!(usage.used_bytes() > 0 && usage.used_bytes() < d.size);
     let m = std::fs::read(fuzz_dir().join("seeds/manifest/gpt-256k.json")).unwrap();
     let m: lifeboat::repo::Manifest = serde_json::from_slice(&m).unwrap();
     m.validate().unwrap();

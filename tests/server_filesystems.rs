@@ -213,3 +213,66 @@ fn btrfs_with_a_pending_log_tree_is_read_by_its_chunks() {
     let skipped = d["free_bytes_skipped"].as_u64().unwrap();
     assert!(skipped > 20 << 20 && skipped < 60 << 20, "{skipped}");
 }
+
+#[test]
+fn ntfs_is_read_by_its_bitmap_and_checks_clean() {
+    let env = Env::new();
+    let src = env.disk("ntfs", "src.img");
+    let s = capture_both(&env, &src, "ntfs");
+    let n = notes(&s.summary);
+    assert!(n.contains("partition 1: ntfs"), "{n}");
+    // 128 MiB over garbage, some 27 MiB in use.
+    assert!(s.summary["free_bytes_skipped"].as_u64().unwrap() > 80 << 20);
+    assert!(s.full > s.aware + (80 << 20), "{} vs {}", s.full, s.aware);
+
+    let m = env.manifest(s.summary["snapshot"].as_str().unwrap());
+    let part = partition(&m);
+    let dst = env.path("dst.img");
+    let o = env.restore("s", &dst, &["--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The backup boot sector, in the partition's last sector, outside every cluster.
+    let last = part.0 + part.1 - 512;
+    assert_eq!(hash_range(&dst, last, 512), hash_range(&src, last, 512));
+    {
+        let lo = Loop::attach_range(&dst, part.0, part.1);
+        let out = sh(&format!("ntfsfix -n {} 2>&1", lo.dev));
+        assert!(
+            out.contains("NTFS partition") && !out.contains("FAILED"),
+            "{out}"
+        );
+    }
+    let mount = "ntfs-3g -o ro";
+    assert_eq!(
+        tree(&dst, part, &env, "m-dst", mount),
+        tree(&src, part, &env, "m-src", mount)
+    );
+
+    // Mounted read-write by ntfs-3g (FUSE): the capture is refused, naming the mount.
+    let lo = Loop::attach_range(&src, part.0, part.1);
+    let mnt = env.path("rw");
+    std::fs::create_dir_all(&mnt).unwrap();
+    sh(&format!("ntfs-3g {} {}", lo.dev, mnt.display()));
+    let mounted = Mount { point: mnt.clone() };
+    let err = fails(&capture_args(&env.repo(), &src, "rw"));
+    assert!(
+        err.contains(&format!("{} is mounted read-write at", lo.dev)),
+        "{err}"
+    );
+    // A hibernation file in use in the root directory (Windows' Fast Startup leaves one):
+    // read in full, saying why, and back byte for byte.
+    sh(&format!(
+        "(printf hibr; head -c 65536 /dev/urandom) > {}/hiberfil.sys",
+        mnt.display()
+    ));
+    drop(mounted);
+    drop(lo);
+    let c = env.capture(&src, "c");
+    let n = notes(&c);
+    assert!(
+        n.contains("ntfs metadata not usable (its root directory: Windows is hibernated"),
+        "{n}"
+    );
+    let dst = env.path("c.img");
+    assert!(env.restore("c", &dst, &[]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}

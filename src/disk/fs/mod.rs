@@ -1,10 +1,11 @@
 //! Filesystems: what a partition holds (from its signature) and, for ext2/3/4, FAT,
-//! swap, XFS and btrfs, which of its bytes are in use, so that a capture reads only those.
+//! swap, XFS, btrfs and NTFS, which of its bytes are in use, so that a capture reads only those.
 
 pub mod btrfs;
 pub mod crc;
 pub mod ext4;
 pub mod fat;
+pub mod ntfs;
 pub mod swap;
 pub mod xfs;
 
@@ -145,6 +146,7 @@ pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
         FsKind::Swap => swap::scan(&r, len),
         FsKind::Xfs => xfs::scan(&r, len),
         FsKind::Btrfs => btrfs::scan(&r, len),
+        FsKind::Ntfs => ntfs::scan(&r, len),
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {

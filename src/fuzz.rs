@@ -360,11 +360,7 @@ pub fn nbd_requests(data: &[u8]) {
             parent: None,
             sequence: None,
             consistency: None,
-            source: SourceInfo {
-                path: String::new(),
-                model: None,
-                serial: None,
-            },
+            source: SourceInfo::default(),
             disk: DiskInfo {
                 size: SIZE,
                 logical_sector_size: 512,
@@ -387,6 +383,7 @@ pub fn nbd_requests(data: &[u8]) {
                     free: false,
                 }],
             }],
+            more_disks: Vec::new(),
         };
         crate::nbd::server::SnapshotDisk::new(empty_repository(), &m)
     });

@@ -153,6 +153,46 @@ fn assert_passed(ok: bool, v: &Value, id: &str, marker: &str) {
     );
 }
 
+/// The two-disk demo machine (the ESP on disk 0, the root on disk 1, each found by the
+/// other only at boot), captured as one snapshot.
+fn two_disk_machine(env: &Env, marker: &str) -> String {
+    let (esp, root) = (env.path("machine.img"), env.path("machine-root.img"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine");
+    let o = Command::new(script)
+        .arg(&esp)
+        .arg(marker)
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .env("ROOT_DISK", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-machine: {}", stderr(&o));
+    env.init();
+    let repo = env.repo();
+    let mut args = capture_args(&repo, &esp, "demo").to_vec();
+    args.extend(["--source", path_str(&root)]);
+    let s: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    assert_eq!(s["disks"], 2, "{s}");
+    s["snapshot"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_two_disk_machine_with_its_root_on_the_second_disk_comes_back() {
+    let env = Env::new();
+    let id = two_disk_machine(&env, "two-disk-marker");
+    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "180");
+    assert_passed(ok, &v, &id, "two-disk-marker");
+    // Each disk of the snapshot went to the blank disk of its size: disk 0 (66 MiB) to
+    // the first, disk 1 (74 MiB) to the second.
+    let r = &v["rescue_report"];
+    let disks = r["restore"]["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2, "{r:#}");
+    for (i, d) in disks.iter().enumerate() {
+        assert_eq!(d["disk"], i);
+        assert_eq!(d["target_size"], d["disk_size"], "{d}");
+    }
+    assert_eq!(r["targets"].as_array().unwrap().len(), 2, "{r:#}");
+}
+
 #[test]
 fn drill_over_http_restores_and_boots() {
     let env = Env::new();

@@ -414,6 +414,20 @@ fn snapshots_are_exported_over_nbd_to_real_clients() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+    // A machine of two disks: disk 0 by the name, disk 1 as NAME/disk1.
+    let second = env.disk("mbr", "second.img");
+    let repo = env.repo();
+    let mut args = capture_args(&repo, &src, "pair").to_vec();
+    args.extend(["--source", path_str(&second)]);
+    ok(&args);
+    let list = sh(&format!("nbdinfo --list nbd://{nbd}/"));
+    assert!(list.contains("export=\"pair/disk1\""), "{list}");
+    let out = env.path("nbd-disk1.raw");
+    sh(&format!(
+        "qemu-img convert -f raw -O raw nbd://{nbd}/pair/disk1 {}",
+        out.display()
+    ));
+    assert_eq!(hash_file(&out), hash_file(&second));
 }
 
 #[test]

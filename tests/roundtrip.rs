@@ -221,3 +221,54 @@ fn a_name_restores_its_newest_snapshot_even_within_one_second() {
     assert_eq!(r["snapshot"], second["snapshot"]);
     assert_eq!(hash_file(&dst), hash_file(&b));
 }
+
+#[test]
+fn a_machine_of_two_disks_is_one_snapshot_and_restores_by_order_or_by_number() {
+    let env = Env::new();
+    let (a, b) = (env.disk("gpt", "a.img"), env.disk("mbr", "b.img"));
+    let repo = env.init();
+    let mut args = capture_args(&repo, &a, "pair").to_vec();
+    args.extend(["--source", path_str(&b)]);
+    let s: serde_json::Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    assert_eq!(s["disks"], 2, "{s}");
+    let size = std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len();
+    assert_eq!(s["logical_size"], size);
+    let m = env.manifest(s["snapshot"].as_str().unwrap());
+    assert_eq!(m["version"], 2);
+    assert_eq!(m["more_disks"][0]["disk"]["table"], "mbr");
+    let list: serde_json::Value =
+        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+    assert_eq!(list[0]["disks"], 2);
+    assert_eq!(list[0]["size"], size);
+    check_clean(&repo);
+
+    // One target for two disks: refused before anything is written.
+    let lone = env.path("lone.img");
+    let err = String::from_utf8_lossy(&env.restore("pair", &lone, &[]).stderr).into_owned();
+    assert!(err.contains("holds 2 disk(s) and 1 --target"), "{err}");
+    assert!(!lone.exists());
+
+    // By order: disk 0 to the first target, disk 1 to the second.
+    let (x0, x1) = (env.path("x0.img"), env.path("x1.img"));
+    let mut r = restore_args(&repo, "pair", &x0);
+    r.extend(["--target", path_str(&x1), "--verify"]);
+    ok(&r);
+    assert_eq!(hash_file(&x0), hash_file(&a));
+    assert_eq!(hash_file(&x1), hash_file(&b));
+
+    // By number: disk 1 alone.
+    let y1 = env.path("y1.img");
+    let spec = format!("1={}", y1.display());
+    ok(&[
+        "restore",
+        "-q",
+        "--repo",
+        &repo,
+        "--snapshot",
+        "pair",
+        "--target",
+        &spec,
+        "--yes",
+    ]);
+    assert_eq!(hash_file(&y1), hash_file(&b));
+}

@@ -19,7 +19,8 @@ use crate::io::Progress;
 use crate::location::DiskLocation;
 use crate::range;
 use crate::repo::manifest::{
-    Consistency, ConsistencyKind, Manifest, Region, SourceInfo, MANIFEST_FORMAT, MANIFEST_VERSION,
+    Consistency, ConsistencyKind, DiskImage, Manifest, Region, SourceInfo, MANIFEST_FORMAT,
+    MANIFEST_VERSION,
 };
 use crate::repo::{Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
@@ -30,8 +31,12 @@ use usage::RegionUsage;
 pub struct Summary {
     pub snapshot: SnapshotId,
     pub name: String,
+    /// The disks read, as named ("a, b" for several).
     pub source: String,
+    /// How many disks the snapshot holds.
+    pub disks: usize,
     pub table: String,
+    /// Of all its disks.
     pub logical_size: u64,
     /// Bytes read from the disk.
     pub bytes_read: u64,
@@ -63,12 +68,20 @@ impl Outcome for Summary {
             ),
             (
                 "source",
-                format!(
-                    "{} ({}, {} table)",
-                    self.source,
-                    bytes(self.logical_size),
-                    self.table
-                ),
+                match self.disks {
+                    1 => format!(
+                        "{} ({}, {} table)",
+                        self.source,
+                        bytes(self.logical_size),
+                        self.table
+                    ),
+                    n => format!(
+                        "{n} disks: {} ({} in all, {} tables)",
+                        self.source,
+                        bytes(self.logical_size),
+                        self.table
+                    ),
+                },
             ),
             ("read", bytes(self.bytes_read)),
             (
@@ -131,7 +144,7 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let result = capture_into(&repo, args, time, ui, start);
     let details = match &result {
         Ok(s) => serde_json::to_value(s).unwrap_or_default(),
-        Err(_) => serde_json::json!({ "source": args.source.to_string() }),
+        Err(_) => serde_json::json!({ "source": sources(args) }),
     };
     let snapshot = result.as_ref().ok().map(|s| s.snapshot);
     crate::journal::note(
@@ -173,30 +186,25 @@ fn capture_into(
     let intents = crate::prune::intent::list(repo)?;
     repo.exclude_chunks(crate::prune::intent::dropped(&intents));
     let lineage = Lineage::of(repo, &args.name)?;
-    let dev = SourceDisk::open(&args.source)?;
-    let layout = read_layout(&dev, args.sector_size)
-        .with_context(|| format!("read the partition table of {}", args.source))?;
-    for n in &layout.notes {
-        log::warn!("{n}");
+    let several = args.source.len() > 1;
+    let mut notes = Vec::new();
+    let mut size = Sizes { total: 0, free: 0 };
+    let mut new = NewData::default();
+    let mut disks = Vec::with_capacity(args.source.len());
+    for (i, location) in args.source.iter().enumerate() {
+        let d = capture_disk(repo, args, location, ui)?;
+        let prefix = if several {
+            format!("disk {i}: ")
+        } else {
+            String::new()
+        };
+        notes.extend(d.notes.iter().map(|n| format!("{prefix}{n}")));
+        size.total += d.size.total;
+        size.free += d.size.free;
+        new.add(d.new);
+        disks.push(d.image);
     }
-    let mut notes = layout.notes.clone();
-    let usage: Vec<RegionUsage> = layout
-        .regions
-        .iter()
-        .map(|r| match args.full {
-            true => RegionUsage::default(),
-            false => usage::region_usage(&dev, &layout.disk, r, &mut notes),
-        })
-        .collect();
-    let size = Sizes {
-        total: layout.regions.iter().map(|r| r.length).sum(),
-        free: usage.iter().map(|u| range::total(&u.free)).sum(),
-    };
-    let progress = Progress::new("capture", size.total, ui);
-    let read = read_regions(repo, &dev, &layout, usage, &progress);
-    progress.finish();
-    let (regions, new) = read?;
-    let mut manifest = manifest(args, repo, &dev, &layout, regions, lineage);
+    let mut manifest = manifest(args, repo, disks, lineage);
     if let Some(c) = consistency {
         notes.push(format!(
             "{}: read while in use ({})",
@@ -227,18 +235,78 @@ fn capture_into(
     Ok(summary)
 }
 
+/// One disk, read and stored.
+struct CapturedDisk {
+    image: DiskImage,
+    size: Sizes,
+    new: NewData,
+    notes: Vec<String>,
+}
+
+/// Read one disk's table, work out what its filesystems use, and store its regions.
+fn capture_disk(
+    repo: &Repository,
+    args: &CaptureArgs,
+    location: &DiskLocation,
+    ui: &Ui,
+) -> Result<CapturedDisk> {
+    let dev = SourceDisk::open(location)?;
+    let layout = read_layout(&dev, args.sector_size)
+        .with_context(|| format!("read the partition table of {location}"))?;
+    for n in &layout.notes {
+        log::warn!("{n}");
+    }
+    let mut notes = layout.notes.clone();
+    let usage: Vec<RegionUsage> = layout
+        .regions
+        .iter()
+        .map(|r| match args.full {
+            true => RegionUsage::default(),
+            false => usage::region_usage(&dev, &layout.disk, r, &mut notes),
+        })
+        .collect();
+    let size = Sizes {
+        total: layout.regions.iter().map(|r| r.length).sum(),
+        free: usage.iter().map(|u| range::total(&u.free)).sum(),
+    };
+    let progress = Progress::new("capture", size.total, ui);
+    let read = read_regions(repo, &dev, &layout, usage, &progress);
+    progress.finish();
+    let (regions, new) = read?;
+    let identity = dev.identity();
+    Ok(CapturedDisk {
+        image: DiskImage {
+            source: SourceInfo {
+                path: location.to_string(),
+                model: identity.model,
+                serial: identity.serial,
+                wwn: identity.wwn,
+            },
+            disk: layout.disk,
+            regions,
+        },
+        size,
+        new,
+        notes,
+    })
+}
+
 /// Refuse a source that may change while it is read, unless the user accepts a
 /// crash-consistent image; what was using it is then recorded.
 fn consistency(args: &CaptureArgs) -> Result<Option<Consistency>> {
-    let DiskLocation::Path(path) = &args.source else {
+    let mut uses: Vec<String> = Vec::new();
+    for location in &args.source {
         // An NBD export: what serves it is the judge of its consistency.
-        return Ok(None);
-    };
-    let uses: Vec<String> = crate::disk::guard::uses(path)?
-        .into_iter()
-        .filter(|u| u.may_change())
-        .map(|u| u.to_string())
-        .collect();
+        let DiskLocation::Path(path) = location else {
+            continue;
+        };
+        uses.extend(
+            crate::disk::guard::uses(path)?
+                .into_iter()
+                .filter(|u| u.may_change())
+                .map(|u| u.to_string()),
+        );
+    }
     if uses.is_empty() {
         return Ok(None);
     }
@@ -248,13 +316,13 @@ fn consistency(args: &CaptureArgs) -> Result<Option<Consistency>> {
              would match no moment of the disk. Capture it from the rescue (boot it with \
              lifeboat.action=capture), unmount or remount it read-only first, or accept a \
              crash-consistent image with --crash-consistent",
-            args.source,
+            sources(args),
             uses.join("; ")
         );
     }
     log::warn!(
         "{} is in use ({}): capturing a crash-consistent image, as --crash-consistent asks",
-        args.source,
+        sources(args),
         uses.join("; ")
     );
     Ok(Some(Consistency {
@@ -345,16 +413,21 @@ fn read_regions(
     Ok((regions, new))
 }
 
+/// The sources named, for messages: "a.img, b.img".
+fn sources(args: &CaptureArgs) -> String {
+    let names: Vec<String> = args.source.iter().map(|s| s.to_string()).collect();
+    names.join(", ")
+}
+
 fn manifest(
     args: &CaptureArgs,
     repo: &Repository,
-    dev: &SourceDisk,
-    layout: &Layout,
-    regions: Vec<Region>,
+    disks: Vec<DiskImage>,
     lineage: Lineage,
 ) -> Manifest {
-    let identity = dev.identity();
-    Manifest {
+    let mut disks = disks.into_iter();
+    let first = disks.next().expect("clap requires one --source");
+    let mut m = Manifest {
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
         name: args.name.clone(),
@@ -364,15 +437,16 @@ fn manifest(
         parent: lineage.parent,
         sequence: Some(lineage.sequence),
         consistency: None,
-        source: SourceInfo {
-            path: args.source.to_string(),
-            model: identity.model,
-            serial: identity.serial,
-        },
-        disk: layout.disk.clone(),
+        source: first.source,
+        disk: first.disk,
         chunker: repo.config.chunker,
-        regions,
+        regions: first.regions,
+        more_disks: Vec::new(),
+    };
+    for d in disks {
+        m.push_disk(d);
     }
+    m
 }
 
 fn summarise(
@@ -389,15 +463,19 @@ fn summarise(
     Summary {
         snapshot: id,
         name: args.name.clone(),
-        source: args.source.to_string(),
-        table: m.disk.table.to_string(),
-        logical_size: m.disk.size,
+        source: sources(args),
+        disks: m.disk_count(),
+        table: m
+            .disks()
+            .map(|(_, d)| d.table.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        logical_size: m.total_size(),
         bytes_read: size.total - size.free,
         free_bytes_skipped: size.free,
         data_bytes,
         hole_bytes: m
-            .regions
-            .iter()
+            .all_regions()
             .flat_map(|r| &r.chunks)
             .filter(|c| c.id.is_none() && !c.free)
             .map(|c| c.length as u64)

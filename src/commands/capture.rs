@@ -10,8 +10,9 @@ pub struct CaptureArgs {
     #[command(flatten)]
     pub repo: RepoSpec,
     /// The disk to read: a block device, an image file, or nbd://HOST[:PORT]/EXPORT.
-    #[arg(long, value_name = "DISK")]
-    pub source: DiskLocation,
+    /// Given more than once, the disks of one machine in one snapshot (disk 0, 1, ...).
+    #[arg(long, value_name = "DISK", required = true)]
+    pub source: Vec<DiskLocation>,
     /// Snapshot name, e.g. the host's name.
     #[arg(long)]
     pub name: String,

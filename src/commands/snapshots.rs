@@ -28,9 +28,15 @@ pub struct Entry {
     pub name: String,
     pub time: String,
     pub hostname: String,
+    /// Its disks' sources ("a, b" for a machine of several).
     pub source: String,
+    /// How many disks it holds.
+    pub disks: usize,
     pub table: String,
+    /// Of all its disks.
     pub size: u64,
+    /// Each disk's size.
+    pub disk_sizes: Vec<u64>,
     pub data_bytes: u64,
     /// Bytes of the chunk files this snapshot refers to (shared chunks counted in full).
     pub stored_bytes: u64,
@@ -67,9 +73,19 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     name: m.name.clone(),
                     time: m.time.clone(),
                     hostname: m.hostname.clone(),
-                    source: m.source.path.clone(),
-                    table: m.disk.table.to_string(),
-                    size: m.disk.size,
+                    source: m
+                        .disks()
+                        .map(|(s, _)| s.path.clone())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    disks: m.disk_count(),
+                    table: m
+                        .disks()
+                        .map(|(_, d)| d.table.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    size: m.total_size(),
+                    disk_sizes: m.disks().map(|(_, d)| d.size).collect(),
                     data_bytes: m.data_bytes(),
                     stored_bytes: stored,
                     signature: policy.required().then(|| match policy.verify(&repo, &s) {
@@ -88,8 +104,10 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 time: String::new(),
                 hostname: String::new(),
                 source: String::new(),
+                disks: 0,
                 table: String::new(),
                 size: 0,
+                disk_sizes: Vec::new(),
                 data_bytes: 0,
                 stored_bytes: 0,
                 signature: None,

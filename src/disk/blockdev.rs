@@ -68,6 +68,7 @@ impl OpenDisk {
 pub struct Identity {
     pub model: Option<String>,
     pub serial: Option<String>,
+    pub wwn: Option<String>,
 }
 
 pub fn identity_of(path: &Path) -> Identity {
@@ -75,6 +76,7 @@ pub fn identity_of(path: &Path) -> Identity {
         Some(dir) => Identity {
             model: super::detect::read_trim(&dir.join("device/model")),
             serial: super::detect::serial_of(&dir),
+            wwn: super::detect::wwn_of(&dir),
         },
         None => Identity::default(),
     }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fs as fsprobe;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Disk {
     pub name: String,
     pub path: String,
@@ -181,6 +181,11 @@ pub fn serial_of(sys: &Path) -> Option<String> {
         })
 }
 
+/// A disk's World Wide Name, where sysfs has one.
+pub fn wwn_of(sys: &Path) -> Option<String> {
+    read_trim(&sys.join("wwid")).or_else(|| read_trim(&sys.join("device/wwid")))
+}
+
 fn transport_of(sys: &Path, name: &str) -> String {
     let real = fs::canonicalize(sys)
         .unwrap_or_default()
@@ -274,7 +279,7 @@ pub fn list_disks() -> Result<Vec<Disk>> {
             physical_sector_size: read_u64(&q.join("physical_block_size")).unwrap_or(512) as u32,
             model: read_trim(&sys.join("device/model")),
             serial: serial_of(&sys),
-            wwn: read_trim(&sys.join("wwid")).or_else(|| read_trim(&sys.join("device/wwid"))),
+            wwn: wwn_of(&sys),
             transport: transport_of(&sys, &name),
             removable: read_u64(&sys.join("removable")) == Some(1),
             rotational: read_u64(&q.join("rotational")) == Some(1),

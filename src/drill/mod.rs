@@ -127,7 +127,6 @@ impl Outcome for Summary {
 struct Work {
     dir: PathBuf,
     media: PathBuf,
-    disk: PathBuf,
     vars: PathBuf,
 }
 
@@ -135,7 +134,6 @@ impl Work {
     fn new(dir: PathBuf) -> Work {
         Work {
             media: dir.join("media"),
-            disk: dir.join("disk.img"),
             vars: dir.join("OVMF_VARS.fd"),
             dir,
         }
@@ -144,8 +142,18 @@ impl Work {
     /// Keep only the console logs of a drill run in a folder of its own.
     fn clean(&self) {
         let _ = fs::remove_dir_all(&self.media);
-        let _ = fs::remove_file(&self.disk);
+        for i in 0..crate::repo::manifest::MAX_DISKS {
+            let _ = fs::remove_file(self.disk(i));
+        }
         let _ = fs::remove_file(&self.vars);
+    }
+
+    /// The blank target of the snapshot's disk `i`.
+    fn disk(&self, i: usize) -> PathBuf {
+        match i {
+            0 => self.dir.join("disk.img"),
+            i => self.dir.join(format!("disk{i}.img")),
+        }
     }
 }
 
@@ -164,8 +172,10 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     let cmdline =
         format!(
         "console=ttyS0,115200 panic=-1 quiet lifeboat.action=restore lifeboat.repo={repo_order} \
-         lifeboat.snapshot={} lifeboat.target=largest-empty lifeboat.after=poweroff{}",
+         lifeboat.snapshot={} lifeboat.target={} lifeboat.after=poweroff{}",
         snap.id,
+        // Several blank disks: each of the snapshot's disks to the smallest that fits.
+        if snap.manifest.disk_count() > 1 { "auto" } else { "largest-empty" },
         if args.verify { " lifeboat.verify=1" } else { "" }
     );
     let mut phases = Vec::new();
@@ -192,11 +202,12 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
             bytes(media.usb.bytes)
         ),
     ));
-    prepare_disks(&work, snap.manifest.disk.size)?;
+    let sizes: Vec<u64> = snap.manifest.disks().map(|(_, d)| d.size).collect();
+    let disks = prepare_disks(&work, &sizes)?;
     let qemu = Qemu {
         accel: args.accel.clone(),
         vars: work.vars.clone(),
-        disk: work.disk.clone(),
+        disks,
     };
     let rescue_args = qemu.rescue(args.via, &args.kernel, &media, &cmdline);
     let echo = !ui.quiet;
@@ -268,7 +279,7 @@ fn summarise(
         via: args.via,
         snapshot: snap.id,
         name: snap.manifest.name.clone(),
-        disk_size: snap.manifest.disk.size,
+        disk_size: snap.manifest.total_size(),
         phases,
         rescue_report: rescue.report,
         rescue_error: rescue.error,
@@ -308,22 +319,28 @@ fn repository_for_guest(args: &DrillArgs) -> Result<(String, Option<Server>)> {
     }
 }
 
-/// The blank target disk of the snapshot's size, and a fresh copy of the firmware's
-/// variables shared by both boots.
-fn prepare_disks(work: &Work, size: u64) -> Result<()> {
-    let _ = fs::remove_file(&work.disk);
-    File::create(&work.disk)
-        .and_then(|f| f.set_len(size))
-        .with_context(|| format!("create the blank disk {}", work.disk.display()))?;
+/// A blank target disk of each of the snapshot's disks' size (disk.img, disk1.img, ...),
+/// and a fresh copy of the firmware's variables shared by both boots.
+fn prepare_disks(work: &Work, sizes: &[u64]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::with_capacity(sizes.len());
+    for (i, &size) in sizes.iter().enumerate() {
+        let path = work.disk(i);
+        let _ = fs::remove_file(&path);
+        File::create(&path)
+            .and_then(|f| f.set_len(size))
+            .with_context(|| format!("create the blank disk {}", path.display()))?;
+        out.push(path);
+    }
     fs::copy(OVMF_VARS, &work.vars).with_context(|| format!("copy {OVMF_VARS}"))?;
-    Ok(())
+    Ok(out)
 }
 
 /// The command lines of the two guests.
 struct Qemu {
     accel: String,
     vars: PathBuf,
-    disk: PathBuf,
+    /// The target disks, in the snapshot's order.
+    disks: Vec<PathBuf>,
 }
 
 fn s(v: &str) -> String {
@@ -354,10 +371,15 @@ impl Qemu {
     }
 
     fn target(&self) -> Vec<String> {
-        vec![
-            s("-drive"),
-            format!("file={},format=raw,if=virtio", self.disk.display()),
-        ]
+        self.disks
+            .iter()
+            .flat_map(|d| {
+                [
+                    s("-drive"),
+                    format!("file={},format=raw,if=virtio", d.display()),
+                ]
+            })
+            .collect()
     }
 
     /// The rescue booted the way `via` says, with the blank disk.

@@ -151,25 +151,39 @@ impl Exports {
             .repo
             .snapshots()?
             .into_iter()
-            .filter_map(|(_, s)| s.ok().map(|s| s.manifest.name))
+            .filter_map(|(_, s)| s.ok())
+            .flat_map(|s| {
+                // Disk 0 under the name, the others as NAME/diskN.
+                let name = s.manifest.name.clone();
+                (0..s.manifest.disk_count()).map(move |i| match i {
+                    0 => name.clone(),
+                    i => format!("{name}/disk{i}"),
+                })
+            })
             .collect();
         names.sort();
         names.dedup();
         Ok(names)
     }
 
+    /// The export `name`: a snapshot's disk 0 by its name or id, or its disk N as
+    /// NAME/diskN.
     fn open(&self, name: &str) -> Option<Arc<SnapshotDisk>> {
-        let snap = match self.policy.resolve(&self.repo, name) {
+        let (spec, disk) = match name.rsplit_once("/disk") {
+            Some((spec, n)) => (spec, n.parse::<usize>().ok()?),
+            None => (name, 0),
+        };
+        // The repository as it is now: captures may have added to it since serve began.
+        let repo = Arc::new(self.repo.reloaded());
+        let snap = match self.policy.resolve(&repo, spec) {
             Ok((snap, _)) => snap,
             Err(e) => {
                 log::warn!("NBD export {name:?} refused: {e:#}");
                 return None;
             }
         };
-        Some(Arc::new(SnapshotDisk::new(
-            self.repo.clone(),
-            &snap.manifest,
-        )))
+        let m = snap.manifest.into_disks().into_iter().nth(disk)?;
+        Some(Arc::new(SnapshotDisk::new(repo, &m)))
     }
 
     /// Handshake and option haggling; returns the export chosen, or None when the client

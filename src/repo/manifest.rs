@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::id::ChunkId;
@@ -10,7 +10,12 @@ use super::ChunkerParams;
 use crate::range::{self, ByteRange};
 
 pub const MANIFEST_FORMAT: &str = "lifeboat-snapshot";
+/// Version 1: one disk. Version 2: a machine of several disks (`more_disks`); a
+/// snapshot of one disk is still written as version 1, which every reader takes.
 pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION_MULTI_DISK: u32 = 2;
+/// The most disks one snapshot may hold.
+pub const MAX_DISKS: usize = 64;
 /// No disk is larger than this (1 PiB): a size beyond it is an error, not a plan.
 pub const MAX_DISK_SIZE: u64 = 1 << 50;
 /// The most a manifest file may hold. It is parsed as it streams in, into about half its
@@ -51,6 +56,18 @@ pub struct Manifest {
     pub chunker: ChunkerParams,
     /// The whole disk, cut into non-overlapping regions in ascending order.
     pub regions: Vec<Region>,
+    /// The machine's other disks, captured in the same snapshot: disks 1, 2, ... (the
+    /// fields above are disk 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_disks: Vec<DiskImage>,
+}
+
+/// One more disk of a snapshot: what the top-level fields say of disk 0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskImage {
+    pub source: SourceInfo,
+    pub disk: DiskInfo,
+    pub regions: Vec<Region>,
 }
 
 /// A capture of a disk in use.
@@ -78,13 +95,16 @@ impl fmt::Display for ConsistencyKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// World Wide Name, where the disk has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wwn: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,25 +348,89 @@ pub struct ChunkRef {
 impl Manifest {
     /// Every chunk id the manifest refers to, with repeats.
     pub fn chunk_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.regions
-            .iter()
+        self.all_regions()
             .flat_map(|r| r.chunks.iter().filter_map(|c| c.id))
     }
 
-    /// Sum of region bytes that are stored chunks.
-    pub fn data_bytes(&self) -> u64 {
+    /// Every region of every disk.
+    pub fn all_regions(&self) -> impl Iterator<Item = &Region> + '_ {
         self.regions
             .iter()
+            .chain(self.more_disks.iter().flat_map(|d| d.regions.iter()))
+    }
+
+    /// Sum of region bytes that are stored chunks, on every disk.
+    pub fn data_bytes(&self) -> u64 {
+        self.all_regions()
             .flat_map(|r| r.chunks.iter())
             .filter(|c| c.id.is_some())
             .map(|c| c.length as u64)
             .sum()
     }
 
+    /// How many disks the snapshot holds.
+    pub fn disk_count(&self) -> usize {
+        1 + self.more_disks.len()
+    }
+
+    /// The sizes of all its disks, added up.
+    pub fn total_size(&self) -> u64 {
+        self.disk.size + self.more_disks.iter().map(|d| d.disk.size).sum::<u64>()
+    }
+
+    /// What each disk is: (source, disk) of disk 0, 1, ...
+    pub fn disks(&self) -> impl Iterator<Item = (&SourceInfo, &DiskInfo)> + '_ {
+        std::iter::once((&self.source, &self.disk))
+            .chain(self.more_disks.iter().map(|d| (&d.source, &d.disk)))
+    }
+
+    /// Add another disk (the version follows).
+    pub fn push_disk(&mut self, d: DiskImage) {
+        self.more_disks.push(d);
+        self.version = MANIFEST_VERSION_MULTI_DISK;
+    }
+
+    /// One snapshot of one disk per disk, in order, each with this one's name, time and
+    /// lineage: what restores, exports and drills work with.
+    pub fn into_disks(mut self) -> Vec<Manifest> {
+        let more = std::mem::take(&mut self.more_disks);
+        self.version = MANIFEST_VERSION;
+        let rest: Vec<Manifest> = more
+            .into_iter()
+            .map(|d| Manifest {
+                source: d.source,
+                disk: d.disk,
+                regions: d.regions,
+                ..self.header()
+            })
+            .collect();
+        std::iter::once(self).chain(rest).collect()
+    }
+
+    /// The fields that are not about one disk, with an empty disk 0.
+    fn header(&self) -> Manifest {
+        Manifest {
+            format: self.format.clone(),
+            version: self.version,
+            name: self.name.clone(),
+            time: self.time.clone(),
+            hostname: self.hostname.clone(),
+            repository: self.repository.clone(),
+            parent: self.parent,
+            sequence: self.sequence,
+            consistency: self.consistency.clone(),
+            source: SourceInfo::default(),
+            disk: self.disk.clone(),
+            chunker: self.chunker,
+            regions: Vec::new(),
+            more_disks: Vec::new(),
+        }
+    }
+
     /// The partition table regions are bounded (a restore holds them in memory), and a
     /// GPT's usable area lies within the disk.
-    fn validate_tables(&self) -> Result<()> {
-        for r in &self.regions {
+    fn validate_tables(disk: &DiskInfo, regions: &[Region]) -> Result<()> {
+        for r in regions {
             if matches!(r.kind, RegionKind::Table | RegionKind::BackupTable) {
                 ensure!(
                     r.length <= MAX_TABLE_REGION,
@@ -356,14 +440,14 @@ impl Manifest {
                 );
             }
         }
-        if let Some(g) = &self.disk.gpt {
-            let ss = self.disk.logical_sector_size as u64;
+        if let Some(g) = &disk.gpt {
+            let ss = disk.logical_sector_size as u64;
             let end = g
                 .last_usable_lba
                 .checked_add(1)
                 .and_then(|l| l.checked_mul(ss));
             ensure!(
-                end.is_some_and(|e| e <= self.disk.size && self.disk.size - e <= MAX_TABLE_REGION)
+                end.is_some_and(|e| e <= disk.size && disk.size - e <= MAX_TABLE_REGION)
                     && g.first_usable_lba <= g.last_usable_lba,
                 "the GPT's usable LBAs {}..{} do not fit the disk (or leave more than {MAX_TABLE_REGION} bytes for its backup)",
                 g.first_usable_lba,
@@ -373,33 +457,51 @@ impl Manifest {
         Ok(())
     }
 
-    /// Check the structure: format and version known, regions tile the disk, chunks tile
-    /// their region, no chunk larger than the chunker allows.
+    /// Check the structure: format and version known, on each disk the regions tile the
+    /// disk, chunks tile their region, no chunk larger than the chunker allows.
     pub fn validate(&self) -> Result<()> {
         ensure!(
             self.format == MANIFEST_FORMAT,
             "format is {:?}, not {MANIFEST_FORMAT:?}",
             self.format
         );
-        ensure!(
-            self.version == MANIFEST_VERSION,
-            "manifest version {} is not supported (this lifeboat reads version {MANIFEST_VERSION})",
-            self.version
-        );
-        let ss = self.disk.logical_sector_size;
+        match self.version {
+            MANIFEST_VERSION => ensure!(
+                self.more_disks.is_empty(),
+                "a version {MANIFEST_VERSION} manifest lists more than one disk"
+            ),
+            MANIFEST_VERSION_MULTI_DISK => ensure!(
+                !self.more_disks.is_empty() && self.disk_count() <= MAX_DISKS,
+                "a version {MANIFEST_VERSION_MULTI_DISK} manifest lists {} disks (2 to {MAX_DISKS})",
+                self.disk_count()
+            ),
+            v => bail!(
+                "manifest version {v} is not supported (this lifeboat reads versions {MANIFEST_VERSION} and {MANIFEST_VERSION_MULTI_DISK})"
+            ),
+        }
+        self.chunker.validate()?;
+        self.validate_disk(&self.disk, &self.regions)?;
+        for (i, d) in self.more_disks.iter().enumerate() {
+            self.validate_disk(&d.disk, &d.regions)
+                .with_context(|| format!("disk {}", i + 1))?;
+        }
+        Ok(())
+    }
+
+    fn validate_disk(&self, disk: &DiskInfo, regions: &[Region]) -> Result<()> {
+        let ss = disk.logical_sector_size;
         ensure!(
             ss == 512 || ss == 4096,
             "logical sector size {ss} is not 512 or 4096"
         );
         ensure!(
-            self.disk.size <= MAX_DISK_SIZE,
+            disk.size <= MAX_DISK_SIZE,
             "a disk of {} bytes is larger than any Lifeboat supports ({MAX_DISK_SIZE})",
-            self.disk.size
+            disk.size
         );
-        self.chunker.validate()?;
-        self.validate_tables()?;
+        Self::validate_tables(disk, regions)?;
         let mut pos = 0u64;
-        for r in &self.regions {
+        for r in regions {
             ensure!(
                 r.offset == pos && r.offset.checked_add(r.length).is_some(),
                 "{} starts at {} but the previous region ends at {pos}",
@@ -459,11 +561,8 @@ impl Manifest {
             );
             pos = r.end();
         }
-        if pos != self.disk.size {
-            bail!(
-                "regions cover {pos} bytes of a {}-byte disk",
-                self.disk.size
-            );
+        if pos != disk.size {
+            bail!("regions cover {pos} bytes of a {}-byte disk", disk.size);
         }
         Ok(())
     }
@@ -531,8 +630,7 @@ pub(crate) mod tests {
             consistency: None,
             source: SourceInfo {
                 path: "sample.img".into(),
-                model: None,
-                serial: None,
+                ..SourceInfo::default()
             },
             disk: DiskInfo {
                 size,
@@ -556,6 +654,7 @@ pub(crate) mod tests {
                 region(RegionKind::Partition, Some(1), M, backup, part),
                 region(RegionKind::BackupTable, None, backup, size, tail),
             ],
+            more_disks: Vec::new(),
         }
     }
 
@@ -629,12 +728,48 @@ pub(crate) mod tests {
         );
 
         let mut m = sample_manifest();
-        m.version = 2;
+        m.version = 3;
         assert!(m
             .validate()
             .unwrap_err()
             .to_string()
             .contains("not supported"));
+        // Version 2 is for several disks, version 1 for one; each disk is checked.
+        let mut m = sample_manifest();
+        m.version = 2;
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lists 1 disks"));
+        let mut m = sample_manifest();
+        let second = sample_manifest();
+        m.push_disk(DiskImage {
+            source: second.source.clone(),
+            disk: second.disk.clone(),
+            regions: second.regions.clone(),
+        });
+        m.validate().unwrap();
+        assert_eq!((m.version, m.disk_count()), (2, 2));
+        assert_eq!(m.chunk_ids().count(), 2 * second.chunk_ids().count());
+        m.more_disks[0].regions.pop();
+        let e = format!("{:#}", m.validate().unwrap_err());
+        assert!(e.contains("disk 1: regions cover"), "{e}");
+        m.version = 1;
+        assert!(m.validate().is_err());
+        // Split into one manifest per disk, each of version 1 and valid.
+        let mut m = sample_manifest();
+        m.push_disk(DiskImage {
+            source: second.source,
+            disk: second.disk,
+            regions: second.regions,
+        });
+        let parts = m.into_disks();
+        assert_eq!(parts.len(), 2);
+        for p in &parts {
+            p.validate().unwrap();
+            assert_eq!(p.name, "sample");
+        }
     }
 
     #[test]

@@ -1238,8 +1238,7 @@ impl Repository {
         m.validate()?;
         let max = self.config.chunker.max_size;
         let over = m
-            .regions
-            .iter()
+            .all_regions()
             .flat_map(|r| &r.chunks)
             .find(|c| c.id.is_some() && c.length > max);
         if let Some(c) = over {

@@ -58,6 +58,9 @@ pub enum TargetSpec {
     Wwn(String),
     Path(String),
     LargestEmpty,
+    /// By the snapshot's own record of the disk: the disk with its serial or WWN, else
+    /// the smallest empty disk it fits.
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +84,9 @@ pub enum After {
 pub struct Orders {
     pub repo: Option<RescueRepo>,
     pub snapshot: Option<String>,
-    pub target: Option<TargetSpec>,
+    /// One per disk of the snapshot, in order (`lifeboat.target=A,B`); `auto` alone
+    /// stands for every disk.
+    pub target: Option<Vec<TargetSpec>>,
     pub action: Action,
     pub verify: bool,
     pub after: After,
@@ -137,10 +142,26 @@ impl TargetSpec {
             Some(("wwn", v)) if !v.is_empty() => TargetSpec::Wwn(v.into()),
             Some(("path", v)) if v.starts_with("/dev/") => TargetSpec::Path(v.into()),
             None if s == "largest-empty" => TargetSpec::LargestEmpty,
+            None if s == "auto" => TargetSpec::Auto,
             _ => {
-                bail!("lifeboat.target={s}: expected serial:S, wwn:W, path:/dev/X or largest-empty")
+                bail!(
+                    "lifeboat.target={s}: expected serial:S, wwn:W, path:/dev/X, largest-empty \
+                     or auto (one per disk, separated by commas)"
+                )
             }
         })
+    }
+
+    /// A comma-separated list, one per disk.
+    pub fn parse_list(s: &str) -> Result<Vec<TargetSpec>> {
+        let list = s
+            .split(',')
+            .map(TargetSpec::parse)
+            .collect::<Result<Vec<_>>>()?;
+        if list.len() > crate::repo::manifest::MAX_DISKS {
+            bail!("lifeboat.target= lists {} disks", list.len());
+        }
+        Ok(list)
     }
 }
 
@@ -170,7 +191,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         match key {
             "repo" => o.repo = Some(value.parse()?),
             "snapshot" => o.snapshot = Some(value.into()),
-            "target" => o.target = Some(TargetSpec::parse(value)?),
+            "target" => o.target = Some(TargetSpec::parse_list(value)?),
             "name" => o.name = Some(value.into()),
             "token" => o.token = Some(value.into()),
             "s3-endpoint" => o.s3.endpoint = Some(value.into()),
@@ -249,7 +270,7 @@ mod tests {
             Some("http://10.0.2.2:8080/")
         );
         assert_eq!(o.snapshot.as_deref(), Some("web01"));
-        assert_eq!(o.target, Some(TargetSpec::Serial("S123".into())));
+        assert_eq!(o.target, Some(vec![TargetSpec::Serial("S123".into())]));
         assert_eq!(o.action, Action::Restore);
         assert!(o.verify);
         assert_eq!(o.after, After::Poweroff);
@@ -314,5 +335,26 @@ mod tests {
             TargetSpec::parse("path:/dev/vda").unwrap(),
             TargetSpec::Path("/dev/vda".into())
         );
+    }
+
+    #[test]
+    fn targets_are_given_one_per_disk() {
+        let o = parse(
+            "lifeboat.action=capture lifeboat.repo=usb lifeboat.target=serial:A,path:/dev/vdb",
+        )
+        .unwrap();
+        assert_eq!(
+            o.target,
+            Some(vec![
+                TargetSpec::Serial("A".into()),
+                TargetSpec::Path("/dev/vdb".into())
+            ])
+        );
+        let o = parse(
+            "lifeboat.action=restore lifeboat.repo=usb lifeboat.snapshot=s lifeboat.target=auto",
+        )
+        .unwrap();
+        assert_eq!(o.target, Some(vec![TargetSpec::Auto]));
+        assert!(parse("lifeboat.target=auto,,largest-empty").is_err());
     }
 }

@@ -18,7 +18,8 @@ pub struct Choice {
     /// The master key of an encrypted repository, unlocked to list its snapshots.
     pub key: Option<crate::crypt::SharedKey>,
     pub snapshot: SnapshotId,
-    pub target: Disk,
+    /// One per disk of the snapshot, in order.
+    pub targets: Vec<Disk>,
     pub verify: bool,
 }
 
@@ -67,14 +68,23 @@ pub fn run(
     let mut spec = RepoSpec::at(repo.clone());
     super::unlock_repository(&mut spec, None)?;
     let snap = pick_snapshot(&spec)?;
-    let target = pick_target(excluded, snap.size)?;
-    confirm(&target, &snap)?;
+    let mut targets: Vec<Disk> = Vec::with_capacity(snap.disk_sizes.len());
+    for (i, &size) in snap.disk_sizes.iter().enumerate() {
+        let mut not = excluded.to_vec();
+        not.extend(targets.iter().map(|t| t.path.clone()));
+        if snap.disk_sizes.len() > 1 {
+            println!("disk {i} of the snapshot ({}):", bytes(size));
+        }
+        let target = pick_target(&not, size)?;
+        confirm(&target, &snap)?;
+        targets.push(target);
+    }
     let verify = ask("read back and verify afterwards? [Y/n]: ")?;
     Ok(Choice {
         repo,
         key: spec.key,
         snapshot: snap.id,
-        target,
+        targets,
         verify: !verify.eq_ignore_ascii_case("n"),
     })
 }

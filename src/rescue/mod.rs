@@ -265,27 +265,30 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     "repository"
                 },
             );
-            let spec = orders.target.clone().expect("validated by cmdline::parse");
-            let disk = target::resolve(&spec, &excluded)?;
-            println!(
-                "lifeboat: target {} ({}, serial {})",
-                disk.path,
-                bytes(disk.size),
-                disk.serial.as_deref().unwrap_or("-")
-            );
-            report.target = Some(disk.clone());
+            let specs = orders.target.clone().expect("validated by cmdline::parse");
+            let spec = repo_spec(
+                repo,
+                if orders.action == Action::Capture {
+                    orders.token.as_deref()
+                } else {
+                    None
+                },
+                &orders.s3,
+                orders.password_file.as_deref(),
+                None,
+            )?;
             if orders.action == Action::Capture {
+                let disks = target::resolve_all(&specs, None, &excluded)?;
+                announce_targets(report, &disks);
+                let first = &disks[0];
                 let args = CaptureArgs {
-                    repo: repo_spec(
-                        repo,
-                        orders.token.as_deref(),
-                        &orders.s3,
-                        orders.password_file.as_deref(),
-                        None,
-                    )?,
-                    source: DiskLocation::Path(PathBuf::from(&disk.path)),
+                    repo: spec,
+                    source: disks
+                        .iter()
+                        .map(|d| DiskLocation::Path(PathBuf::from(&d.path)))
+                        .collect(),
                     name: orders.name.clone().unwrap_or_else(|| {
-                        disk.serial.clone().unwrap_or_else(|| disk.name.clone())
+                        first.serial.clone().unwrap_or_else(|| first.name.clone())
                     }),
                     sector_size: None,
                     full: false,
@@ -298,31 +301,67 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                 report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
                 ph.mark(report, "capture");
             } else {
-                let args = RestoreArgs {
-                    repo: repo_spec(
-                        repo,
-                        None,
-                        &orders.s3,
-                        orders.password_file.as_deref(),
-                        None,
-                    )?,
+                let mut args = RestoreArgs {
+                    repo: spec,
                     trust: rescue_trust(&orders.trust, orders.max_age.as_deref())?,
                     snapshot: orders.snapshot.clone().unwrap_or_default(),
-                    target: PathBuf::from(&disk.path),
+                    target: Vec::new(),
                     yes: true,
                     verify: orders.verify,
                     seed: None,
                     // A blank disk holds nothing worth reading first.
-                    no_reuse: spec == TargetSpec::LargestEmpty,
+                    no_reuse: specs.iter().all(|s| *s == TargetSpec::LargestEmpty),
                     zero_free: false,
                     grow: false,
                 };
+                let recorded = recorded_disks(&args)?;
+                let specs = match specs.as_slice() {
+                    [TargetSpec::Auto] => vec![TargetSpec::Auto; recorded.len()],
+                    _ => specs,
+                };
+                let disks = target::resolve_all(&specs, Some(&recorded), &excluded)?;
+                announce_targets(report, &disks);
+                args.target = disks
+                    .iter()
+                    .map(|d| crate::commands::restore::TargetSpec::path(&d.path))
+                    .collect();
                 restore_onto(report, &mut ph, &args)?;
             }
             Ok(orders.after)
         }
         Action::Poweroff => Ok(After::Poweroff),
     }
+}
+
+/// Say which disks the rescue is about to use, and put them in the report.
+fn announce_targets(report: &mut Report, disks: &[crate::disk::detect::Disk]) {
+    for (i, disk) in disks.iter().enumerate() {
+        println!(
+            "lifeboat: target {}{} ({}, serial {})",
+            if disks.len() > 1 {
+                format!("of disk {i}: ")
+            } else {
+                String::new()
+            },
+            disk.path,
+            bytes(disk.size),
+            disk.serial.as_deref().unwrap_or("-")
+        );
+    }
+    report.target = disks.first().cloned();
+    report.targets = disks.to_vec();
+}
+
+/// What the snapshot to restore recorded of each of its disks (to place them by).
+fn recorded_disks(args: &RestoreArgs) -> Result<Vec<(crate::repo::manifest::SourceInfo, u64)>> {
+    let repo = crate::repo::Repository::open(&args.repo)?;
+    let policy = crate::trust::Policy::new(&args.trust, &repo)?;
+    let (snap, _) = policy.resolve(&repo, &args.snapshot)?;
+    Ok(snap
+        .manifest
+        .disks()
+        .map(|(s, d)| (s.clone(), d.size))
+        .collect())
 }
 
 /// The line the rescue prints when it asks for an encrypted repository's passphrase on
@@ -513,11 +552,16 @@ fn rescue_trust(
 }
 
 fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Result<()> {
+    let targets: Vec<&Path> = args.target.iter().map(|t| t.path.as_path()).collect();
     println!(
         "lifeboat: restoring {} from {} onto {}",
         args.snapshot,
         args.repo.location,
-        args.target.display()
+        targets
+            .iter()
+            .map(|t| t.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let s = crate::restore::run(args, &CONSOLE)?;
     let name = s.name.clone();
@@ -530,12 +574,20 @@ fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Res
             "restore"
         },
     );
+    // The bootloader of the first disk that has an EFI system partition.
     let efivars = mounts::efivars();
-    let b = crate::boot::reinstall(
-        &args.target,
-        efivars,
-        &format!("{name} (restored by Lifeboat)"),
-    )?;
+    let mut b = None;
+    for t in &targets {
+        let r = crate::boot::reinstall(t, efivars, &format!("{name} (restored by Lifeboat)"))?;
+        let found = r.esp_partition.is_some();
+        if b.is_none() || found {
+            b = Some(r);
+        }
+        if found {
+            break;
+        }
+    }
+    let b = b.context("no target")?;
     println!(
         "lifeboat: bootloader: fallback {}; NVRAM {}",
         b.fallback, b.nvram
@@ -570,19 +622,24 @@ fn menu_restore(
     *report = report_cell.into_inner();
     let choice = choice?;
     let excluded = excluded_cell.into_inner();
-    if excluded.contains(&choice.target.path) {
+    if let Some(t) = choice.targets.iter().find(|t| excluded.contains(&t.path)) {
         bail!(
             "{} holds the repository or is the boot medium: refusing it",
-            choice.target.path
+            t.path
         );
     }
-    report.target = Some(choice.target.clone());
+    report.target = choice.targets.first().cloned();
+    report.targets = choice.targets.clone();
     report.action = Some(Action::Restore);
     let args = RestoreArgs {
         repo: repo_spec(choice.repo, None, s3, None, choice.key)?,
         trust: rescue_trust(&[], None)?,
         snapshot: choice.snapshot.to_string(),
-        target: PathBuf::from(&choice.target.path),
+        target: choice
+            .targets
+            .iter()
+            .map(|t| crate::commands::restore::TargetSpec::path(&t.path))
+            .collect(),
         yes: true,
         verify: choice.verify,
         seed: None,

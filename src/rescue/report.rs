@@ -35,6 +35,9 @@ pub struct Report {
     pub network: Option<Lease>,
     pub repo: Option<RepoLocation>,
     pub target: Option<Disk>,
+    /// Every disk restored onto or captured (the first is `target`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Disk>,
     pub restore: Option<crate::restore::Summary>,
     pub capture: Option<crate::capture::Summary>,
     pub bootloader: Option<crate::boot::BootReport>,

@@ -22,7 +22,7 @@ use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
 use finish::Tables;
 use pipeline::Counts;
 use plan::{Choices, Deferred, Plan};
-use preflight::Checked;
+use preflight::{Checked, CheckedDisk};
 use sources::{Chain, ChunkSource, FromRepository, InPlace, Seed};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +58,8 @@ pub struct Summary {
     pub requests: Option<u64>,
     /// How the snapshot's signature was checked.
     pub signature: String,
+    /// Each disk restored (one for a snapshot of one disk).
+    pub disks: Vec<DiskRestored>,
 }
 
 impl Outcome for Summary {
@@ -122,7 +124,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
         Err(_) => (
             None,
             None,
-            serde_json::json!({ "snapshot": args.snapshot, "target": args.target }),
+            serde_json::json!({ "snapshot": args.snapshot, "target": targets(args) }),
         ),
     };
     crate::journal::note(
@@ -132,81 +134,107 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
     result
 }
 
-/// The restore itself, from an open repository.
+/// The targets named, for messages.
+fn targets(args: &RestoreArgs) -> String {
+    let t: Vec<String> = args
+        .target
+        .iter()
+        .map(|t| t.path.display().to_string())
+        .collect();
+    t.join(", ")
+}
+
+/// The restore itself, from an open repository: every disk's preflight, then each disk
+/// in turn. A failure once writing has begun wipes the tables of every target.
 fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) -> Result<Summary> {
-    let checked = preflight::check(repo, args, ui).with_context(|| {
-        format!(
-            "preflight failed; nothing was written to {}",
-            args.target.display()
-        )
+    let checked = preflight::check(repo, args, ui)
+        .with_context(|| format!("preflight failed; nothing was written to {}", targets(args)))?;
+    let mut opened = Vec::with_capacity(checked.disks.len());
+    for d in &checked.disks {
+        opened.push(match d.create {
+            true => TargetDisk::create_image(&d.target, d.manifest.disk.size)?,
+            false => TargetDisk::open(&d.target)?,
+        });
+    }
+    // The point of no return: from here a failure wipes the tables.
+    let written = wipe_on_failure(&opened, || {
+        let mut out = Vec::with_capacity(opened.len());
+        for (d, target) in checked.disks.iter().zip(&opened) {
+            target
+                .wipe_tables()
+                .context("wipe the old partition table")?;
+            let done = write_snapshot(repo, d, target, args, ui)
+                .with_context(|| format!("disk {} onto {}", d.index, d.target.display()))?;
+            out.push(done);
+        }
+        Ok(out)
     })?;
-    let m = &checked.snap.manifest;
-    let target = if checked.create {
-        TargetDisk::create_image(&args.target, m.disk.size)?
-    } else {
-        TargetDisk::open(&args.target)?
-    };
-    // The point of no return: from here a failure wipes the table.
-    let (counts, tables) = wipe_on_failure(&target, || {
-        target
-            .wipe_tables()
-            .context("wipe the old partition table")?;
-        write_snapshot(repo, &checked, &target, args, ui)
-    })?;
-    target.reread_partitions();
-    let filesystem_resize = tables.grown.map(|g| finish::grow_filesystem(m, g, &target));
-    let mut summary = summarise(
-        &checked,
-        args,
-        &target,
-        counts,
-        tables,
-        filesystem_resize,
-        start,
-    );
+    let mut disks = Vec::with_capacity(written.len());
+    for ((d, target), (counts, tables)) in checked.disks.iter().zip(&opened).zip(written) {
+        target.reread_partitions();
+        let resize = tables
+            .grown
+            .map(|g| finish::grow_filesystem(&d.manifest, g, target));
+        disks.push(summarise_disk(d, target, counts, tables, resize));
+    }
+    let mut summary = summarise(&checked, args, disks, start);
     summary.requests = repo.store().requests();
     summary.signature = checked.verdict.to_string();
     Ok(summary)
 }
 
-/// Run `write`; if it fails, wipe the target's tables again so that it cannot boot
+/// Run `write`; if it fails, wipe every target's tables again so that none can boot
 /// half-restored, and say so in the error.
-fn wipe_on_failure<T>(target: &TargetDisk, write: impl FnOnce() -> Result<T>) -> Result<T> {
+fn wipe_on_failure<T>(targets: &[TargetDisk], write: impl FnOnce() -> Result<T>) -> Result<T> {
     write().map_err(|e| {
-        let what = match target.wipe_tables() {
-            Ok(()) => format!(
+        let names: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        let failed: Vec<String> = targets
+            .iter()
+            .filter_map(|t| {
+                t.wipe_tables()
+                    .err()
+                    .map(|w| format!("{}: {w:#}", t.path.display()))
+            })
+            .collect();
+        let what = if failed.is_empty() {
+            format!(
                 "restore failed after writing began; the partition table on {} was wiped so the disk cannot boot half-restored",
-                target.path.display()
-            ),
-            Err(w) => format!(
-                "restore failed after writing began, and wiping the partition table failed too ({w:#}): do not boot {}",
-                target.path.display()
-            ),
+                names.join(", ")
+            )
+        } else {
+            format!(
+                "restore failed after writing began, and wiping the partition table failed too ({}): do not boot {}",
+                failed.join("; "),
+                names.join(", ")
+            )
         };
         e.context(what)
     })
 }
 
-/// Plan, put every chunk in place, then the tables, then verify when asked.
+/// Plan, put every chunk of one disk in place, then its tables, then verify when asked.
 fn write_snapshot(
     repo: &Repository,
-    checked: &Checked,
+    d: &CheckedDisk,
     target: &TargetDisk,
     args: &RestoreArgs,
     ui: &Ui,
 ) -> Result<(Counts, Tables)> {
-    let m = &checked.snap.manifest;
+    let m = &d.manifest;
     // A fresh image file reads as zeros already; anything else gets its holes zeroed.
     // An existing target is read before it is written: what it already holds stays.
-    let reuse = !checked.create && !args.no_reuse;
-    let seed_places = match &checked.seed {
+    let reuse = !d.create && !args.no_reuse;
+    let seed_places = match &d.seed {
         Some(Seed::Snapshot(places)) => Some(places),
         _ => None,
     };
     let plan = Plan::new(
         m,
         &Choices {
-            create: checked.create,
+            create: d.create,
             reuse,
             zero_free: args.zero_free,
             seed_places,
@@ -215,7 +243,7 @@ fn write_snapshot(
     let in_place = InPlace { target, repo };
     let from_repo = FromRepository { repo };
     let mut sources: Vec<&dyn ChunkSource> = vec![&in_place];
-    if let Some(Seed::Image(image)) = &checked.seed {
+    if let Some(Seed::Image(image)) = &d.seed {
         sources.push(image);
     }
     sources.push(&from_repo);
@@ -243,39 +271,86 @@ fn write_snapshot(
     Ok((counts, tables))
 }
 
-fn summarise(
-    checked: &Checked,
-    args: &RestoreArgs,
+/// What was done to one disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskRestored {
+    /// Its number in the snapshot.
+    pub disk: usize,
+    pub target: String,
+    pub disk_size: u64,
+    pub target_size: u64,
+    pub data_bytes: u64,
+    pub written_bytes: u64,
+    /// The backup GPT was moved to the end of a larger target.
+    pub grown: bool,
+    pub grown_partition: Option<u32>,
+    pub grown_partition_size: Option<u64>,
+    pub filesystem_resize: Option<String>,
+}
+
+fn summarise_disk(
+    d: &CheckedDisk,
     target: &TargetDisk,
     counts: Counts,
     tables: Tables,
     filesystem_resize: Option<String>,
+) -> (DiskRestored, Counts) {
+    let m = &d.manifest;
+    (
+        DiskRestored {
+            disk: d.index,
+            target: d.target.display().to_string(),
+            disk_size: m.disk.size,
+            target_size: target.size,
+            data_bytes: m.data_bytes(),
+            written_bytes: counts.written_bytes,
+            grown: tables.relocated,
+            grown_partition: tables.grown.map(|g| g.number),
+            grown_partition_size: tables.grown.map(|g| g.size),
+            filesystem_resize,
+        },
+        counts,
+    )
+}
+
+/// The whole restore: its disks, and their sums.
+fn summarise(
+    checked: &Checked,
+    args: &RestoreArgs,
+    disks: Vec<(DiskRestored, Counts)>,
     start: Instant,
 ) -> Summary {
-    let m = &checked.snap.manifest;
     let elapsed = start.elapsed();
+    let sum = |f: &dyn Fn(&Counts) -> u64| disks.iter().map(|(_, c)| f(c)).sum::<u64>();
+    let size: u64 = disks.iter().map(|(d, _)| d.disk_size).sum();
+    let grown = disks.iter().find(|(d, _)| d.grown_partition.is_some());
     Summary {
-        snapshot: checked.snap.id,
-        name: m.name.clone(),
-        target: args.target.display().to_string(),
-        disk_size: m.disk.size,
-        target_size: target.size,
-        data_bytes: m.data_bytes(),
-        zero_bytes: counts.zero_bytes,
-        chunks: m.chunk_ids().count() as u64,
-        written_bytes: counts.written_bytes,
-        kept_chunks: counts.kept_chunks,
-        kept_bytes: counts.kept_bytes,
-        seeded_chunks: counts.seeded_chunks,
-        fetched_chunks: counts.fetched_chunks,
-        grown: tables.relocated,
-        grown_partition: tables.grown.map(|g| g.number),
-        grown_partition_size: tables.grown.map(|g| g.size),
-        filesystem_resize,
+        snapshot: checked.id,
+        name: checked.name.clone(),
+        target: targets(args),
+        disk_size: size,
+        target_size: disks.iter().map(|(d, _)| d.target_size).sum(),
+        data_bytes: disks.iter().map(|(d, _)| d.data_bytes).sum(),
+        zero_bytes: sum(&|c| c.zero_bytes),
+        chunks: checked
+            .disks
+            .iter()
+            .map(|d| d.manifest.chunk_ids().count() as u64)
+            .sum(),
+        written_bytes: sum(&|c| c.written_bytes),
+        kept_chunks: sum(&|c| c.kept_chunks),
+        kept_bytes: sum(&|c| c.kept_bytes),
+        seeded_chunks: sum(&|c| c.seeded_chunks),
+        fetched_chunks: sum(&|c| c.fetched_chunks),
+        grown: disks.iter().any(|(d, _)| d.grown),
+        grown_partition: grown.and_then(|(d, _)| d.grown_partition),
+        grown_partition_size: grown.and_then(|(d, _)| d.grown_partition_size),
+        filesystem_resize: grown.and_then(|(d, _)| d.filesystem_resize.clone()),
         verified: args.verify,
         duration_s: elapsed.as_secs_f64(),
-        throughput_mib_s: mib_per_s(m.disk.size, elapsed),
+        throughput_mib_s: mib_per_s(size, elapsed),
         requests: None,
         signature: String::new(),
+        disks: disks.into_iter().map(|(d, _)| d).collect(),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::trust::{Policy, Verdict};
 use anyhow::{bail, Context, Result};
@@ -12,18 +12,31 @@ use anyhow::{bail, Context, Result};
 use super::plan::ChunkPlace;
 use super::sources::{Seed, SeedImage};
 use super::RestoreArgs;
+use crate::commands::restore::map_targets;
 use crate::disk::{guard, Identity, SourceDisk};
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
 use crate::location::DiskLocation;
-use crate::repo::{ChunkId, Manifest, Repository, Snapshot};
+use crate::repo::{ChunkId, Manifest, Repository, Snapshot, SnapshotId};
 use crate::ui::{bytes, Ui};
 
 /// What the preflight established.
 pub struct Checked {
-    pub snap: Snapshot,
+    pub id: SnapshotId,
+    pub name: String,
     /// How the snapshot's signature was found.
     pub verdict: Verdict,
+    /// The disks to restore, each with its target.
+    pub disks: Vec<CheckedDisk>,
+}
+
+/// One disk of the snapshot and where it goes.
+pub struct CheckedDisk {
+    /// Its number in the snapshot.
+    pub index: usize,
+    /// The snapshot of this disk alone.
+    pub manifest: Manifest,
+    pub target: PathBuf,
     /// The target does not exist yet: create an image file.
     pub create: bool,
     pub seed: Option<Seed>,
@@ -37,7 +50,9 @@ struct TargetState {
 }
 
 pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> {
-    refuse_network_target(&args.target)?;
+    for t in &args.target {
+        refuse_network_target(&t.path)?;
+    }
     let policy = Policy::new(&args.trust, repo)?;
     let (snap, verdict) = policy.resolve(repo, &args.snapshot)?;
     log::info!(
@@ -45,20 +60,54 @@ pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> 
         snap.short_id(),
         snap.manifest.name
     );
+    let mapping = map_targets(snap.manifest.disk_count(), &args.target)
+        .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", snap.short_id()))?;
+    if args.seed.is_some() && mapping.len() != 1 {
+        bail!("--seed applies to the restore of one disk; restore the others apart");
+    }
     all_chunks_present(repo, &snap)?;
-    guard::check_target(&args.target, args.repo.local_dir())?;
-    let state = examine_target(&args.target, &snap)?;
+    let Snapshot { id, manifest } = snap;
+    let name = manifest.name.clone();
+    let mut by_index: Vec<Option<Manifest>> = manifest.into_disks().into_iter().map(Some).collect();
+    let mut disks = Vec::with_capacity(mapping.len());
+    for (index, target) in mapping {
+        let m = by_index[index].take().context("each disk is mapped once")?;
+        let d = check_disk(repo, args, &id, index, m, target, ui)
+            .with_context(|| format!("disk {index}"))?;
+        disks.push(d);
+    }
+    Ok(Checked {
+        id,
+        name,
+        verdict,
+        disks,
+    })
+}
+
+/// One disk's target: nothing uses it, it fits, the user says yes, its seed opens.
+fn check_disk(
+    repo: &Repository,
+    args: &RestoreArgs,
+    id: &SnapshotId,
+    index: usize,
+    manifest: Manifest,
+    target: PathBuf,
+    ui: &Ui,
+) -> Result<CheckedDisk> {
+    guard::check_target(&target, args.repo.local_dir())?;
+    let state = examine_target(&target, id, &manifest)?;
     if !state.create {
-        confirm(args, &snap, &state)?;
+        confirm(args.yes, &target, id, &manifest, &state)?;
     }
     let seed = match &args.seed {
-        Some(spec) => Some(open_seed(repo, &snap.manifest, spec, &args.target, ui)?),
+        Some(spec) => Some(open_seed(repo, &manifest, index, spec, &target, ui)?),
         None => None,
     };
-    Ok(Checked {
-        snap,
-        verdict,
+    Ok(CheckedDisk {
+        index,
+        manifest,
         create: state.create,
+        target,
         seed,
     })
 }
@@ -113,8 +162,7 @@ fn all_chunks_present(repo: &Repository, snap: &Snapshot) -> Result<()> {
 }
 
 /// The target: size, sector size; or, when it does not exist, where it will be created.
-fn examine_target(target: &Path, snap: &Snapshot) -> Result<TargetState> {
-    let m = &snap.manifest;
+fn examine_target(target: &Path, id: &SnapshotId, m: &Manifest) -> Result<TargetState> {
     match std::fs::metadata(target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = target
@@ -142,7 +190,7 @@ fn examine_target(target: &Path, snap: &Snapshot) -> Result<TargetState> {
             bail!(
                 "target {} has {ss}-byte logical sectors but snapshot {} was captured from a disk with {}-byte sectors; its partition table would not be valid there",
                 target.display(),
-                snap.short_id(),
+                id.short(),
                 m.disk.logical_sector_size
             );
         }
@@ -153,7 +201,7 @@ fn examine_target(target: &Path, snap: &Snapshot) -> Result<TargetState> {
             target.display(),
             bytes(dev.size),
             dev.size,
-            snap.short_id(),
+            id.short(),
             bytes(m.disk.size),
             m.disk.size
         );
@@ -166,12 +214,17 @@ fn examine_target(target: &Path, snap: &Snapshot) -> Result<TargetState> {
 }
 
 /// The user says yes: `--yes`, or by typing the target's serial (its name when it has none).
-fn confirm(args: &RestoreArgs, snap: &Snapshot, state: &TargetState) -> Result<()> {
-    if args.yes {
+fn confirm(
+    yes: bool,
+    target: &Path,
+    id: &SnapshotId,
+    m: &Manifest,
+    state: &TargetState,
+) -> Result<()> {
+    if yes {
         return Ok(());
     }
-    let target = &args.target;
-    let Identity { model, serial } = &state.identity;
+    let Identity { model, serial, .. } = &state.identity;
     let token = serial.clone().unwrap_or_else(|| {
         target
             .file_name()
@@ -186,10 +239,10 @@ fn confirm(args: &RestoreArgs, snap: &Snapshot, state: &TargetState) -> Result<(
     }
     eprintln!(
         "Restoring snapshot {} ({}, taken {} on {}) will ERASE everything on {} ({}{}{}).",
-        snap.short_id(),
-        snap.manifest.name,
-        snap.manifest.time,
-        snap.manifest.hostname,
+        id.short(),
+        m.name,
+        m.time,
+        m.hostname,
         target.display(),
         bytes(state.size),
         model.as_ref().map(|m| format!(", {m}")).unwrap_or_default(),
@@ -211,7 +264,14 @@ fn confirm(args: &RestoreArgs, snap: &Snapshot, state: &TargetState) -> Result<(
 
 /// Open the `--seed` given: an existing file or device is an image, anything else names an
 /// older snapshot in the repository.
-fn open_seed(repo: &Repository, m: &Manifest, spec: &str, target: &Path, ui: &Ui) -> Result<Seed> {
+fn open_seed(
+    repo: &Repository,
+    m: &Manifest,
+    index: usize,
+    spec: &str,
+    target: &Path,
+    ui: &Ui,
+) -> Result<Seed> {
     let path = Path::new(spec);
     if path.exists() {
         let same = match (std::fs::canonicalize(path), std::fs::canonicalize(target)) {
@@ -232,8 +292,14 @@ fn open_seed(repo: &Repository, m: &Manifest, spec: &str, target: &Path, ui: &Ui
     let old = repo
         .resolve(spec)
         .with_context(|| format!("--seed {spec} is neither a file nor a snapshot"))?;
-    let places = old
+    // The same disk of the older snapshot.
+    let old = old
         .manifest
+        .into_disks()
+        .into_iter()
+        .nth(index)
+        .with_context(|| format!("--seed {spec} has no disk {index}"))?;
+    let places = old
         .regions
         .iter()
         .flat_map(|r| r.chunks.iter())

@@ -92,7 +92,7 @@ pub fn render(repo: &Repository) -> Result<String> {
         let m = &s.manifest;
         let e = newest.entry(m.name.clone()).or_default();
         if m.time > e.0 {
-            *e = (m.time.clone(), m.disk.size, m.data_bytes());
+            *e = (m.time.clone(), m.total_size(), m.data_bytes());
         }
     }
     f.head(

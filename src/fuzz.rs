@@ -35,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     target("xfs", xfs_reader),
     target("btrfs", btrfs_reader),
     target("ntfs", ntfs_reader),
+    target("lvm", lvm_reader),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
@@ -238,6 +239,15 @@ pub fn btrfs_reader(data: &[u8]) {
 
 pub fn ntfs_reader(data: &[u8]) {
     sparse_filesystem(data, ntfs::scan)
+}
+
+/// An LVM2 physical volume (its label, metadata areas and text, and the filesystems of
+/// its logical volumes), and the metadata text parser alone on the same bytes.
+pub fn lvm_reader(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::disk::lvm::parse(text);
+    }
+    sparse_filesystem(data, crate::disk::lvm::scan)
 }
 
 /// The most a sparse fuzz image may claim to be (its blocks are what it holds).

@@ -82,6 +82,13 @@ fn the_seeds_are_understood_by_their_readers() {
         .unwrap_or_else(|e| panic!("btrfs seed: {e:#}"));
     assert!(usage.note.is_none(), "{:?}", usage.note);
     assert!(usage.used_bytes() > 0 && usage.used_bytes() < d.size / 4);
+    let d = sparse("lvm", "pv-32m.sparse");
+    let usage = lifeboat::disk::lvm::scan(&Reader::new(&d, 0, d.size), d.size)
+        .unwrap_or_else(|e| panic!("lvm seed: {e:#}"));
+    assert!(usage
+        .note
+        .unwrap()
+        .contains("LV b: no filesystem recognised"));
     let d = sparse("ntfs", "ntfs-16m.sparse");
     let usage = ntfs::scan(&Reader::new(&d, 0, d.size), d.size)
         .unwrap_or_else(|e| panic!("ntfs seed: {e:#}"));

@@ -9,6 +9,7 @@ pub mod gpt;
 pub mod guard;
 pub mod layout;
 pub mod loopdev;
+pub mod lvm;
 pub mod source;
 pub mod target;
 

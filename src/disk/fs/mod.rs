@@ -76,17 +76,50 @@ impl fmt::Display for FsKind {
     }
 }
 
-/// Reads a filesystem's bytes relative to its start on the device.
+/// Reads a filesystem's bytes relative to its start: a range of a device, or a volume
+/// whose pieces lie apart on it (a logical volume's segments).
 pub struct Reader<'a> {
     dev: &'a SourceDisk,
-    base: u64,
+    /// (offset in the filesystem, offset on the device, length), ascending and
+    /// contiguous from 0.
+    pieces: Vec<(u64, u64, u64)>,
     len: u64,
 }
 
 impl<'a> Reader<'a> {
     /// The filesystem at [base, base+len) of `dev`.
     pub fn new(dev: &'a SourceDisk, base: u64, len: u64) -> Reader<'a> {
-        Reader { dev, base, len }
+        Reader {
+            dev,
+            pieces: vec![(0, base, len)],
+            len,
+        }
+    }
+
+    /// A volume made of `pieces` (device offset, length) of `dev`, one after another.
+    pub fn mapped(dev: &'a SourceDisk, pieces: &[(u64, u64)]) -> Reader<'a> {
+        let mut at = 0;
+        let pieces = pieces
+            .iter()
+            .map(|&(dev_off, len)| {
+                let p = (at, dev_off, len);
+                at += len;
+                p
+            })
+            .collect();
+        Reader {
+            dev,
+            pieces,
+            len: at,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -97,9 +130,51 @@ impl<'a> Reader<'a> {
             "metadata at byte {offset} lies outside the partition"
         );
         let mut buf = vec![0u8; len];
-        self.dev.read_at(&mut buf, self.base + offset)?;
+        let mut done = 0usize;
+        for &(at, dev_off, plen) in &self.pieces {
+            let pos = offset + done as u64;
+            if done == len {
+                break;
+            }
+            if pos >= at + plen {
+                continue;
+            }
+            let n = ((at + plen - pos) as usize).min(len - done);
+            self.dev
+                .read_at(&mut buf[done..done + n], dev_off + (pos - at))?;
+            done += n;
+        }
         Ok(buf)
     }
+
+    /// A volume made of `pieces` (offset in what this reads, length), one after another.
+    pub fn sub(&self, pieces: &[(u64, u64)]) -> Reader<'a> {
+        let on_device: Vec<(u64, u64)> = pieces
+            .iter()
+            .flat_map(|&(off, len)| {
+                let own: Vec<(u64, u64)> = self.pieces.iter().map(|p| (p.1, p.2)).collect();
+                map_ranges(&own, &[ByteRange::new(off, len)])
+            })
+            .map(|r| (r.offset, r.len))
+            .collect();
+        Reader::mapped(self.dev, &on_device)
+    }
+}
+
+/// Ranges of a volume made of `pieces` (offset, length, one after another), as ranges of
+/// what the pieces lie in, split at the pieces' ends.
+pub fn map_ranges(pieces: &[(u64, u64)], ranges: &[ByteRange]) -> Vec<ByteRange> {
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut at = 0u64;
+        for &(off, len) in pieces {
+            if let Some(x) = r.intersect(ByteRange::new(at, len)) {
+                out.push(ByteRange::new(off + (x.offset - at), x.len));
+            }
+            at += len;
+        }
+    }
+    out
 }
 
 /// The bytes a filesystem uses.
@@ -128,11 +203,23 @@ pub enum Scan {
 
 /// Find which bytes of the partition at [offset, offset+len) are in use.
 pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
-    let r = Reader {
-        dev,
-        base: offset,
-        len,
-    };
+    scan_reader(&Reader::new(dev, offset, len))
+}
+
+/// Find which bytes of what `r` reads are in use: a filesystem, or a volume group's
+/// physical volume holding some.
+pub fn scan_reader(r: &Reader) -> Scan {
+    scan_inner(r, true)
+}
+
+/// A filesystem inside a volume (never another volume group: a physical volume inside
+/// one of its own logical volumes would be read forever).
+pub fn scan_filesystem(r: &Reader) -> Scan {
+    scan_inner(r, false)
+}
+
+fn scan_inner(r: &Reader, volumes: bool) -> Scan {
+    let len = r.len();
     let head = match r.read(0, PROBE_BYTES.min(len as usize)) {
         Ok(h) => h,
         Err(e) => return Scan::Whole(format!("its first bytes could not be read: {e:#}")),
@@ -141,12 +228,13 @@ pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
         return Scan::Whole("no filesystem recognised".into());
     };
     let result = match kind {
-        k if k.is_ext() => ext4::scan(&r, len),
-        FsKind::Vfat => fat::scan(&r, len),
-        FsKind::Swap => swap::scan(&r, len),
-        FsKind::Xfs => xfs::scan(&r, len),
-        FsKind::Btrfs => btrfs::scan(&r, len),
-        FsKind::Ntfs => ntfs::scan(&r, len),
+        k if k.is_ext() => ext4::scan(r, len),
+        FsKind::Vfat => fat::scan(r, len),
+        FsKind::Swap => swap::scan(r, len),
+        FsKind::Xfs => xfs::scan(r, len),
+        FsKind::Btrfs => btrfs::scan(r, len),
+        FsKind::Ntfs => ntfs::scan(r, len),
+        FsKind::Lvm if volumes => crate::disk::lvm::scan(r, len),
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {

@@ -296,18 +296,16 @@ fn lv_segments(dev: &str, lv: &str) -> Vec<(u64, u64)> {
         .trim()
         .parse()
         .unwrap();
-    q(&format!(
-        "lvs --noheadings --segments -o lv_name,seg_pe_ranges"
-    ))
-    .lines()
-    .filter(|l| l.split_whitespace().next() == Some(lv))
-    .map(|l| {
-        let range = l.split(':').next_back().unwrap().trim();
-        let (a, b) = range.split_once('-').unwrap();
-        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
-        (pe_start + a * extent, (b - a + 1) * extent)
-    })
-    .collect()
+    q("lvs --noheadings --segments -o lv_name,seg_pe_ranges")
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(lv))
+        .map(|l| {
+            let range = l.split(':').next_back().unwrap().trim();
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            (pe_start + a * extent, (b - a + 1) * extent)
+        })
+        .collect()
 }
 
 /// The bytes of a logical volume's segments, in order, into a file of their own.

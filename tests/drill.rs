@@ -194,6 +194,70 @@ fn a_two_disk_machine_with_its_root_on_the_second_disk_comes_back() {
 }
 
 #[test]
+fn a_restore_onto_a_smaller_disk_shrinks_the_root_and_boots() {
+    let env = Env::new();
+    // The demo machine (122 MiB: ESP, then an ext4 root of 56 MiB holding a few MiB),
+    // with a fallback loader: fresh firmware boots it without the rescue's NVRAM entry.
+    let img = env.path("machine.img");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine");
+    let o = Command::new(script)
+        .arg(&img)
+        .arg("small-disk-marker")
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .env("FALLBACK", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-machine: {}", stderr(&o));
+    env.init();
+    env.capture(&img, "demo");
+    // A 100 MiB disk that held something else.
+    let target = env.path("small.img");
+    std::fs::write(&target, vec![0x5a; 100 << 20]).unwrap();
+    let o = env.restore("demo", &target, &["--yes", "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let resize = s["filesystem_resize"].as_str().unwrap();
+    assert!(
+        resize.contains("ext4 in partition 2 shrunk from 56.0 MiB to"),
+        "{s}"
+    );
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), 100 << 20);
+    sh(&format!("sgdisk -v {}", target.display()));
+    // It boots under OVMF to its marker.
+    let vars = env.path("vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
+    let console = env.path("console.log");
+    let o = Command::new("timeout")
+        .args(["300", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-machine",
+            "q35",
+            "-net",
+            "none",
+        ])
+        .args([
+            "-drive",
+            "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        ])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", target.display()))
+        .args(["-serial", &format!("file:{}", console.display())])
+        .args(["-display", "none", "-monitor", "none"])
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(&console).unwrap_or_default();
+    assert!(
+        log.contains("LIFEBOAT-MARKER small-disk-marker"),
+        "qemu {:?}; console:\n{log}",
+        o.status
+    );
+}
+
+#[test]
 fn drill_over_http_restores_and_boots() {
     let env = Env::new();
     let id = machine(&env, "http-marker-1");

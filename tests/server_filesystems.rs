@@ -98,6 +98,14 @@ fn xfs_is_read_by_its_free_space_trees_and_checks_clean() {
         tree(&src, part, &env, "m-src", mount)
     );
 
+    // XFS cannot shrink: a smaller target is refused, saying so, and left as it was.
+    let small = env.path("small.img");
+    std::fs::write(&small, vec![0x5a; 200 << 20]).unwrap();
+    let before = hash_file(&small);
+    let err = stderr(&env.restore("s", &small, &["--yes"]));
+    assert!(err.contains("XFS, which cannot shrink"), "{err}");
+    assert_eq!(hash_file(&small), before);
+
     // A corrupt allocation-group header: that filesystem is read in full, saying why,
     // and comes back byte for byte.
     let sb = read_at(&src, part.0, 512);

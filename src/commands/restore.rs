@@ -147,4 +147,8 @@ pub struct RestoreArgs {
     /// filesystem in it when resize2fs is available.
     #[arg(long)]
     pub grow: bool,
+    /// Where a restore onto a smaller target shrinks the disk first (a sparse copy
+    /// taking about the snapshot's data; default: $TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
 }

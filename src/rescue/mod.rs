@@ -313,6 +313,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     no_reuse: specs.iter().all(|s| *s == TargetSpec::LargestEmpty),
                     zero_free: false,
                     grow: false,
+                    scratch: None,
                 };
                 let recorded = recorded_disks(&args)?;
                 let specs = match specs.as_slice() {
@@ -646,6 +647,7 @@ fn menu_restore(
         no_reuse: false,
         zero_free: false,
         grow: false,
+        scratch: None,
     };
     restore_onto(report, &mut ph, &args)
 }

@@ -171,7 +171,13 @@ pub fn grow_filesystem(m: &Manifest, grown: GrownPartition, target: &TargetDisk)
     else {
         return format!("partition {number} grown; resize2fs is not available, so its ext4 filesystem keeps its old size (grow it later with resize2fs)");
     };
-    match resize_ext(target, ByteRange::new(offset, size), &e2fsck, &resize2fs) {
+    match resize_ext(
+        target,
+        ByteRange::new(offset, size),
+        size,
+        &e2fsck,
+        &resize2fs,
+    ) {
         Ok(_) => format!(
             "ext4 in partition {number} grown to {} with resize2fs",
             bytes(size)
@@ -180,13 +186,14 @@ pub fn grow_filesystem(m: &Manifest, grown: GrownPartition, target: &TargetDisk)
     }
 }
 
-/// e2fsck and resize2fs on the filesystem in `part`. On a block device, e2fsprogs'
-/// "PATH?offset=N" names it in place. An image file goes through a loop device:
-/// resize2fs truncates a regular file to the filesystem's new size, which would cut off
-/// the rest of the disk.
-fn resize_ext(
+/// e2fsck and resize2fs on the filesystem in `part`, to `to` bytes. On a block device,
+/// e2fsprogs' "PATH?offset=N" names it in place. An image file goes through a loop
+/// device: resize2fs truncates a regular file to the filesystem's new size, which would
+/// cut off the rest of the disk.
+pub(crate) fn resize_ext(
     target: &TargetDisk,
     part: ByteRange,
+    to: u64,
     e2fsck: &std::path::Path,
     resize2fs: &std::path::Path,
 ) -> Result<()> {
@@ -201,8 +208,7 @@ fn resize_ext(
     };
     crate::cmd::run(std::process::Command::new(e2fsck).args(["-f", "-p", &spec]))?;
     crate::cmd::run(
-        std::process::Command::new(resize2fs)
-            .args([spec.as_str(), &format!("{}K", part.len / 1024)]),
+        std::process::Command::new(resize2fs).args([spec.as_str(), &format!("{}K", to / 1024)]),
     )?;
     if let Some(l) = lo {
         l.close()?;

@@ -8,6 +8,7 @@ pub mod finish;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
+pub mod shrink;
 pub mod sources;
 
 use std::time::Instant;
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::commands::restore::RestoreArgs;
 use crate::disk::TargetDisk;
-use crate::repo::{Repository, SnapshotId};
+use crate::repo::{Manifest, Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
 use finish::Tables;
 use pipeline::Counts;
@@ -149,6 +150,15 @@ fn targets(args: &RestoreArgs) -> String {
 fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) -> Result<Summary> {
     let checked = preflight::check(repo, args, ui)
         .with_context(|| format!("preflight failed; nothing was written to {}", targets(args)))?;
+    // A disk that must shrink is restored and shrunk on a scratch copy first: a failure
+    // there leaves every target untouched.
+    let mut shrunk = Vec::with_capacity(checked.disks.len());
+    for d in &checked.disks {
+        shrunk.push(match d.shrink {
+            Some(s) => Some(shrink_on_scratch(repo, d, s, args, ui)?),
+            None => None,
+        });
+    }
     let mut opened = Vec::with_capacity(checked.disks.len());
     for d in &checked.disks {
         opened.push(match d.create {
@@ -159,22 +169,36 @@ fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) 
     // The point of no return: from here a failure wipes the tables.
     let written = wipe_on_failure(&opened, || {
         let mut out = Vec::with_capacity(opened.len());
-        for (d, target) in checked.disks.iter().zip(&opened) {
+        for ((d, target), scratch) in checked.disks.iter().zip(&opened).zip(&shrunk) {
             target
                 .wipe_tables()
                 .context("wipe the old partition table")?;
-            let done = write_snapshot(repo, d, target, args, ui)
-                .with_context(|| format!("disk {} onto {}", d.index, d.target.display()))?;
+            let done = match (scratch, d.shrink) {
+                (Some((image, counts, _)), Some(s)) => {
+                    write_shrunk(d, image, *counts, target, s, args)
+                }
+                _ => write_snapshot(repo, d, target, args, ui),
+            }
+            .with_context(|| format!("disk {} onto {}", d.index, d.target.display()))?;
             out.push(done);
         }
         Ok(out)
     })?;
+    drop(shrunk);
     let mut disks = Vec::with_capacity(written.len());
     for ((d, target), (counts, tables)) in checked.disks.iter().zip(&opened).zip(written) {
         target.reread_partitions();
-        let resize = tables
-            .grown
-            .map(|g| finish::grow_filesystem(&d.manifest, g, target));
+        let resize = match d.shrink {
+            Some(s) => Some(format!(
+                "ext4 in partition {} shrunk from {} to {} with resize2fs (on a scratch copy)",
+                s.number,
+                bytes(s.old_len),
+                bytes(s.new_len)
+            )),
+            None => tables
+                .grown
+                .map(|g| finish::grow_filesystem(&d.manifest, g, target)),
+        };
         disks.push(summarise_disk(d, target, counts, tables, resize));
     }
     let mut summary = summarise(&checked, args, disks, start);
@@ -215,6 +239,63 @@ fn wipe_on_failure<T>(targets: &[TargetDisk], write: impl FnOnce() -> Result<T>)
     })
 }
 
+/// A disk to shrink, restored whole onto a scratch image and its last filesystem shrunk
+/// there: the image (removed when dropped), the counts of its restore.
+fn shrink_on_scratch(
+    repo: &Repository,
+    d: &CheckedDisk,
+    s: shrink::Shrink,
+    args: &RestoreArgs,
+    ui: &Ui,
+) -> Result<(ScratchImage, Counts, Tables)> {
+    let dir = args.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = shrink::Scratch::in_dir(&dir);
+    let image =
+        TargetDisk::create_image(&scratch.path, d.manifest.disk.size).with_context(|| {
+            format!(
+                "create the scratch copy for shrinking in {} (--scratch DIR puts it elsewhere; it \
+             takes about the snapshot's data, {})",
+                dir.display(),
+                bytes(d.manifest.data_bytes())
+            )
+        })?;
+    let (counts, tables) = write_disk(repo, &d.manifest, true, None, &image, args, false, ui)
+        .context("restore onto the scratch copy")?;
+    shrink::shrink_filesystem(&image, &s)?;
+    Ok((
+        ScratchImage {
+            disk: image,
+            _file: scratch,
+        },
+        counts,
+        tables,
+    ))
+}
+
+/// A scratch image and the file it lives in (removed when dropped).
+struct ScratchImage {
+    disk: TargetDisk,
+    _file: shrink::Scratch,
+}
+
+/// Copy a shrunk scratch image onto its target, tables last; verify its filesystem.
+fn write_shrunk(
+    d: &CheckedDisk,
+    image: &ScratchImage,
+    mut counts: Counts,
+    target: &TargetDisk,
+    s: shrink::Shrink,
+    args: &RestoreArgs,
+) -> Result<(Counts, Tables)> {
+    let tables =
+        shrink::write_target(&image.disk, target, &s, d.manifest.disk.logical_sector_size)?;
+    counts.written_bytes = tables.written_bytes;
+    if args.verify {
+        shrink::check_filesystem(target, &s)?;
+    }
+    Ok((counts, tables))
+}
+
 /// Plan, put every chunk of one disk in place, then its tables, then verify when asked.
 fn write_snapshot(
     repo: &Repository,
@@ -223,18 +304,42 @@ fn write_snapshot(
     args: &RestoreArgs,
     ui: &Ui,
 ) -> Result<(Counts, Tables)> {
-    let m = &d.manifest;
+    write_disk(
+        repo,
+        &d.manifest,
+        d.create,
+        d.seed.as_ref(),
+        target,
+        args,
+        args.grow,
+        ui,
+    )
+}
+
+/// Restore the disk `m` onto `target` (`create`: a new image file; `grow`: the last
+/// partition to the end of a larger target).
+#[allow(clippy::too_many_arguments)]
+fn write_disk(
+    repo: &Repository,
+    m: &Manifest,
+    create: bool,
+    seed: Option<&Seed>,
+    target: &TargetDisk,
+    args: &RestoreArgs,
+    grow: bool,
+    ui: &Ui,
+) -> Result<(Counts, Tables)> {
     // A fresh image file reads as zeros already; anything else gets its holes zeroed.
     // An existing target is read before it is written: what it already holds stays.
-    let reuse = !d.create && !args.no_reuse;
-    let seed_places = match &d.seed {
+    let reuse = !create && !args.no_reuse;
+    let seed_places = match seed {
         Some(Seed::Snapshot(places)) => Some(places),
         _ => None,
     };
     let plan = Plan::new(
         m,
         &Choices {
-            create: d.create,
+            create,
             reuse,
             zero_free: args.zero_free,
             seed_places,
@@ -243,7 +348,7 @@ fn write_snapshot(
     let in_place = InPlace { target, repo };
     let from_repo = FromRepository { repo };
     let mut sources: Vec<&dyn ChunkSource> = vec![&in_place];
-    if let Some(Seed::Image(image)) = &d.seed {
+    if let Some(Seed::Image(image)) = seed {
         sources.push(image);
     }
     sources.push(&from_repo);
@@ -263,7 +368,7 @@ fn write_snapshot(
     );
     progress.finish();
     let mut counts = counts?;
-    let tables = finish::write_tables(m, target, &mut deferred, args.grow)?;
+    let tables = finish::write_tables(m, target, &mut deferred, grow)?;
     counts.written_bytes += tables.written_bytes;
     if args.verify {
         finish::verify(m, target, &deferred, &tables, repo.region_key())?;

@@ -19,7 +19,7 @@ use crate::range::ByteRange;
 const MIB: u64 = 1 << 20;
 
 /// What the writing phase did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
     pub zero_bytes: u64,
     pub written_bytes: u64,

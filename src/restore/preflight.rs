@@ -10,6 +10,7 @@ use crate::trust::{Policy, Verdict};
 use anyhow::{bail, Context, Result};
 
 use super::plan::ChunkPlace;
+use super::shrink::Shrink;
 use super::sources::{Seed, SeedImage};
 use super::RestoreArgs;
 use crate::commands::restore::map_targets;
@@ -40,6 +41,8 @@ pub struct CheckedDisk {
     /// The target does not exist yet: create an image file.
     pub create: bool,
     pub seed: Option<Seed>,
+    /// The target is smaller: how its last partition is shrunk to fit.
+    pub shrink: Option<Shrink>,
 }
 
 /// What the target is before the restore.
@@ -47,6 +50,7 @@ struct TargetState {
     create: bool,
     size: u64,
     identity: Identity,
+    shrink: Option<Shrink>,
 }
 
 pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> {
@@ -103,12 +107,16 @@ fn check_disk(
         Some(spec) => Some(open_seed(repo, &manifest, index, spec, &target, ui)?),
         None => None,
     };
+    if state.shrink.is_some() && seed.is_some() {
+        bail!("--seed and a smaller target do not go together");
+    }
     Ok(CheckedDisk {
         index,
         manifest,
         create: state.create,
         target,
         seed,
+        shrink: state.shrink,
     })
 }
 
@@ -179,6 +187,7 @@ fn examine_target(target: &Path, id: &SnapshotId, m: &Manifest) -> Result<Target
                 create: true,
                 size: m.disk.size,
                 identity: Identity::default(),
+                shrink: None,
             });
         }
         Err(e) => return Err(e).with_context(|| format!("stat {}", target.display())),
@@ -195,21 +204,36 @@ fn examine_target(target: &Path, id: &SnapshotId, m: &Manifest) -> Result<Target
             );
         }
     }
-    if dev.size < m.disk.size {
-        bail!(
-            "target {} is too small: {} ({} bytes); snapshot {} needs at least {} ({} bytes)",
+    let shrink = if dev.size < m.disk.size {
+        let s = super::shrink::plan(m, dev.size).with_context(|| {
+            format!(
+                "target {} is too small: {} ({} bytes); snapshot {} was captured from {} ({} \
+                 bytes), and cannot be shrunk to fit",
+                target.display(),
+                bytes(dev.size),
+                dev.size,
+                id.short(),
+                bytes(m.disk.size),
+                m.disk.size
+            )
+        })?;
+        log::info!(
+            "target {} is smaller than the snapshot's disk: partition {} will be shrunk from \
+             {} to {}",
             target.display(),
-            bytes(dev.size),
-            dev.size,
-            id.short(),
-            bytes(m.disk.size),
-            m.disk.size
+            s.number,
+            bytes(s.old_len),
+            bytes(s.new_len)
         );
-    }
+        Some(s)
+    } else {
+        None
+    };
     Ok(TargetState {
         create: false,
         size: dev.size,
         identity: dev.identity(),
+        shrink,
     })
 }
 

@@ -230,7 +230,10 @@ impl Record {
         fixup(&mut b).with_context(|| at.clone())?;
         ensure!(le16(&b, 0x16) & 1 != 0, "{at}: not in use");
         let used = le32(&b, 0x18) as usize;
-        ensure!(used <= b.len(), "{at}: {used} bytes in use");
+        ensure!(
+            (0x38..=b.len()).contains(&used),
+            "{at}: {used} bytes in use"
+        );
         b.truncate(used);
         Ok(Record(b))
     }

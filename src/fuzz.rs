@@ -36,6 +36,7 @@ pub const TARGETS: &[Target] = &[
     target("btrfs", btrfs_reader),
     target("ntfs", ntfs_reader),
     target("lvm", lvm_reader),
+    target("volumes", volumes),
     target("http_request", http_request),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
@@ -248,6 +249,14 @@ pub fn lvm_reader(data: &[u8]) {
         let _ = crate::disk::lvm::parse(text);
     }
     sparse_filesystem(data, crate::disk::lvm::scan)
+}
+
+/// A partition as a capture looks at it: an md member or LVM physical volume and what
+/// it holds, or a filesystem, found by its signature.
+pub fn volumes(data: &[u8]) {
+    if let Some(disk) = read_sparse_image(data) {
+        let _ = crate::disk::fs::scan_reader(&Reader::new(&disk, 0, disk.size));
+    }
 }
 
 /// The most a sparse fuzz image may claim to be (its blocks are what it holds).

@@ -89,6 +89,16 @@ fn the_seeds_are_understood_by_their_readers() {
         .note
         .unwrap()
         .contains("LV b: no filesystem recognised"));
+    let d = sparse("volumes", "md-1.0-16m.sparse");
+    match lifeboat::disk::fs::scan_reader(&Reader::new(&d, 0, d.size)) {
+        lifeboat::disk::fs::Scan::Used(u) => {
+            let note = u.note.unwrap();
+            assert!(note.contains("md RAID1 member (superblock 1.0"), "{note}");
+            // The superblock at the end is read.
+            assert!(u.used.last().unwrap().end() == d.size, "{:?}", u.used);
+        }
+        lifeboat::disk::fs::Scan::Whole(why) => panic!("md seed: {why}"),
+    }
     let d = sparse("ntfs", "ntfs-16m.sparse");
     let usage = ntfs::scan(&Reader::new(&d, 0, d.size), d.size)
         .unwrap_or_else(|e| panic!("ntfs seed: {e:#}"));

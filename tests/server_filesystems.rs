@@ -375,3 +375,120 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
         tree(&a, (0, len), &env, "data-src", "mount -o ro,noload")
     );
 }
+
+/// Run `script` in a QEMU guest with the Debian kernel (scripts/guest-run) on `disks`;
+/// its output.
+fn guest(env: &Env, script: &str, disks: &[&Path]) -> String {
+    let job = env.path("job.sh");
+    std::fs::write(&job, script).unwrap();
+    let o =
+        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
+            .arg(&job)
+            .args(disks)
+            .env("LIFEBOAT_KERNEL", kernel_dir())
+            .output()
+            .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "guest job failed:\n{out}\n{}",
+        stderr(&o)
+    );
+    out
+}
+
+/// A digest of every file under /mnt, and the filesystem's check, in the guest.
+const TREE_DIGEST: &str =
+    "(cd /mnt && find . -type f | sort | xargs sha256sum | sha256sum | sed 's/^/digest /')";
+
+#[test]
+fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
+    let env = Env::new();
+    // Two disks, each with two partitions over garbage (md's resync copies it from one
+    // half to the other, as it would on a server): md0 (superblock 1.2, at 4 KiB)
+    // and md1 (superblock 1.0, at the end: the filesystem starts where the partition
+    // does, so a reader that took it for the filesystem would drop the superblock).
+    let disks: Vec<std::path::PathBuf> = ["a.img", "b.img"].iter().map(|n| env.path(n)).collect();
+    for d in &disks {
+        sh(&format!(
+            "truncate -s 200M {0} && sgdisk -o -n 1:2048:+96M -t 1:fd00 -n 2:0:+96M -t 2:fd00 {0} >/dev/null && \
+             dd if=/dev/urandom of={0} bs=1M seek=1 count=192 conv=notrunc status=none",
+            d.display()
+        ));
+    }
+    let make = format!(
+        "for n in 0 1; do
+           meta=1.2; [ $n = 1 ] && meta=1.0
+           p=$((n + 1))
+           mdadm --create /dev/md$n --run --level=1 --raid-devices=2 --metadata=$meta /dev/vda$p /dev/vdb$p 2>/dev/null
+           mkfs.ext4 -q -E nodiscard -L md$n /dev/md$n
+           mount /dev/md$n /mnt
+           cp -a /sbin /lib /mnt/ && echo md$n > /mnt/name
+           {TREE_DIGEST}
+           umount /mnt
+           mdadm --wait /dev/md$n || true
+           mdadm --stop /dev/md$n 2>/dev/null
+         done"
+    );
+    let refs: Vec<&Path> = disks.iter().map(|p| p.as_path()).collect();
+    let made = guest(&env, &make, &refs);
+    let digests: Vec<&str> = made.lines().filter(|l| l.starts_with("digest")).collect();
+    assert_eq!(digests.len(), 2, "{made}");
+
+    // One member alone, then the machine's two disks: the second half adds little.
+    let one_repo = env.path("one").display().to_string();
+    ok(&["init", "-q", "--repo", &one_repo]);
+    let one: Value =
+        serde_json::from_slice(&ok(&capture_args(&one_repo, &disks[0], "one")).stdout).unwrap();
+    let repo = env.init();
+    let mut args = capture_args(&repo, &disks[0], "pair").to_vec();
+    args.extend(["--source", path_str(&disks[1])]);
+    let both: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let n = notes(&both);
+    for v in ["1.2", "1.0"] {
+        assert!(
+            n.contains(&format!(
+                "md RAID1 member (superblock {v}, 2 devices) holding ext4"
+            )),
+            "{n}"
+        );
+    }
+    let (a, ab) = (
+        one["new_stored_bytes"].as_u64().unwrap(),
+        both["new_stored_bytes"].as_u64().unwrap(),
+    );
+    eprintln!("md: one member stored {a} B, both members {ab} B");
+
+    assert!(
+        ab < a + a / 4,
+        "the mirror's halves did not deduplicate: {a} vs {ab}"
+    );
+    // 4 x 96 MiB of garbage under some 2 x 30 MiB of files: the garbage is not read.
+    assert!(
+        both["free_bytes_skipped"].as_u64().unwrap() > 200 << 20,
+        "{both}"
+    );
+
+    // Restored onto blank disks, both arrays assemble, check clean and hold the same.
+    let (x, y) = (env.path("x.img"), env.path("y.img"));
+    let mut r = restore_args(&repo, "pair", &x);
+    r.extend(["--target", path_str(&y), "--verify"]);
+    ok(&r);
+    let check = format!(
+        "for n in 0 1; do
+           p=$((n + 1))
+           mdadm --assemble --run /dev/md$n /dev/vda$p /dev/vdb$p 2>/dev/null
+           e2fsck -fn /dev/md$n >/dev/null
+           mount -o ro /dev/md$n /mnt
+           {TREE_DIGEST}
+           umount /mnt
+           mdadm --stop /dev/md$n 2>/dev/null
+         done"
+    );
+    let checked = guest(&env, &check, &[&x, &y]);
+    let again: Vec<&str> = checked
+        .lines()
+        .filter(|l| l.starts_with("digest"))
+        .collect();
+    assert_eq!(again, digests, "{checked}");
+}

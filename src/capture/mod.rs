@@ -191,8 +191,9 @@ fn capture_into(
     let mut size = Sizes { total: 0, free: 0 };
     let mut new = NewData::default();
     let mut disks = Vec::with_capacity(args.source.len());
+    let seen = Seen::default();
     for (i, location) in args.source.iter().enumerate() {
-        let d = capture_disk(repo, args, location, ui)?;
+        let d = capture_disk(repo, args, location, &seen, ui)?;
         let prefix = if several {
             format!("disk {i}: ")
         } else {
@@ -235,6 +236,9 @@ fn capture_into(
     Ok(summary)
 }
 
+/// The chunks a capture has stored or found stored so far, over all its disks.
+type Seen = std::sync::Mutex<std::collections::HashSet<crate::repo::ChunkId>>;
+
 /// One disk, read and stored.
 struct CapturedDisk {
     image: DiskImage,
@@ -248,6 +252,7 @@ fn capture_disk(
     repo: &Repository,
     args: &CaptureArgs,
     location: &DiskLocation,
+    seen: &Seen,
     ui: &Ui,
 ) -> Result<CapturedDisk> {
     let dev = SourceDisk::open(location)?;
@@ -270,7 +275,7 @@ fn capture_disk(
         free: usage.iter().map(|u| range::total(&u.free)).sum(),
     };
     let progress = Progress::new("capture", size.total, ui);
-    let read = read_regions(repo, &dev, &layout, usage, &progress);
+    let read = read_regions(repo, &dev, &layout, usage, &progress, seen);
     progress.finish();
     let (regions, new) = read?;
     let identity = dev.identity();
@@ -383,6 +388,7 @@ fn read_regions(
     layout: &Layout,
     usage: Vec<RegionUsage>,
     progress: &Progress,
+    seen: &Seen,
 ) -> Result<(Vec<Region>, NewData)> {
     let params = repo.config.chunker;
     let workers = Workers {
@@ -391,6 +397,7 @@ fn read_regions(
         params: &params,
         usage: &usage,
         progress,
+        seen,
     };
     let mut per_region: Vec<Vec<SegmentDone>> =
         (0..layout.regions.len()).map(|_| Vec::new()).collect();

@@ -72,6 +72,9 @@ pub struct Workers<'a> {
     pub params: &'a ChunkerParams,
     pub usage: &'a [RegionUsage],
     pub progress: &'a Progress,
+    /// The chunks this capture has stored or found stored, on every disk so far: a chunk
+    /// stored into a pack not yet indexed is not stored twice.
+    pub seen: &'a Mutex<HashSet<ChunkId>>,
 }
 
 impl Workers<'_> {
@@ -81,11 +84,10 @@ impl Workers<'_> {
         jobs: impl Iterator<Item = SegmentJob> + Send,
         sink: impl FnMut(SegmentDone) -> Result<()>,
     ) -> Result<()> {
-        let seen: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
         map_ordered(
             jobs,
             Width::new(cores(), 2),
-            |job| self.segment(&job, &seen),
+            |job| self.segment(&job, self.seen),
             sink,
         )
     }

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod layout;
 pub mod loopdev;
 pub mod lvm;
+pub mod md;
 pub mod source;
 pub mod target;
 

@@ -40,6 +40,8 @@ pub enum FsKind {
     Luks,
     #[serde(rename = "LVM2_member")]
     Lvm,
+    #[serde(rename = "linux_raid_member")]
+    MdRaid,
     #[serde(rename = "swap")]
     Swap,
     #[serde(rename = "iso9660")]
@@ -59,6 +61,7 @@ impl FsKind {
             FsKind::Btrfs => "btrfs",
             FsKind::Luks => "crypto_LUKS",
             FsKind::Lvm => "LVM2_member",
+            FsKind::MdRaid => "linux_raid_member",
             FsKind::Swap => "swap",
             FsKind::Iso9660 => "iso9660",
         }
@@ -209,17 +212,25 @@ pub fn scan(dev: &SourceDisk, offset: u64, len: u64) -> Scan {
 /// Find which bytes of what `r` reads are in use: a filesystem, or a volume group's
 /// physical volume holding some.
 pub fn scan_reader(r: &Reader) -> Scan {
-    scan_inner(r, true)
+    scan_inner(r, MAX_NESTING)
 }
 
-/// A filesystem inside a volume (never another volume group: a physical volume inside
-/// one of its own logical volumes would be read forever).
+/// Containers (md members, LVM physical volumes) one inside the other at most this deep:
+/// an md mirror holding a volume group, not a volume group holding itself forever.
+const MAX_NESTING: u32 = 2;
+
+/// A filesystem inside a logical volume (no container further in).
 pub fn scan_filesystem(r: &Reader) -> Scan {
-    scan_inner(r, false)
+    scan_inner(r, 0)
 }
 
-fn scan_inner(r: &Reader, volumes: bool) -> Scan {
+fn scan_inner(r: &Reader, nesting: u32) -> Scan {
     let len = r.len();
+    // An md member first: versions 1.0 and 0.90 keep the filesystem at its start and the
+    // superblock at its end, where a filesystem's reader would see free space.
+    if let Some(m) = crate::disk::md::member(r) {
+        return scan_md(r, m, nesting);
+    }
     let head = match r.read(0, PROBE_BYTES.min(len as usize)) {
         Ok(h) => h,
         Err(e) => return Scan::Whole(format!("its first bytes could not be read: {e:#}")),
@@ -234,12 +245,54 @@ fn scan_inner(r: &Reader, volumes: bool) -> Scan {
         FsKind::Xfs => xfs::scan(r, len),
         FsKind::Btrfs => btrfs::scan(r, len),
         FsKind::Ntfs => ntfs::scan(r, len),
-        FsKind::Lvm if volumes => crate::disk::lvm::scan(r, len),
+        FsKind::Lvm if nesting > 0 => crate::disk::lvm::scan(r, len),
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {
         Ok(u) => Scan::Used(u),
         Err(e) => Scan::Whole(format!("{kind} metadata not usable ({e:#})")),
+    }
+}
+
+/// An md member: RAID1's data area read through, anything else whole.
+fn scan_md(r: &Reader, m: anyhow::Result<crate::disk::md::Member>, nesting: u32) -> Scan {
+    let m = match m {
+        Ok(m) => m,
+        Err(e) => {
+            return Scan::Whole(format!(
+                "an md member whose superblock is not usable ({e:#})"
+            ))
+        }
+    };
+    if nesting == 0 {
+        return Scan::Whole(format!(
+            "an md member (superblock {}) nested too deep",
+            m.version
+        ));
+    }
+    let inner = (m.level == 1 && m.version != "0.90")
+        .then(|| scan_inner(&r.sub(&[(m.data.offset, m.data.len)]), nesting - 1));
+    let inner = match inner {
+        Some(Scan::Whole(why)) => {
+            return Scan::Whole(format!(
+                "an md RAID1 member whose data area is read whole: {why}"
+            ))
+        }
+        Some(Scan::Used(u)) => Some(u),
+        None => None,
+    };
+    let note_inner = inner.as_ref().and_then(|u| u.note.clone());
+    match crate::disk::md::usage(r, &m, inner.clone()) {
+        Ok((used, note)) => Scan::Used(Usage {
+            kind: FsKind::MdRaid,
+            block_size: inner.map(|u| u.block_size).unwrap_or(4096),
+            used,
+            note: Some(match note_inner {
+                Some(n) => format!("{note}; {n}"),
+                None => note,
+            }),
+        }),
+        Err(e) => Scan::Whole(format!("{e:#}")),
     }
 }
 
@@ -284,6 +337,10 @@ pub fn probe(buf: &[u8]) -> Option<FsKind> {
     }
     if at(0x10040, b"_BHRfS_M") {
         return Some(FsKind::Btrfs);
+    }
+    let md = [0xfc, 0x4e, 0x2b, 0xa9, 1, 0, 0, 0];
+    if at(0, &md) || at(4096, &md) {
+        return Some(FsKind::MdRaid);
     }
     if at(0, b"LUKS\xba\xbe") {
         return Some(FsKind::Luks);

@@ -274,7 +274,13 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         Some(why) => (allocated, Some(why)),
         None => (fs.extents_in(&allocated).context("its extent tree")?, None),
     };
-    let mut all: Vec<ByteRange> = used.into_iter().chain(fixed).collect();
+    // Past the device's end as btrfs knows it, the partition is read.
+    fixed.push(ByteRange::between(fs.sb.dev_total, len));
+    let mut all: Vec<ByteRange> = used
+        .into_iter()
+        .chain(fixed)
+        .filter(|r| !r.is_empty())
+        .collect();
     all.sort_unstable();
     let mut merged = Vec::with_capacity(all.len());
     for x in all {

@@ -54,9 +54,6 @@ struct Boot {
     cluster: u64,
     /// Clusters in the volume.
     clusters: u64,
-    /// Bytes of the volume (the backup boot sector lies just after).
-    bytes: u64,
-    sector: u64,
     mft_lcn: u64,
     record_size: usize,
     index_size: usize,
@@ -110,8 +107,6 @@ impl Boot {
         Ok(Boot {
             cluster,
             clusters,
-            bytes,
-            sector,
             mft_lcn,
             record_size: size(b[0x40])?,
             index_size: size(b[0x44])?,
@@ -541,11 +536,9 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
             lcn + run.len
         );
     }
-    // Past the last whole cluster: the backup boot sector.
-    append_merged(
-        &mut used,
-        ByteRange::between(b.clusters * b.cluster, b.bytes + b.sector),
-    );
+    // Past the last whole cluster: the backup boot sector, and whatever follows the
+    // volume in its partition.
+    append_merged(&mut used, ByteRange::between(b.clusters * b.cluster, len));
     Ok(Usage {
         kind: FsKind::Ntfs,
         block_size: b.cluster as u32,

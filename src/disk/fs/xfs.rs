@@ -230,11 +230,14 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
         "its allocation groups count {counted} free blocks, its superblock {}",
         sb.free_blocks
     );
+    // Past the filesystem's end, the partition is read: it is not XFS's to call free.
     let fs = ByteRange::new(0, sb.blocks * sb.block_size);
+    let mut used = range::complement(&free, fs);
+    range::append_merged(&mut used, ByteRange::between(fs.end(), len));
     Ok(Usage {
         kind: FsKind::Xfs,
         block_size: sb.block_size as u32,
-        used: range::complement(&free, fs),
+        used,
         note: None,
     })
 }

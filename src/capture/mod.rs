@@ -4,6 +4,7 @@
 //! and record a manifest, after the chunks it names are durable.
 
 pub mod assemble;
+pub mod live;
 pub mod segments;
 pub mod usage;
 
@@ -179,13 +180,24 @@ fn capture_into(
             })
         })
         .transpose()?;
-    let consistency = consistency(args)?;
+    let mut consistency = match args.live {
+        true => None,
+        false => consistency(args)?,
+    };
     // A lease first, then the prune intents: a prune that marks data after this reads
     // them waits for this capture (see prune::intent).
     let lease = crate::prune::lease::Lease::take(repo, "capture")?;
     let intents = crate::prune::intent::list(repo)?;
     repo.exclude_chunks(crate::prune::intent::dropped(&intents));
     let lineage = Lineage::of(repo, &args.name)?;
+    let mut live = match args.live {
+        true => Some(live::prepare(
+            &args.source,
+            args.pre_hook.as_deref(),
+            args.post_hook.as_deref(),
+        )?),
+        false => None,
+    };
     let several = args.source.len() > 1;
     let mut notes = Vec::new();
     let mut size = Sizes { total: 0, free: 0 };
@@ -193,7 +205,11 @@ fn capture_into(
     let mut disks = Vec::with_capacity(args.source.len());
     let seen = Seen::default();
     for (i, location) in args.source.iter().enumerate() {
-        let d = capture_disk(repo, args, location, &seen, ui)?;
+        let overlays = live
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.views[i]))
+            .unwrap_or_default();
+        let d = capture_disk(repo, args, location, overlays, &seen, ui)?;
         let prefix = if several {
             format!("disk {i}: ")
         } else {
@@ -204,6 +220,14 @@ fn capture_into(
         size.free += d.size.free;
         new.add(d.new);
         disks.push(d.image);
+    }
+    if let Some(l) = live {
+        log::info!("removing the snapshots {}", l.snapshots().join(", "));
+        consistency = Some(Consistency {
+            kind: ConsistencyKind::Live,
+            reasons: l.reasons.clone(),
+        });
+        drop(l);
     }
     let mut manifest = manifest(args, repo, disks, lineage);
     if let Some(c) = consistency {
@@ -252,10 +276,14 @@ fn capture_disk(
     repo: &Repository,
     args: &CaptureArgs,
     location: &DiskLocation,
+    overlays: Vec<crate::disk::source::Overlay>,
     seen: &Seen,
     ui: &Ui,
 ) -> Result<CapturedDisk> {
-    let dev = SourceDisk::open(location)?;
+    let mut dev = SourceDisk::open(location)?;
+    for o in overlays {
+        dev.add_overlay(o);
+    }
     let layout = read_layout(&dev, args.sector_size)
         .with_context(|| format!("read the partition table of {location}"))?;
     for n in &layout.notes {

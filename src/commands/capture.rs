@@ -26,8 +26,22 @@ pub struct CaptureArgs {
     /// active swap or held by device mapper or RAID: the image is then at best what a
     /// power cut would have left (files written meanwhile may be torn), and the manifest
     /// and `snapshots` say so. Without it such a capture is refused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "live")]
     pub crash_consistent: bool,
+    /// Capture a running machine consistently: every active LVM logical volume on the
+    /// disks is read from a snapshot taken for the capture (device mapper freezes its
+    /// filesystem for that instant) and removed after. A filesystem mounted read-write
+    /// outside LVM has no such view: the capture is refused, saying so.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: a command run (by sh -c) just before the snapshots are taken, e.g.
+    /// to have a database flush and pause; the capture stops if it fails.
+    #[arg(long, requires = "live", value_name = "COMMAND")]
+    pub pre_hook: Option<String>,
+    /// With --live: a command run just after the snapshots are taken (even if taking
+    /// them failed), e.g. to resume what the pre-hook paused.
+    #[arg(long, requires = "live", value_name = "COMMAND")]
+    pub post_hook: Option<String>,
     /// zstd level for new chunks (default: the repository's).
     #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub level: Option<i32>,

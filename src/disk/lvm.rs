@@ -483,6 +483,62 @@ fn segments(lv: &Section, pv_name: &str, pe_count: u64) -> Result<Vec<Segment>> 
     Ok(out)
 }
 
+/// Where a physical volume's logical volumes lie on it.
+#[derive(Debug, Clone)]
+pub struct PvLayout {
+    /// Bytes before the first extent: the label and metadata area.
+    pub pe_start: u64,
+    /// Each logical volume with extents on this PV.
+    pub volumes: Vec<LvOnPv>,
+}
+
+/// A logical volume's pieces on one PV.
+#[derive(Debug, Clone)]
+pub struct LvOnPv {
+    pub name: String,
+    pub pieces: Vec<LvPiece>,
+}
+
+/// `len` bytes of a logical volume from `lv_offset`, at `pv_offset` of the PV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LvPiece {
+    pub lv_offset: u64,
+    pub pv_offset: u64,
+    pub len: u64,
+}
+
+/// The logical volumes of a PV, from its metadata.
+pub fn layout(r: &Reader) -> Result<PvLayout> {
+    let label = read_label(r)?;
+    let (vg, _) = read_metadata(r, &label)?;
+    let g = group(&vg, &label.uuid)?;
+    let volumes = g
+        .volumes
+        .iter()
+        .map(|v| {
+            let pieces = v
+                .segments
+                .iter()
+                .flat_map(|s| {
+                    s.extents_here.iter().map(move |&(first, n)| LvPiece {
+                        lv_offset: s.start * g.extent,
+                        pv_offset: g.pe_start + first * g.extent,
+                        len: n * g.extent,
+                    })
+                })
+                .collect();
+            LvOnPv {
+                name: v.name.clone(),
+                pieces,
+            }
+        })
+        .collect();
+    Ok(PvLayout {
+        pe_start: g.pe_start,
+        volumes,
+    })
+}
+
 /// Find which bytes of an LVM2 physical volume are in use.
 pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     let label = read_label(r)?;

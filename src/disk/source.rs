@@ -25,10 +25,27 @@ enum Backing {
 /// The block size of a sparse image.
 pub const SPARSE_BLOCK: usize = 1024;
 
+/// Bytes read from elsewhere than the disk: a consistent view of part of a disk in use
+/// (an LVM snapshot of a logical volume, a copy of metadata taken before it).
+pub struct Overlay {
+    /// Where on the disk.
+    pub range: crate::range::ByteRange,
+    pub source: OverlaySource,
+}
+
+pub enum OverlaySource {
+    /// These bytes, in full.
+    Bytes(Vec<u8>),
+    /// A device (or file), from this offset.
+    File(File, u64),
+}
+
 pub struct SourceDisk {
     /// What the user named, for messages.
     pub path: PathBuf,
     backing: Backing,
+    /// Read over the backing, in order.
+    overlays: Vec<Overlay>,
     pub size: u64,
     pub is_block: bool,
     /// The kernel's logical sector size for a block device; None otherwise.
@@ -54,6 +71,7 @@ impl SourceDisk {
                     is_block: false,
                     sector_size: None,
                     backing: Backing::Nbd(client),
+                    overlays: Vec::new(),
                 })
             }
         }
@@ -75,6 +93,7 @@ impl SourceDisk {
             is_block: d.is_block,
             sector_size: d.sector_size,
             backing: Backing::File(d.file),
+            overlays: Vec::new(),
         })
     }
 
@@ -86,6 +105,7 @@ impl SourceDisk {
             is_block: false,
             sector_size: None,
             backing: Backing::Memory(bytes),
+            overlays: Vec::new(),
         }
     }
 
@@ -101,7 +121,40 @@ impl SourceDisk {
             is_block: false,
             sector_size: None,
             backing: Backing::Sparse(blocks),
+            overlays: Vec::new(),
         }
+    }
+
+    /// Read `o` over the disk from now on.
+    pub fn add_overlay(&mut self, o: Overlay) {
+        self.overlays.push(o);
+    }
+
+    /// Put the overlays' bytes over what was read at `offset`.
+    fn apply_overlays(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let read = crate::range::ByteRange::new(offset, buf.len() as u64);
+        for o in &self.overlays {
+            let Some(x) = read.intersect(o.range) else {
+                continue;
+            };
+            let dst = &mut buf[(x.offset - offset) as usize..(x.end() - offset) as usize];
+            let from = x.offset - o.range.offset;
+            match &o.source {
+                OverlaySource::Bytes(b) => {
+                    dst.copy_from_slice(&b[from as usize..from as usize + dst.len()])
+                }
+                OverlaySource::File(f, at) => f.read_exact_at(dst, at + from).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{e}, reading a snapshot (a snapshot that filled up with what was \
+                             written meanwhile fails so: leave more free space for it)"
+                        ),
+                    )
+                })?,
+            }
+        }
+        Ok(())
     }
 
     /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the disk.
@@ -112,7 +165,11 @@ impl SourceDisk {
                 c.read_at(&mut buf[..n], offset)?;
                 Ok(n)
             }
-            Backing::File(f) => f.read_at(buf, offset),
+            Backing::File(f) => {
+                let n = f.read_at(buf, offset)?;
+                self.apply_overlays(&mut buf[..n], offset)?;
+                Ok(n)
+            }
             Backing::Memory(m) => {
                 let from = m.len().min(usize::try_from(offset).unwrap_or(usize::MAX));
                 let n = buf.len().min(m.len() - from);
@@ -140,7 +197,9 @@ impl SourceDisk {
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let r = match &self.backing {
             Backing::Nbd(c) => c.read_at(buf, offset),
-            Backing::File(f) => f.read_exact_at(buf, offset),
+            Backing::File(f) => f
+                .read_exact_at(buf, offset)
+                .and_then(|_| self.apply_overlays(buf, offset)),
             Backing::Memory(_) | Backing::Sparse(_) => match self.read_partial(buf, offset) {
                 Ok(n) if n == buf.len() => Ok(()),
                 Ok(_) => Err(std::io::ErrorKind::UnexpectedEof.into()),

@@ -85,12 +85,17 @@ pub enum ConsistencyKind {
     /// at some moment would have left, at best; files written during the capture may
     /// be torn.
     CrashConsistent,
+    /// Read while in use, from copy-on-write snapshots taken for it (`--live`):
+    /// consistent as of the moment they were taken, as after a power cut at that moment
+    /// with the filesystems frozen.
+    Live,
 }
 
 impl fmt::Display for ConsistencyKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ConsistencyKind::CrashConsistent => "crash-consistent",
+            ConsistencyKind::Live => "live",
         })
     }
 }

@@ -140,3 +140,58 @@ vgchange -q -an vgl
     let root = Loop::attach_range(&dst, root_at, 96 << 20);
     sh(&format!("e2fsck -fn {}", root.dev));
 }
+
+#[test]
+fn a_live_capture_refuses_what_it_cannot_snapshot_and_says_why() {
+    let env = Env::new();
+    let disk = env.path("server.img");
+    sh(&format!(
+        "truncate -s 400M {0} && sgdisk -o -n 1:2048:+64M -t 1:8300 -n 2:0:0 -t 2:8e00 {0} >/dev/null",
+        disk.display()
+    ));
+    let job = r#"
+export LIFEBOAT_STATE_DIR=/tmp/state
+mkdir -p /r && mount -t tmpfs r /r
+lifeboat init -q --repo /r/repo
+mkfs.ext4 -q /dev/vda1
+mkdir -p /boot && mount /dev/vda1 /boot
+pvcreate -q /dev/vda2 && vgcreate -q vgb /dev/vda2
+lvcreate -q -L 200M -n data vgb
+mkfs.btrfs -q /dev/vgb/data >/dev/null && mount /dev/vgb/data /mnt
+# A plain partition mounted read-write: no copy-on-write view of it.
+lifeboat capture -q --repo /r/repo --source /dev/vda --name s --live 2>&1 | sed 's/^/ONE: /' || true
+umount /boot
+# btrfs on a logical volume: never a second device with its id.
+lifeboat capture -q --repo /r/repo --source /dev/vda --name s --live 2>&1 | sed 's/^/TWO: /' || true
+echo "snapshots: $(lvs --noheadings -o lv_name vgb | grep -c lifeboat || true)"
+echo "captured: $(ls /r/repo/snapshots | wc -l)"
+umount /mnt
+vgchange -q -an vgb
+"#;
+    let job_file = env.path("job.sh");
+    std::fs::write(&job_file, job).unwrap();
+    let o =
+        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
+            .arg(&job_file)
+            .arg(&disk)
+            .env("LIFEBOAT_KERNEL", kernel_dir())
+            .env("LIFEBOAT", bin())
+            .output()
+            .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "guest:\n{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("ONE: lifeboat: error: --live on /dev/vda: /dev/vda1 is mounted read-write at /boot directly, not on LVM"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "TWO: lifeboat: error: --live on /dev/vda: logical volume vgb/data holds btrfs"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("snapshots: 0") && out.contains("captured: 0"),
+        "{out}"
+    );
+}

@@ -117,7 +117,10 @@ fn plan_disk(path: &Path, reasons: &mut Vec<String>) -> Result<DiskPlan> {
         metadata: Vec::new(),
         volumes: Vec::new(),
     };
-    for u in guard::uses(path)? {
+    // Mounts first: they are refused whatever else the disk holds.
+    let mut uses = guard::uses(path)?;
+    uses.sort_by_key(|u| !matches!(u, InUse::Mounted { .. }));
+    for u in uses {
         match u {
             InUse::Mounted {
                 writable: false, ..
@@ -236,6 +239,7 @@ fn plan_pv(
                 vg.trim()
             );
         }
+        refuse_btrfs(disk, start, &pieces, vg.trim(), &lv)?;
         plan.volumes.push(Volume {
             vg: vg.trim().to_string(),
             lv,
@@ -247,6 +251,32 @@ fn plan_pv(
                 })
                 .collect(),
         });
+    }
+    Ok(())
+}
+
+/// A block-level snapshot of a mounted btrfs is a second device with its filesystem's id:
+/// btrfs may then take one for the other. Never take one.
+fn refuse_btrfs(
+    disk: &SourceDisk,
+    pv_start: u64,
+    pieces: &[crate::disk::lvm::LvPiece],
+    vg: &str,
+    lv: &str,
+) -> Result<()> {
+    let map: Vec<(u64, u64)> = pieces
+        .iter()
+        .map(|p| (pv_start + p.pv_offset, p.len))
+        .collect();
+    let r = Reader::mapped(disk, &map);
+    let head = r.read(0, crate::disk::fs::PROBE_BYTES.min(r.len() as usize))?;
+    if crate::disk::fs::probe(&head) == Some(crate::disk::fs::FsKind::Btrfs) {
+        bail!(
+            "logical volume {vg}/{lv} holds btrfs: an LVM snapshot of it would be a second \
+             device with the same filesystem id while it is mounted, which btrfs can confuse \
+             with the first. Capture it from the rescue (or read its btrfs snapshots with \
+             btrfs's own tools)"
+        );
     }
     Ok(())
 }

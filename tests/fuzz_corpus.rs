@@ -99,6 +99,9 @@ fn the_seeds_are_understood_by_their_readers() {
         }
         lifeboat::disk::fs::Scan::Whole(why) => panic!("md seed: {why}"),
     }
+    let d = sparse("volumes", "luks2-20m.sparse");
+    let c = lifeboat::disk::luks::header(&Reader::new(&d, 0, d.size)).unwrap();
+    assert_eq!((c.version, c.data_offset), (2, 16 << 20), "{c:?}");
     let d = sparse("ntfs", "ntfs-16m.sparse");
     let usage = ntfs::scan(&Reader::new(&d, 0, d.size), d.size)
         .unwrap_or_else(|e| panic!("ntfs seed: {e:#}"));

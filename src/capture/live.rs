@@ -135,7 +135,12 @@ fn plan_disk(path: &Path, reasons: &mut Vec<String>) -> Result<DiskPlan> {
             InUse::Swap { device } => {
                 reasons.push(format!("{device}: active swap, its header alone is read"))
             }
-            InUse::Held { device, holders } => {
+            InUse::Held {
+                idle_crypt: true, ..
+            } => {}
+            InUse::Held {
+                device, holders, ..
+            } => {
                 plan_pv(&disk, &device, &holders, &mut plan, reasons)?;
             }
         }

@@ -52,6 +52,74 @@ fn partitions_of(disk: &DiskInfo, r: &RegionPlan) -> Vec<(String, ByteRange)> {
     }
 }
 
+/// A LUKS container open on this machine (through dm-crypt, nothing using the mapping):
+/// the filesystem inside read through the mapping, and only the ciphertext under its
+/// used blocks. None when the partition is not one.
+fn crypt_view(dev: &SourceDisk, part: ByteRange) -> Option<fs::Scan> {
+    if !dev.is_block {
+        return None;
+    }
+    let sys = crate::disk::detect::sysfs_dir_of(&dev.path)?;
+    let name = std::fs::read_dir(&sys)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let start = std::fs::read_to_string(e.path().join("start")).ok()?;
+            (start.trim().parse::<u64>().ok()? * 512 == part.offset)
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })?;
+    let plain_path = crate::disk::guard::idle_crypt_holder(&sys, &name)?;
+    Some(match crypt_usage(dev, part, &plain_path) {
+        Ok(s) => s,
+        Err(e) => fs::Scan::Whole(format!("an open LUKS container not read through ({e:#})")),
+    })
+}
+
+fn crypt_usage(
+    dev: &SourceDisk,
+    part: ByteRange,
+    plain_path: &std::path::Path,
+) -> anyhow::Result<fs::Scan> {
+    let c = crate::disk::luks::header(&fs::Reader::new(dev, part.offset, part.len))?;
+    if let Some(why) = c.not_linear {
+        return Ok(fs::Scan::Whole(format!(
+            "LUKS{} ({}): {why}",
+            c.version, c.cipher
+        )));
+    }
+    let plain = SourceDisk::open_path(plain_path)?;
+    anyhow::ensure!(
+        c.data_offset + plain.size <= part.len,
+        "its mapping is larger than the container"
+    );
+    let inner = match fs::scan_reader(&fs::Reader::new(&plain, 0, plain.size)) {
+        fs::Scan::Used(u) => u,
+        fs::Scan::Whole(why) => {
+            return Ok(fs::Scan::Whole(format!(
+                "LUKS{} open as {}: {why}",
+                c.version,
+                plain_path.display()
+            )))
+        }
+    };
+    let mut used = vec![ByteRange::new(0, c.data_offset)];
+    used.extend(inner.used.iter().map(|u| u.shifted(c.data_offset)));
+    used.push(ByteRange::between(c.data_offset + plain.size, part.len));
+    used.retain(|u| !u.is_empty());
+    Ok(fs::Scan::Used(fs::Usage {
+        kind: fs::FsKind::Luks,
+        block_size: inner.block_size,
+        used,
+        note: Some(format!(
+            "LUKS{} ({}) open as {}, holding {}: only the ciphertext under its used blocks read",
+            c.version,
+            c.cipher,
+            plain_path.display(),
+            inner.kind
+        )),
+    }))
+}
+
 /// The bytes of a region that its filesystems use, when they can be known; notes say
 /// what was found (or why a partition is read in full).
 pub fn region_usage(
@@ -65,7 +133,8 @@ pub fn region_usage(
     let mut kinds = Vec::new();
     let mut block_size = u32::MAX;
     for (label, part) in partitions_of(disk, r) {
-        match fs::scan(dev, part.offset, part.len) {
+        let scan = crypt_view(dev, part).unwrap_or_else(|| fs::scan(dev, part.offset, part.len));
+        match scan {
             fs::Scan::Used(u) => {
                 let used = u.used_bytes();
                 notes.push(format!(

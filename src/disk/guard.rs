@@ -27,6 +27,9 @@ pub enum InUse {
     Held {
         device: String,
         holders: Vec<String>,
+        /// Every holder is an open LUKS mapping (dm-crypt) that nothing uses in turn:
+        /// nothing can write through it.
+        idle_crypt: bool,
     },
 }
 
@@ -35,7 +38,8 @@ impl InUse {
     pub fn may_change(&self) -> bool {
         match self {
             InUse::Mounted { writable, .. } => *writable,
-            InUse::Swap { .. } | InUse::Held { .. } => true,
+            InUse::Held { idle_crypt, .. } => !idle_crypt,
+            InUse::Swap { .. } => true,
         }
     }
 }
@@ -58,9 +62,20 @@ impl fmt::Display for InUse {
                 points.join(", ")
             ),
             InUse::Swap { device } => write!(f, "{device} is active swap"),
-            InUse::Held { device, holders } => write!(
+            InUse::Held {
+                device,
+                holders,
+                idle_crypt: false,
+            } => write!(
                 f,
                 "{device} is held by {} (device mapper, RAID or LVM)",
+                holders.join(", ")
+            ),
+            InUse::Held {
+                device, holders, ..
+            } => write!(
+                f,
+                "{device} is open as {} (a LUKS mapping nothing uses)",
                 holders.join(", ")
             ),
         }
@@ -114,10 +129,33 @@ fn block_uses(sys: &Path) -> Result<Vec<InUse>> {
         }
         let holders = sys_holders(sys, &name);
         if !holders.is_empty() {
-            out.push(InUse::Held { device, holders });
+            let idle_crypt = holders.iter().all(|h| idle_crypt_mapping(h));
+            out.push(InUse::Held {
+                device,
+                holders,
+                idle_crypt,
+            });
         }
     }
     Ok(out)
+}
+
+/// Whether `/sys/block/NAME` is a dm-crypt mapping of a LUKS container that is not
+/// mounted, swap or held in turn.
+fn idle_crypt_mapping(name: &str) -> bool {
+    let sys = Path::new("/sys/block").join(name);
+    let uuid = fs::read_to_string(sys.join("dm/uuid")).unwrap_or_default();
+    uuid.starts_with("CRYPT-LUKS") && block_uses(&sys).is_ok_and(|u| u.is_empty())
+}
+
+/// The open LUKS mapping of a partition (its sysfs name under the disk), if it has one
+/// that nothing uses: the device whose reads are the container's plaintext.
+pub fn idle_crypt_holder(disk_sys: &Path, part: &str) -> Option<PathBuf> {
+    let holders = sys_holders(disk_sys, part);
+    match holders.as_slice() {
+        [h] if idle_crypt_mapping(h) => Some(PathBuf::from("/dev").join(h)),
+        _ => None,
+    }
 }
 
 fn check_block(sys: &Path, what: &str) -> Result<()> {

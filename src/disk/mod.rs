@@ -9,6 +9,7 @@ pub mod gpt;
 pub mod guard;
 pub mod layout;
 pub mod loopdev;
+pub mod luks;
 pub mod lvm;
 pub mod md;
 pub mod source;

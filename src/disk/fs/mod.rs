@@ -246,6 +246,20 @@ fn scan_inner(r: &Reader, nesting: u32) -> Scan {
         FsKind::Btrfs => btrfs::scan(r, len),
         FsKind::Ntfs => ntfs::scan(r, len),
         FsKind::Lvm if nesting > 0 => crate::disk::lvm::scan(r, len),
+        FsKind::Luks => {
+            return Scan::Whole(match crate::disk::luks::header(r) {
+                Ok(c) => match c.not_linear {
+                    Some(why) => format!("LUKS{} ({}): {why}", c.version, c.cipher),
+                    None => format!(
+                        "LUKS{} ({}) kept whole: its plaintext is not visible here (open it \
+                         with cryptsetup, unmounted, to read only the ciphertext under its \
+                         used blocks)",
+                        c.version, c.cipher
+                    ),
+                },
+                Err(e) => format!("a LUKS header that does not check ({e:#})"),
+            })
+        }
         other => return Scan::Whole(format!("{other} is read in full")),
     };
     match result {

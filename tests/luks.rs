@@ -1,0 +1,149 @@
+//! LUKS containers: kept whole when closed (a restore gives back the same container,
+//! which opens with its passphrase; no key is needed to restore it), and, when open on
+//! the machine through dm-crypt with nothing using the mapping, read by the used blocks
+//! of the filesystem inside (in a QEMU guest with the Debian kernel: this host has no
+//! device mapper).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+/// A GPT disk of `mib` MiB whose partition 1 is garbage.
+fn disk(env: &Env, name: &str, mib: u64) -> std::path::PathBuf {
+    let d = env.path(name);
+    sh(&format!(
+        "truncate -s {mib}M {0} && sgdisk -o -n 1:2048:0 -t 1:8309 {0} >/dev/null && \
+         dd if=/dev/urandom of={0} bs=1M seek=1 count={1} conv=notrunc status=none",
+        d.display(),
+        mib - 2
+    ));
+    d
+}
+
+#[test]
+fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
+    let env = Env::new();
+    let src = disk(&env, "src.img", 64);
+    let pw = env.path("pw");
+    std::fs::write(&pw, "luks pass").unwrap();
+    let start = sgdisk_sector(&src, 1, "First sector") * 512;
+    let end = (sgdisk_sector(&src, 1, "Last sector") + 1) * 512;
+    {
+        let lo = Loop::attach_range(&src, start, end - start);
+        sh(&format!(
+            "cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file {} {}",
+            pw.display(),
+            lo.dev
+        ));
+    }
+    env.init();
+    let s = env.capture(&src, "vault");
+    let n = s["notes"].to_string();
+    assert!(n.contains("LUKS2 (aes-xts-plain64) kept whole"), "{n}");
+    let dst = env.path("dst.img");
+    assert!(env.restore("vault", &dst, &["--verify"]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+    let lo = Loop::attach_range(&dst, start, end - start);
+    sh(&format!(
+        "cryptsetup open --test-passphrase --key-file {} {}",
+        pw.display(),
+        lo.dev
+    ));
+}
+
+/// Run a job in the guest (scripts/guest-run) on `disks`; its output.
+fn guest(env: &Env, job: &str, disks: &[&Path]) -> String {
+    let f = env.path("job.sh");
+    std::fs::write(&f, job).unwrap();
+    let o =
+        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
+            .arg(&f)
+            .args(disks)
+            .env("LIFEBOAT_KERNEL", kernel_dir())
+            .env("LIFEBOAT", bin())
+            .output()
+            .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "guest:\n{out}\n{}", stderr(&o));
+    out
+}
+
+const DIGEST: &str =
+    "(cd /mnt && find . -type f | sort | xargs sha256sum | sha256sum | sed 's/^/digest /')";
+
+#[test]
+fn an_open_luks_container_is_read_by_the_used_blocks_inside() {
+    let env = Env::new();
+    let src = disk(&env, "src.img", 200);
+    let repo_disk = env.path("repo-disk.img");
+    sh(&format!(
+        "truncate -s 200M {0} && mkfs.ext4 -q {0}",
+        repo_disk.display()
+    ));
+    let made = guest(
+        &env,
+        &format!(
+            "export LIFEBOAT_STATE_DIR=/tmp/state
+printf 'luks pass' >/tmp/pw
+cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file /tmp/pw /dev/vda1
+cryptsetup open --key-file /tmp/pw /dev/vda1 vault
+mkfs.ext4 -q -E nodiscard /dev/mapper/vault
+mount /dev/mapper/vault /mnt && cp -a /sbin /lib /mnt/
+{DIGEST}
+umount /mnt
+mkdir -p /r && mount /dev/vdb /r
+lifeboat init -q --repo /r/repo
+lifeboat capture -q --json --repo /r/repo --source /dev/vda --name vault >/r/summary.json
+cryptsetup close vault
+umount /r"
+        ),
+        &[&src, &repo_disk],
+    );
+    let digest = made.lines().find(|l| l.starts_with("digest")).unwrap();
+
+    let lo = Loop::attach(&repo_disk, 512);
+    let mnt = Mount::new(&lo.dev, &env.path("r"));
+    let s: Value =
+        serde_json::from_slice(&std::fs::read(mnt.point.join("summary.json")).unwrap()).unwrap();
+    let n = s["notes"].to_string();
+    assert!(
+        n.contains("LUKS2 (aes-xts-plain64) open as /dev/dm-0, holding ext4"),
+        "{n}"
+    );
+    // Some 170 MiB of the container's plaintext is free: its ciphertext is not read.
+    let skipped = s["free_bytes_skipped"].as_u64().unwrap();
+    assert!(skipped > 120 << 20, "{s}");
+    eprintln!("open LUKS: read {} B, skipped {skipped} B", s["bytes_read"]);
+    let dst = env.path("dst.img");
+    let repo = mnt.point.join("repo").display().to_string();
+    ok(&[
+        "restore",
+        "-q",
+        "--repo",
+        &repo,
+        "--snapshot",
+        "vault",
+        "--target",
+        path_str(&dst),
+    ]);
+    drop(mnt);
+    drop(lo);
+    // Restored, with no key: it opens with its passphrase and holds the same files.
+    let checked = guest(
+        &env,
+        &format!(
+            "printf 'luks pass' >/tmp/pw
+cryptsetup open --key-file /tmp/pw /dev/vda1 vault
+e2fsck -fn /dev/mapper/vault >/dev/null
+mount -o ro /dev/mapper/vault /mnt
+{DIGEST}
+umount /mnt
+cryptsetup close vault"
+        ),
+        &[&dst],
+    );
+    assert!(checked.contains(digest), "{checked}\nexpected {digest}");
+}

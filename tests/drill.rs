@@ -194,6 +194,50 @@ fn a_two_disk_machine_with_its_root_on_the_second_disk_comes_back() {
 }
 
 #[test]
+fn a_rhel_like_server_on_md_mirrors_and_lvm_comes_back_and_boots() {
+    let env = Env::new();
+    let (d0, d1) = (env.path("server0.img"), env.path("server1.img"));
+    let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-server"))
+        .args([&d0, &d1])
+        .arg("rhel-marker")
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-server: {}", stderr(&o));
+    env.init();
+    let repo = env.repo();
+    let mut args = capture_args(&repo, &d0, "demo").to_vec();
+    args.extend(["--source", path_str(&d1)]);
+    let s: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let n = s["notes"].to_string();
+    for want in [
+        "disk 0: partition 2: md RAID1 member (superblock 1.0, 2 devices) holding ext4",
+        "disk 1: partition 3: md RAID1 member (superblock 1.2, 2 devices) holding LVM2_member; LV root: xfs",
+    ] {
+        assert!(n.contains(want), "{n}");
+    }
+    eprintln!(
+        "rhel-like server: {} B of 2 x 550 MiB read, {} B stored",
+        s["bytes_read"], s["new_stored_bytes"]
+    );
+    let id = s["snapshot"].as_str().unwrap().to_string();
+    let (ok, v) = drill(
+        &env,
+        "http",
+        "LIFEBOAT-MARKER rhel-marker boot=rhel-marker",
+        "240",
+    );
+    assert_passed(ok, &v, &id, "rhel-marker boot=rhel-marker");
+    assert_eq!(
+        v["rescue_report"]["restore"]["disks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
 fn a_restore_onto_a_smaller_disk_shrinks_the_root_and_boots() {
     let env = Env::new();
     // The demo machine (122 MiB: ESP, then an ext4 root of 56 MiB holding a few MiB),

@@ -15,7 +15,7 @@ fn a_live_capture_reads_logical_volumes_from_snapshots_while_a_writer_runs() {
     let env = Env::new();
     let disk = env.path("server.img");
     sh(&format!(
-        "truncate -s 300M {0} && sgdisk -o -n 1:2048:0 -t 1:8e00 {0} >/dev/null",
+        "truncate -s 700M {0} && sgdisk -o -n 1:2048:0 -t 1:8e00 {0} >/dev/null",
         disk.display()
     ));
     let repo_disk = env.path("repo-disk.img");
@@ -29,7 +29,10 @@ pvcreate -q /dev/vda1
 vgcreate -q vgl /dev/vda1
 lvcreate -q -L 96M -n root vgl
 lvcreate -q -L 16M -n swap vgl
+lvcreate -q -L 300M -n srv vgl
 mkfs.ext4 -q -L root /dev/vgl/root
+mkfs.xfs -q -L srv /dev/vgl/srv
+mkdir -p /srv && mount /dev/vgl/srv /srv && cp -a /lib /srv/
 mkswap /dev/vgl/swap >/dev/null && swapon /dev/vgl/swap
 mount /dev/vgl/root /mnt
 cp -a /sbin /lib /mnt/
@@ -39,14 +42,14 @@ lifeboat init -q --repo /r/repo
 if lifeboat capture -q --repo /r/repo --source /dev/vda --name web 2>/r/refused; then
   echo "UNEXPECTED: captured"
 fi
-( i=0; while :; do dd if=/dev/urandom of=/mnt/w$((i % 40)) bs=64k count=8 2>/dev/null; sync; i=$((i + 1)); done ) &
+( i=0; while :; do dd if=/dev/urandom of=/mnt/w$((i % 40)) bs=64k count=8 2>/dev/null; dd if=/dev/urandom of=/srv/w$((i % 40)) bs=64k count=8 2>/dev/null; sync; i=$((i + 1)); done ) &
 writer=$!
 lifeboat capture -q --json --repo /r/repo --source /dev/vda --name web --live \
   --pre-hook 'echo pre >/r/pre' --post-hook 'echo post >/r/post' >/r/summary.json
 kill $writer
 echo "snapshots left: $(lvs --noheadings -o lv_name vgl | grep -c lifeboat-live || true)"
 cat /r/pre /r/post
-umount /mnt
+umount /mnt /srv
 swapoff /dev/vgl/swap
 umount /r
 vgchange -q -an vgl
@@ -95,6 +98,13 @@ vgchange -q -an vgl
         "{c}"
     );
     assert!(c.to_string().contains("active swap"), "{c}");
+    // The XFS snapshot's log was replayed into it, so it is read by its used blocks.
+    assert!(
+        c.to_string().contains("LV vgl/srv: its xfs log replayed"),
+        "{c}"
+    );
+    let n = s["notes"].to_string();
+    assert!(n.contains("LV srv: xfs,"), "{n}");
 
     // Restored: the volume group has no trace of the snapshot, and the filesystem the
     // writer was writing to checks clean.

@@ -86,6 +86,9 @@ pub fn prepare(
         post?;
     }
     taken?;
+    for v in plans.iter().flat_map(|p| &p.volumes) {
+        replay_journal(v, &mut reasons)?;
+    }
     let mut views = Vec::with_capacity(plans.len());
     for p in plans {
         views.push(overlays(p, &mut reasons)?);
@@ -302,6 +305,40 @@ fn hook(which: &str, cmd: &str) -> Result<()> {
     log::info!("running the {which}-hook: {cmd}");
     crate::cmd::run(Command::new("sh").args(["-c", cmd]))
         .with_context(|| format!("--{which}-hook failed"))?;
+    Ok(())
+}
+
+/// A snapshot of a mounted XFS holds a log that needs replaying (and an ext4 whose
+/// freeze left its journal flagged, a journal): mount the snapshot once, which replays
+/// it into the snapshot alone, so that its free-space map can be trusted and only its
+/// used blocks are read.
+fn replay_journal(v: &Volume, reasons: &mut Vec<String>) -> Result<()> {
+    let snap = format!("/dev/{}/{SNAPSHOT_PREFIX}{}", v.vg, v.lv);
+    let disk = SourceDisk::open_path(Path::new(&snap))?;
+    let head = {
+        let r = Reader::new(&disk, 0, disk.size);
+        r.read(0, crate::disk::fs::PROBE_BYTES.min(disk.size as usize))?
+    };
+    let (fstype, opts) = match crate::disk::fs::probe(&head) {
+        Some(crate::disk::fs::FsKind::Xfs) => ("xfs", "nouuid"),
+        Some(k) if k.is_ext() && head.get(0x460).is_some_and(|b| b & 0x4 != 0) => ("ext4", ""),
+        _ => return Ok(()),
+    };
+    let dir = std::env::temp_dir().join(format!("lifeboat-live-{}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut mount = Command::new("mount");
+    mount.args(["-t", fstype]);
+    if !opts.is_empty() {
+        mount.args(["-o", opts]);
+    }
+    let done = crate::cmd::run(mount.arg(&snap).arg(&dir))
+        .and_then(|_| crate::cmd::run(Command::new("umount").arg(&dir)));
+    let _ = fs::remove_dir(&dir);
+    done.with_context(|| format!("replay the {fstype} log of the snapshot {snap}"))?;
+    reasons.push(format!(
+        "LV {}/{}: its {fstype} log replayed into its snapshot (mounted once)",
+        v.vg, v.lv
+    ));
     Ok(())
 }
 

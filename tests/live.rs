@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use serde_json::Value;
 
@@ -54,19 +52,7 @@ swapoff /dev/vgl/swap
 umount /r
 vgchange -q -an vgl
 "#;
-    let job_file = env.path("job.sh");
-    std::fs::write(&job_file, job).unwrap();
-    let o =
-        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
-            .arg(&job_file)
-            .arg(&disk)
-            .arg(&repo_disk)
-            .env("LIFEBOAT_KERNEL", kernel_dir())
-            .env("LIFEBOAT", bin())
-            .output()
-            .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "guest:\n{out}\n{}", stderr(&o));
+    let out = guest(&env, job, &[&disk, &repo_disk]);
     assert!(!out.contains("UNEXPECTED"), "{out}");
     assert!(out.contains("snapshots left: 0"), "{out}");
     assert!(out.contains("pre\npost"), "{out}");
@@ -178,18 +164,7 @@ echo "captured: $(ls /r/repo/snapshots | wc -l)"
 umount /mnt
 vgchange -q -an vgb
 "#;
-    let job_file = env.path("job.sh");
-    std::fs::write(&job_file, job).unwrap();
-    let o =
-        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
-            .arg(&job_file)
-            .arg(&disk)
-            .env("LIFEBOAT_KERNEL", kernel_dir())
-            .env("LIFEBOAT", bin())
-            .output()
-            .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "guest:\n{out}\n{}", stderr(&o));
+    let out = guest(&env, job, &[&disk]);
     assert!(
         out.contains("ONE: lifeboat: error: --live on /dev/vda: /dev/vda1 is mounted read-write at /boot directly, not on LVM"),
         "{out}"

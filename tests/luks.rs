@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use serde_json::Value;
 
@@ -52,23 +50,6 @@ fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
         pw.display(),
         lo.dev
     ));
-}
-
-/// Run a job in the guest (scripts/guest-run) on `disks`; its output.
-fn guest(env: &Env, job: &str, disks: &[&Path]) -> String {
-    let f = env.path("job.sh");
-    std::fs::write(&f, job).unwrap();
-    let o =
-        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
-            .arg(&f)
-            .args(disks)
-            .env("LIFEBOAT_KERNEL", kernel_dir())
-            .env("LIFEBOAT", bin())
-            .output()
-            .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "guest:\n{out}\n{}", stderr(&o));
-    out
 }
 
 const DIGEST: &str =

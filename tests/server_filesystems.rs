@@ -376,27 +376,6 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
     );
 }
 
-/// Run `script` in a QEMU guest with the Debian kernel (scripts/guest-run) on `disks`;
-/// its output.
-fn guest(env: &Env, script: &str, disks: &[&Path]) -> String {
-    let job = env.path("job.sh");
-    std::fs::write(&job, script).unwrap();
-    let o =
-        std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
-            .arg(&job)
-            .args(disks)
-            .env("LIFEBOAT_KERNEL", kernel_dir())
-            .output()
-            .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "guest job failed:\n{out}\n{}",
-        stderr(&o)
-    );
-    out
-}
-
 /// A digest of every file under /mnt, and the filesystem's check, in the guest.
 const TREE_DIGEST: &str =
     "(cd /mnt && find . -type f | sort | xargs sha256sum | sha256sum | sed 's/^/digest /')";

@@ -318,12 +318,17 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     grow: false,
                     scratch: None,
                 };
-                let recorded = recorded_disks(&args)?;
-                let specs = match specs.as_slice() {
-                    [TargetSpec::Auto] => vec![TargetSpec::Auto; recorded.len()],
+                // `auto` places the snapshot's disks by what it recorded of them.
+                let recorded = match specs.contains(&TargetSpec::Auto) {
+                    true => Some(recorded_disks(&args).context("nothing was written")?),
+                    false => None,
+                };
+                let specs = match (specs.as_slice(), &recorded) {
+                    ([TargetSpec::Auto], Some(r)) => vec![TargetSpec::Auto; r.len()],
                     _ => specs,
                 };
-                let disks = target::resolve_all(&specs, Some(&recorded), &excluded)?;
+                let disks = target::resolve_all(&specs, recorded.as_deref(), &excluded)
+                    .context("nothing was written")?;
                 announce_targets(report, &disks);
                 args.target = disks
                     .iter()

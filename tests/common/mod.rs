@@ -381,3 +381,25 @@ pub fn kernel_dir() -> PathBuf {
     );
     dir
 }
+
+/// Run `script` as root in a QEMU guest with the Debian kernel (scripts/guest-run) on
+/// `disks`, with this lifeboat as /bin/lifeboat; its output (the test fails with the
+/// output when the script does).
+pub fn guest(env: &Env, script: &str, disks: &[&Path]) -> String {
+    let job = env.path("job.sh");
+    fs::write(&job, script).unwrap();
+    let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
+        .arg(&job)
+        .args(disks)
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .env("LIFEBOAT", bin())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "guest job failed:\n{out}\n{}",
+        stderr(&o)
+    );
+    out
+}

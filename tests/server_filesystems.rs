@@ -442,9 +442,10 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
         ab < a + a / 4,
         "the mirror's halves did not deduplicate: {a} vs {ab}"
     );
-    // 4 x 96 MiB of garbage under some 2 x 30 MiB of files: the garbage is not read.
+    // 4 x 96 MiB of arrays over garbage, each about half full (the guest's /sbin and
+    // /lib): the garbage in the other half is not read.
     assert!(
-        both["free_bytes_skipped"].as_u64().unwrap() > 200 << 20,
+        both["free_bytes_skipped"].as_u64().unwrap() > 120 << 20,
         "{both}"
     );
 

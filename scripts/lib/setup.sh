@@ -80,4 +80,4 @@ need_garage() {
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.
 BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3
   openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod zstd
-  xfsprogs btrfs-progs ntfs-3g lvm2 cryptsetup-bin)
+  xfsprogs btrfs-progs ntfs-3g lvm2 cryptsetup-bin mdadm)

@@ -75,8 +75,8 @@ need_garage() {
   fi
 }
 
-# Packages the tests and the demo use: a musl C compiler for zstd, partitioning and
-# filesystem tools for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
+# Packages the tests and the demo use: a musl C compiler for zstd, partitioning,
+# filesystem and volume tools (XFS, btrfs, NTFS, LVM, LUKS, md) for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
 # guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.
 BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3
   openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod zstd

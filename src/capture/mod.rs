@@ -500,11 +500,7 @@ fn summarise(
         name: args.name.clone(),
         source: sources(args),
         disks: m.disk_count(),
-        table: m
-            .disks()
-            .map(|(_, d)| d.table.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        table: m.joined(|_, d| d.table.to_string()),
         logical_size: m.total_size(),
         bytes_read: size.total - size.free,
         free_bytes_skipped: size.free,

@@ -73,17 +73,9 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     name: m.name.clone(),
                     time: m.time.clone(),
                     hostname: m.hostname.clone(),
-                    source: m
-                        .disks()
-                        .map(|(s, _)| s.path.clone())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    source: m.joined(|s, _| s.path.clone()),
                     disks: m.disk_count(),
-                    table: m
-                        .disks()
-                        .map(|(_, d)| d.table.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    table: m.joined(|_, d| d.table.to_string()),
                     size: m.total_size(),
                     disk_sizes: m.disks().map(|(_, d)| d.size).collect(),
                     data_bytes: m.data_bytes(),

@@ -3,6 +3,7 @@
 //! buffers by the header's word), and rewritten when a restore moves the backup table to
 //! the end of a larger disk.
 
+use crate::disk::endian::{le32, le64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::SourceDisk;
@@ -28,16 +29,6 @@ pub struct Header {
     pub part_size: u32,
     pub parts_crc: u32,
     raw: Vec<u8>,
-}
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
-}
-
-fn le64(b: &[u8], o: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[o..o + 8]);
-    u64::from_le_bytes(a)
 }
 
 /// The CRC32 of a header's bytes with its own CRC field taken as zero.

@@ -9,6 +9,7 @@
 //! (dm-integrity keeps tags between sectors), nor in the middle of a re-encryption (two
 //! keys, a moving boundary): then the container is read whole, saying why.
 
+use crate::disk::endian::{be16, be32, be64};
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
@@ -31,16 +32,6 @@ pub struct Container {
     pub cipher: String,
     /// Why the plaintext cannot be mapped sector for sector, if so.
     pub not_linear: Option<String>,
-}
-
-fn be16(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
 }
 
 /// A C string field.

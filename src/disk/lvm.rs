@@ -15,6 +15,7 @@
 //! group's (by its UUID). Of the copies in its metadata areas, the one with the highest
 //! `seqno` counts.
 
+use crate::disk::endian::{le32, le64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::fs::{self, crc::crc32_ieee, FsKind, Reader, Scan, Usage};
@@ -31,13 +32,6 @@ const MDA_HEADER: usize = 512;
 const MAX_TEXT: u64 = 16 << 20;
 /// The deepest nesting of sections the text parser follows.
 const MAX_DEPTH: usize = 16;
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// A PV's label: its UUID, where its data begins, and its metadata areas.
 #[derive(Debug)]

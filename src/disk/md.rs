@@ -9,6 +9,7 @@
 //! other level, or with a 0.90 superblock, is read whole: a RAID0/5 member's first bytes
 //! can look like a filesystem that is only a stripe of one.
 
+use crate::disk::endian::{le32, le64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::fs::{Reader, Usage};
@@ -18,13 +19,6 @@ const MAGIC: u32 = 0xa92b_4efc;
 const SECTOR: u64 = 512;
 /// The superblock, with room for this many device roles, is what is checksummed.
 const MAX_DEVS: u32 = 384;
-
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// What a member's superblock says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 
 pub mod blockdev;
 pub mod detect;
+pub mod endian;
 pub mod fatvol;
 pub mod fs;
 pub mod gpt;

@@ -389,6 +389,14 @@ impl Manifest {
             .chain(self.more_disks.iter().map(|d| (&d.source, &d.disk)))
     }
 
+    /// Its disks' source paths, or table kinds, joined for a line: "a.img, b.img".
+    pub fn joined(&self, what: impl Fn(&SourceInfo, &DiskInfo) -> String) -> String {
+        self.disks()
+            .map(|(s, d)| what(s, d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Add another disk (the version follows).
     pub fn push_disk(&mut self, d: DiskImage) {
         self.more_disks.push(d);

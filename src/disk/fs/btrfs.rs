@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::disk::endian::{le16, le32, le64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::crc::crc32c;
@@ -63,16 +64,6 @@ const INCOMPAT_KNOWN: u64 =
     0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x10000;
 /// free_space_tree (+ valid), verity, block_group_tree.
 const COMPAT_RO_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8;
-
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// btrfs's CRC-32C over all but the checksum field, stored little-endian in its first 4
 /// bytes.

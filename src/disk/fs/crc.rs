@@ -1,18 +1,15 @@
 //! The two checksums ext4 uses, with Linux's semantics: the register is seeded directly and
 //! never inverted at the end (`crc32c_le`, `crc16`), so checksums chain through seeds.
 
-const fn table32() -> [u32; 256] {
+/// The table of a reflected CRC-32 with polynomial `poly`.
+const fn table32(poly: u32) -> [u32; 256] {
     let mut t = [0u32; 256];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
+            c = if c & 1 != 0 { (c >> 1) ^ poly } else { c >> 1 };
             k += 1;
         }
         t[i] = c;
@@ -41,28 +38,8 @@ const fn table16() -> [u16; 256] {
     t
 }
 
-static T32: [u32; 256] = table32();
-static T32_IEEE: [u32; 256] = table32_ieee();
-
-const fn table32_ieee() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
+static T32: [u32; 256] = table32(0x82F6_3B78);
+static T32_IEEE: [u32; 256] = table32(0xEDB8_8320);
 
 /// CRC-32 (IEEE 802.3, reflected), register seeded with `seed`, no final inversion: what
 /// LVM2 computes from its own seed.

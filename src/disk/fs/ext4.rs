@@ -7,6 +7,7 @@
 //! to hold their superblock backup, descriptor blocks and reserved GDT blocks, plus any
 //! group's bitmaps and inode table that lie in them: a superset of what the kernel marks.
 
+use crate::disk::endian::{le16, le32};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::crc::{crc16, crc32c};
@@ -40,13 +41,6 @@ const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
 const BG_BLOCK_UNINIT: u16 = 0x2;
-
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
 
 struct Super {
     bs: u64,

@@ -12,6 +12,7 @@
 //! ntfsclone (ntfs-3g) and partclone's ntfsclone-ng read the same bitmap through libntfs;
 //! like them this refuses a dirty or hibernated volume, but without their `--force`.
 
+use crate::disk::endian::{le16, le32, le64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::{FsKind, Reader, Usage};
@@ -38,16 +39,6 @@ const STRIDE: usize = 512;
 const MAX_CLUSTERS: u64 = 1 << 40;
 /// The most index blocks of the root directory read to look for a hibernation file.
 const MAX_ROOT_INDEX_BYTES: u64 = 16 << 20;
-
-fn le16(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn le32(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn le64(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 #[derive(Debug)]
 struct Boot {

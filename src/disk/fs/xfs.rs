@@ -16,6 +16,7 @@
 //! partclone's xfsclone walks the same tree through libxfs but trusts a dirty log and
 //! skips no check of the counts; xfs_repair's phase 2 and 5 do the checks made here.
 
+use crate::disk::endian::{be16, be32, be64};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::crc::crc32c;
@@ -58,16 +59,6 @@ const LOG_HEADER_CYCLE: u64 = 32 * 1024;
 /// Log records are at most 256 KiB of data; iclogs in flight at most 8 of them.
 const MAX_RECORD_BBS: u64 = 2 * (256 * 1024) / BB;
 const UNMOUNT_TRANS: u8 = 0x20;
-
-fn be16(b: &[u8], o: usize) -> u16 {
-    u16::from_be_bytes(b[o..o + 2].try_into().unwrap())
-}
-fn be32(b: &[u8], o: usize) -> u32 {
-    u32::from_be_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn be64(b: &[u8], o: usize) -> u64 {
-    u64::from_be_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 /// XFS's metadata CRC: CRC-32C of the buffer with its CRC field taken as zero, stored
 /// little-endian.

@@ -472,3 +472,65 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
         .collect();
     assert_eq!(again, digests, "{checked}");
 }
+
+#[test]
+fn a_striped_md_member_is_never_taken_for_the_filesystem_it_starts_with() {
+    let env = Env::new();
+    // RAID0 with its superblock at the end (1.0): the first member starts with the
+    // array's ext4 superblock, but holds only every other stripe of it.
+    let disks: Vec<std::path::PathBuf> = ["a.img", "b.img"].iter().map(|n| env.path(n)).collect();
+    for d in &disks {
+        sh(&format!(
+            "truncate -s 100M {0} && sgdisk -o -n 1:2048:+96M -t 1:fd00 {0} >/dev/null && \
+             dd if=/dev/urandom of={0} bs=1M seek=1 count=96 conv=notrunc status=none",
+            d.display()
+        ));
+    }
+    let refs: Vec<&Path> = disks.iter().map(|p| p.as_path()).collect();
+    let made = guest(
+        &env,
+        &format!(
+            "mdadm --create /dev/md0 --run --level=0 --raid-devices=2 --metadata=1.0 /dev/vda1 /dev/vdb1 2>/dev/null
+mkfs.ext4 -q -E nodiscard /dev/md0
+mount /dev/md0 /mnt && cp -a /sbin /mnt/
+{TREE_DIGEST}
+umount /mnt
+mdadm --stop /dev/md0 2>/dev/null"
+        ),
+        &refs,
+    );
+    let digest = made.lines().find(|l| l.starts_with("digest")).unwrap();
+    // The first member's first bytes are an ext4 superblock.
+    let head = read_at(&disks[0], (1 << 20) + 1024 + 0x38, 2);
+    assert_eq!(head, [0x53, 0xEF]);
+    let repo = env.init();
+    let mut args = capture_args(&repo, &disks[0], "stripes").to_vec();
+    args.extend(["--source", path_str(&disks[1])]);
+    let s: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let n = notes(&s);
+    assert!(
+        n.contains(
+            "an md RAID0 member of 2 devices: what it holds spans them, so it is read whole"
+        ),
+        "{n}"
+    );
+    assert!(!n.contains("ext4"), "{n}");
+    let (x, y) = (env.path("x.img"), env.path("y.img"));
+    let mut r = restore_args(&repo, "stripes", &x);
+    r.extend(["--target", path_str(&y)]);
+    ok(&r);
+    assert_eq!(hash_file(&x), hash_file(&disks[0]));
+    assert_eq!(hash_file(&y), hash_file(&disks[1]));
+    let checked = guest(
+        &env,
+        &format!(
+            "mdadm --assemble --run /dev/md0 /dev/vda1 /dev/vdb1 2>/dev/null
+e2fsck -fn /dev/md0 >/dev/null
+mount -o ro /dev/md0 /mnt
+{TREE_DIGEST}
+umount /mnt"
+        ),
+        &[&x, &y],
+    );
+    assert!(checked.contains(digest), "{checked}");
+}

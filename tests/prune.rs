@@ -244,11 +244,7 @@ fn a_prune_killed_at_any_step_leaves_a_repository_that_check_passes() {
         // The dead prune's lease goes stale; until then a second prune refuses to run.
         let err = fails(&["prune", "--repo", &repo]);
         assert!(err.contains("another prune is running"), "{err}");
-        let lease = fs::read_dir(env.path("repo/locks"))
-            .unwrap()
-            .map(|e| format!("locks/{}", e.unwrap().file_name().to_string_lossy()))
-            .next()
-            .unwrap();
+        let lease = lease_in(&env.path("repo/locks")).expect("the dead prune's lease");
         ok(&["locks", "--repo", &repo, "--break", &lease]);
         prune(&repo, &["--max-unused", "0"]);
         let c = check_clean(&repo);
@@ -278,7 +274,11 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
     let locks = env.path("repo/locks");
     let pruned = prune(&repo, &["--max-unused", "0"]);
     let out = capture.wait_with_output().unwrap();
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "the capture beside the prune: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(pruned["captures_waited_for"], 1, "{pruned}");
     let big_id: Value = serde_json::from_slice(&out.stdout).unwrap();
     let big_id = big_id["snapshot"].as_str().unwrap().to_string();
@@ -293,11 +293,7 @@ fn captures_running_during_a_prune_complete_and_restore_exactly() {
     assert!(v["new_chunks"].as_u64().unwrap() > 0, "{v}");
     child.kill().unwrap();
     child.wait().unwrap();
-    let lease = fs::read_dir(&locks)
-        .unwrap()
-        .map(|e| format!("locks/{}", e.unwrap().file_name().to_string_lossy()))
-        .next()
-        .unwrap();
+    let lease = lease_in(&locks).expect("the dead prune's lease");
     ok(&["locks", "--repo", &repo, "--break", &lease]);
     prune(&repo, &["--max-unused", "0"]);
     ok(&["check", "--repo", &repo, "--read-data"]);
@@ -335,12 +331,21 @@ fn capture_with_its_lease(env: &Env, repo: &str, disk: &Path) -> (std::process::
             capture.try_wait().unwrap().is_none(),
             "the capture ended before its lease was seen"
         );
-        if let Some(e) = fs::read_dir(&locks).ok().and_then(|mut d| d.next()) {
-            let lease = format!("locks/{}", e.unwrap().file_name().to_string_lossy());
+        if let Some(lease) = lease_in(&locks) {
             return (capture, lease);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The object name of a lease in the directory `locks`, if one is there: a `.json` file
+/// (a temporary file there is a lease still being written, not yet one a prune sees).
+fn lease_in(locks: &Path) -> Option<String> {
+    fs::read_dir(locks)
+        .ok()?
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".json"))
+        .map(|n| format!("locks/{n}"))
 }
 
 /// A capture (by `capture`) runs while a prune (by `admin`) goes over the repository

@@ -25,6 +25,13 @@ pub enum Layout {
 /// A pack is sealed and written once its chunks reach this many bytes.
 pub const PACK_TARGET: usize = 16 << 20;
 
+/// How many times the index files are listed anew when one vanishes while they are read
+/// (a prune replaced it).
+const INDEX_LISTINGS: usize = 5;
+
+/// An index file's object name and the packs it names.
+pub type IndexFile = (String, Vec<IndexedPack>);
+
 /// Format 1's name for a chunk.
 pub fn chunk_key(id: &ChunkId) -> String {
     let hex = id.to_hex();
@@ -374,18 +381,37 @@ impl Chunks {
     }
 
     /// Every index file, each checked and opened, with its packs.
-    pub fn index_files(&self) -> Result<Vec<(String, Vec<IndexedPack>)>> {
+    pub fn index_files(&self) -> Result<Vec<IndexFile>> {
+        // A prune replaces an index file by writing its successor first and then deleting
+        // it: a file listed and gone when read means the listing is out of date, and a
+        // new one names the successor.
+        for _ in 1..INDEX_LISTINGS {
+            if let Some(files) = self.read_index_listing()? {
+                return Ok(files);
+            }
+            log::info!("an index file was replaced while being read; listing them again");
+        }
+        self.read_index_listing()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "index files in {} were replaced while being read, {INDEX_LISTINGS} times over: is a prune running in a loop?",
+                self.store.location("index/")
+            )
+        })
+    }
+
+    /// Every index file of one listing, or None if one of them was gone when read.
+    fn read_index_listing(&self) -> Result<Option<Vec<IndexFile>>> {
         let mut out = Vec::new();
         for name in self.store.list("index").context("list the index files")? {
             let Some(hex) = name.strip_suffix(".idx") else {
                 continue;
             };
             let key = format!("index/{name}");
-            let data = self
-                .store
-                .get_at_most(&key, index::MAX_INDEX_BYTES)
-                .map_err(anyhow::Error::new)
-                .context("read an index file")?;
+            let data = match self.store.get_at_most(&key, index::MAX_INDEX_BYTES) {
+                Ok(d) => d,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(anyhow::Error::new(e).context("read an index file")),
+            };
             if blake3::hash(&data).to_hex().as_str() != hex {
                 anyhow::bail!(
                     "index file {} is damaged: its content does not hash to its name",
@@ -394,7 +420,7 @@ impl Chunks {
             }
             out.push((key.clone(), self.parse_index_file(&key, data)?));
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     fn parse_index_file(&self, key: &str, data: Vec<u8>) -> Result<Vec<IndexedPack>> {
@@ -548,5 +574,85 @@ impl Drop for ChunkWriter<'_> {
                     .push(p);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::dir::DirStore;
+
+    /// A store in which a prune replaces the first index file read just before it is
+    /// read: the successor (naming the packs of every index file, as a prune joining
+    /// them would) is written, the file deleted.
+    struct ReplacedWhileRead {
+        inner: Arc<DirStore>,
+        successor: Mutex<Option<Vec<IndexedPack>>>,
+        chunks: OnceLock<Arc<Chunks>>,
+    }
+
+    impl Store for ReplacedWhileRead {
+        fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+            if key.starts_with("index/") {
+                if let Some(packs) = self.successor.lock().unwrap().take() {
+                    let writer = self.chunks.get().expect("set");
+                    writer.write_index(&packs).unwrap();
+                    self.inner.delete(key).unwrap();
+                }
+            }
+            self.inner.get(key)
+        }
+        fn size(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.size(key)
+        }
+        fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+            self.inner.put(key, data)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<String>> {
+            self.inner.list(dir)
+        }
+        fn flush(&self) -> Result<()> {
+            self.inner.flush()
+        }
+        fn location(&self, key: &str) -> String {
+            self.inner.location(key)
+        }
+    }
+
+    fn chunks(store: Arc<dyn Store>) -> Chunks {
+        Chunks::new(Layout::Packs, store, 1 << 20, 2 << 20, Protection::Plain)
+    }
+
+    #[test]
+    fn an_index_file_replaced_while_the_index_is_read_is_read_in_its_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = Arc::new(DirStore::new(dir.path()));
+        let (a, b) = (ChunkId::of(b"first"), ChunkId::of(b"second"));
+        let first = chunks(inner.clone());
+        for (id, data) in [(&a, &b"first"[..]), (&b, &b"second"[..])] {
+            first.writer().put(id, data, data.len() as u32).unwrap();
+            first.flush().unwrap();
+        }
+        let files = first.index_files().unwrap();
+        assert_eq!(files.len(), 2);
+        let joined: Vec<IndexedPack> = files.into_iter().flat_map(|(_, p)| p).collect();
+
+        let store = Arc::new(ReplacedWhileRead {
+            inner: inner.clone(),
+            successor: Mutex::new(Some(joined)),
+            chunks: OnceLock::new(),
+        });
+        let _ = store.chunks.set(Arc::new(chunks(inner.clone())));
+        let reader = chunks(store.clone());
+        assert!(reader.has(&a).unwrap() && reader.has(&b).unwrap());
+        assert!(store.successor.lock().unwrap().is_none(), "it was replaced");
+        assert_eq!(
+            inner.list("index").unwrap().len(),
+            2,
+            "successor and the other"
+        );
     }
 }

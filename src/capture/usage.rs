@@ -120,6 +120,58 @@ fn crypt_usage(
     }))
 }
 
+/// A filesystem mounted on this machine (ext2/3/4 or XFS): its free space as the
+/// running kernel knows it (`FS_IOC_GETFSMAP`), since on disk its maps may lag behind a
+/// journal or log not yet written back. None when the partition is not mounted, or holds
+/// another filesystem.
+fn mounted_view(dev: &SourceDisk, part: ByteRange) -> Option<fs::Scan> {
+    let (mount, number) = crate::disk::guard::mount_of_partition(&dev.path, part)?;
+    let kind = match mount.fstype.as_str() {
+        "ext2" => fs::FsKind::Ext2,
+        "ext3" => fs::FsKind::Ext3,
+        "ext4" => fs::FsKind::Ext4,
+        "xfs" => fs::FsKind::Xfs,
+        _ => return None,
+    };
+    Some(match kernel_usage(part, &mount, number, kind) {
+        Ok(u) => fs::Scan::Used(u),
+        Err(e) => fs::Scan::Whole(format!(
+            "{kind} mounted at {}: the kernel's map of its space could not be read ({e:#})",
+            mount.point
+        )),
+    })
+}
+
+fn kernel_usage(
+    part: ByteRange,
+    mount: &crate::disk::detect::Mount,
+    number: u64,
+    kind: fs::FsKind,
+) -> anyhow::Result<fs::Usage> {
+    let point = std::path::Path::new(&mount.point);
+    let free = crate::disk::fsmap::free_ranges(point, number)?;
+    if let Some(f) = free.iter().find(|f| f.end() > part.len) {
+        anyhow::bail!(
+            "a free extent at byte {} ends past the partition ({} bytes)",
+            f.offset,
+            part.len
+        );
+    }
+    let block_size = nix::sys::statvfs::statvfs(point)
+        .map(|v| v.block_size() as u32)
+        .unwrap_or(4096);
+    Ok(fs::Usage {
+        kind,
+        block_size,
+        used: range::complement(&free, ByteRange::new(0, part.len)),
+        note: Some(format!(
+            "mounted {}at {}: its free space as the kernel reports it (FS_IOC_GETFSMAP), not its on-disk maps",
+            if mount.writable { "read-write " } else { "read-only " },
+            mount.point
+        )),
+    })
+}
+
 /// The bytes of a region that its filesystems use, when they can be known; notes say
 /// what was found (or why a partition is read in full).
 pub fn region_usage(
@@ -133,7 +185,9 @@ pub fn region_usage(
     let mut kinds = Vec::new();
     let mut block_size = u32::MAX;
     for (label, part) in partitions_of(disk, r) {
-        let scan = crypt_view(dev, part).unwrap_or_else(|| fs::scan(dev, part.offset, part.len));
+        let scan = mounted_view(dev, part)
+            .or_else(|| crypt_view(dev, part))
+            .unwrap_or_else(|| fs::scan(dev, part.offset, part.len));
         match scan {
             fs::Scan::Used(u) => {
                 let used = u.used_bytes();

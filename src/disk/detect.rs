@@ -67,6 +67,8 @@ pub struct Mount {
     /// The filesystem itself is read-write (its superblock options, not the mount
     /// point's: a read-only bind mount of a read-write filesystem still changes).
     pub writable: bool,
+    /// The filesystem type, as mountinfo names it (`ext4`, `xfs`, `fuseblk`).
+    pub fstype: String,
 }
 
 /// major:minor → its mounts, from /proc/self/mountinfo. A filesystem is found under the
@@ -103,6 +105,7 @@ fn parse_mountinfo(text: &str) -> Vec<(String, String, Mount)> {
         // Optional fields end at "-", then the type, the source and the superblock's
         // options.
         let sep = f.iter().position(|x| *x == "-");
+        let fstype = sep.and_then(|i| f.get(i + 1)).map(|s| unescape(s));
         let source = sep.and_then(|i| f.get(i + 2)).map(|s| unescape(s));
         let superblock = sep.and_then(|i| f.get(i + 3)).unwrap_or(&f[5]);
         out.push((
@@ -111,6 +114,7 @@ fn parse_mountinfo(text: &str) -> Vec<(String, String, Mount)> {
             Mount {
                 point: unescape(f[4]),
                 writable: superblock.split(',').any(|o| o == "rw"),
+                fstype: fstype.unwrap_or_default(),
             },
         ));
     }
@@ -314,7 +318,8 @@ mod tests {
                 "/dev/sda1".to_string(),
                 Mount {
                     point: "/".into(),
-                    writable: true
+                    writable: true,
+                    fstype: "ext4".into(),
                 }
             )
         );
@@ -322,5 +327,6 @@ mod tests {
         assert!(!m[1].2.writable);
         // A read-only bind mount of a read-write filesystem: it still changes.
         assert!(m[2].2.writable);
+        assert_eq!(m[2].2.fstype, "xfs");
     }
 }

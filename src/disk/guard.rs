@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::detect::{mounts, swaps, Mount};
+use crate::range::ByteRange;
 
 /// One way a disk (or a partition of it) is in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +192,43 @@ pub fn uses(source: &Path) -> Result<Vec<InUse>> {
         }
     }
     Ok(out)
+}
+
+/// Where the partition at `part` (bytes) of the source disk `source` is mounted, if it
+/// is, with its device number: a partition of a block device, or a loop device over an
+/// image file at the partition's offset and size.
+pub fn mount_of_partition(source: &Path, part: ByteRange) -> Option<(Mount, u64)> {
+    let canon = fs::canonicalize(source).ok()?;
+    let meta = fs::metadata(&canon).ok()?;
+    // A number in a sysfs file (sizes in sectors; a loop device's offset in bytes).
+    let number = |p: &Path, file: &str| -> Option<u64> {
+        fs::read_to_string(p.join(file)).ok()?.trim().parse().ok()
+    };
+    let bytes = |p: &Path, file: &str| number(p, file).and_then(|s| s.checked_mul(512));
+    let is_part = |dir: &Path, start: Option<u64>| {
+        start == Some(part.offset) && bytes(dir, "size") == Some(part.len)
+    };
+    let devices: Vec<PathBuf> = if meta.file_type().is_block_device() {
+        let sys = super::detect::sysfs_dir_of(&canon)?;
+        fs::read_dir(&sys)
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("partition").exists() && is_part(p, bytes(p, "start")))
+            .collect()
+    } else {
+        loops_backed_by(&canon)
+            .into_iter()
+            .filter(|lo| is_part(lo, number(lo, "loop/offset")))
+            .collect()
+    };
+    let mounts = mounts().ok()?;
+    devices.iter().find_map(|d| {
+        let dev = fs::read_to_string(d.join("dev")).ok()?;
+        let (major, minor) = dev.trim().split_once(':')?;
+        let number = nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?);
+        let m = mounts.get(dev.trim())?.first()?.clone();
+        Some((m, number))
+    })
 }
 
 fn sys_holders(disk_sys: &Path, name: &str) -> Vec<String> {

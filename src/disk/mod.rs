@@ -6,6 +6,7 @@ pub mod detect;
 pub mod endian;
 pub mod fatvol;
 pub mod fs;
+pub mod fsmap;
 pub mod gpt;
 pub mod guard;
 pub mod layout;

@@ -79,11 +79,18 @@ mkdir -p /r && mount /dev/vdb /r
 lifeboat init -q --repo /r/repo
 lifeboat capture -q --json --repo /r/repo --source /dev/vda --name vault >/r/summary.json
 cryptsetup close vault
+printf 'not it' >/tmp/wrong
+lifeboat capture -q --repo /r/repo --source /dev/vda --name keyed --luks-keyfile /tmp/wrong 2>/r/wrong.err && echo captured with the wrong key
+lifeboat capture -q --json --repo /r/repo --source /dev/vda --name keyed --luks-keyfile /tmp/wrong --luks-keyfile /tmp/pw >/r/keyed.json
+ls /dev/mapper | sed 's/^/mapping /'
 umount /r"
         ),
         &[&src, &repo_disk],
     );
     let digest = made.lines().find(|l| l.starts_with("digest")).unwrap();
+    assert!(!made.contains("captured with the wrong key"), "{made}");
+    let mappings: Vec<&str> = made.lines().filter(|l| l.starts_with("mapping ")).collect();
+    assert_eq!(mappings, ["mapping control"], "no mapping is left open");
 
     let lo = Loop::attach(&repo_disk, 512);
     let mnt = Mount::new(&lo.dev, &env.path("r"));
@@ -98,33 +105,60 @@ umount /r"
     let skipped = s["free_bytes_skipped"].as_u64().unwrap();
     assert!(skipped > 120 << 20, "{s}");
     eprintln!("open LUKS: read {} B, skipped {skipped} B", s["bytes_read"]);
-    let dst = env.path("dst.img");
+    // Closed, and opened for the capture with the second of two key files given (the
+    // first, wrong, alone is refused, naming the container and the key file).
+    let wrong = std::fs::read_to_string(mnt.point.join("wrong.err")).unwrap();
+    assert!(
+        wrong.contains("partition 1: --luks-keyfile: the LUKS container at byte 1048576 of /dev/vda opens with none of the key files given (/tmp/wrong)"),
+        "{wrong}"
+    );
+    let k: Value =
+        serde_json::from_slice(&std::fs::read(mnt.point.join("keyed.json")).unwrap()).unwrap();
+    let n = k["notes"].to_string();
+    assert!(n.contains("open as /dev/mapper/lifeboat-luks-"), "{n}");
+    assert!(k["free_bytes_skipped"].as_u64().unwrap() > 120 << 20, "{k}");
     let repo = mnt.point.join("repo").display().to_string();
-    ok(&[
-        "restore",
-        "-q",
-        "--repo",
-        &repo,
-        "--snapshot",
-        "vault",
-        "--target",
-        path_str(&dst),
-    ]);
+    let restored: Vec<_> = ["vault", "keyed"]
+        .iter()
+        .map(|name| {
+            let dst = env.path(&format!("{name}.img"));
+            ok(&[
+                "restore",
+                "-q",
+                "--repo",
+                &repo,
+                "--snapshot",
+                name,
+                "--target",
+                path_str(&dst),
+            ]);
+            dst
+        })
+        .collect();
     drop(mnt);
     drop(lo);
-    // Restored, with no key: it opens with its passphrase and holds the same files.
+    // Restored, with no key: each opens with its passphrase and holds the same files.
     let checked = guest(
         &env,
         &format!(
             "printf 'luks pass' >/tmp/pw
-cryptsetup open --key-file /tmp/pw /dev/vda1 vault
-e2fsck -fn /dev/mapper/vault >/dev/null
+for d in vda vdb; do
+cryptsetup open --key-file /tmp/pw /dev/${{d}}1 vault
+e2fsck -fn /dev/mapper/vault >/dev/null && echo $d checks clean
 mount -o ro /dev/mapper/vault /mnt
 {DIGEST}
 umount /mnt
-cryptsetup close vault"
+cryptsetup close vault
+done"
         ),
-        &[&dst],
+        &[&restored[0], &restored[1]],
     );
-    assert!(checked.contains(digest), "{checked}\nexpected {digest}");
+    assert_eq!(
+        checked.matches(digest).count(),
+        2,
+        "{checked}\nexpected {digest}"
+    );
+    for d in ["vda", "vdb"] {
+        assert!(checked.contains(&format!("{d} checks clean")), "{checked}");
+    }
 }

@@ -6,6 +6,7 @@
 pub mod assemble;
 pub mod live;
 pub mod segments;
+mod unlock;
 pub mod usage;
 
 use std::time::Instant;
@@ -294,10 +295,10 @@ fn capture_disk(
         .regions
         .iter()
         .map(|r| match args.full {
-            true => RegionUsage::default(),
-            false => usage::region_usage(&dev, &layout.disk, r, &mut notes),
+            true => Ok(RegionUsage::default()),
+            false => usage::region_usage(&dev, &layout.disk, r, &args.luks_keyfile, &mut notes),
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let size = Sizes {
         total: layout.regions.iter().map(|r| r.length).sum(),
         free: usage.iter().map(|u| range::total(&u.free)).sum(),

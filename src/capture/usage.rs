@@ -2,6 +2,10 @@
 //! metadata can be trusted, only those it uses. Worked out once per region, before any
 //! data is read.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
 use crate::disk::fs;
 use crate::disk::layout::RegionPlan;
 use crate::disk::SourceDisk;
@@ -52,10 +56,28 @@ fn partitions_of(disk: &DiskInfo, r: &RegionPlan) -> Vec<(String, ByteRange)> {
     }
 }
 
-/// A LUKS container open on this machine (through dm-crypt, nothing using the mapping):
-/// the filesystem inside read through the mapping, and only the ciphertext under its
-/// used blocks. None when the partition is not one.
-fn crypt_view(dev: &SourceDisk, part: ByteRange) -> Option<fs::Scan> {
+/// A LUKS container whose plaintext can be seen: open on this machine (through
+/// dm-crypt, nothing using the mapping), or opened here with one of `keys`
+/// (`--luks-keyfile`): the filesystem inside read through the mapping, and only the
+/// ciphertext under its used blocks. None when the partition is not such a container.
+fn crypt_view(dev: &SourceDisk, part: ByteRange, keys: &[PathBuf]) -> Result<Option<fs::Scan>> {
+    let scan = |plain: &Path| match crypt_usage(dev, part, plain) {
+        Ok(s) => s,
+        Err(e) => fs::Scan::Whole(format!("an open LUKS container not read through ({e:#})")),
+    };
+    if let Some(plain) = open_mapping(dev, part) {
+        return Ok(Some(scan(&plain)));
+    }
+    let reader = fs::Reader::new(dev, part.offset, part.len);
+    if keys.is_empty() || crate::disk::luks::header(&reader).is_err() {
+        return Ok(None);
+    }
+    let unlocked = super::unlock::Unlocked::open(dev, part, keys)?;
+    Ok(Some(scan(&unlocked.plain())))
+}
+
+/// The open, idle dm-crypt mapping of the partition at `part` of a block device.
+fn open_mapping(dev: &SourceDisk, part: ByteRange) -> Option<PathBuf> {
     if !dev.is_block {
         return None;
     }
@@ -68,11 +90,7 @@ fn crypt_view(dev: &SourceDisk, part: ByteRange) -> Option<fs::Scan> {
             (start.trim().parse::<u64>().ok()? * 512 == part.offset)
                 .then(|| e.file_name().to_string_lossy().into_owned())
         })?;
-    let plain_path = crate::disk::guard::idle_crypt_holder(&sys, &name)?;
-    Some(match crypt_usage(dev, part, &plain_path) {
-        Ok(s) => s,
-        Err(e) => fs::Scan::Whole(format!("an open LUKS container not read through ({e:#})")),
-    })
+    crate::disk::guard::idle_crypt_holder(&sys, &name)
 }
 
 fn crypt_usage(
@@ -178,16 +196,20 @@ pub fn region_usage(
     dev: &SourceDisk,
     disk: &DiskInfo,
     r: &RegionPlan,
+    keys: &[PathBuf],
     notes: &mut Vec<String>,
-) -> RegionUsage {
+) -> Result<RegionUsage> {
     let region = ByteRange::new(r.offset, r.length);
     let mut free: Vec<ByteRange> = Vec::new();
     let mut kinds = Vec::new();
     let mut block_size = u32::MAX;
     for (label, part) in partitions_of(disk, r) {
-        let scan = mounted_view(dev, part)
-            .or_else(|| crypt_view(dev, part))
-            .unwrap_or_else(|| fs::scan(dev, part.offset, part.len));
+        let scan = match mounted_view(dev, part) {
+            Some(s) => s,
+            None => crypt_view(dev, part, keys)
+                .with_context(|| format!("{label}: --luks-keyfile"))?
+                .unwrap_or_else(|| fs::scan(dev, part.offset, part.len)),
+        };
         match scan {
             fs::Scan::Used(u) => {
                 let used = u.used_bytes();
@@ -214,7 +236,7 @@ pub fn region_usage(
         }
     }
     if kinds.is_empty() {
-        return RegionUsage::default();
+        return Ok(RegionUsage::default());
     }
     free.sort_unstable();
     // Read = the region less every partition's skipped free space.
@@ -225,8 +247,8 @@ pub fn region_usage(
         used_bytes: range::total(&used),
         used,
     };
-    RegionUsage {
+    Ok(RegionUsage {
         free: fs.free_ranges(region),
         fs: Some(fs),
-    }
+    })
 }

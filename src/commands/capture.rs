@@ -42,6 +42,13 @@ pub struct CaptureArgs {
     /// them failed), e.g. to resume what the pre-hook paused.
     #[arg(long, requires = "live", value_name = "COMMAND")]
     pub post_hook: Option<String>,
+    /// A key file that opens LUKS containers on the source (given more than once, each
+    /// is tried): each is opened read-only for the capture (`cryptsetup open`), so that
+    /// only the ciphertext under the used blocks of the filesystem inside is read; the
+    /// snapshot still holds the container's ciphertext, and a restore needs no key. A
+    /// container none of them opens is an error.
+    #[arg(long, value_name = "FILE")]
+    pub luks_keyfile: Vec<std::path::PathBuf>,
     /// zstd level for new chunks (default: the repository's).
     #[arg(long, value_parser = clap::value_parser!(i32).range(-7..=19))]
     pub level: Option<i32>,

@@ -194,12 +194,16 @@ pub fn uses(source: &Path) -> Result<Vec<InUse>> {
     Ok(out)
 }
 
-/// Where the partition at `part` (bytes) of the source disk `source` is mounted, if it
-/// is, with its device number: a partition of a block device, or a loop device over an
-/// image file at the partition's offset and size.
-pub fn mount_of_partition(source: &Path, part: ByteRange) -> Option<(Mount, u64)> {
-    let canon = fs::canonicalize(source).ok()?;
-    let meta = fs::metadata(&canon).ok()?;
+/// The sysfs directories of the block devices that are exactly the partition at `part`
+/// (bytes) of the source disk `source`: a partition of a block device, or a loop device
+/// over an image file at the partition's offset and size.
+fn partition_devices(source: &Path, part: ByteRange) -> Vec<PathBuf> {
+    let Ok(canon) = fs::canonicalize(source) else {
+        return Vec::new();
+    };
+    let Ok(meta) = fs::metadata(&canon) else {
+        return Vec::new();
+    };
     // A number in a sysfs file (sizes in sectors; a loop device's offset in bytes).
     let number = |p: &Path, file: &str| -> Option<u64> {
         fs::read_to_string(p.join(file)).ok()?.trim().parse().ok()
@@ -208,21 +212,36 @@ pub fn mount_of_partition(source: &Path, part: ByteRange) -> Option<(Mount, u64)
     let is_part = |dir: &Path, start: Option<u64>| {
         start == Some(part.offset) && bytes(dir, "size") == Some(part.len)
     };
-    let devices: Vec<PathBuf> = if meta.file_type().is_block_device() {
-        let sys = super::detect::sysfs_dir_of(&canon)?;
+    if meta.file_type().is_block_device() {
+        let Some(sys) = super::detect::sysfs_dir_of(&canon) else {
+            return Vec::new();
+        };
         fs::read_dir(&sys)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("partition").exists() && is_part(p, bytes(p, "start")))
-            .collect()
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("partition").exists() && is_part(p, bytes(p, "start")))
+                    .collect()
+            })
+            .unwrap_or_default()
     } else {
         loops_backed_by(&canon)
             .into_iter()
             .filter(|lo| is_part(lo, number(lo, "loop/offset")))
             .collect()
-    };
+    }
+}
+
+/// The device node of the partition at `part` of `source`, where there is one.
+pub fn partition_device(source: &Path, part: ByteRange) -> Option<PathBuf> {
+    let sys = partition_devices(source, part).into_iter().next()?;
+    Some(Path::new("/dev").join(sys.file_name()?))
+}
+
+/// Where the partition at `part` (bytes) of the source disk `source` is mounted, if it
+/// is, with its device number.
+pub fn mount_of_partition(source: &Path, part: ByteRange) -> Option<(Mount, u64)> {
     let mounts = mounts().ok()?;
-    devices.iter().find_map(|d| {
+    partition_devices(source, part).iter().find_map(|d| {
         let dev = fs::read_to_string(d.join("dev")).ok()?;
         let (major, minor) = dev.trim().split_once(':')?;
         let number = nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?);

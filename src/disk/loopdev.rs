@@ -16,6 +16,15 @@ pub struct LoopDevice {
 impl LoopDevice {
     /// Attach `len` bytes of `file` from `offset`, with `losetup`.
     pub fn attach(file: &Path, offset: u64, len: u64) -> Result<LoopDevice> {
+        Self::attach_with(file, offset, len, &[])
+    }
+
+    /// The same, read-only.
+    pub fn attach_read_only(file: &Path, offset: u64, len: u64) -> Result<LoopDevice> {
+        Self::attach_with(file, offset, len, &["--read-only"])
+    }
+
+    fn attach_with(file: &Path, offset: u64, len: u64, more: &[&str]) -> Result<LoopDevice> {
         let losetup = cmd::which("losetup").context("losetup is not available")?;
         let out = cmd::run(
             Command::new(losetup)
@@ -27,6 +36,7 @@ impl LoopDevice {
                     "--sizelimit",
                     &len.to_string(),
                 ])
+                .args(more)
                 .arg(file),
         )?;
         Ok(LoopDevice {

@@ -296,6 +296,7 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     live: false,
                     pre_hook: None,
                     post_hook: None,
+                    luks_keyfile: Vec::new(),
                     level: None,
                     sign: None,
                     sign_password_file: None,

@@ -308,12 +308,7 @@ fn ntfs_is_read_by_its_bitmap_and_checks_clean() {
 /// The segments (offset in the PV, length) of logical volume `lv` on the PV that `dev`
 /// is, from lvm2's own tools (no activation, no device mapper).
 fn lv_segments(dev: &str, lv: &str) -> Vec<(u64, u64)> {
-    let conf = format!("devices {{ filter=[\"a|^{dev}$|\",\"r|.*|\"] }} global {{ activation=0 }}");
-    let q = |what: &str| {
-        sh(&format!(
-            "LVM_SUPPRESS_FD_WARNINGS=1 {what} --config '{conf}' 2>/dev/null"
-        ))
-    };
+    let q = |what: &str| lvm_query(dev, what);
     let pe_start: u64 = q(&format!(
         "pvs --noheadings --units b --nosuffix -o pe_start {dev}"
     ))
@@ -334,6 +329,22 @@ fn lv_segments(dev: &str, lv: &str) -> Vec<(u64, u64)> {
             (pe_start + a * extent, (b - a + 1) * extent)
         })
         .collect()
+}
+
+/// An lvm2 command's output, seeing only the PV `dev` and activating nothing.
+fn lvm_query(dev: &str, what: &str) -> String {
+    let conf = format!("devices {{ filter=[\"a|^{dev}$|\",\"r|.*|\"] }} global {{ activation=0 }}");
+    sh(&format!(
+        "LVM_SUPPRESS_FD_WARNINGS=1 {what} --config '{conf}' 2>/dev/null"
+    ))
+}
+
+/// The free bytes of the volume group on the PV `dev`.
+fn vg_free(dev: &str) -> u64 {
+    lvm_query(dev, "vgs --noheadings --units b --nosuffix -o vg_free")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// The bytes of a logical volume's segments, in order, into a file of their own.
@@ -366,13 +377,13 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
     let o = env.restore("s", &dst, &["--verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // lvm2 reads the restored volume group as it was: no vgcfgrestore.
-    let (segs, data_segs) = {
+    let (segs, data_segs, free) = {
         let lo = Loop::attach_range(&dst, part.0, part.1);
         let segs = lv_segments(&lo.dev, "root");
         let data = lv_segments(&lo.dev, "data");
         assert_eq!((segs.len(), data.len()), (1, 2), "{segs:?} {data:?}");
         assert!(lv_segments(&lo.dev, "tmp").is_empty());
-        (segs, data)
+        (segs, data, vg_free(&lo.dev))
     };
     let root = (part.0 + segs[0].0, segs[0].1);
     {
@@ -394,6 +405,35 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
         tree(&b, (0, len), &env, "data-dst", "mount -o ro,noload"),
         tree(&a, (0, len), &env, "data-src", "mount -o ro,noload")
     );
+
+    // Onto a disk 200 MiB larger with --grow: the partition, the PV and the volume at
+    // its end (data, whose second piece is last) grow by what the PV gained, and the
+    // group keeps its free extents (room for snapshots); the ext4 in data is in two
+    // pieces, which only device mapper joins, so it is left, saying how to grow it.
+    let big = env.path("big.img");
+    sh(&format!(
+        "truncate -s {} {}",
+        std::fs::metadata(&src).unwrap().len() + (200 << 20),
+        big.display()
+    ));
+    let o = env.restore("s", &big, &["--yes", "--grow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fs = r["filesystem_resize"].as_str().unwrap();
+    assert!(
+        fs.contains("LVM physical volume in partition 1 and ")
+            && fs.contains("/data grown by 200.0 MiB; its filesystem was left at its old size: the volume is in 2 pieces"),
+        "{fs}"
+    );
+    let first = sgdisk_sector(&big, 1, "First sector") * 512;
+    let end = (sgdisk_sector(&big, 1, "Last sector") + 1) * 512;
+    let lo = Loop::attach_range(&big, first, end - first);
+    let data = lv_segments(&lo.dev, "data");
+    assert_eq!(data.len(), 2, "{data:?}");
+    assert_eq!(data[1].1, data_segs[1].1 + (200 << 20));
+    assert_eq!(lv_segments(&lo.dev, "root"), segs);
+    assert_eq!(vg_free(&lo.dev), free);
+    assert!(free > 64 << 20, "{free}");
 }
 
 /// A digest of every file under /mnt, and the filesystem's check, in the guest.
@@ -553,4 +593,85 @@ umount /mnt"
         &[&x, &y],
     );
     assert!(checked.contains(digest), "{checked}");
+}
+
+/// A PV holding swap and, at its end, an XFS root volume in one run of extents (as an
+/// installer lays it out), restored onto a larger disk with --grow: the partition, the PV,
+/// the root volume and its XFS grow (`xfs_growfs`), and it checks clean with its files.
+#[test]
+fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
+    let env = Env::new();
+    let src = env.path("src.img");
+    let vg = format!("grow{}", std::process::id());
+    sh(&format!(
+        "truncate -s 480M {0} && sgdisk -o -n 1:2048:0 -t 1:8e00 {0} >/dev/null && \
+         dd if=/dev/urandom of={0} bs=1M seek=1 count=476 conv=notrunc status=none",
+        src.display()
+    ));
+    let part = {
+        let first = sgdisk_sector(&src, 1, "First sector") * 512;
+        (
+            first,
+            (sgdisk_sector(&src, 1, "Last sector") + 1) * 512 - first,
+        )
+    };
+    let root = {
+        let lo = Loop::attach_range(&src, part.0, part.1);
+        for cmd in [
+            format!("pvcreate -q -ff -y {}", lo.dev),
+            format!("vgcreate -q {vg} {}", lo.dev),
+            format!("lvcreate -q -an -Zn -L 64M -n swap {vg}"),
+            format!("lvcreate -q -an -Zn -L 320M -n root {vg}"),
+        ] {
+            lvm_query(&lo.dev, &cmd);
+        }
+        let segs = lv_segments(&lo.dev, "root");
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        (part.0 + segs[0].0, segs[0].1)
+    };
+    {
+        let lo = Loop::attach_range(&src, root.0, root.1);
+        sh(&format!("mkfs.xfs -q -f -K -L root {}", lo.dev));
+        let m = Mount::new(&lo.dev, &env.path("fill"));
+        sh(&format!(
+            "cp -a /usr/share/doc/. {0}/ && head -c 8M /dev/urandom > {0}/blob",
+            m.point.display()
+        ));
+    }
+    env.init();
+    env.capture(&src, "s");
+    let big = env.path("big.img");
+    sh(&format!("truncate -s 680M {}", big.display()));
+    let o = env.restore("s", &big, &["--yes", "--grow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fs = r["filesystem_resize"].as_str().unwrap();
+    assert!(
+        fs.contains(&format!(
+            "{vg}/root grown by 200.0 MiB; its XFS grown to 520.0 MiB with xfs_growfs"
+        )),
+        "{fs}"
+    );
+    let first = sgdisk_sector(&big, 1, "First sector") * 512;
+    let end = (sgdisk_sector(&big, 1, "Last sector") + 1) * 512;
+    let grown = {
+        let lo = Loop::attach_range(&big, first, end - first);
+        let segs = lv_segments(&lo.dev, "root");
+        assert_eq!(segs, [(root.0 - part.0, root.1 + (200 << 20))]);
+        (first + segs[0].0, segs[0].1)
+    };
+    let lo = Loop::attach_range(&big, grown.0, grown.1);
+    sh(&format!("xfs_repair -n {}", lo.dev));
+    let dblocks: u64 = sh(&format!("xfs_db -r -c 'sb 0' -c 'p dblocks' {}", lo.dev))
+        .trim()
+        .trim_start_matches("dblocks = ")
+        .parse()
+        .unwrap();
+    assert_eq!(dblocks * 4096, grown.1);
+    drop(lo);
+    let mount = "mount -o ro,nouuid";
+    assert_eq!(
+        tree(&big, grown, &env, "dst", mount),
+        tree(&src, root, &env, "src", mount)
+    );
 }

@@ -324,17 +324,9 @@ fn replay_journal(v: &Volume, reasons: &mut Vec<String>) -> Result<()> {
         Some(k) if k.is_ext() && head.get(0x460).is_some_and(|b| b & 0x4 != 0) => ("ext4", ""),
         _ => return Ok(()),
     };
-    let dir = std::env::temp_dir().join(format!("lifeboat-live-{}", std::process::id()));
-    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let mut mount = Command::new("mount");
-    mount.args(["-t", fstype]);
-    if !opts.is_empty() {
-        mount.args(["-o", opts]);
-    }
-    let done = crate::cmd::run(mount.arg(&snap).arg(&dir))
-        .and_then(|_| crate::cmd::run(Command::new("umount").arg(&dir)));
-    let _ = fs::remove_dir(&dir);
-    done.with_context(|| format!("replay the {fstype} log of the snapshot {snap}"))?;
+    crate::disk::mount::TempMount::new(Path::new(&snap), fstype, opts)
+        .and_then(|m| m.close())
+        .with_context(|| format!("replay the {fstype} log of the snapshot {snap}"))?;
     reasons.push(format!(
         "LV {}/{}: its {fstype} log replayed into its snapshot (mounted once)",
         v.vg, v.lv

@@ -14,6 +14,7 @@ pub mod loopdev;
 pub mod luks;
 pub mod lvm;
 pub mod md;
+pub mod mount;
 pub mod source;
 pub mod target;
 

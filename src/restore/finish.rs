@@ -7,7 +7,7 @@ use std::io::Read;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::plan::Deferred;
-use crate::disk::fs::{probe, PROBE_BYTES};
+use crate::disk::fs::{probe, FsKind, PROBE_BYTES};
 use crate::disk::layout::relocate_gpt;
 use crate::disk::loopdev::LoopDevice;
 use crate::disk::TargetDisk;
@@ -160,6 +160,9 @@ pub fn grow_filesystem(m: &Manifest, grown: GrownPartition, target: &TargetDisk)
         return format!("could not read partition {number}: {e:#}");
     }
     let kind = probe(&head);
+    if kind == Some(FsKind::Lvm) {
+        return super::lvm_grow::grow(target, number, ByteRange::new(offset, size));
+    }
     if !kind.is_some_and(|k| k.is_ext()) {
         return format!(
             "partition {number} grown; its {} filesystem was left at its old size",

@@ -5,6 +5,7 @@
 //! so that a half-restored disk cannot boot.
 
 pub mod finish;
+mod lvm_grow;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;

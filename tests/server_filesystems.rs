@@ -595,6 +595,64 @@ umount /mnt"
     assert!(checked.contains(digest), "{checked}");
 }
 
+/// A GPT disk of `mib` MiB whose one partition (over garbage) is an LVM PV of group `vg`
+/// holding `volumes` (name, MiB) in that order, the last made `mkfs` (a command) and
+/// filled with files; the partition's and the last volume's (offset, length) on the disk.
+fn lvm_pv_disk(
+    img: &Path,
+    mib: u64,
+    vg: &str,
+    volumes: &[(&str, u64)],
+    mkfs: &str,
+    env: &Env,
+) -> ((u64, u64), (u64, u64)) {
+    sh(&format!(
+        "truncate -s {mib}M {0} && sgdisk -o -n 1:2048:0 -t 1:8e00 {0} >/dev/null && \
+         dd if=/dev/urandom of={0} bs=1M seek=1 count={1} conv=notrunc status=none",
+        img.display(),
+        mib - 4
+    ));
+    let part = {
+        let first = sgdisk_sector(img, 1, "First sector") * 512;
+        (
+            first,
+            (sgdisk_sector(img, 1, "Last sector") + 1) * 512 - first,
+        )
+    };
+    let (last, _) = volumes.last().unwrap();
+    let root = {
+        let lo = Loop::attach_range(img, part.0, part.1);
+        lvm_query(&lo.dev, &format!("pvcreate -q -ff -y {}", lo.dev));
+        lvm_query(&lo.dev, &format!("vgcreate -q {vg} {}", lo.dev));
+        for (name, size) in volumes {
+            lvm_query(
+                &lo.dev,
+                &format!("lvcreate -q -an -Zn -L {size}M -n {name} {vg}"),
+            );
+        }
+        let segs = lv_segments(&lo.dev, last);
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        (part.0 + segs[0].0, segs[0].1)
+    };
+    let lo = Loop::attach_range(img, root.0, root.1);
+    sh(&format!("{mkfs} {}", lo.dev));
+    let m = Mount::new(&lo.dev, &env.path("fill"));
+    sh(&format!(
+        "cp -a /usr/share/zoneinfo/. {0}/ && head -c 24M /dev/urandom > {0}/blob",
+        m.point.display()
+    ));
+    (part, root)
+}
+
+/// The last partition's (offset, length) on a GPT disk image.
+fn last_partition(img: &Path) -> (u64, u64) {
+    let first = sgdisk_sector(img, 1, "First sector") * 512;
+    (
+        first,
+        (sgdisk_sector(img, 1, "Last sector") + 1) * 512 - first,
+    )
+}
+
 /// A PV holding swap and, at its end, an XFS root volume in one run of extents (as an
 /// installer lays it out), restored onto a larger disk with --grow: the partition, the PV,
 /// the root volume and its XFS grow (`xfs_growfs`), and it checks clean with its files.
@@ -603,41 +661,8 @@ fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
     let env = Env::new();
     let src = env.path("src.img");
     let vg = format!("grow{}", std::process::id());
-    sh(&format!(
-        "truncate -s 480M {0} && sgdisk -o -n 1:2048:0 -t 1:8e00 {0} >/dev/null && \
-         dd if=/dev/urandom of={0} bs=1M seek=1 count=476 conv=notrunc status=none",
-        src.display()
-    ));
-    let part = {
-        let first = sgdisk_sector(&src, 1, "First sector") * 512;
-        (
-            first,
-            (sgdisk_sector(&src, 1, "Last sector") + 1) * 512 - first,
-        )
-    };
-    let root = {
-        let lo = Loop::attach_range(&src, part.0, part.1);
-        for cmd in [
-            format!("pvcreate -q -ff -y {}", lo.dev),
-            format!("vgcreate -q {vg} {}", lo.dev),
-            format!("lvcreate -q -an -Zn -L 64M -n swap {vg}"),
-            format!("lvcreate -q -an -Zn -L 320M -n root {vg}"),
-        ] {
-            lvm_query(&lo.dev, &cmd);
-        }
-        let segs = lv_segments(&lo.dev, "root");
-        assert_eq!(segs.len(), 1, "{segs:?}");
-        (part.0 + segs[0].0, segs[0].1)
-    };
-    {
-        let lo = Loop::attach_range(&src, root.0, root.1);
-        sh(&format!("mkfs.xfs -q -f -K -L root {}", lo.dev));
-        let m = Mount::new(&lo.dev, &env.path("fill"));
-        sh(&format!(
-            "cp -a /usr/share/doc/. {0}/ && head -c 8M /dev/urandom > {0}/blob",
-            m.point.display()
-        ));
-    }
+    let volumes = [("swap", 64), ("root", 320)];
+    let (part, root) = lvm_pv_disk(&src, 480, &vg, &volumes, "mkfs.xfs -q -f -K -L root", &env);
     env.init();
     env.capture(&src, "s");
     let big = env.path("big.img");
@@ -652,13 +677,12 @@ fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
         )),
         "{fs}"
     );
-    let first = sgdisk_sector(&big, 1, "First sector") * 512;
-    let end = (sgdisk_sector(&big, 1, "Last sector") + 1) * 512;
+    let grown_part = last_partition(&big);
     let grown = {
-        let lo = Loop::attach_range(&big, first, end - first);
+        let lo = Loop::attach_range(&big, grown_part.0, grown_part.1);
         let segs = lv_segments(&lo.dev, "root");
         assert_eq!(segs, [(root.0 - part.0, root.1 + (200 << 20))]);
-        (first + segs[0].0, segs[0].1)
+        (grown_part.0 + segs[0].0, segs[0].1)
     };
     let lo = Loop::attach_range(&big, grown.0, grown.1);
     sh(&format!("xfs_repair -n {}", lo.dev));
@@ -672,6 +696,53 @@ fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
     let mount = "mount -o ro,nouuid";
     assert_eq!(
         tree(&big, grown, &env, "dst", mount),
+        tree(&src, root, &env, "src", mount)
+    );
+}
+
+/// A PV whose last volume holds an ext4 with room to spare, restored onto a smaller
+/// disk: on a scratch copy, the ext4 is shrunk (resize2fs), its volume reduced and the PV
+/// resized by lvm2's tools; the target gets the result, which lvm2 reads, checks clean
+/// and holds the same files.
+#[test]
+fn an_lvm_volume_at_the_end_of_its_pv_shrinks_onto_a_smaller_disk() {
+    let env = Env::new();
+    let src = env.path("src.img");
+    let vg = format!("shrink{}", std::process::id());
+    let volumes = [("swap", 32), ("root", 240)];
+    let mkfs = "mkfs.ext4 -q -F -E nodiscard -L root";
+    let (_, root) = lvm_pv_disk(&src, 300, &vg, &volumes, mkfs, &env);
+    env.init();
+    env.capture(&src, "s");
+    let small = env.path("small.img");
+    sh(&format!("truncate -s 200M {}", small.display()));
+    let o = env.restore("s", &small, &["--yes", "--verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&small).unwrap().len(), 200 << 20);
+    let part = last_partition(&small);
+    let lo = Loop::attach_range(&small, part.0, part.1);
+    let pv_size: u64 = lvm_query(
+        &lo.dev,
+        &format!(
+            "pvs --noheadings --units b --nosuffix -o pv_size {}",
+            lo.dev
+        ),
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(pv_size <= part.1, "{pv_size} > {}", part.1);
+    let segs = lv_segments(&lo.dev, "root");
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert!(segs[0].1 < root.1 && part.0 + segs[0].0 + segs[0].1 <= part.0 + part.1);
+    drop(lo);
+    let shrunk = (part.0 + segs[0].0, segs[0].1);
+    let lo = Loop::attach_range(&small, shrunk.0, shrunk.1);
+    sh(&format!("e2fsck -fn {}", lo.dev));
+    drop(lo);
+    let mount = "mount -o ro,noload";
+    assert_eq!(
+        tree(&small, shrunk, &env, "dst", mount),
         tree(&src, root, &env, "src", mount)
     );
 }

@@ -9,73 +9,17 @@
 //! extents (a loop device over it is the volume); otherwise it is left, and the report
 //! says how to grow it once the machine runs.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use super::lvm_tools::{physical_volume, pieces_of, segments, Lvm};
 
 use crate::disk::fs::{probe, FsKind, PROBE_BYTES};
 use crate::disk::loopdev::LoopDevice;
 use crate::disk::target::TargetDisk;
 use crate::range::ByteRange;
 use crate::ui::bytes;
-
-/// lvm2's tools, seeing only one device and activating nothing.
-struct Lvm {
-    lvm: PathBuf,
-    device: PathBuf,
-}
-
-impl Lvm {
-    fn run(&self, args: &[&str]) -> Result<String> {
-        let conf = format!(
-            "devices {{ filter=[\"a|^{}$|\",\"r|.*|\"] use_devicesfile=0 }} global {{ activation=0 }}",
-            self.device.display()
-        );
-        crate::cmd::run(
-            Command::new(&self.lvm)
-                .env("LVM_SUPPRESS_FD_WARNINGS", "1")
-                .args(args)
-                .args(["--config", &conf]),
-        )
-    }
-
-    /// One report line's fields (`--noheadings`, bytes without suffix).
-    fn report(&self, command: &str, args: &[&str]) -> Result<Vec<Vec<String>>> {
-        let mut all = vec![
-            command,
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "--separator",
-            ";",
-        ];
-        all.extend_from_slice(args);
-        Ok(self
-            .run(&all)?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| l.trim().split(';').map(|f| f.trim().to_string()).collect())
-            .collect())
-    }
-}
-
-/// A PV as lvm2 reports it.
-struct Pv {
-    vg: String,
-    pe_count: u64,
-    pe_start: u64,
-    extent: u64,
-}
-
-/// One segment of a logical volume on this PV: its extents [first, last].
-struct Segment {
-    lv: String,
-    first: u64,
-    last: u64,
-    linear: bool,
-}
 
 /// Grow the PV in `part` of `target` and its last volume; what happened, in words.
 pub fn grow(target: &TargetDisk, number: u32, part: ByteRange) -> String {
@@ -86,21 +30,16 @@ pub fn grow(target: &TargetDisk, number: u32, part: ByteRange) -> String {
 }
 
 fn try_grow(target: &TargetDisk, number: u32, part: ByteRange) -> Result<String> {
-    let Some(lvm) = crate::cmd::which("lvm") else {
+    let Some(tools) = Lvm::open(target, part)? else {
         return Ok(format!("partition {number} grown; lvm is not available, so its physical volume keeps its old size (grow it later with pvresize and lvextend)"));
     };
-    let lo = LoopDevice::attach(&target.path, part.offset, part.len)?;
-    let tools = Lvm {
-        lvm,
-        device: lo.path().to_path_buf(),
-    };
-    let dev = tools.device.display().to_string();
+    let dev = tools.device().display().to_string();
     let old = physical_volume(&tools)?.pe_count;
     tools.run(&["pvresize", "-q", &dev])?;
     let pv = physical_volume(&tools)?;
     let before = segments(&tools, &pv.vg)?;
     let Some(last) = before.iter().max_by_key(|s| s.last) else {
-        lo.close()?;
+        tools.close()?;
         return Ok(format!(
             "LVM physical volume in partition {number} grown to {} extents; it holds no logical volume",
             pv.pe_count
@@ -110,7 +49,7 @@ fn try_grow(target: &TargetDisk, number: u32, part: ByteRange) -> Result<String>
     // (room for snapshots, as `capture --live` takes), now after the volume.
     let (lv, new) = (last.lv.clone(), pv.pe_count.saturating_sub(old));
     if !last.linear || new == 0 {
-        lo.close()?;
+        tools.close()?;
         return Ok(format!(
             "LVM physical volume in partition {number} grown to {} extents; {}/{lv} left as it was ({})",
             pv.pe_count,
@@ -129,95 +68,21 @@ fn try_grow(target: &TargetDisk, number: u32, part: ByteRange) -> Result<String>
         &name,
         &dev,
     ])?;
-    let pieces: Vec<Segment> = segments(&tools, &pv.vg)?
-        .into_iter()
-        .filter(|s| s.lv == lv)
-        .collect();
+    let pieces = pieces_of(&tools, &pv.vg, &lv)?;
     let grown = format!(
         "LVM physical volume in partition {number} and {name} grown by {}",
         bytes(new * pv.extent)
     );
     let filesystem = match pieces.as_slice() {
-        [one] => {
-            let at = pv.pe_start + one.first * pv.extent;
-            let len = (one.last + 1 - one.first) * pv.extent;
-            let range = ByteRange::new(part.offset + at, len);
-            grow_filesystem(target, range).with_context(|| format!("grow the filesystem in {name}"))?
-        }
+        [one] => grow_filesystem(target, one.bytes(&pv, part.offset))
+            .with_context(|| format!("grow the filesystem in {name}"))?,
         _ => format!(
             "its filesystem was left at its old size: the volume is in {} pieces, which only device mapper joins (grow it on the running machine: lvextend -r, or resize2fs / xfs_growfs)",
             pieces.len()
         ),
     };
-    lo.close()?;
+    tools.close()?;
     Ok(format!("{grown}; {filesystem}"))
-}
-
-fn physical_volume(tools: &Lvm) -> Result<Pv> {
-    let dev = tools.device.display().to_string();
-    let rows = tools.report(
-        "pvs",
-        &["-o", "vg_name,pv_pe_count,pe_start,vg_extent_size", &dev],
-    )?;
-    let [row] = rows.as_slice() else {
-        bail!("pvs reported {} lines for {dev}", rows.len());
-    };
-    let num = |i: usize| -> Result<u64> {
-        row.get(i)
-            .and_then(|f| f.parse().ok())
-            .with_context(|| format!("pvs: field {i} of {row:?}"))
-    };
-    let vg = row
-        .first()
-        .filter(|v| !v.is_empty())
-        .context("the PV belongs to no volume group")?;
-    Ok(Pv {
-        vg: vg.clone(),
-        pe_count: num(1)?,
-        pe_start: num(2)?,
-        extent: num(3)?,
-    })
-}
-
-/// Every segment of the group's volumes on this PV (`lvs --segments`).
-fn segments(tools: &Lvm, vg: &str) -> Result<Vec<Segment>> {
-    let rows = tools.report(
-        "lvs",
-        &[
-            "-a",
-            "--segments",
-            "-o",
-            "lv_name,seg_pe_ranges,segtype",
-            vg,
-        ],
-    )?;
-    let dev = tools.device.display().to_string();
-    let mut out = Vec::new();
-    for row in rows {
-        let [lv, ranges, kind] = row.as_slice() else {
-            bail!("lvs: unexpected line {row:?}");
-        };
-        // "DEV:FIRST-LAST", space-separated for several.
-        for r in ranges.split_whitespace() {
-            let Some((d, span)) = r.rsplit_once(':') else {
-                continue;
-            };
-            let Some((a, b)) = span.split_once('-') else {
-                continue;
-            };
-            if d != dev {
-                continue;
-            }
-            let (first, last) = (a.parse::<u64>()?, b.parse::<u64>()?);
-            out.push(Segment {
-                lv: lv.clone(),
-                first,
-                last,
-                linear: kind == "linear",
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// Grow the ext2/3/4 or XFS at `range` of the target to fill it.

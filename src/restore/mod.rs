@@ -6,6 +6,7 @@
 
 pub mod finish;
 mod lvm_grow;
+mod lvm_tools;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
@@ -262,10 +263,11 @@ fn shrink_on_scratch(
         })?;
     let (counts, tables) = write_disk(repo, &d.manifest, true, None, &image, args, false, ui)
         .context("restore onto the scratch copy")?;
-    shrink::shrink_filesystem(&image, &s)?;
+    let shrunk = shrink::shrink_filesystem(&image, &s)?;
     Ok((
         ScratchImage {
             disk: image,
+            shrunk,
             _file: scratch,
         },
         counts,
@@ -276,6 +278,8 @@ fn shrink_on_scratch(
 /// A scratch image and the file it lives in (removed when dropped).
 struct ScratchImage {
     disk: TargetDisk,
+    /// Where the filesystem that was shrunk is, if one was.
+    shrunk: Option<crate::range::ByteRange>,
     _file: shrink::Scratch,
 }
 
@@ -291,8 +295,8 @@ fn write_shrunk(
     let tables =
         shrink::write_target(&image.disk, target, &s, d.manifest.disk.logical_sector_size)?;
     counts.written_bytes = tables.written_bytes;
-    if args.verify {
-        shrink::check_filesystem(target, &s)?;
+    if let (true, Some(fs)) = (args.verify, image.shrunk) {
+        shrink::check_filesystem(target, fs)?;
     }
     Ok((counts, tables))
 }

@@ -1,6 +1,7 @@
 //! A restore onto a disk smaller than the one captured, when the used data fits: the last
-//! partition of a GPT disk, holding ext2/3/4, is shrunk to end where the smaller disk's
-//! table leaves room.
+//! partition of a GPT disk, holding ext2/3/4 or an LVM physical volume, is shrunk to end
+//! where the smaller disk's table leaves room. In a PV, the volume at its end is reduced
+//! (its ext2/3/4 first) as far as the PV must shrink, and the PV with it, by lvm2's tools.
 //!
 //! The snapshot is first restored whole into a sparse scratch image (only the data takes
 //! space), its chunks verified as always; e2fsck and resize2fs shrink the filesystem
@@ -15,6 +16,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::finish::{resize_ext, GrownPartition, Tables};
+use super::lvm_tools::{physical_volume, pieces_of, segments, Lvm};
+use crate::disk::fs::{probe, PROBE_BYTES};
 use crate::disk::layout::relocate_gpt;
 use crate::disk::TargetDisk;
 use crate::range::ByteRange;
@@ -24,9 +27,17 @@ use crate::ui::bytes;
 
 const MIB: u64 = 1 << 20;
 
+/// What the last partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Ext,
+    LvmPv,
+}
+
 /// How a snapshot's disk fits a smaller target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shrink {
+    pub content: Content,
     /// The last partition: its number, byte offset and captured length.
     pub number: u32,
     pub offset: u64,
@@ -51,15 +62,16 @@ pub fn plan(m: &Manifest, target_size: u64) -> Result<Shrink> {
         .iter()
         .find(|r| r.kind == RegionKind::Partition && r.partition == Some(last.number))
         .context("the last partition has no region")?;
-    let fs = match &region.filesystem {
-        Some(f) if f.kind.starts_with("ext") => f,
+    let (fs, content) = match &region.filesystem {
+        Some(f) if f.kind.starts_with("ext") => (f, Content::Ext),
+        Some(f) if f.kind == "LVM2_member" => (f, Content::LvmPv),
         Some(f) if f.kind == "xfs" => bail!(
             "its last partition holds XFS, which cannot shrink (xfs_growfs only grows): \
              restore onto a disk of at least {}",
             bytes(m.disk.size)
         ),
         Some(f) => bail!(
-            "its last partition holds {}, which Lifeboat does not shrink (only ext2/3/4)",
+            "its last partition holds {}, which Lifeboat does not shrink (only ext2/3/4, and an LVM physical volume)",
             f.kind
         ),
         None => bail!(
@@ -102,7 +114,13 @@ pub fn plan(m: &Manifest, target_size: u64) -> Result<Shrink> {
         "shrinking its ext4 needs e2fsck and resize2fs (e2fsprogs), which this system does \
          not have (the rescue has none yet: restore from a system with e2fsprogs)"
     );
+    ensure!(
+        content == Content::Ext || crate::cmd::which("lvm").is_some(),
+        "shrinking its LVM physical volume needs lvm2's tools, which this system does not \
+         have (the rescue has none: restore from a system with lvm2 and e2fsprogs)"
+    );
     Ok(Shrink {
+        content,
         number: last.number,
         offset,
         old_len: region.length,
@@ -130,27 +148,93 @@ impl Drop for Scratch {
     }
 }
 
-/// Shrink the last partition's filesystem in the restored `scratch` image.
-pub fn shrink_filesystem(scratch: &TargetDisk, s: &Shrink) -> Result<()> {
+/// Shrink the last partition's content in the restored `scratch` image; where the
+/// filesystem that was shrunk now is, to be checked on the target by `--verify`.
+pub fn shrink_filesystem(scratch: &TargetDisk, s: &Shrink) -> Result<Option<ByteRange>> {
+    let what = || {
+        format!(
+            "shrink partition {} to {} (on a scratch copy; the target is untouched)",
+            s.number,
+            bytes(s.new_len)
+        )
+    };
+    match s.content {
+        Content::Ext => {
+            let part = ByteRange::new(s.offset, s.old_len);
+            shrink_ext(scratch, part, s.new_len).with_context(what)?;
+            Ok(Some(ByteRange::new(s.offset, s.new_len)))
+        }
+        Content::LvmPv => shrink_physical_volume(scratch, s).with_context(what),
+    }
+}
+
+/// e2fsck and resize2fs on the ext2/3/4 at `part`, to `to` bytes.
+fn shrink_ext(image: &TargetDisk, part: ByteRange, to: u64) -> Result<()> {
     let (e2fsck, resize2fs) = (
         crate::cmd::which("e2fsck").context("e2fsck is not available")?,
         crate::cmd::which("resize2fs").context("resize2fs is not available")?,
     );
-    resize_ext(
-        scratch,
-        ByteRange::new(s.offset, s.old_len),
-        s.new_len,
-        &e2fsck,
-        &resize2fs,
-    )
-    .with_context(|| {
-        format!(
-            "shrink the filesystem of partition {} to {} (on a scratch copy; the target \
-             is untouched)",
-            s.number,
-            bytes(s.new_len)
-        )
-    })
+    resize_ext(image, part, to, &e2fsck, &resize2fs)
+}
+
+/// The PV in the last partition, to fit its new length: the volume reaching past that is
+/// reduced (its ext2/3/4 first, by resize2fs), then the PV (`pvresize`); the reduced
+/// volume's filesystem, if one was.
+fn shrink_physical_volume(scratch: &TargetDisk, s: &Shrink) -> Result<Option<ByteRange>> {
+    let tools =
+        Lvm::open(scratch, ByteRange::new(s.offset, s.old_len))?.context("lvm is not available")?;
+    let pv = physical_volume(&tools)?;
+    // The extents that fit (pvresize checks, should the PV keep metadata at its end).
+    let fit = s
+        .new_len
+        .checked_sub(pv.pe_start)
+        .context("the partition would be smaller than the PV's metadata")?
+        / pv.extent;
+    let last = segments(&tools, &pv.vg)?
+        .into_iter()
+        .max_by_key(|g| g.last)
+        .filter(|g| g.last >= fit);
+    let mut shrunk = None;
+    if let Some(last) = last {
+        let name = format!("{}/{}", pv.vg, last.lv);
+        let cut = last.last + 1 - fit;
+        let pieces = pieces_of(&tools, &pv.vg, &last.lv)?;
+        let [one] = pieces.as_slice() else {
+            bail!("{name}, at the end of the physical volume, is in {} pieces: only a volume in one piece is shrunk", pieces.len());
+        };
+        ensure!(one.linear, "{name} is not a linear volume");
+        ensure!(
+            one.extents() > cut,
+            "{name} has {} extents, and {cut} must go",
+            one.extents()
+        );
+        let range = one.bytes(&pv, s.offset);
+        let mut head = vec![0u8; PROBE_BYTES];
+        scratch.read_at(&mut head, range.offset)?;
+        let kind = probe(&head);
+        ensure!(
+            kind.is_some_and(|k| k.is_ext()),
+            "{name} holds {}, which Lifeboat does not shrink (only ext2/3/4)",
+            kind.map(|k| k.name()).unwrap_or("unknown content")
+        );
+        let to = (one.extents() - cut) * pv.extent;
+        shrink_ext(scratch, range, to)
+            .with_context(|| format!("shrink the filesystem in {name}"))?;
+        tools.run(&["lvreduce", "-q", "-f", "-l", &format!("-{cut}"), &name])?;
+        shrunk = Some(ByteRange::new(range.offset, to));
+    }
+    let dev = tools.device().display().to_string();
+    let size = format!("{}b", s.new_len);
+    tools.run(&[
+        "pvresize",
+        "-q",
+        "-y",
+        "--setphysicalvolumesize",
+        &size,
+        &dev,
+    ])?;
+    tools.close()?;
+    Ok(shrunk)
 }
 
 /// Copy the shrunk disk from `scratch` onto `target`: everything up to the partition's
@@ -197,20 +281,20 @@ pub fn write_target(
     })
 }
 
-/// `--verify` of a shrunk partition: its filesystem checks clean on the target.
-pub fn check_filesystem(target: &TargetDisk, s: &Shrink) -> Result<()> {
+/// `--verify` of a shrunk filesystem (at `fs` on the target): it checks clean.
+pub fn check_filesystem(target: &TargetDisk, fs: ByteRange) -> Result<()> {
     let e2fsck = crate::cmd::which("e2fsck").context("e2fsck is not available")?;
     let lo = match target.is_block {
         true => None,
         false => Some(crate::disk::loopdev::LoopDevice::attach(
             &target.path,
-            s.offset,
-            s.new_len,
+            fs.offset,
+            fs.len,
         )?),
     };
     let spec = match &lo {
         Some(l) => l.path().display().to_string(),
-        None => format!("{}?offset={}", target.path.display(), s.offset),
+        None => format!("{}?offset={}", target.path.display(), fs.offset),
     };
     crate::cmd::run(std::process::Command::new(e2fsck).args(["-f", "-n", &spec]))
         .context("verify the shrunk filesystem")?;

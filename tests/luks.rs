@@ -52,6 +52,41 @@ fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
     ));
 }
 
+/// A container in the middle of a re-encryption (two keys over its sectors; its LUKS2
+/// header requires `online-reencrypt`) is read whole even when a key file is given: it is
+/// not opened at all, and comes back byte for byte.
+#[test]
+fn a_luks2_container_in_reencryption_is_read_whole_even_with_its_key() {
+    let env = Env::new();
+    let src = disk(&env, "src.img", 64);
+    let pw = env.path("pw");
+    std::fs::write(&pw, "luks pass").unwrap();
+    let start = sgdisk_sector(&src, 1, "First sector") * 512;
+    let end = (sgdisk_sector(&src, 1, "Last sector") + 1) * 512;
+    {
+        let lo = Loop::attach_range(&src, start, end - start);
+        let fast = "--pbkdf pbkdf2 --pbkdf-force-iterations 1000";
+        sh(&format!(
+            "cryptsetup luksFormat -q --type luks2 {fast} --key-file {0} {1} && \
+             cryptsetup reencrypt --init-only -q {fast} --key-file {0} {1}",
+            pw.display(),
+            lo.dev
+        ));
+    }
+    let repo = env.init();
+    let mut args = capture_args(&repo, &src, "moving").to_vec();
+    args.extend(["--luks-keyfile", path_str(&pw)]);
+    let s: Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
+    let n = s["notes"].to_string();
+    assert!(
+        n.contains("partition 1: LUKS2 (aes-xts-plain64): it is in the middle of a re-encryption, so the key file is not used; read in full"),
+        "{n}"
+    );
+    let dst = env.path("dst.img");
+    assert!(env.restore("moving", &dst, &[]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}
+
 const DIGEST: &str =
     "(cd /mnt && find . -type f | sort | xargs sha256sum | sha256sum | sed 's/^/digest /')";
 

@@ -303,6 +303,54 @@ fn ntfs_is_read_by_its_bitmap_and_checks_clean() {
     let dst = env.path("c.img");
     assert!(env.restore("c", &dst, &[]).status.success());
     assert_eq!(hash_file(&dst), hash_file(&src));
+
+    // Marked dirty (as Windows leaves a volume it did not unmount cleanly): read in full,
+    // saying why, and back byte for byte.
+    set_ntfs_dirty(&src, part.0);
+    let d = env.capture(&src, "d");
+    let n = notes(&d);
+    assert!(
+        n.contains(
+            "ntfs metadata not usable (it is marked dirty (not cleanly unmounted: run chkdsk))"
+        ),
+        "{n}"
+    );
+    let dst = env.path("d.img");
+    assert!(env.restore("d", &dst, &[]).status.success());
+    assert_eq!(hash_file(&dst), hash_file(&src));
+}
+
+/// Set VOLUME_IS_DIRTY in the volume information of `$Volume` (MFT record 3) of the NTFS
+/// at byte `part` of `img`, as `chkdsk` would find it after a crash.
+fn set_ntfs_dirty(img: &Path, part: u64) {
+    use std::os::unix::fs::FileExt;
+    let le = |b: &[u8], at: usize, n: usize| -> u64 {
+        b[at..at + n]
+            .iter()
+            .rev()
+            .fold(0, |v, &x| v << 8 | x as u64)
+    };
+    let boot = read_at(img, part, 512);
+    let cluster = le(&boot, 0x0B, 2) * boot[0x0D] as u64;
+    let record_size = match boot[0x40] as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let record_at = part + le(&boot, 0x30, 8) * cluster + 3 * record_size;
+    let record = read_at(img, record_at, record_size as usize);
+    assert_eq!(&record[..4], b"FILE");
+    let mut at = le(&record, 0x14, 2) as usize;
+    while le(&record, at, 4) != 0x70 {
+        assert_ne!(le(&record, at, 4), 0xFFFF_FFFF, "no volume information");
+        at += le(&record, at + 4, 4) as usize;
+    }
+    let flags = at + le(&record, at + 0x14, 2) as usize + 10;
+    // Not where the update sequence numbers replace the last bytes of each sector.
+    assert!(flags % 512 < 510, "{flags}");
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    let v = le(&record, flags, 2) as u16 | 1;
+    f.write_all_at(&v.to_le_bytes(), record_at + flags as u64)
+        .unwrap();
 }
 
 /// The segments (offset in the PV, length) of logical volume `lv` on the PV that `dev`
@@ -443,26 +491,29 @@ const TREE_DIGEST: &str =
 #[test]
 fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
     let env = Env::new();
-    // Two disks, each with two partitions over garbage (md's resync copies it from one
-    // half to the other, as it would on a server): md0 (superblock 1.2, at 4 KiB)
-    // and md1 (superblock 1.0, at the end: the filesystem starts where the partition
-    // does, so a reader that took it for the filesystem would drop the superblock).
+    // Two disks, each with three partitions over garbage (md's resync copies it from one
+    // half to the other, as it would on a server): md0 (superblock 1.2, at 4 KiB),
+    // md1 (superblock 1.0, at the end: the filesystem starts where the partition does,
+    // so a reader that took it for the filesystem would drop the superblock) and md2
+    // (0.90, as old installers made, also at the end).
     let disks: Vec<std::path::PathBuf> = ["a.img", "b.img"].iter().map(|n| env.path(n)).collect();
     for d in &disks {
         sh(&format!(
-            "truncate -s 200M {0} && sgdisk -o -n 1:2048:+96M -t 1:fd00 -n 2:0:+96M -t 2:fd00 {0} >/dev/null && \
-             dd if=/dev/urandom of={0} bs=1M seek=1 count=192 conv=notrunc status=none",
+            "truncate -s 260M {0} && sgdisk -o -n 1:2048:+96M -t 1:fd00 -n 2:0:+96M -t 2:fd00 \
+               -n 3:0:+64M -t 3:fd00 {0} >/dev/null && \
+             dd if=/dev/urandom of={0} bs=1M seek=1 count=256 conv=notrunc status=none",
             d.display()
         ));
     }
     let make = format!(
-        "for n in 0 1; do
-           meta=1.2; [ $n = 1 ] && meta=1.0
+        "for n in 0 1 2; do
+           meta=1.2; [ $n = 1 ] && meta=1.0; [ $n = 2 ] && meta=0.90
            p=$((n + 1))
            mdadm --create /dev/md$n --run --level=1 --raid-devices=2 --metadata=$meta /dev/vda$p /dev/vdb$p 2>/dev/null
            mkfs.ext4 -q -E nodiscard -L md$n /dev/md$n
            mount /dev/md$n /mnt
-           cp -a /sbin /lib /mnt/ && echo md$n > /mnt/name
+           what='/sbin /lib'; [ $n = 2 ] && what=/sbin
+           cp -a $what /mnt/ && echo md$n > /mnt/name
            {TREE_DIGEST}
            umount /mnt
            mdadm --wait /dev/md$n || true
@@ -472,7 +523,7 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
     let refs: Vec<&Path> = disks.iter().map(|p| p.as_path()).collect();
     let made = guest(&env, &make, &refs);
     let digests: Vec<&str> = made.lines().filter(|l| l.starts_with("digest")).collect();
-    assert_eq!(digests.len(), 2, "{made}");
+    assert_eq!(digests.len(), 3, "{made}");
 
     // One member alone, then the machine's two disks: the second half adds little.
     let one_repo = env.path("one").display().to_string();
@@ -492,6 +543,10 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
             "{n}"
         );
     }
+    assert!(
+        n.contains("partition 3: an md member with a 0.90 superblock (level 1) is read whole"),
+        "{n}"
+    );
     let (a, ab) = (
         one["new_stored_bytes"].as_u64().unwrap(),
         both["new_stored_bytes"].as_u64().unwrap(),
@@ -503,7 +558,7 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
         "the mirror's halves did not deduplicate: {a} vs {ab}"
     );
     // 4 x 96 MiB of arrays over garbage, each about half full (the guest's /sbin and
-    // /lib): the garbage in the other half is not read.
+    // /lib): the garbage in the other half is not read (the 0.90 members are read whole).
     assert!(
         both["free_bytes_skipped"].as_u64().unwrap() > 120 << 20,
         "{both}"
@@ -515,7 +570,7 @@ fn md_mirrors_are_read_through_their_members_and_the_halves_deduplicate() {
     r.extend(["--target", path_str(&y), "--verify"]);
     ok(&r);
     let check = format!(
-        "for n in 0 1; do
+        "for n in 0 1 2; do
            p=$((n + 1))
            mdadm --assemble --run /dev/md$n /dev/vda$p /dev/vdb$p 2>/dev/null
            e2fsck -fn /dev/md$n >/dev/null

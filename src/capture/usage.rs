@@ -69,8 +69,16 @@ fn crypt_view(dev: &SourceDisk, part: ByteRange, keys: &[PathBuf]) -> Result<Opt
         return Ok(Some(scan(&plain)));
     }
     let reader = fs::Reader::new(dev, part.offset, part.len);
-    if keys.is_empty() || crate::disk::luks::header(&reader).is_err() {
-        return Ok(None);
+    let header = match crate::disk::luks::header(&reader) {
+        Ok(h) if !keys.is_empty() => h,
+        _ => return Ok(None),
+    };
+    // Read whole whatever its plaintext: not opened at all.
+    if let Some(why) = header.not_linear {
+        return Ok(Some(fs::Scan::Whole(format!(
+            "LUKS{} ({}): {why}, so the key file is not used",
+            header.version, header.cipher
+        ))));
     }
     let unlocked = super::unlock::Unlocked::open(dev, part, keys)?;
     Ok(Some(scan(&unlocked.plain())))

@@ -272,3 +272,77 @@ fn a_machine_of_two_disks_is_one_snapshot_and_restores_by_order_or_by_number() {
     ]);
     assert_eq!(hash_file(&y1), hash_file(&b));
 }
+
+/// On a machine with disks of its own (a QEMU guest, virtio disks with serial numbers),
+/// a two-disk snapshot's targets are given by hints: `auto` puts each disk on the
+/// smallest empty disk it fits, `N=serial:S` on the disk with that serial; once no empty
+/// disk is left, `auto` is refused before anything is written.
+#[test]
+fn targets_are_found_by_hints_on_the_machine_restored() {
+    let env = Env::new();
+    let (a, b) = (env.path("a.img"), env.path("b.img"));
+    sh(&format!(
+        "head -c 24M /dev/urandom > {} && head -c 40M /dev/urandom > {}",
+        a.display(),
+        b.display()
+    ));
+    let repo = env.init();
+    let mut args = capture_args(&repo, &a, "pair").to_vec();
+    args.extend(["--source", path_str(&b)]);
+    ok(&args);
+    let repo_disk = env.path("repo-disk.img");
+    sh(&format!(
+        "mkfs.ext4 -q -d {} {} 100M",
+        env.path("repo").display(),
+        repo_disk.display()
+    ));
+    let blank = |name: &str, mib: u64, serial: &str| {
+        let p = env.path(name);
+        sh(&format!("truncate -s {mib}M {}", p.display()));
+        std::path::PathBuf::from(format!("{},serial={serial}", p.display()))
+    };
+    let disks = [
+        repo_disk.clone(),
+        blank("big.img", 64, "BIG"),
+        blank("small.img", 32, "SMALL"),
+        blank("mid.img", 48, "MID"),
+    ];
+    let refs: Vec<&std::path::Path> = disks.iter().map(|p| p.as_path()).collect();
+    let out = guest(
+        &env,
+        "mkdir -p /r && mount /dev/vda /r
+lifeboat restore --repo /r --snapshot pair --target auto --target auto --yes
+echo auto restored
+lifeboat restore -q --repo /r --snapshot pair --target 1=serial:BIG --yes
+echo serial restored
+lifeboat restore -q --repo /r --snapshot pair --target auto --target auto --yes 2>&1 || echo refused
+for d in vdb vdc vdd; do echo $d $(head -c 25165824 /dev/$d | sha256sum) $(head -c 41943040 /dev/$d | sha256sum); done
+umount /r",
+        &refs,
+    );
+    // The report names the disks chosen.
+    assert!(
+        out.contains("target     /dev/vdc, /dev/vdd (80.0 MiB)"),
+        "{out}"
+    );
+    for step in ["auto restored", "serial restored", "refused"] {
+        assert!(out.contains(step), "{out}");
+    }
+    assert!(
+        out.contains("no disk for the snapshot's disk 0 (serial -, 24.0 MiB): none has its serial or WWN, and no empty disk is large enough"),
+        "{out}"
+    );
+    let sum = |p: &std::path::Path, mib: u64| {
+        sh(&format!("head -c {mib}M {} | sha256sum", p.display()))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let line = |d: &str| out.lines().find(|l| l.starts_with(d)).unwrap().to_string();
+    // disk 0 (24 MiB) went to SMALL (vdc, 32 MiB), disk 1 (40 MiB) to MID (vdd, 48 MiB),
+    // and disk 1 again to BIG (vdb).
+    assert!(line("vdc ").contains(&sum(&a, 24)), "{out}");
+    assert!(line("vdd ").contains(&sum(&b, 40)), "{out}");
+    assert!(line("vdb ").contains(&sum(&b, 40)), "{out}");
+}

@@ -68,7 +68,9 @@ pub fn map_targets(disks: usize, specs: &[TargetSpec]) -> Result<Vec<(usize, Pat
                 disks - 1
             ));
         }
-        if let Some((m, _)) = out[..i].iter().find(|(m, p)| m == n || p == path) {
+        // `auto` names no one disk: it may be given for several.
+        let same = |p: &PathBuf| p == path && path.as_os_str() != "auto";
+        if let Some((m, _)) = out[..i].iter().find(|(m, p)| m == n || same(p)) {
             return Err(format!(
                 "disk {m} and disk {n} cannot both go to {} (or one disk to two targets)",
                 path.display()
@@ -122,7 +124,10 @@ pub struct RestoreArgs {
     pub snapshot: String,
     /// The disk to overwrite; an image file that does not exist is created. For a
     /// snapshot of several disks, one `--target` per disk in order, or `N=DISK` for disk
-    /// N (those named only are restored).
+    /// N (those named only are restored). DISK may be a hint instead of a path:
+    /// `serial:S`, `wwn:W`, or `auto` (this machine's disk with the serial or WWN the
+    /// snapshot recorded for it, else the smallest empty disk it fits; `./auto` for a file
+    /// of that name).
     #[arg(long, value_name = "[N=]DISK", required = true)]
     pub target: Vec<TargetSpec>,
     /// Do not ask for confirmation.

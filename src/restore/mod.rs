@@ -437,7 +437,12 @@ fn summarise(
     Summary {
         snapshot: checked.id,
         name: checked.name.clone(),
-        target: targets(args),
+        target: checked
+            .disks
+            .iter()
+            .map(|d| d.target.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         disk_size: size,
         target_size: disks.iter().map(|(d, _)| d.target_size).sum(),
         data_bytes: disks.iter().map(|(d, _)| d.data_bytes).sum(),

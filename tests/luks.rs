@@ -21,22 +21,31 @@ fn disk(env: &Env, name: &str, mib: u64) -> std::path::PathBuf {
     d
 }
 
-#[test]
-fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
-    let env = Env::new();
-    let src = disk(&env, "src.img", 64);
+/// A 64 MiB disk whose partition 1 is a LUKS2 container (passphrase in the file it
+/// returns) over garbage, then given to `then KEYFILE DEV` unless empty; the disk, the key
+/// file, and the partition's start and end.
+fn luks_disk(env: &Env, then: &str) -> (std::path::PathBuf, std::path::PathBuf, (u64, u64)) {
+    let src = disk(env, "src.img", 64);
     let pw = env.path("pw");
     std::fs::write(&pw, "luks pass").unwrap();
     let start = sgdisk_sector(&src, 1, "First sector") * 512;
     let end = (sgdisk_sector(&src, 1, "Last sector") + 1) * 512;
-    {
-        let lo = Loop::attach_range(&src, start, end - start);
-        sh(&format!(
-            "cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file {} {}",
-            pw.display(),
-            lo.dev
-        ));
+    let lo = Loop::attach_range(&src, start, end - start);
+    sh(&format!(
+        "cryptsetup luksFormat -q --type luks2 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file {0} {1}",
+        pw.display(),
+        lo.dev
+    ));
+    if !then.is_empty() {
+        sh(&format!("{then} {} {}", pw.display(), lo.dev));
     }
+    (src, pw, (start, end))
+}
+
+#[test]
+fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
+    let env = Env::new();
+    let (src, pw, (start, end)) = luks_disk(&env, "");
     env.init();
     let s = env.capture(&src, "vault");
     let n = s["notes"].to_string();
@@ -58,21 +67,10 @@ fn a_closed_luks2_container_restores_byte_for_byte_and_opens() {
 #[test]
 fn a_luks2_container_in_reencryption_is_read_whole_even_with_its_key() {
     let env = Env::new();
-    let src = disk(&env, "src.img", 64);
-    let pw = env.path("pw");
-    std::fs::write(&pw, "luks pass").unwrap();
-    let start = sgdisk_sector(&src, 1, "First sector") * 512;
-    let end = (sgdisk_sector(&src, 1, "Last sector") + 1) * 512;
-    {
-        let lo = Loop::attach_range(&src, start, end - start);
-        let fast = "--pbkdf pbkdf2 --pbkdf-force-iterations 1000";
-        sh(&format!(
-            "cryptsetup luksFormat -q --type luks2 {fast} --key-file {0} {1} && \
-             cryptsetup reencrypt --init-only -q {fast} --key-file {0} {1}",
-            pw.display(),
-            lo.dev
-        ));
-    }
+    let (src, pw, _) = luks_disk(
+        &env,
+        "cryptsetup reencrypt --init-only -q --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file",
+    );
     let repo = env.init();
     let mut args = capture_args(&repo, &src, "moving").to_vec();
     args.extend(["--luks-keyfile", path_str(&pw)]);
@@ -157,16 +155,7 @@ umount /r"
         .iter()
         .map(|name| {
             let dst = env.path(&format!("{name}.img"));
-            ok(&[
-                "restore",
-                "-q",
-                "--repo",
-                &repo,
-                "--snapshot",
-                name,
-                "--target",
-                path_str(&dst),
-            ]);
+            ok(&restore_args(&repo, name, &dst));
             dst
         })
         .collect();

@@ -345,6 +345,10 @@ fn a_source_in_use_is_refused_unless_a_crash_consistent_image_is_asked_for() {
         "{n}"
     );
     assert!(s["free_bytes_skipped"].as_u64().unwrap() > 16 << 20, "{s}");
+    eprintln!(
+        "ext4 mounted read-write, FS_IOC_GETFSMAP: read {} B, skipped {} B",
+        s["bytes_read"], s["free_bytes_skipped"]
+    );
     let dst = env.path("crash.img");
     ok(&restore_args(&repo, id, &dst));
     let back = Loop::attach_range(&dst, start, end - start);

@@ -148,6 +148,10 @@ fn xfs_is_read_by_its_free_space_trees_and_checks_clean() {
         "{n}"
     );
     assert!(d["free_bytes_skipped"].as_u64().unwrap() > 150 << 20, "{d}");
+    eprintln!(
+        "xfs mounted read-write, FS_IOC_GETFSMAP: read {} B, skipped {} B",
+        d["bytes_read"], d["free_bytes_skipped"]
+    );
     let dst = env.path("d.img");
     assert!(env.restore("d", &dst, &[]).status.success());
     // Mounting the restored copy replays its log, as a crashed machine's would be.
@@ -468,6 +472,7 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     let fs = r["filesystem_resize"].as_str().unwrap();
+    eprintln!("lvm --grow: {fs}");
     assert!(
         fs.contains("LVM physical volume in partition 1 and ")
             && fs.contains("/data grown by 200.0 MiB; its filesystem was left at its old size: the volume is in 2 pieces"),
@@ -726,6 +731,7 @@ fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     let fs = r["filesystem_resize"].as_str().unwrap();
+    eprintln!("lvm --grow: {fs}");
     assert!(
         fs.contains(&format!(
             "{vg}/root grown by 200.0 MiB; its XFS grown to 520.0 MiB with xfs_growfs"
@@ -790,6 +796,10 @@ fn an_lvm_volume_at_the_end_of_its_pv_shrinks_onto_a_smaller_disk() {
     let segs = lv_segments(&lo.dev, "root");
     assert_eq!(segs.len(), 1, "{segs:?}");
     assert!(segs[0].1 < root.1 && part.0 + segs[0].0 + segs[0].1 <= part.0 + part.1);
+    eprintln!(
+        "lvm shrink: root volume {} B -> {} B, PV {pv_size} B in a partition of {} B",
+        root.1, segs[0].1, part.1
+    );
     drop(lo);
     let shrunk = (part.0 + segs[0].0, segs[0].1);
     let lo = Loop::attach_range(&small, shrunk.0, shrunk.1);

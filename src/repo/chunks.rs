@@ -39,6 +39,7 @@ pub fn chunk_key(id: &ChunkId) -> String {
 }
 
 /// Why stored bytes could not be had.
+#[derive(Debug)]
 pub enum ReadError {
     Missing(String),
     Other(String, anyhow::Error),
@@ -62,6 +63,8 @@ pub struct Chunks {
     /// Format 2: every index file's entries, loaded on first use, and the packs written
     /// since.
     index: RwLock<Option<ChunkIndex>>,
+    /// The index files `index` was loaded from.
+    loaded_from: Mutex<Vec<String>>,
     packer: Mutex<Packer>,
     /// Format 2: whether each pack asked about is in the store at the length its index
     /// gives (asked once per pack: a stat, or a HEAD).
@@ -138,6 +141,7 @@ impl Chunks {
             max_plain,
             max_stored,
             index: RwLock::new(None),
+            loaded_from: Mutex::new(Vec::new()),
             packer: Mutex::new(Packer::default()),
             present: Mutex::new(HashMap::new()),
             whole_packs: WholePacks::default(),
@@ -161,13 +165,46 @@ impl Chunks {
         Ok(f(guard.as_ref().expect("just loaded")))
     }
 
-    /// Read every index file, each checked against its name and its own limits.
+    /// Read every index file, each checked against its name and its own limits; with the
+    /// packs this process wrote that no index file names yet.
     fn load_index(&self) -> Result<ChunkIndex> {
         let mut idx = ChunkIndex::default();
-        for (_, packs) in self.index_files()? {
+        let files = self.index_files()?;
+        for (_, packs) in &files {
             packs.iter().for_each(|p| idx.add(p));
         }
+        let packer = self.packer.lock().unwrap_or_else(|p| p.into_inner());
+        packer.written.iter().for_each(|p| idx.add(p));
+        *self.loaded_from.lock().unwrap_or_else(|p| p.into_inner()) =
+            files.into_iter().map(|(key, _)| key).collect();
         Ok(idx)
+    }
+
+    /// After a chunk was not where the index puts it: a prune may have moved it (into a
+    /// new pack, its index files replaced). Load the index again if its files are not
+    /// those it was loaded from.
+    fn reload_if_replaced(&self) -> Result<()> {
+        let mut now: Vec<String> = self
+            .store
+            .list("index")
+            .context("list the index files")?
+            .into_iter()
+            .filter(|n| n.ends_with(".idx"))
+            .map(|n| format!("index/{n}"))
+            .collect();
+        now.sort();
+        let mut was = self
+            .loaded_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        was.sort();
+        if now != was {
+            log::info!("the index files changed (a prune ran?): loading them again");
+            let fresh = self.load_index()?;
+            *self.index.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        }
+        Ok(())
     }
 
     /// Where a chunk is, for messages.
@@ -250,14 +287,30 @@ impl Chunks {
                 .map(|raw| (raw, None))
                 .map_err(store_error),
             Layout::Packs => {
-                let loc = self
-                    .with_index(|i| i.get(id))
-                    .map_err(|e| ReadError::Other(self.store.location("index/"), e))?
-                    .ok_or_else(|| ReadError::Missing(self.location(id)))?;
-                let raw = self
-                    .read_pack_range(&loc.pack, loc.offset as u64, loc.stored as u64)
-                    .map_err(store_error)?;
-                Ok((raw, Some(loc.plain)))
+                let locate = || {
+                    self.with_index(|i| i.get(id))
+                        .map_err(|e| ReadError::Other(self.store.location("index/"), e))?
+                        .ok_or_else(|| ReadError::Missing(self.location(id)))
+                };
+                let read = |loc: &index::Location| {
+                    self.read_pack_range(&loc.pack, loc.offset as u64, loc.stored as u64)
+                        .map(|raw| (raw, Some(loc.plain)))
+                        .map_err(store_error)
+                };
+                let loc = locate()?;
+                match read(&loc) {
+                    // Its pack is gone: if a prune moved the chunk, the index files say
+                    // where now (another thread may have loaded them again already).
+                    Err(ReadError::Missing(at)) => {
+                        self.reload_if_replaced()
+                            .map_err(|e| ReadError::Other(self.store.location("index/"), e))?;
+                        match locate()? {
+                            moved if moved.pack != loc.pack => read(&moved),
+                            _ => Err(ReadError::Missing(at)),
+                        }
+                    }
+                    other => other,
+                }
             }
         }
     }
@@ -620,6 +673,40 @@ mod tests {
         fn location(&self, key: &str) -> String {
             self.inner.location(key)
         }
+    }
+
+    #[test]
+    fn a_chunk_moved_by_a_prune_after_the_index_was_read_is_found_in_its_new_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DirStore::new(dir.path()));
+        let (a, b) = (ChunkId::of(b"first"), ChunkId::of(b"second"));
+        let before = chunks(store.clone());
+        before.writer().put(&a, b"first", 5).unwrap();
+        before.flush().unwrap();
+        let reader = chunks(store.clone());
+        assert!(reader.has(&a).unwrap(), "the index is loaded");
+        let old: Vec<String> = store.list("index").unwrap();
+        let old_pack = reader.with_index(|i| i.get(&a)).unwrap().unwrap().pack;
+
+        // A prune rewrites the pack: the chunk into a new one (with another), a new index
+        // file, then the old index file and pack deleted.
+        let prune = chunks(store.clone());
+        let mut w = prune.writer();
+        w.put(&b, b"second", 6).unwrap();
+        w.put(&a, b"first", 5).unwrap();
+        drop(w);
+        prune.flush().unwrap();
+        for name in old {
+            store.delete(&format!("index/{name}")).unwrap();
+        }
+        store.delete(&old_pack.key()).unwrap();
+
+        let (raw, plain) = reader.read(&a).unwrap();
+        assert_eq!((raw.as_slice(), plain), (&b"first"[..], Some(5)));
+        assert!(matches!(
+            reader.read(&ChunkId::of(b"never stored")),
+            Err(ReadError::Missing(_))
+        ));
     }
 
     fn chunks(store: Arc<dyn Store>) -> Chunks {

@@ -812,8 +812,9 @@ impl Repository {
     }
 
     /// The chunks of one run. A run that cannot be read is an error of its first chunk
-    /// (the store has retried it already); one that was read but holds a damaged chunk
-    /// has that chunk read again alone, with its own retries and precise error.
+    /// (the store has retried it already), unless its pack is gone: then each chunk is
+    /// read alone (a prune may have moved them). One that was read but holds a damaged
+    /// chunk has that chunk read again alone, with its own retries and precise error.
     fn read_run(
         &self,
         ids: &[ChunkId],
@@ -824,13 +825,9 @@ impl Repository {
             let first = ids[run.chunks[0].wanted[0]];
             match self.chunks.read_pack_range(&run.pack, run.offset, run.len) {
                 Ok(b) => Some(b),
-                Err(StoreError::NotFound { location }) => {
-                    return Err(ChunkError::Missing {
-                        id: first,
-                        location,
-                    }
-                    .into())
-                }
+                // The pack is gone (a prune may have moved its chunks): each chunk alone,
+                // which finds it where the index files now say, or says it is missing.
+                Err(StoreError::NotFound { .. }) => None,
                 Err(StoreError::Other { location, cause }) => {
                     return Err(ChunkError::Unreadable {
                         id: first,

@@ -463,16 +463,11 @@ fn lvm_volumes_are_read_through_their_segments_and_come_back() {
     // group keeps its free extents (room for snapshots); the ext4 in data is in two
     // pieces, which only device mapper joins, so it is left, saying how to grow it.
     let big = env.path("big.img");
-    sh(&format!(
-        "truncate -s {} {}",
+    let fs = restore_grown(
+        &env,
+        &big,
         std::fs::metadata(&src).unwrap().len() + (200 << 20),
-        big.display()
-    ));
-    let o = env.restore("s", &big, &["--yes", "--grow"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let fs = r["filesystem_resize"].as_str().unwrap();
-    eprintln!("lvm --grow: {fs}");
+    );
     assert!(
         fs.contains("LVM physical volume in partition 1 and ")
             && fs.contains("/data grown by 200.0 MiB; its filesystem was left at its old size: the volume is in 2 pieces"),
@@ -704,6 +699,18 @@ fn lvm_pv_disk(
     (part, root)
 }
 
+/// Snapshot "s" restored with `--grow` onto a new image `big` of `size` bytes; what the
+/// restore says it did to the filesystem in the grown partition.
+fn restore_grown(env: &Env, big: &Path, size: u64) -> String {
+    sh(&format!("truncate -s {size} {}", big.display()));
+    let o = env.restore("s", big, &["--yes", "--grow"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fs = r["filesystem_resize"].as_str().unwrap().to_string();
+    eprintln!("lvm --grow: {fs}");
+    fs
+}
+
 /// The last partition's (offset, length) on a GPT disk image.
 fn last_partition(img: &Path) -> (u64, u64) {
     let first = sgdisk_sector(img, 1, "First sector") * 512;
@@ -726,12 +733,7 @@ fn an_lvm_root_at_the_end_of_its_pv_grows_with_its_xfs() {
     env.init();
     env.capture(&src, "s");
     let big = env.path("big.img");
-    sh(&format!("truncate -s 680M {}", big.display()));
-    let o = env.restore("s", &big, &["--yes", "--grow"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let fs = r["filesystem_resize"].as_str().unwrap();
-    eprintln!("lvm --grow: {fs}");
+    let fs = restore_grown(&env, &big, 680 << 20);
     assert!(
         fs.contains(&format!(
             "{vg}/root grown by 200.0 MiB; its XFS grown to 520.0 MiB with xfs_growfs"

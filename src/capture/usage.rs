@@ -86,19 +86,10 @@ fn crypt_view(dev: &SourceDisk, part: ByteRange, keys: &[PathBuf]) -> Result<Opt
 
 /// The open, idle dm-crypt mapping of the partition at `part` of a block device.
 fn open_mapping(dev: &SourceDisk, part: ByteRange) -> Option<PathBuf> {
-    if !dev.is_block {
-        return None;
+    match dev.is_block {
+        true => crate::disk::guard::idle_crypt_holder(&dev.path, part),
+        false => None,
     }
-    let sys = crate::disk::detect::sysfs_dir_of(&dev.path)?;
-    let name = std::fs::read_dir(&sys)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find_map(|e| {
-            let start = std::fs::read_to_string(e.path().join("start")).ok()?;
-            (start.trim().parse::<u64>().ok()? * 512 == part.offset)
-                .then(|| e.file_name().to_string_lossy().into_owned())
-        })?;
-    crate::disk::guard::idle_crypt_holder(&sys, &name)
 }
 
 fn crypt_usage(

@@ -149,10 +149,12 @@ fn idle_crypt_mapping(name: &str) -> bool {
     uuid.starts_with("CRYPT-LUKS") && block_uses(&sys).is_ok_and(|u| u.is_empty())
 }
 
-/// The open LUKS mapping of a partition (its sysfs name under the disk), if it has one
-/// that nothing uses: the device whose reads are the container's plaintext.
-pub fn idle_crypt_holder(disk_sys: &Path, part: &str) -> Option<PathBuf> {
-    let holders = sys_holders(disk_sys, part);
+/// The open LUKS mapping of the partition at `part` of the source disk `source`, if it
+/// has one that nothing uses: the device whose reads are the container's plaintext.
+pub fn idle_crypt_holder(source: &Path, part: ByteRange) -> Option<PathBuf> {
+    let sys = partition_devices(source, part).into_iter().next()?;
+    let name = sys.file_name()?.to_string_lossy().into_owned();
+    let holders = sys_holders(&sys, &name);
     match holders.as_slice() {
         [h] if idle_crypt_mapping(h) => Some(PathBuf::from("/dev").join(h)),
         _ => None,

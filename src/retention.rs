@@ -6,10 +6,10 @@
 //! every snapshot newer than D before the newest one (that is not in the future). A
 //! count of -1 keeps all. Periods are reckoned in UTC.
 
-use anyhow::{bail, Result};
-use chrono::{DateTime, Datelike, Duration, Months, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::repo::id::SnapshotId;
+use crate::time::Span;
 
 /// A policy: counts per kind of period (0: none, -1: all) and a span of time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,71 +21,6 @@ pub struct Policy {
     pub monthly: i64,
     pub yearly: i64,
     pub within: Option<Span>,
-}
-
-/// restic's duration for `--keep-within`: years, months, days and hours (`1y6m`, `7d`,
-/// `36h`, `2y5m7d3h`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Span {
-    pub years: u32,
-    pub months: u32,
-    pub days: u32,
-    pub hours: u32,
-}
-
-impl std::str::FromStr for Span {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Span> {
-        let mut span = Span::default();
-        let mut num = String::new();
-        let mut any = false;
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-                continue;
-            }
-            let n: u32 = num
-                .parse()
-                .map_err(|_| anyhow::anyhow!("{s:?}: a number must come before {c:?}"))?;
-            if n > 100_000 {
-                bail!("{s:?}: {n} is too large");
-            }
-            match c {
-                'y' => span.years = n,
-                'm' => span.months = n,
-                'd' => span.days = n,
-                'h' => span.hours = n,
-                _ => bail!("{s:?}: units are y, m, d and h (as restic: 1y6m, 7d, 36h)"),
-            }
-            num.clear();
-            any = true;
-        }
-        if !num.is_empty() || !any {
-            bail!("{s:?}: expected a duration such as 7d, 36h, 1y6m or 2y5m7d3h");
-        }
-        Ok(span)
-    }
-}
-
-impl std::fmt::Display for Span {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}y{}m{}d{}h",
-            self.years, self.months, self.days, self.hours
-        )
-    }
-}
-
-impl Span {
-    /// `t` minus this span (months clamped to the month's last day).
-    pub fn before(&self, t: DateTime<Utc>) -> DateTime<Utc> {
-        let months = self.years.saturating_mul(12).saturating_add(self.months);
-        let t = t
-            .checked_sub_months(Months::new(months))
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        t - Duration::days(self.days as i64) - Duration::hours(self.hours as i64)
-    }
 }
 
 impl Policy {

@@ -134,11 +134,9 @@ impl Outcome for Summary {
 pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let time = match &args.time {
-        Some(t) => Some(
-            crate::commands::forget::parse_time(t)
-                .context("--time")?
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
+        Some(t) => Some(crate::time::rfc3339(
+            crate::time::parse_rfc3339(t).context("--time")?,
+        )),
         None => None,
     };
     let repo = open_repository(args)?;
@@ -467,7 +465,7 @@ fn manifest(
         format: MANIFEST_FORMAT.into(),
         version: MANIFEST_VERSION,
         name: args.name.clone(),
-        time: crate::repo::now_rfc3339(),
+        time: crate::time::now_rfc3339(),
         hostname: crate::who::hostname(),
         repository: Some(repo.config.id.clone()),
         parent: lineage.parent,

@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context, Result};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
 
 use crate::journal::{self, Operation};
 use crate::repo::{snapshot_key, RepoSpec, Repository, SnapshotId};
-use crate::retention::{self, Candidate, Policy, Span};
+use crate::retention::{self, Candidate, Policy};
+use crate::time::Span;
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -186,12 +187,6 @@ fn describe(p: &Policy) -> String {
     )
 }
 
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
-    Ok(DateTime::parse_from_rfc3339(s)
-        .with_context(|| format!("time {s:?} is not RFC 3339"))?
-        .with_timezone(&Utc))
-}
-
 pub fn run(args: &ForgetArgs) -> Result<Forgotten> {
     let policy = args.policy();
     if policy.is_empty() {
@@ -241,7 +236,8 @@ fn forget(repo: &Repository, args: &ForgetArgs, policy: &Policy) -> Result<Forgo
         if !args.name.is_empty() && !args.name.contains(&m.name) {
             continue;
         }
-        let time = parse_time(&m.time).with_context(|| format!("snapshot {}", id.short()))?;
+        let time = crate::time::parse_rfc3339(&m.time)
+            .with_context(|| format!("snapshot {}", id.short()))?;
         by_name
             .entry(m.name.clone())
             .or_default()

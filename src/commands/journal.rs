@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::journal::{Record, Status};
 use crate::repo::{RepoSpec, Repository};
-use crate::retention::Span;
+use crate::time::Span;
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -56,7 +56,7 @@ impl Outcome for Journal {
 
 /// The start of the window `since` names.
 fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = crate::commands::forget::parse_time(s) {
+    if let Ok(t) = crate::time::parse_rfc3339(s) {
         return Ok(t);
     }
     let span: Span = s
@@ -72,7 +72,7 @@ pub fn run(args: &JournalArgs) -> Result<Journal> {
         .into_iter()
         .filter(|r| args.name.is_empty() || r.name.as_ref().is_some_and(|n| args.name.contains(n)))
         .filter(|r| match from {
-            Some(f) => crate::commands::forget::parse_time(&r.time).is_ok_and(|t| t >= f),
+            Some(f) => crate::time::parse_rfc3339(&r.time).is_ok_and(|t| t >= f),
             None => true,
         })
         .collect();

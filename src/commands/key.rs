@@ -218,7 +218,7 @@ pub fn run(args: &KeyArgs) -> Result<KeyOutcome> {
                 "# Lifeboat recovery key of repository {} ({}), made {}.\n# Anyone holding it can read every snapshot. `lifeboat key add --recovery FILE` makes a key file from it.\n{}\n",
                 repo.config.id,
                 repo.display,
-                crate::repo::now_rfc3339(),
+                crate::time::now_rfc3339(),
                 recovery_text(&repo.config.id, &master)
             );
             match out {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::journal::{Operation, Record, Status as Result_};
 use crate::repo::{RepoSpec, Repository};
+use crate::time::{age, human};
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -19,13 +20,13 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub repo: RepoSpec,
     /// A name whose newest snapshot is older than this is overdue.
-    #[arg(long, default_value = "26h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "26h", value_parser = crate::time::parse_duration)]
     pub max_age: Duration,
     /// A name whose last passing drill is older than this (or that never passed one).
-    #[arg(long, default_value = "8d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "8d", value_parser = crate::time::parse_duration)]
     pub drill_max_age: Duration,
     /// The repository's last check (any) older than this.
-    #[arg(long, default_value = "8d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "8d", value_parser = crate::time::parse_duration)]
     pub check_max_age: Duration,
     /// Only these names (repeatable).
     #[arg(long)]
@@ -90,15 +91,6 @@ impl Outcome for Report {
     fn failure(&self) -> Option<String> {
         (!self.ok).then(|| format!("not protected: {}", self.problems.join("; ")))
     }
-}
-
-fn age(t: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let t = crate::commands::forget::parse_time(t).ok()?;
-    (now - t).to_std().ok().or(Some(Duration::ZERO))
-}
-
-fn human(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 pub fn run(args: &StatusArgs) -> Result<Report> {

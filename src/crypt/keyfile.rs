@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::MasterKey;
-use crate::repo::id::hex;
+use crate::hex::{decode as parse_hex, encode as hex};
 use crate::repo::ChunkerParams;
-use crate::trust::keys::parse_hex;
 
 /// The most a key file may hold.
 pub const MAX_KEY_FILE: u64 = 64 << 10;
@@ -157,7 +156,7 @@ impl KeyFile {
             .map_err(|_| anyhow::anyhow!("seal the master key"))?;
         Ok(KeyFile {
             format: FORMAT.into(),
-            created: crate::repo::now_rfc3339(),
+            created: crate::time::now_rfc3339(),
             host: crate::who::hostname(),
             user: crate::who::username(),
             kdf,
@@ -192,7 +191,7 @@ impl KeyFile {
         if self.sealed.len() > 8192 || !self.sealed.len().is_multiple_of(2) {
             return Err(KeyFileError::Malformed("the sealed key's length".into()));
         }
-        let sealed = crate::repo::id::parse_hex_vec(&self.sealed)
+        let sealed = crate::hex::canonical_vec(&self.sealed)
             .ok_or_else(|| KeyFileError::Malformed("the sealed key is not hex".into()))?;
         let key = self.kdf.key(passphrase)?;
         let plain = Zeroizing::new(

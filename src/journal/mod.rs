@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::crypt::{Kind, Protection};
-use crate::repo::id::{hex, SnapshotId};
+use crate::hex::encode as hex;
+use crate::repo::id::SnapshotId;
 use crate::repo::Repository;
 
 pub const DIR: &str = "journal";
@@ -79,7 +80,7 @@ impl Entry {
     pub fn begin(operation: Operation) -> Entry {
         Entry {
             operation,
-            time: crate::repo::now_rfc3339(),
+            time: crate::time::now_rfc3339(),
             start: Instant::now(),
         }
     }

@@ -35,7 +35,7 @@ impl Intent {
     pub fn new(packs: Vec<String>, drop: Vec<ChunkId>) -> Intent {
         Intent {
             format: FORMAT.into(),
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time: crate::time::now_rfc3339(),
             host: crate::who::hostname(),
             pid: std::process::id(),
             packs,

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::repo::id::hex;
 use crate::repo::store::Store;
 use crate::repo::Repository;
+use crate::time::rfc3339;
 
 pub const DIR: &str = "locks";
 /// A lease not renewed for this long is stale.
@@ -36,22 +36,14 @@ pub struct LeaseFile {
 
 impl LeaseFile {
     pub fn started_at(&self) -> Option<DateTime<Utc>> {
-        parse(&self.started)
+        crate::time::parse_rfc3339(&self.started).ok()
     }
 
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        parse(&self.expires).is_none_or(|e| e < now)
+        crate::time::parse_rfc3339(&self.expires)
+            .ok()
+            .is_none_or(|e| e < now)
     }
-}
-
-fn parse(t: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A unique object name under `dir` that sorts by time.
@@ -61,7 +53,7 @@ pub fn object_name(dir: &str, now: DateTime<Utc>) -> Result<String> {
     Ok(format!(
         "{dir}/{}-{}.json",
         now.format("%Y%m%dT%H%M%S%.6fZ"),
-        hex(&tag)
+        crate::hex::encode(&tag)
     ))
 }
 

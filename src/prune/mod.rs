@@ -36,7 +36,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_unused: u8,
     /// How long to wait for captures that began before this prune (at most).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = crate::time::parse_duration)]
     pub wait: Duration,
     /// Say what would be deleted and rewritten; change nothing.
     #[arg(long)]
@@ -351,7 +351,7 @@ fn wait_for_captures(repo: &Repository, wait: Duration, summary: &mut Summary) -
         if Instant::now() >= deadline {
             bail!(
                 "captures that began before this prune are still running after {}: {}; nothing was deleted (run prune again later, or break a dead lease with `lifeboat locks --break`)",
-                humantime::format_duration(wait),
+                crate::time::exact(wait),
                 names.join(", ")
             );
         }

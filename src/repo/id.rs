@@ -7,55 +7,13 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("not a 64-digit hex id: {0:?}")]
 pub struct BadId(pub String);
 
-/// Lowercase hex digits (an even number) into bytes.
-pub fn parse_hex_vec(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    let d = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    b.chunks(2)
-        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
-        .collect()
-}
-
 /// 64 lowercase hex digits into 32 bytes.
 fn parse_hex32(s: &str) -> Result<[u8; 32], BadId> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return Err(BadId(s.to_string()));
-    }
-    let d = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(b.chunks(2)) {
-        match (d(pair[0]), d(pair[1])) {
-            (Some(h), Some(l)) => *o = h << 4 | l,
-            _ => return Err(BadId(s.to_string())),
-        }
-    }
-    Ok(out)
+    crate::hex::canonical::<32>(s).ok_or_else(|| BadId(s.to_string()))
 }
 
 macro_rules! hash_id {
@@ -71,12 +29,12 @@ macro_rules! hash_id {
             }
 
             pub fn to_hex(&self) -> String {
-                hex(&self.0)
+                crate::hex::encode(&self.0)
             }
 
             /// The first 8 hex digits, for humans.
             pub fn short(&self) -> String {
-                hex(&self.0[..4])
+                crate::hex::encode(&self.0[..4])
             }
         }
 

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::id::{hex, ChunkId};
+use super::id::ChunkId;
 use super::pack::{check_entries, PackEntry, PackId, ENTRY_BYTES, MAX_PACK_BYTES};
+use crate::hex::encode as hex;
 
 pub const INDEX_MAGIC: &[u8; 8] = b"LBINDX02";
 /// No index file is larger than this (some 6 million chunks).

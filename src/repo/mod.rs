@@ -167,7 +167,7 @@ impl Config {
             format: REPO_FORMAT.into(),
             version,
             id: uuid::Uuid::new_v4().simple().to_string(),
-            created: now_rfc3339(),
+            created: crate::time::now_rfc3339(),
             chunker,
             compression: Compression {
                 algorithm: "zstd".into(),
@@ -1337,12 +1337,6 @@ pub fn resolve_id(ids: &[SnapshotId], spec: &str) -> Result<Option<SnapshotId>> 
             many.len()
         ),
     }
-}
-
-/// Now, in RFC 3339 UTC with microseconds, so that snapshots taken within one second
-/// still sort in the order they were taken.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

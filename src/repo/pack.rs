@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use super::id::{hex, ChunkId};
+use super::id::ChunkId;
+use crate::hex::encode as hex;
 
 pub const PACK_MAGIC: &[u8; 8] = b"LBPACK02";
 /// The magic of a pack whose trailer is sealed (an encrypted repository).

@@ -31,7 +31,7 @@ pub fn list(repo: &Repository) -> Result<HashSet<SnapshotId>> {
 pub fn add(repo: &Repository, id: &SnapshotId) -> Result<()> {
     let marker = serde_json::json!({
         "snapshot": id,
-        "time": super::now_rfc3339(),
+        "time": crate::time::now_rfc3339(),
         "host": crate::who::hostname(),
     });
     let mut data = serde_json::to_vec(&marker)?;

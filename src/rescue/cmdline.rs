@@ -208,7 +208,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
                 }
             }
             "max-age" => {
-                humantime::parse_duration(value)
+                crate::time::parse_duration(value)
                     .map_err(|e| anyhow::anyhow!("lifeboat.max-age={value}: {e} (e.g. 26h, 8d)"))?;
                 o.max_age = Some(value.into());
             }

@@ -104,7 +104,7 @@ fn publish(report: &mut Report) {
         // Through the repository's own store: its temporary files, durability and clean-up.
         let key = format!(
             "reports/{}-{}.json",
-            crate::repo::now_rfc3339().replace(':', ""),
+            crate::time::now_rfc3339().replace(':', ""),
             if report.succeeded() { "ok" } else { "failed" }
         );
         report.report_file = Some(dir.join(&key).display().to_string());
@@ -554,7 +554,7 @@ fn rescue_trust(
     Ok(TrustArgs {
         trust: keys.iter().map(|k| k.to_string()).collect(),
         max_age: max_age
-            .map(|a| a.parse())
+            .map(crate::time::parse_duration)
             .transpose()
             .context("lifeboat.max-age")?,
         ..TrustArgs::default()

@@ -19,7 +19,7 @@ fn label(v: &str) -> String {
 }
 
 fn seconds(t: &str) -> Option<f64> {
-    crate::commands::forget::parse_time(t)
+    crate::time::parse_rfc3339(t)
         .ok()
         .map(|t| t.timestamp_micros() as f64 / 1e6)
 }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::repo::id::hex;
+use crate::hex::{decode as parse_hex, encode as hex};
 use chacha20poly1305::aead::Aead;
 use ed25519_dalek::{Signer, Verifier};
 
@@ -342,19 +342,6 @@ fn key_line<'a>(text: &'a str, prefix: &str) -> Result<&'a str> {
         (Some(l), None) if l.starts_with(prefix) => Ok(l),
         _ => bail!("expected one line starting with {prefix}"),
     }
-}
-
-/// Exactly `N` bytes written as 2N hex digits.
-pub fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N]> {
-    let s = s.trim();
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("expected {} hex digits", 2 * N);
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -39,8 +39,8 @@ pub struct TrustArgs {
     pub insecure: bool,
     /// Refuse a snapshot chosen by name that is older than this (e.g. 26h, 8d): an
     /// attacker who serves an old signed snapshot cannot make it pass for a recent one.
-    #[arg(long, value_name = "DURATION")]
-    pub max_age: Option<humantime::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::time::parse_duration)]
+    pub max_age: Option<Duration>,
     /// Where to remember the newest signed snapshot seen of each name, so that an older
     /// one served in its place is refused (default: $XDG_STATE_HOME/lifeboat or
     /// ~/.local/state/lifeboat).
@@ -110,7 +110,7 @@ impl Policy {
     pub fn new(args: &TrustArgs, repo: &Repository) -> Result<Policy> {
         let mut p = Policy::none();
         p.insecure = args.insecure;
-        p.max_age = args.max_age.map(Into::into);
+        p.max_age = args.max_age;
         p.state_dir = args.state_dir.clone().or_else(super::heads::default_dir);
         for t in &args.trust {
             p.anchors.push(parse_anchor(t)?);
@@ -297,7 +297,7 @@ impl Policy {
             // No bound, or the snapshot was pinned by its id.
             return Ok(());
         };
-        let taken = humantime::parse_rfc3339_weak(&snap.manifest.time)
+        let taken = crate::time::parse_loose(&snap.manifest.time)
             .with_context(|| format!("snapshot {} has no readable time", snap.id.short()))?;
         let age = SystemTime::now().duration_since(taken).unwrap_or_default();
         if age > max {
@@ -305,8 +305,8 @@ impl Policy {
                 "the newest usable snapshot of {spec:?} ({}, taken {}) is {} old, more than --max-age {}",
                 snap.id.short(),
                 snap.manifest.time,
-                humantime::format_duration(Duration::from_secs(age.as_secs())),
-                humantime::format_duration(max)
+                crate::time::human(age),
+                crate::time::exact(max)
             );
         }
         Ok(())

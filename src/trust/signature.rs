@@ -7,7 +7,8 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{parse_hex, KeyId, PublicKey, SigningKey};
+use super::keys::{KeyId, PublicKey, SigningKey};
+use crate::hex::decode as parse_hex;
 use crate::repo::id::SnapshotId;
 
 pub const SIGNATURE_FORMAT: &str = "lifeboat-signature";
@@ -45,7 +46,7 @@ impl SignatureFile {
             version: SIGNATURE_VERSION,
             snapshot: id.to_string(),
             key: key.public(),
-            signature: crate::repo::id::hex(&sig),
+            signature: crate::hex::encode(&sig),
         }
     }
 

@@ -1,5 +1,5 @@
-//! The command line: the global flags and the commands (each command's options are its
-//! own `Args` struct under `commands/`).
+//! The command line: the global flags and the commands (each command's options are an
+//! `Args` struct of its subsystem, or of `commands/`).
 
 use clap::Parser;
 

@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod cmd;
 pub mod commands;

@@ -3,6 +3,7 @@
 //! ones (`segments`), put each region back together with its holes and hash (`assemble`),
 //! and record a manifest, after the chunks it names are durable.
 
+mod args;
 pub mod assemble;
 pub mod live;
 pub mod segments;
@@ -14,7 +15,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use crate::commands::capture::CaptureArgs;
 use crate::disk::layout::{read_layout, Layout};
 use crate::disk::SourceDisk;
 use crate::io::Progress;
@@ -26,6 +26,7 @@ use crate::repo::manifest::{
 };
 use crate::repo::{Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
+pub use args::CaptureArgs;
 use segments::{NewData, SegmentDone, Workers};
 use usage::RegionUsage;
 

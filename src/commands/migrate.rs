@@ -1,4 +1,4 @@
-//! `lifeboat migrate`: its options.
+//! `lifeboat migrate`: its options; `repo::migrate` does the work.
 
 use clap::Args;
 

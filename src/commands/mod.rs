@@ -1,11 +1,11 @@
-//! The commands. Each command's clap `Args` struct is its options and goes as it is to the
-//! subsystem that does the work (`RestoreArgs` to `restore::run`); every result is an
-//! [`Outcome`](crate::ui::Outcome) that the `Ui` prints for people or as JSON.
+//! The commands: the top of the house. They parse, dispatch and present; nothing below
+//! refers to them. A subsystem owns its options (`RestoreArgs` lives in `restore/` and
+//! goes as it is to `restore::run`, which the rescue also calls); the few commands with
+//! no subsystem of their own (init, key, snapshots, status, ...) keep theirs here. Every
+//! result is an [`Outcome`](crate::ui::Outcome) that the `Ui` prints for people or as
+//! JSON.
 
-pub mod capture;
-pub mod check;
 pub mod disks;
-pub mod drill;
 pub mod forget;
 pub mod init;
 pub mod journal;
@@ -13,18 +13,13 @@ pub mod key;
 pub mod keygen;
 pub mod locks;
 pub mod migrate;
-pub mod mkimage;
 pub mod protect;
-pub mod restore;
 pub mod schedule;
-pub mod serve;
 pub mod snapshots;
 pub mod status;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use crate::ui::Ui;
 
@@ -38,9 +33,9 @@ pub enum Command {
     /// printable recovery copy of its master key).
     Key(key::KeyArgs),
     /// Capture a disk (block device, image file or NBD export) into a new snapshot.
-    Capture(capture::CaptureArgs),
+    Capture(crate::capture::CaptureArgs),
     /// Restore a snapshot onto a disk or image file, after checking everything first.
-    Restore(restore::RestoreArgs),
+    Restore(crate::restore::RestoreArgs),
     /// List the snapshots in a repository.
     Snapshots(snapshots::SnapshotsArgs),
     /// Remove snapshots by a retention policy (restic's --keep-* flags), per name; never
@@ -63,7 +58,7 @@ pub enum Command {
     /// drills, forgets, protections.
     Journal(journal::JournalArgs),
     /// Check a repository: every referenced chunk exists (and with --read-data, is intact).
-    Check(check::CheckArgs),
+    Check(crate::check::CheckArgs),
     /// Move a format 1 repository (a file per chunk) forward to format 2 (packs), in
     /// place; safe to interrupt and run again. It needs the repository to itself.
     Migrate(migrate::MigrateArgs),
@@ -72,15 +67,15 @@ pub enum Command {
     /// Prove that a snapshot comes back and boots: boot the rescue media in QEMU with a
     /// blank disk of the snapshot's size, restore onto it (repository on a USB stick, over
     /// HTTP, or by PXE), then boot the restored disk under OVMF and wait for its marker.
-    Drill(drill::DrillArgs),
+    Drill(crate::drill::DrillArgs),
     /// Build the rescue media around a stock Linux kernel: initramfs.cpio.zst (this binary
     /// as /init, storage, filesystem and network modules), lifeboat-usb.img (GPT, FAT32
     /// ESP with systemd-boot, a data partition for a repository) and pxe/ (kernel,
     /// initramfs, iPXE script).
-    Mkimage(mkimage::MkimageArgs),
+    Mkimage(crate::media::MkimageArgs),
     /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
     /// pushing chunks and manifests) only with the bearer token.
-    Serve(serve::ServeArgs),
+    Serve(crate::serve::ServeArgs),
 }
 
 impl Command {
@@ -106,8 +101,8 @@ impl Command {
             Command::Schedule(a) => ui.show(&schedule::run(a)?),
             Command::Protect(a) => ui.show(&protect::run(a)?),
             Command::Journal(a) => ui.show(&journal::run(a)?),
-            Command::Check(a) => ui.show(&crate::repo::check::run(a, ui)?),
-            Command::Migrate(a) => ui.show(&crate::repo::migrate::run(a, ui)?),
+            Command::Check(a) => ui.show(&crate::check::run(a, ui)?),
+            Command::Migrate(a) => ui.show(&crate::repo::migrate::run(&a.repo, ui)?),
             Command::Disks => ui.show(&disks::run()?),
             Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
@@ -119,17 +114,4 @@ impl Command {
     pub fn is_server(&self) -> bool {
         matches!(self, Command::Serve(_))
     }
-}
-
-/// The stock kernel the rescue media are built around.
-#[derive(Debug, Clone, Args)]
-pub struct KernelArg {
-    /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
-    #[arg(
-        long,
-        env = "LIFEBOAT_KERNEL",
-        default_value = ".cache/kernel",
-        value_name = "DIR"
-    )]
-    pub kernel: PathBuf,
 }

@@ -3,6 +3,7 @@
 //! on the serial console; then boot the restored disk under OVMF and wait for the
 //! restored system's own boot marker.
 
+mod args;
 pub mod guest;
 pub mod server;
 
@@ -14,14 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-pub use crate::commands::drill::DrillArgs;
-use crate::commands::mkimage::MkimageArgs;
-use crate::commands::KernelArg;
 use crate::location::RepoLocation;
+use crate::media::{KernelArg, MkimageArgs};
 use crate::repo::{Repository, Snapshot, SnapshotId};
 use crate::rescue::report::{failure_of, Report as RescueReport, FAILED_PREFIX, REPORT_PREFIX};
 use crate::rescue::PASSPHRASE_PROMPT;
 use crate::ui::{bytes, Outcome, Ui};
+pub use args::DrillArgs;
 use guest::Guest;
 use server::Server;
 

@@ -1,6 +1,7 @@
 //! Rescue media around a stock Linux kernel: the initramfs with Lifeboat as /init, a
 //! bootable USB/UEFI disk image, and a PXE bundle.
 
+mod args;
 pub mod cpio;
 pub mod initramfs;
 pub mod pxe;
@@ -11,8 +12,8 @@ use std::fs;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-pub use crate::commands::mkimage::MkimageArgs;
 use crate::ui::{bytes, Outcome};
+pub use args::{KernelArg, MkimageArgs};
 
 /// The systemd-boot loader Debian's systemd-boot-efi package installs.
 pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";

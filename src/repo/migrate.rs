@@ -20,10 +20,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-pub use crate::commands::migrate::MigrateArgs;
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
-use crate::repo::{ChunkId, Config, Repository};
+use crate::repo::{ChunkId, Config, RepoSpec, Repository};
 use crate::ui::{bytes, print_table, Outcome, Ui};
 
 #[derive(Debug, Serialize)]
@@ -69,15 +68,16 @@ impl Outcome for Summary {
     }
 }
 
-pub fn run(args: &MigrateArgs, ui: &Ui) -> Result<Summary> {
+/// Move the repository `spec` names forward to format 2 (see above).
+pub fn run(spec: &RepoSpec, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
-    let Some(dir) = args.repo.local_dir() else {
+    let Some(dir) = spec.local_dir() else {
         bail!(
             "migrate works on a repository directory: run it on the machine that holds {}",
-            args.repo.location
+            spec.location
         );
     };
-    let repo = Repository::open(&args.repo)?;
+    let repo = Repository::open(spec)?;
     let from_version = repo.config.version;
     let mut summary = Summary {
         repository: repo.display.clone(),

@@ -2,7 +2,6 @@
 //! manifests, laid out as `docs/repository-format.md` describes, on top of a [`Store`].
 
 pub mod atomic;
-pub mod check;
 pub mod chunker;
 pub mod chunks;
 pub mod dir;

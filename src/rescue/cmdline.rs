@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::location::RepoLocation;
 use crate::repo::S3Keys;
+use crate::restore::targets::Target;
 
 /// Where the rescue finds its repository: the stick's data partition, or the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,18 +52,6 @@ impl fmt::Display for RescueRepo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetSpec {
-    Serial(String),
-    Wwn(String),
-    Path(String),
-    LargestEmpty,
-    /// By the snapshot's own record of the disk: the disk with its serial or WWN, else
-    /// the smallest empty disk it fits.
-    Auto,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -86,7 +75,7 @@ pub struct Orders {
     pub snapshot: Option<String>,
     /// One per disk of the snapshot, in order (`lifeboat.target=A,B`); `auto` alone
     /// stands for every disk.
-    pub target: Option<Vec<TargetSpec>>,
+    pub target: Option<Vec<Target>>,
     pub action: Action,
     pub verify: bool,
     pub after: After,
@@ -135,36 +124,6 @@ impl S3Access {
     }
 }
 
-impl TargetSpec {
-    pub fn parse(s: &str) -> Result<TargetSpec> {
-        Ok(match s.split_once(':') {
-            Some(("serial", v)) if !v.is_empty() => TargetSpec::Serial(v.into()),
-            Some(("wwn", v)) if !v.is_empty() => TargetSpec::Wwn(v.into()),
-            Some(("path", v)) if v.starts_with("/dev/") => TargetSpec::Path(v.into()),
-            None if s == "largest-empty" => TargetSpec::LargestEmpty,
-            None if s == "auto" => TargetSpec::Auto,
-            _ => {
-                bail!(
-                    "lifeboat.target={s}: expected serial:S, wwn:W, path:/dev/X, largest-empty \
-                     or auto (one per disk, separated by commas)"
-                )
-            }
-        })
-    }
-
-    /// A comma-separated list, one per disk.
-    pub fn parse_list(s: &str) -> Result<Vec<TargetSpec>> {
-        let list = s
-            .split(',')
-            .map(TargetSpec::parse)
-            .collect::<Result<Vec<_>>>()?;
-        if list.len() > crate::repo::manifest::MAX_DISKS {
-            bail!("lifeboat.target= lists {} disks", list.len());
-        }
-        Ok(list)
-    }
-}
-
 /// Parse /proc/cmdline. Unknown `lifeboat.` keys are errors (a typo must not turn a
 /// restore into something else); everything else belongs to the kernel.
 pub fn parse(cmdline: &str) -> Result<Orders> {
@@ -191,7 +150,7 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         match key {
             "repo" => o.repo = Some(value.parse()?),
             "snapshot" => o.snapshot = Some(value.into()),
-            "target" => o.target = Some(TargetSpec::parse_list(value)?),
+            "target" => o.target = Some(Target::list_from_orders(value)?),
             "name" => o.name = Some(value.into()),
             "token" => o.token = Some(value.into()),
             "s3-endpoint" => o.s3.endpoint = Some(value.into()),
@@ -270,7 +229,7 @@ mod tests {
             Some("http://10.0.2.2:8080/")
         );
         assert_eq!(o.snapshot.as_deref(), Some("web01"));
-        assert_eq!(o.target, Some(vec![TargetSpec::Serial("S123".into())]));
+        assert_eq!(o.target, Some(vec![Target::Serial("S123".into())]));
         assert_eq!(o.action, Action::Restore);
         assert!(o.verify);
         assert_eq!(o.after, After::Poweroff);
@@ -328,12 +287,12 @@ mod tests {
         assert!(parse("lifeboat.acton=restore").is_err());
         assert!(parse("lifeboat.action=format").is_err());
         assert_eq!(
-            TargetSpec::parse("largest-empty").unwrap(),
-            TargetSpec::LargestEmpty
+            Target::from_order("largest-empty").unwrap(),
+            Target::LargestEmpty
         );
         assert_eq!(
-            TargetSpec::parse("path:/dev/vda").unwrap(),
-            TargetSpec::Path("/dev/vda".into())
+            Target::from_order("path:/dev/vda").unwrap(),
+            Target::Path("/dev/vda".into())
         );
     }
 
@@ -346,15 +305,15 @@ mod tests {
         assert_eq!(
             o.target,
             Some(vec![
-                TargetSpec::Serial("A".into()),
-                TargetSpec::Path("/dev/vdb".into())
+                Target::Serial("A".into()),
+                Target::Path("/dev/vdb".into())
             ])
         );
         let o = parse(
             "lifeboat.action=restore lifeboat.repo=usb lifeboat.snapshot=s lifeboat.target=auto",
         )
         .unwrap();
-        assert_eq!(o.target, Some(vec![TargetSpec::Auto]));
+        assert_eq!(o.target, Some(vec![Target::Auto]));
         assert!(parse("lifeboat.target=auto,,largest-empty").is_err());
     }
 }

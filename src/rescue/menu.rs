@@ -6,11 +6,9 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Context, Result};
 
 use super::cmdline::RescueRepo;
-use super::target;
-use crate::commands::snapshots::{Entry, SnapshotsArgs};
 use crate::disk::detect::Disk;
 use crate::location::RepoLocation;
-use crate::repo::{RepoSpec, SnapshotId};
+use crate::repo::{RepoSpec, Repository, SnapshotId};
 use crate::ui::bytes;
 
 pub struct Choice {
@@ -129,14 +127,44 @@ fn ask_repository(
     }
 }
 
-fn pick_snapshot(repo: &RepoSpec) -> Result<Entry> {
-    // The list is what the repository holds; the restore chosen from it checks the
-    // signature against the rescue's keys (rescue_trust).
-    let args = SnapshotsArgs {
-        repo: repo.clone(),
-        trust: crate::trust::TrustArgs::default(),
-    };
-    let list = crate::commands::snapshots::run(&args)?.0;
+/// A snapshot as the menu offers it (a damaged one with its id alone).
+struct Offered {
+    id: SnapshotId,
+    name: String,
+    time: String,
+    size: u64,
+    /// Each disk's size.
+    disk_sizes: Vec<u64>,
+}
+
+/// Every snapshot the repository holds, oldest first. The restore chosen from the list
+/// checks the signature against the rescue's keys (`rescue_trust`).
+fn offered(spec: &RepoSpec) -> Result<Vec<Offered>> {
+    let repo = Repository::open(spec)?;
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .map(|(id, s)| match s {
+            Ok(s) => Offered {
+                id,
+                name: s.manifest.name.clone(),
+                time: s.manifest.time.clone(),
+                size: s.manifest.total_size(),
+                disk_sizes: s.manifest.disks().map(|(_, d)| d.size).collect(),
+            },
+            Err(_) => Offered {
+                id,
+                name: String::new(),
+                time: String::new(),
+                size: 0,
+                disk_sizes: Vec::new(),
+            },
+        })
+        .collect())
+}
+
+fn pick_snapshot(repo: &RepoSpec) -> Result<Offered> {
+    let list = offered(repo)?;
     if list.is_empty() {
         bail!("the repository has no snapshots");
     }
@@ -156,7 +184,7 @@ fn pick_snapshot(repo: &RepoSpec) -> Result<Entry> {
 }
 
 fn pick_target(excluded: &[String], size: u64) -> Result<Disk> {
-    let disks = target::candidates(excluded)?;
+    let disks = crate::restore::targets::candidates(excluded)?;
     if disks.is_empty() {
         bail!("no disk can be a target (the boot medium and the repository's disk never are)");
     }
@@ -170,7 +198,7 @@ fn pick_target(excluded: &[String], size: u64) -> Result<Disk> {
 }
 
 /// The operator types the target's serial (its name when it has none).
-fn confirm(target: &Disk, snap: &Entry) -> Result<()> {
+fn confirm(target: &Disk, snap: &Offered) -> Result<()> {
     let word = target.serial.clone().unwrap_or_else(|| target.name.clone());
     println!(
         "Everything on {} will be replaced by snapshot {} ({}).",

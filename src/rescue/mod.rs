@@ -10,7 +10,7 @@ pub mod menu;
 pub mod modules;
 pub mod mounts;
 pub mod report;
-pub mod target;
+pub mod stick;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -24,9 +24,10 @@ use crate::crypt::Passphrase;
 use crate::location::{DiskLocation, RepoLocation};
 use crate::repo::keyring;
 use crate::repo::RepoSpec;
+use crate::restore::targets::{self, Machine, Target, TargetSpec};
 use crate::restore::RestoreArgs;
 use crate::ui::{bytes, Ui};
-use cmdline::{Action, After, RescueRepo, S3Access, TargetSpec};
+use cmdline::{Action, After, RescueRepo, S3Access};
 use report::{Outcome, PhaseTime};
 pub use report::{Report, FAILED_PREFIX, REPORT_PREFIX};
 
@@ -200,7 +201,7 @@ fn wait_for_disks(
             last = names;
             stable_since = Instant::now();
         }
-        let stick_ok = !want_stick || target::find_stick(&now).is_some();
+        let stick_ok = !want_stick || stick::find_stick(&now).is_some();
         let settled =
             stable_since.elapsed() >= Duration::from_millis(1500) && start.elapsed() >= min;
         if (settled && stick_ok) || start.elapsed() >= max {
@@ -265,82 +266,121 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
                     "repository"
                 },
             );
-            let specs = orders.target.clone().expect("validated by cmdline::parse");
+            let token = match orders.action {
+                Action::Capture => orders.token.as_deref(),
+                _ => None,
+            };
             let spec = repo_spec(
                 repo,
-                if orders.action == Action::Capture {
-                    orders.token.as_deref()
-                } else {
-                    None
-                },
+                token,
                 &orders.s3,
                 orders.password_file.as_deref(),
                 None,
             )?;
+            let machine = Machine {
+                excluded: &excluded,
+                disks_only: true,
+            };
             if orders.action == Action::Capture {
-                let disks = target::resolve_all(&specs, None, &excluded)?;
-                announce_targets(report, &disks);
-                let first = &disks[0];
-                let args = CaptureArgs {
-                    repo: spec,
-                    source: disks
-                        .iter()
-                        .map(|d| DiskLocation::Path(PathBuf::from(&d.path)))
-                        .collect(),
-                    name: orders.name.clone().unwrap_or_else(|| {
-                        first.serial.clone().unwrap_or_else(|| first.name.clone())
-                    }),
-                    sector_size: None,
-                    full: false,
-                    crash_consistent: false,
-                    live: false,
-                    pre_hook: None,
-                    post_hook: None,
-                    luks_keyfile: Vec::new(),
-                    level: None,
-                    sign: None,
-                    sign_password_file: None,
-                    time: None,
-                };
-                report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
-                ph.mark(report, "capture");
+                capture_ordered(report, &mut ph, &orders, spec, machine)?;
             } else {
-                let mut args = RestoreArgs {
-                    repo: spec,
-                    trust: rescue_trust(&orders.trust, orders.max_age.as_deref())?,
-                    snapshot: orders.snapshot.clone().unwrap_or_default(),
-                    target: Vec::new(),
-                    yes: true,
-                    verify: orders.verify,
-                    seed: None,
-                    // A blank disk holds nothing worth reading first.
-                    no_reuse: specs.iter().all(|s| *s == TargetSpec::LargestEmpty),
-                    zero_free: false,
-                    grow: false,
-                    scratch: None,
-                };
-                // `auto` places the snapshot's disks by what it recorded of them.
-                let recorded = match specs.contains(&TargetSpec::Auto) {
-                    true => Some(recorded_disks(&args).context("nothing was written")?),
-                    false => None,
-                };
-                let specs = match (specs.as_slice(), &recorded) {
-                    ([TargetSpec::Auto], Some(r)) => vec![TargetSpec::Auto; r.len()],
-                    _ => specs,
-                };
-                let disks = target::resolve_all(&specs, recorded.as_deref(), &excluded)
-                    .context("nothing was written")?;
-                announce_targets(report, &disks);
-                args.target = disks
-                    .iter()
-                    .map(|d| crate::commands::restore::TargetSpec::path(&d.path))
-                    .collect();
-                restore_onto(report, &mut ph, &args)?;
+                restore_ordered(report, &mut ph, &orders, spec, machine)?;
             }
             Ok(orders.after)
         }
         Action::Poweroff => Ok(After::Poweroff),
     }
+}
+
+/// `lifeboat.action=capture`: the disks `lifeboat.target=` names, into the repository.
+fn capture_ordered(
+    report: &mut Report,
+    ph: &mut Phases,
+    orders: &cmdline::Orders,
+    spec: RepoSpec,
+    machine: Machine,
+) -> Result<()> {
+    let wanted: Vec<(usize, Target)> = orders
+        .target
+        .clone()
+        .expect("validated by cmdline::parse")
+        .into_iter()
+        .enumerate()
+        .collect();
+    let disks = chosen_disks(targets::resolve(&wanted, None, machine)?);
+    announce_targets(report, &disks);
+    let first = &disks[0];
+    let args = CaptureArgs {
+        repo: spec,
+        source: disks
+            .iter()
+            .map(|d| DiskLocation::Path(PathBuf::from(&d.path)))
+            .collect(),
+        name: orders
+            .name
+            .clone()
+            .unwrap_or_else(|| first.serial.clone().unwrap_or_else(|| first.name.clone())),
+        sector_size: None,
+        full: false,
+        crash_consistent: false,
+        live: false,
+        pre_hook: None,
+        post_hook: None,
+        luks_keyfile: Vec::new(),
+        level: None,
+        sign: None,
+        sign_password_file: None,
+        time: None,
+    };
+    report.capture = Some(crate::capture::run(&args, &CONSOLE)?);
+    ph.mark(report, "capture");
+    Ok(())
+}
+
+/// `lifeboat.action=restore`: the snapshot onto the disks `lifeboat.target=` names.
+fn restore_ordered(
+    report: &mut Report,
+    ph: &mut Phases,
+    orders: &cmdline::Orders,
+    spec: RepoSpec,
+    machine: Machine,
+) -> Result<()> {
+    let specs = orders.target.clone().expect("validated by cmdline::parse");
+    let mut args = RestoreArgs {
+        repo: spec,
+        trust: rescue_trust(&orders.trust, orders.max_age.as_deref())?,
+        snapshot: orders.snapshot.clone().unwrap_or_default(),
+        target: Vec::new(),
+        yes: true,
+        verify: orders.verify,
+        seed: None,
+        // A blank disk holds nothing worth reading first.
+        no_reuse: specs.iter().all(|s| *s == Target::LargestEmpty),
+        zero_free: false,
+        grow: false,
+        scratch: None,
+    };
+    // `auto` places the snapshot's disks by what it recorded of them.
+    let recorded = match specs.contains(&Target::Auto) {
+        true => Some(recorded_disks(&args).context("nothing was written")?),
+        false => None,
+    };
+    let specs = match (specs.as_slice(), &recorded) {
+        ([Target::Auto], Some(r)) => vec![Target::Auto; r.len()],
+        _ => specs,
+    };
+    let wanted: Vec<(usize, Target)> = specs.into_iter().enumerate().collect();
+    let chosen =
+        targets::resolve(&wanted, recorded.as_deref(), machine).context("nothing was written")?;
+    let disks = chosen_disks(chosen);
+    announce_targets(report, &disks);
+    args.target = disks.iter().map(|d| TargetSpec::path(&d.path)).collect();
+    restore_onto(report, ph, &args)
+}
+
+/// The machine's disks chosen (the rescue looks every target up among them).
+fn chosen_disks(chosen: Vec<targets::Chosen>) -> Vec<crate::disk::detect::Disk> {
+    chosen.into_iter().filter_map(|c| c.disk).collect()
 }
 
 /// Say which disks the rescue is about to use, and put them in the report.
@@ -451,12 +491,12 @@ fn prepare_repo(
     excluded: &mut Vec<String>,
 ) -> Result<RepoLocation> {
     let disks = crate::disk::detect::list_disks()?;
-    if let Some((stick, _)) = target::find_stick(&disks) {
+    if let Some((stick, _)) = stick::find_stick(&disks) {
         excluded.push(stick.path.clone());
     }
     let location = match repo {
         RescueRepo::Usb => {
-            let Some((stick, part)) = target::find_stick(&disks) else {
+            let Some((stick, part)) = stick::find_stick(&disks) else {
                 bail!(
                     "lifeboat.repo=usb, but no disk has a partition named {}",
                     crate::media::usb::DATA_PARTITION_NAME
@@ -562,7 +602,14 @@ fn rescue_trust(
 }
 
 fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Result<()> {
-    let targets: Vec<&Path> = args.target.iter().map(|t| t.path.as_path()).collect();
+    let targets: Vec<&Path> = args
+        .target
+        .iter()
+        .filter_map(|t| match &t.target {
+            Target::Path(p) => Some(p.as_path()),
+            _ => None,
+        })
+        .collect();
     println!(
         "lifeboat: restoring {} from {} onto {}",
         args.snapshot,
@@ -617,7 +664,7 @@ fn menu_restore(
     let mut ph = Phases { last: start };
     let mut excluded = Vec::new();
     let disks = crate::disk::detect::list_disks()?;
-    if let Some((stick, _)) = target::find_stick(&disks) {
+    if let Some((stick, _)) = stick::find_stick(&disks) {
         excluded.push(stick.path);
     }
     let report_cell = std::cell::RefCell::new(std::mem::take(report));
@@ -648,7 +695,7 @@ fn menu_restore(
         target: choice
             .targets
             .iter()
-            .map(|t| crate::commands::restore::TargetSpec::path(&t.path))
+            .map(|t| TargetSpec::path(&t.path))
             .collect(),
         yes: true,
         verify: choice.verify,

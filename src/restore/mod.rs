@@ -4,6 +4,7 @@
 //! partition tables last (`finish`). Once writing has begun, any failure wipes the tables
 //! so that a half-restored disk cannot boot.
 
+mod args;
 pub mod finish;
 mod lvm_grow;
 mod lvm_tools;
@@ -12,16 +13,17 @@ pub mod plan;
 pub mod preflight;
 pub mod shrink;
 pub mod sources;
+pub mod targets;
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use crate::commands::restore::RestoreArgs;
 use crate::disk::TargetDisk;
 use crate::repo::{Manifest, Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
+pub use args::RestoreArgs;
 use finish::Tables;
 use pipeline::Counts;
 use plan::{Choices, Deferred, Plan};
@@ -139,11 +141,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
 
 /// The targets named, for messages.
 fn targets(args: &RestoreArgs) -> String {
-    let t: Vec<String> = args
-        .target
-        .iter()
-        .map(|t| t.path.display().to_string())
-        .collect();
+    let t: Vec<String> = args.target.iter().map(|t| t.target.display()).collect();
     t.join(", ")
 }
 

@@ -12,14 +12,13 @@ use anyhow::{bail, Context, Result};
 use super::plan::ChunkPlace;
 use super::shrink::Shrink;
 use super::sources::{Seed, SeedImage};
+use super::targets::{self, Machine, Target};
 use super::RestoreArgs;
-use crate::commands::restore::map_targets;
 use crate::disk::{guard, Identity, SourceDisk};
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
 use crate::location::DiskLocation;
 use crate::repo::{ChunkId, Manifest, Repository, Snapshot, SnapshotId};
-use crate::rescue::cmdline::TargetSpec as TargetHint;
 use crate::ui::{bytes, Ui};
 
 /// What the preflight established.
@@ -56,7 +55,9 @@ struct TargetState {
 
 pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> {
     for t in &args.target {
-        refuse_network_target(&t.path)?;
+        if let Target::Path(p) = &t.target {
+            refuse_network_target(p)?;
+        }
     }
     let policy = Policy::new(&args.trust, repo)?;
     let (snap, verdict) = policy.resolve(repo, &args.snapshot)?;
@@ -65,9 +66,19 @@ pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> 
         snap.short_id(),
         snap.manifest.name
     );
-    let mapping = map_targets(snap.manifest.disk_count(), &args.target)
+    let mapping = targets::map(snap.manifest.disk_count(), &args.target)
         .map_err(|e| anyhow::anyhow!("snapshot {}: {e}", snap.short_id()))?;
-    let mapping = resolve_hints(mapping, &snap.manifest)?;
+    let recorded: Vec<_> = snap
+        .manifest
+        .disks()
+        .map(|(s, d)| (s.clone(), d.size))
+        .collect();
+    let machine = Machine {
+        excluded: &[],
+        disks_only: false,
+    };
+    let chosen = targets::resolve(&mapping, Some(&recorded), machine)
+        .context("find the target disks by their hints")?;
     if args.seed.is_some() && mapping.len() != 1 {
         bail!("--seed applies to the restore of one disk; restore the others apart");
     }
@@ -76,9 +87,9 @@ pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> 
     let name = manifest.name.clone();
     let mut by_index: Vec<Option<Manifest>> = manifest.into_disks().into_iter().map(Some).collect();
     let mut disks = Vec::with_capacity(mapping.len());
-    for (index, target) in mapping {
+    for ((index, _), target) in mapping.into_iter().zip(chosen) {
         let m = by_index[index].take().context("each disk is mapped once")?;
-        let d = check_disk(repo, args, &id, index, m, target, ui)
+        let d = check_disk(repo, args, &id, index, m, target.path, ui)
             .with_context(|| format!("disk {index}"))?;
         disks.push(d);
     }
@@ -88,54 +99,6 @@ pub fn check(repo: &Repository, args: &RestoreArgs, ui: &Ui) -> Result<Checked> 
         verdict,
         disks,
     })
-}
-
-/// A target given by a hint instead of a path, as the rescue's `lifeboat.target=` takes
-/// them: `auto` (the disk with the serial or WWN the snapshot recorded, else the smallest
-/// empty disk it fits), `serial:S`, `wwn:W`.
-fn hint(target: &Path) -> Option<TargetHint> {
-    let s = target.to_str()?;
-    if s == "auto" {
-        return Some(TargetHint::Auto);
-    }
-    s.strip_prefix("serial:")
-        .map(|x| TargetHint::Serial(x.into()))
-        .or_else(|| s.strip_prefix("wwn:").map(|x| TargetHint::Wwn(x.into())))
-}
-
-/// Every target given by a hint replaced by this machine's disk for it; each disk chosen
-/// once, and never one named as another target.
-fn resolve_hints(mapping: Vec<(usize, PathBuf)>, m: &Manifest) -> Result<Vec<(usize, PathBuf)>> {
-    let hinted: Vec<(usize, TargetHint)> = mapping
-        .iter()
-        .filter_map(|(i, p)| hint(p).map(|h| (*i, h)))
-        .collect();
-    if hinted.is_empty() {
-        return Ok(mapping);
-    }
-    let recorded: Vec<_> = m.disks().map(|(s, d)| (s.clone(), d.size)).collect();
-    let wanted: Vec<_> = hinted.iter().map(|(i, _)| recorded[*i].clone()).collect();
-    let specs: Vec<TargetHint> = hinted.into_iter().map(|(_, h)| h).collect();
-    let named: Vec<String> = mapping
-        .iter()
-        .filter(|(_, p)| hint(p).is_none())
-        .map(|(_, p)| p.display().to_string())
-        .collect();
-    let mut chosen = crate::rescue::target::resolve_all(&specs, Some(&wanted), &named)
-        .context("find the target disks by their hints")?
-        .into_iter();
-    let mut out = Vec::with_capacity(mapping.len());
-    for (i, p) in mapping {
-        match hint(&p) {
-            Some(h) => {
-                let d = chosen.next().context("a disk per hint")?;
-                log::info!("disk {i}: target {h:?} is {}", d.path);
-                out.push((i, PathBuf::from(d.path)));
-            }
-            None => out.push((i, p)),
-        }
-    }
-    Ok(out)
 }
 
 /// One disk's target: nothing uses it, it fits, the user says yes, its seed opens.

@@ -1,11 +1,11 @@
-//! `lifeboat drill`: its options.
+//! What a drill is asked to do: `lifeboat drill`'s options.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::KernelArg;
-use crate::drill::Via;
+use super::Via;
+use crate::media::KernelArg;
 use crate::repo::RepoSpec;
 
 #[derive(Debug, Clone, Args)]

@@ -1,4 +1,5 @@
-//! `lifeboat capture`: its options.
+//! What a capture is asked to do: `lifeboat capture`'s options (the rescue fills them in
+//! from its kernel command line).
 
 use clap::Args;
 

@@ -1,4 +1,4 @@
-//! `lifeboat serve`: its options.
+//! What a server is asked to do: `lifeboat serve`'s options.
 
 use std::path::PathBuf;
 

@@ -1,10 +1,22 @@
-//! `lifeboat mkimage`: its options.
+//! What the rescue media are built from: `lifeboat mkimage`'s options, and the stock kernel
+//! they are built around (which drills take too).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::KernelArg;
+/// The stock kernel the rescue media are built around.
+#[derive(Debug, Clone, Args)]
+pub struct KernelArg {
+    /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
+    #[arg(
+        long,
+        env = "LIFEBOAT_KERNEL",
+        default_value = ".cache/kernel",
+        value_name = "DIR"
+    )]
+    pub kernel: PathBuf,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct MkimageArgs {

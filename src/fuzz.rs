@@ -108,10 +108,10 @@ pub fn sealed(data: &[u8]) {
         let _ = crypt.open(kind, data);
     }
     let id = crate::repo::ChunkId::of(data);
-    let _ = crypt.open_chunk(&id, &mut data.to_vec());
-    let _ = crate::crypt::keyfile::KeyFile::parse(data);
+    let _ = crypt.open_chunk(&id.0, &mut data.to_vec());
+    let _ = crate::repo::keyfile::KeyFile::parse(data);
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = crate::crypt::keyfile::parse_recovery(text);
+        let _ = crate::repo::keyfile::parse_recovery(text);
     }
 }
 
@@ -124,7 +124,7 @@ pub fn sealed_seeds(manifest: &[u8], index: &[u8]) -> Vec<(&'static str, Vec<u8>
     let packed = zstd::bulk::compress(manifest, 3).expect("compress");
     let master = crate::crypt::MasterKey::from_bytes([0x5a; 32]);
     let chunker = crate::repo::ChunkerParams::default();
-    let key = crate::crypt::keyfile::KeyFile::seal_at_cost(&master, "fuzz", &chunker, "fuzz", 8, 1)
+    let key = crate::repo::keyfile::KeyFile::seal_at_cost(&master, "fuzz", &chunker, "fuzz", 8, 1)
         .expect("seal a key file");
     vec![
         ("manifest.sealed", crypt.seal(Kind::Manifest, &packed)),
@@ -136,7 +136,7 @@ pub fn sealed_seeds(manifest: &[u8], index: &[u8]) -> Vec<(&'static str, Vec<u8>
         ("key.json", key.to_bytes()),
         (
             "recovery.txt",
-            crate::crypt::keyfile::recovery_text("fuzz", &master).into_bytes(),
+            crate::repo::keyfile::recovery_text("fuzz", &master).into_bytes(),
         ),
     ]
 }
@@ -183,7 +183,7 @@ pub fn manifest(data: &[u8]) {
 /// command line (`lifeboat.trust=`, `lifeboat.max-age=`).
 pub fn signature(data: &[u8]) {
     use crate::trust::signature::SignatureFile;
-    static KEY: OnceLock<crate::trust::PublicKey> = OnceLock::new();
+    static KEY: OnceLock<crate::crypt::signing::PublicKey> = OnceLock::new();
     let key = KEY.get_or_init(|| {
         "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
             .parse()
@@ -192,8 +192,8 @@ pub fn signature(data: &[u8]) {
     let id = crate::repo::SnapshotId::of(b"fuzz");
     let _ = SignatureFile::parse_and_verify(data, &id, key);
     let text = String::from_utf8_lossy(data);
-    let _ = text.parse::<crate::trust::PublicKey>();
-    let _ = text.parse::<crate::trust::KeyId>();
+    let _ = text.parse::<crate::crypt::signing::PublicKey>();
+    let _ = text.parse::<crate::crypt::signing::KeyId>();
     let _ = crate::rescue::cmdline::parse(&text);
 }
 

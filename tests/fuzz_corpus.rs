@@ -154,14 +154,14 @@ fn the_sealed_seeds_open_under_the_fuzz_key() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     let key = std::fs::read(dir.join("key.json")).unwrap();
-    let opened = lifeboat::crypt::keyfile::KeyFile::parse(&key)
+    let opened = lifeboat::repo::keyfile::KeyFile::parse(&key)
         .unwrap()
         .open("fuzz")
         .unwrap_or_else(|e| panic!("key.json: {e}"));
     assert_eq!(opened.repository, "fuzz");
     let text = std::fs::read_to_string(dir.join("recovery.txt")).unwrap();
     assert_eq!(
-        lifeboat::crypt::keyfile::parse_recovery(&text).unwrap().0,
+        lifeboat::repo::keyfile::parse_recovery(&text).unwrap().0,
         "fuzz"
     );
 }

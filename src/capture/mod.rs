@@ -168,8 +168,8 @@ fn capture_into(
         .sign
         .as_deref()
         .map(|path| {
-            crate::trust::SigningKey::load(path, || {
-                crate::trust::passphrase::get(
+            crate::crypt::signing::SigningKey::load(path, || {
+                crate::crypt::passphrase::get(
                     args.sign_password_file.as_deref(),
                     &format!("passphrase of {}", path.display()),
                     &format!(

@@ -83,7 +83,7 @@ pub fn run(args: &InitArgs) -> Result<Created> {
         let keys = args
             .require_signed
             .iter()
-            .map(|p| crate::trust::PublicKey::load(p))
+            .map(|p| crate::crypt::signing::PublicKey::load(p))
             .collect::<Result<Vec<_>>>()?;
         config.signing = Some(crate::repo::SigningConfig { keys });
     }
@@ -92,7 +92,7 @@ pub fn run(args: &InitArgs) -> Result<Created> {
             bail!("an encrypted repository is of format 2 or later");
         }
         config.encryption = Some(crate::repo::EncryptionConfig::current());
-        let pass = crate::trust::passphrase::get_new(
+        let pass = crate::crypt::passphrase::get_new(
             args.password_file.as_deref(),
             "passphrase for the new repository",
             "--encrypt needs a passphrase: --password-file or LIFEBOAT_PASSWORD_FILE",

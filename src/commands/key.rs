@@ -9,8 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::crypt::keyfile::{parse_recovery, recovery_text};
 use crate::crypt::{MasterKey, Passphrase};
+use crate::repo::keyfile::{parse_recovery, recovery_text};
 use crate::repo::{keyring, RepoSpec, Repository};
 use crate::ui::{print_table, Outcome};
 
@@ -153,7 +153,7 @@ fn unlock(repo: &Repository, spec: &RepoSpec) -> Result<(MasterKey, String)> {
 }
 
 fn new_passphrase(file: Option<&std::path::Path>) -> Result<Passphrase> {
-    Ok(Passphrase::new(crate::trust::passphrase::get_new(
+    Ok(Passphrase::new(crate::crypt::passphrase::get_new(
         file,
         "new passphrase",
         "a new passphrase is needed: --new-password-file",

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::trust::SigningKey;
+use crate::crypt::signing::SigningKey;
 use crate::ui::{print_table, Outcome};
 
 #[derive(Debug, Clone, Args)]
@@ -84,7 +84,7 @@ pub fn run(args: &KeygenArgs) -> Result<Generated> {
 
 /// The passphrase to seal the key under, if asked for.
 fn passphrase(args: &KeygenArgs) -> Result<Option<String>> {
-    use crate::trust::passphrase::get;
+    use crate::crypt::passphrase::get;
     if let Some(f) = &args.password_file {
         return get(Some(f), "", "").map(Some);
     }

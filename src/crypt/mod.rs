@@ -12,16 +12,21 @@
 //!   key. A chunk's nonce is the first 12 bytes of its (keyed) id; a metadata object's is
 //!   a keyed hash of its kind and plaintext, stored in its envelope.
 //!
-//! `keyfile` wraps the master key under passphrases (argon2id) and writes its printable
-//! recovery copy. `docs/repository-format.md` specifies all of it byte by byte.
+//! `docs/repository-format.md` specifies all of it byte by byte. The repository wraps the
+//! master key under passphrases in its key files (`repo::keyfile`).
+//!
+//! Beside it: passphrases, held wiped and read from a file or the terminal
+//! (`passphrase`), and the ed25519 signing keys that sign snapshots (`signing`).
+//! Nothing here knows a repository: ids, frames and objects are bytes to it.
 
-pub mod keyfile;
+pub mod passphrase;
+pub mod signing;
+
+pub use passphrase::Passphrase;
 
 use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use zeroize::Zeroizing;
-
-use crate::repo::ChunkId;
 
 /// The magic that starts a sealed metadata object.
 pub const ENVELOPE_MAGIC: &[u8; 8] = b"LBSEAL01";
@@ -63,26 +68,6 @@ pub enum OpenError {
     NotSealed(&'static str),
     #[error("it fails authentication: altered, or sealed under another repository's key")]
     Forged,
-}
-
-/// A passphrase, wiped from memory when dropped and never shown by `Debug`.
-#[derive(Clone)]
-pub struct Passphrase(Zeroizing<String>);
-
-impl Passphrase {
-    pub fn new(text: String) -> Passphrase {
-        Passphrase(Zeroizing::new(text))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Passphrase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Passphrase(..)")
-    }
 }
 
 /// A repository's master key: 32 random bytes, never stored in the clear.
@@ -183,8 +168,8 @@ impl Crypt {
     }
 
     /// A chunk's id: BLAKE3 keyed with the repository's id key.
-    pub fn chunk_id(&self, plain: &[u8]) -> ChunkId {
-        ChunkId(*blake3::keyed_hash(&self.id_key, plain).as_bytes())
+    pub fn chunk_id(&self, plain: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.id_key, plain).as_bytes()
     }
 
     /// The key of region hashes.
@@ -196,33 +181,30 @@ impl Crypt {
         self.gear.clone()
     }
 
-    fn chunk_aad(id: &ChunkId) -> [u8; 48] {
+    fn chunk_aad(id: &[u8; 32]) -> [u8; 48] {
         let mut aad = [0u8; 48];
         aad[..16].copy_from_slice(b"lifeboat chunk\0\x01");
-        aad[16..].copy_from_slice(&id.0);
+        aad[16..].copy_from_slice(id);
         aad
     }
 
-    /// Encrypt a stored (compressed) chunk in place: the tag is appended.
-    pub fn seal_chunk(&self, id: &ChunkId, frame: &mut Vec<u8>) {
+    /// Encrypt a stored (compressed) chunk in place, under its (keyed) id: the tag is
+    /// appended.
+    pub fn seal_chunk(&self, id: &[u8; 32], frame: &mut Vec<u8>) {
         frame.reserve(TAG);
         self.data
-            .encrypt_in_place(
-                Nonce::from_slice(&id.0[..NONCE]),
-                &Self::chunk_aad(id),
-                frame,
-            )
+            .encrypt_in_place(Nonce::from_slice(&id[..NONCE]), &Self::chunk_aad(id), frame)
             .expect("AES-GCM-SIV seals any buffer under 64 GiB");
     }
 
     /// Decrypt a stored chunk in place, checking its tag.
-    pub fn open_chunk(&self, id: &ChunkId, stored: &mut Vec<u8>) -> Result<(), OpenError> {
+    pub fn open_chunk(&self, id: &[u8; 32], stored: &mut Vec<u8>) -> Result<(), OpenError> {
         if stored.len() < TAG {
             return Err(OpenError::Forged);
         }
         self.data
             .decrypt_in_place(
-                Nonce::from_slice(&id.0[..NONCE]),
+                Nonce::from_slice(&id[..NONCE]),
                 &Self::chunk_aad(id),
                 stored,
             )
@@ -290,16 +272,6 @@ pub enum Protection {
 }
 
 impl Protection {
-    /// How pack trailers are kept.
-    pub fn seal(&self) -> crate::repo::pack::Seal<'_> {
-        use crate::repo::pack::Seal;
-        match self {
-            Protection::Plain => Seal::Plain,
-            Protection::Locked => Seal::Keyless,
-            Protection::Unlocked(c) => Seal::Key(c),
-        }
-    }
-
     pub fn key(&self) -> Option<&Crypt> {
         match self {
             Protection::Unlocked(c) => Some(c),
@@ -336,7 +308,7 @@ mod tests {
     fn chunks_seal_deterministically_and_open_only_under_their_key_and_id() {
         let c = crypt(1);
         let id = c.chunk_id(b"some data");
-        assert_ne!(id, ChunkId::of(b"some data"), "ids are keyed");
+        assert_ne!(id, *blake3::hash(b"some data").as_bytes(), "ids are keyed");
         let mut a = b"frame bytes".to_vec();
         let mut b = a.clone();
         c.seal_chunk(&id, &mut a);

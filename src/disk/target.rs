@@ -163,6 +163,15 @@ impl From<OpenDisk> for TargetDisk {
     }
 }
 
+impl crate::io::coalesce::WriteAt for TargetDisk {
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        TargetDisk::write_at(self, buf, offset)
+    }
+    fn start_writeback(&self, r: ByteRange) {
+        TargetDisk::start_writeback(self, r)
+    }
+}
+
 impl crate::io::range::ReadAt for TargetDisk {
     fn read_partial(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         self.file.read_at(buf, offset)

@@ -13,15 +13,6 @@ pub trait WriteAt {
     fn start_writeback(&self, _r: ByteRange) {}
 }
 
-impl WriteAt for crate::disk::TargetDisk {
-    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        crate::disk::TargetDisk::write_at(self, buf, offset)
-    }
-    fn start_writeback(&self, r: ByteRange) {
-        crate::disk::TargetDisk::start_writeback(self, r)
-    }
-}
-
 /// Writes go out in blocks of about this size, ending on a multiple of `ALIGN`.
 const BLOCK: usize = 1 << 20;
 const ALIGN: u64 = 1 << 20;

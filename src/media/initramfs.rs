@@ -141,7 +141,7 @@ pub fn build(
     kernel: &Kernel,
     init: &Path,
     out: &Path,
-    trusted: &[crate::trust::PublicKey],
+    trusted: &[crate::crypt::signing::PublicKey],
 ) -> Result<Built> {
     let (order, skipped) = resolve(kernel, MODULE_LIST)?;
     let mut w = CpioWriter::new(Vec::with_capacity(64 << 20));

@@ -36,7 +36,7 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
     let trusted = opts
         .trust
         .iter()
-        .map(|p| crate::trust::PublicKey::load(p))
+        .map(|p| crate::crypt::signing::PublicKey::load(p))
         .collect::<Result<Vec<_>>>()?;
     let initramfs = initramfs::build(&kernel, &exe, &ird, &trusted)?;
     for s in &initramfs.skipped_modules {

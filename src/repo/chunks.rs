@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use anyhow::{Context, Result};
 
 use super::index::{self, ChunkIndex, IndexedPack};
-use super::pack::{PackBuilder, PackId, SealedPack};
+use super::pack::{PackBuilder, PackId, Seal, SealedPack};
 use super::store::{Store, StoreError};
 use super::ChunkId;
 use crate::crypt::{Kind, Protection};
@@ -487,7 +487,7 @@ impl Chunks {
                 anyhow::bail!("the index files are encrypted, and this reader has no key")
             }
         };
-        let overhead = self.protection.seal().overhead();
+        let overhead = Seal::of(&self.protection).overhead();
         index::parse(&data, self.max_plain, self.max_stored, overhead)
             .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))
     }
@@ -520,7 +520,7 @@ impl Chunks {
 
     /// Write a sealed pack, and make its chunks known (to `has` and `read`) at once.
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
-        let SealedPack { id, bytes, entries } = builder.seal(self.protection.seal());
+        let SealedPack { id, bytes, entries } = builder.seal(Seal::of(&self.protection));
         self.store
             .put(&id.key(), &bytes)
             .with_context(|| format!("write pack {}", self.store.location(&id.key())))?;

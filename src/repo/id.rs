@@ -77,6 +77,17 @@ hash_id!(
     ChunkId
 );
 
+impl ChunkId {
+    /// A chunk's id in a repository protected as `protection`: the BLAKE3 of its bytes,
+    /// keyed in an encrypted repository.
+    pub fn under(protection: &crate::crypt::Protection, plain: &[u8]) -> ChunkId {
+        match protection.key() {
+            Some(c) => ChunkId(c.chunk_id(plain)),
+            None => ChunkId::of(plain),
+        }
+    }
+}
+
 hash_id!(
     /// The id of a snapshot: BLAKE3-256 of its manifest as stored.
     SnapshotId

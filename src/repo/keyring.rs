@@ -5,8 +5,8 @@ use anyhow::{bail, Context, Result};
 
 use super::store::{Store, StoreError};
 use super::Config;
-use crate::crypt::keyfile::{KeyFile, KeyFileError, Unlocked, MAX_KEY_FILE};
 use crate::crypt::{MasterKey, Passphrase};
+use crate::repo::keyfile::{KeyFile, KeyFileError, Unlocked, MAX_KEY_FILE};
 
 pub const KEYS_DIR: &str = "keys";
 /// A reader tries at most this many key files (each costs an argon2id run).

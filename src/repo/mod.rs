@@ -8,6 +8,7 @@ pub mod dir;
 pub mod http;
 pub mod id;
 pub mod index;
+pub mod keyfile;
 pub mod keyring;
 pub mod manifest;
 pub mod migrate;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypt::{Kind, Protection};
 use crate::location::RepoLocation;
+use pack::Seal;
 
 pub use chunks::{chunk_key, ChunkWriter, Layout};
 pub use id::{ChunkId, SnapshotId};
@@ -152,7 +154,7 @@ impl EncryptionConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SigningConfig {
-    pub keys: Vec<crate::trust::PublicKey>,
+    pub keys: Vec<crate::crypt::signing::PublicKey>,
 }
 
 impl Config {
@@ -329,7 +331,7 @@ impl RepoSpec {
         if let Some(p) = &self.password {
             return Ok(p.clone());
         }
-        let text = crate::trust::passphrase::get(
+        let text = crate::crypt::passphrase::get(
             self.password_file.as_deref(),
             &format!("passphrase of repository {}", self.location),
             &format!(
@@ -584,10 +586,7 @@ impl Repository {
 
     /// A chunk's id: the BLAKE3 of its bytes, keyed in an encrypted repository.
     pub fn chunk_id(&self, plain: &[u8]) -> ChunkId {
-        match self.protection.key() {
-            Some(c) => c.chunk_id(plain),
-            None => ChunkId::of(plain),
-        }
+        ChunkId::under(&self.protection, plain)
     }
 
     /// The chunker's gear table: keyed in an encrypted repository.
@@ -727,7 +726,7 @@ impl Repository {
         let mut stored = self.compress(plain)?;
         match &self.protection {
             Protection::Plain => {}
-            Protection::Unlocked(c) => c.seal_chunk(id, &mut stored),
+            Protection::Unlocked(c) => c.seal_chunk(&id.0, &mut stored),
             Protection::Locked => {
                 bail!("repository {} is encrypted and not unlocked", self.display)
             }
@@ -930,7 +929,7 @@ impl Repository {
             Protection::Plain => raw,
             Protection::Unlocked(c) => {
                 let mut buf = raw.to_vec();
-                c.open_chunk(id, &mut buf)
+                c.open_chunk(&id.0, &mut buf)
                     .map_err(|e| corrupt(e.to_string()))?;
                 opened = buf;
                 &opened[..]
@@ -1003,7 +1002,7 @@ impl Repository {
                 return Ok(Vec::new());
             }
         };
-        index::parse(data, plain, stored, self.protection.seal().overhead())
+        index::parse(data, plain, stored, Seal::of(&self.protection).overhead())
     }
 
     /// Treat these chunks as absent: a capture stores them again (a prune drops them).
@@ -1048,20 +1047,21 @@ impl Repository {
             Ok(b)
         };
         let tail = read_end(pack::TAIL_BYTES as u64)?;
-        let entries = match pack::parse_trailer(&tail, len, plain, stored, self.protection.seal())
-            .map_err(malformed)?
-        {
-            Ok(e) => e,
-            Err(need) => pack::parse_trailer(
-                &read_end(need as u64)?,
-                len,
-                plain,
-                stored,
-                self.protection.seal(),
-            )
-            .map_err(malformed)?
-            .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?,
-        };
+        let entries =
+            match pack::parse_trailer(&tail, len, plain, stored, Seal::of(&self.protection))
+                .map_err(malformed)?
+            {
+                Ok(e) => e,
+                Err(need) => pack::parse_trailer(
+                    &read_end(need as u64)?,
+                    len,
+                    plain,
+                    stored,
+                    Seal::of(&self.protection),
+                )
+                .map_err(malformed)?
+                .map_err(|_| anyhow::anyhow!("the pack is malformed: its trailer is cut"))?,
+            };
         for e in &entries {
             let mut frame = vec![0u8; e.stored as usize];
             file.read_exact_at(&mut frame, e.offset as u64)

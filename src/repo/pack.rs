@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::id::ChunkId;
+use crate::crypt::Protection;
 use crate::hex::encode as hex;
 
 pub const PACK_MAGIC: &[u8; 8] = b"LBPACK02";
@@ -33,6 +34,15 @@ pub enum Seal<'a> {
 }
 
 impl Seal<'_> {
+    /// How a reader with `protection` keeps pack trailers.
+    pub fn of(protection: &Protection) -> Seal<'_> {
+        match protection {
+            Protection::Plain => Seal::Plain,
+            Protection::Locked => Seal::Keyless,
+            Protection::Unlocked(c) => Seal::Key(c),
+        }
+    }
+
     /// Bytes the trailer takes besides its entries.
     pub fn overhead(&self) -> u64 {
         match self {
@@ -402,7 +412,7 @@ mod tests {
         let mut b = PackBuilder::default();
         for text in [&b"first chunk"[..], b"second"] {
             b.add(
-                c.chunk_id(text),
+                ChunkId(c.chunk_id(text)),
                 &zstd::bulk::compress(text, 3).unwrap(),
                 text.len() as u32,
             );

@@ -88,7 +88,7 @@ pub struct Orders {
     /// `lifeboat.trust=ed25519:<hex>`: keys a restored snapshot must be signed by
     /// (unless keys are baked into the rescue, which then win).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trust: Vec<crate::trust::PublicKey>,
+    pub trust: Vec<crate::crypt::signing::PublicKey>,
     /// `lifeboat.max-age=DURATION`: a snapshot chosen by name must be this recent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
@@ -237,7 +237,9 @@ mod tests {
 
     #[test]
     fn trust_anchors_and_a_maximum_age_come_from_the_command_line() {
-        let key = crate::trust::SigningKey::generate().unwrap().public();
+        let key = crate::crypt::signing::SigningKey::generate()
+            .unwrap()
+            .public();
         let o = parse(&format!("lifeboat.trust={key} lifeboat.max-age=26h")).unwrap();
         assert_eq!(o.trust, vec![key]);
         assert_eq!(o.max_age.as_deref(), Some("26h"));

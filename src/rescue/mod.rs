@@ -431,13 +431,13 @@ pub(crate) fn unlock_repository(spec: &mut RepoSpec, password_file: Option<&Path
     }
     let store = &**repo.store();
     let unlocked = if let Some(f) = password_file {
-        let pass = crate::trust::passphrase::get(Some(f), "passphrase", "")?;
+        let pass = crate::crypt::passphrase::get(Some(f), "passphrase", "")?;
         keyring::unlock(store, &repo.config, &repo.display, &Passphrase::new(pass))?
     } else {
         let mut tries = 0;
         loop {
             tries += 1;
-            let pass = crate::trust::passphrase::ask_announced(
+            let pass = crate::crypt::passphrase::ask_announced(
                 Some(&format!("{PASSPHRASE_PROMPT} (try {tries} of 3)")),
                 "passphrase",
             )?;
@@ -553,7 +553,7 @@ fn exclude_disk_holding(
 /// (`mkimage --trust`) if there are any, else those on its command line
 /// (`lifeboat.trust=`), and the maximum age; said on the console.
 fn rescue_trust(
-    orders_trust: &[crate::trust::PublicKey],
+    orders_trust: &[crate::crypt::signing::PublicKey],
     max_age: Option<&str>,
 ) -> Result<TrustArgs> {
     let baked =
@@ -562,7 +562,7 @@ fn rescue_trust(
                 .lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| l.parse::<crate::trust::PublicKey>())
+                .map(|l| l.parse::<crate::crypt::signing::PublicKey>())
                 .collect::<Result<Vec<_>>>()
                 .context("read the keys baked into this rescue")?,
             Err(_) => Vec::new(),

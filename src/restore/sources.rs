@@ -75,8 +75,8 @@ impl ChunkSource for InPlace<'_> {
 pub struct SeedImage {
     disk: SourceDisk,
     index: HashMap<ChunkId, ByteRange>,
-    /// The key of an encrypted repository, whose chunk ids are keyed.
-    crypt: Option<std::sync::Arc<crate::crypt::Crypt>>,
+    /// How the repository protects its chunks (an encrypted one keys their ids).
+    protection: crate::crypt::Protection,
 }
 
 impl SeedImage {
@@ -109,11 +109,11 @@ impl SeedImage {
                 progress.inc(data.len() as u64);
             }
         }
-        let crypt = match repo.protection() {
-            crate::crypt::Protection::Unlocked(c) => Some(c.clone()),
-            _ => None,
-        };
-        Ok(SeedImage { disk, index, crypt })
+        Ok(SeedImage {
+            disk,
+            index,
+            protection: repo.protection().clone(),
+        })
     }
 
     /// Bytes the seed covers of the snapshot's regions.
@@ -133,10 +133,7 @@ impl ChunkSource for SeedImage {
         let data = read_range(|b, o| self.disk.read_at(b, o), at)?;
         // The seed may have changed since it was indexed: use it only if it still holds
         // the chunk.
-        let id = match &self.crypt {
-            Some(c) => c.chunk_id(&data),
-            None => ChunkId::of(&data),
-        };
+        let id = ChunkId::under(&self.protection, &data);
         Ok((id == job.id).then_some(Got {
             origin: Origin::Seed,
             data,

@@ -119,7 +119,7 @@ pub(crate) enum Target {
     SnapshotList,
     Snapshot(SnapshotId),
     /// A snapshot's signature by one key.
-    Signature(SnapshotId, crate::trust::KeyId),
+    Signature(SnapshotId, crate::crypt::signing::KeyId),
     ChunkList(Option<String>),
     Chunk(ChunkId),
     IndexList,
@@ -240,7 +240,7 @@ impl Handler {
             ("PUT", Some(Target::Pack(_))) => MAX_PACK_BYTES,
             ("PUT", Some(Target::Index(_))) => crate::repo::index::MAX_INDEX_BYTES,
             ("PUT", Some(Target::Signature(..))) => crate::trust::signature::MAX_SIGNATURE_BYTES,
-            ("PUT", Some(Target::Key(_))) => crate::crypt::keyfile::MAX_KEY_FILE,
+            ("PUT", Some(Target::Key(_))) => crate::repo::keyfile::MAX_KEY_FILE,
             ("PUT", Some(Target::Journal(_))) => crate::journal::MAX_RECORD,
             ("PUT", Some(Target::Protected(_))) => crate::repo::protect::MAX_MARKER,
             ("PUT", Some(Target::Lease(_))) => 4096,
@@ -475,7 +475,12 @@ impl Handler {
 
     /// Store a snapshot's signature: it must be a valid signature of that snapshot by
     /// the key its name gives, and the manifest must be stored already.
-    fn put_signature(&self, id: &SnapshotId, key: &crate::trust::KeyId, body: &[u8]) -> Reply {
+    fn put_signature(
+        &self,
+        id: &SnapshotId,
+        key: &crate::crypt::signing::KeyId,
+        body: &[u8],
+    ) -> Reply {
         use crate::trust::signature::{signature_key, SignatureFile};
         let claimed = match serde_json::from_slice::<SignatureFile>(body) {
             Ok(f) => f.key,
@@ -592,7 +597,7 @@ impl Handler {
 
     /// Store a key file (admin token only): named by its hash, and a key file.
     fn put_key(&self, name: &str, body: &[u8]) -> Reply {
-        use crate::crypt::keyfile::KeyFile;
+        use crate::repo::keyfile::KeyFile;
         if KeyFile::name(body) != name {
             return Reply::Text(422, "the key file does not hash to its name\n".into());
         }

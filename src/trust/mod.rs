@@ -1,19 +1,18 @@
-//! Trust in snapshots: signing keys (`keys`), the signature objects kept beside
-//! manifests (`signature`), and what a reader requires before it uses a snapshot
-//! (`policy`). Signing keys are never the repository's encryption key: one per
-//! capturing host or stick.
+//! Trust in snapshots: the signature objects kept beside manifests (`signature`), what a
+//! reader requires before it uses a snapshot (`policy`), and the newest signed snapshot
+//! of each name this machine has seen (`heads`). The signing keys themselves are
+//! `crypt::signing`'s: never the repository's encryption key, one per capturing host or
+//! stick.
 
 pub mod heads;
-pub mod keys;
-pub mod passphrase;
 pub mod policy;
 pub mod signature;
 
 use anyhow::{Context, Result};
 
-pub use keys::{KeyId, PublicKey, SigningKey};
 pub use policy::{AnchorSource, Policy, TrustArgs, Verdict};
 
+use crate::crypt::signing::SigningKey;
 use crate::repo::id::SnapshotId;
 use crate::repo::Repository;
 

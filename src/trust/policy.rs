@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use super::keys::{KeyId, PublicKey};
 use super::signature::{signature_key, SignatureFile, MAX_SIGNATURE_BYTES};
+use crate::crypt::signing::{KeyId, PublicKey};
 use crate::repo::id::SnapshotId;
 use crate::repo::store::StoreError;
 use crate::repo::{Repository, Snapshot};

@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{KeyId, PublicKey, SigningKey};
+use crate::crypt::signing::{KeyId, PublicKey, SigningKey};
 use crate::hex::decode as parse_hex;
 use crate::repo::id::SnapshotId;
 

@@ -1,9 +1,31 @@
-//! Passphrases: from a file (first line), or asked on the terminal without echo.
+//! Passphrases: held wiped from memory, from a file (first line), or asked on the
+//! terminal without echo.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
+
+/// A passphrase, wiped from memory when dropped and never shown by `Debug`.
+#[derive(Clone)]
+pub struct Passphrase(Zeroizing<String>);
+
+impl Passphrase {
+    pub fn new(text: String) -> Passphrase {
+        Passphrase(Zeroizing::new(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
 
 /// The most a passphrase file may hold.
 const MAX_FILE: u64 = 4096;

@@ -10,9 +10,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::MasterKey;
+use super::ChunkerParams;
+use crate::crypt::MasterKey;
 use crate::hex::{decode as parse_hex, encode as hex};
-use crate::repo::ChunkerParams;
 
 /// The most a key file may hold.
 pub const MAX_KEY_FILE: u64 = 64 << 10;

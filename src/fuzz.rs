@@ -248,14 +248,16 @@ pub fn lvm_reader(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::disk::lvm::parse(text);
     }
-    sparse_filesystem(data, crate::disk::lvm::scan)
+    sparse_filesystem(data, |r, len| {
+        crate::disk::lvm::scan(r, len, &crate::disk::scan::filesystem)
+    })
 }
 
 /// A partition as a capture looks at it: an md member or LVM physical volume and what
 /// it holds, or a filesystem, found by its signature.
 pub fn volumes(data: &[u8]) {
     if let Some(disk) = read_sparse_image(data) {
-        let _ = crate::disk::fs::scan_reader(&Reader::new(&disk, 0, disk.size));
+        let _ = crate::disk::scan::reader(&Reader::new(&disk, 0, disk.size));
     }
 }
 

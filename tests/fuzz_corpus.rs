@@ -83,14 +83,18 @@ fn the_seeds_are_understood_by_their_readers() {
     assert!(usage.note.is_none(), "{:?}", usage.note);
     assert!(usage.used_bytes() > 0 && usage.used_bytes() < d.size / 4);
     let d = sparse("lvm", "pv-32m.sparse");
-    let usage = lifeboat::disk::lvm::scan(&Reader::new(&d, 0, d.size), d.size)
-        .unwrap_or_else(|e| panic!("lvm seed: {e:#}"));
+    let usage = lifeboat::disk::lvm::scan(
+        &Reader::new(&d, 0, d.size),
+        d.size,
+        &lifeboat::disk::scan::filesystem,
+    )
+    .unwrap_or_else(|e| panic!("lvm seed: {e:#}"));
     assert!(usage
         .note
         .unwrap()
         .contains("LV b: no filesystem recognised"));
     let d = sparse("volumes", "md-1.0-16m.sparse");
-    match lifeboat::disk::fs::scan_reader(&Reader::new(&d, 0, d.size)) {
+    match lifeboat::disk::scan::reader(&Reader::new(&d, 0, d.size)) {
         lifeboat::disk::fs::Scan::Used(u) => {
             let note = u.note.unwrap();
             assert!(note.contains("md RAID1 member (superblock 1.0"), "{note}");

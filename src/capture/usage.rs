@@ -109,7 +109,7 @@ fn crypt_usage(
         c.data_offset + plain.size <= part.len,
         "its mapping is larger than the container"
     );
-    let inner = match fs::scan_reader(&fs::Reader::new(&plain, 0, plain.size)) {
+    let inner = match crate::disk::scan::reader(&fs::Reader::new(&plain, 0, plain.size)) {
         fs::Scan::Used(u) => u,
         fs::Scan::Whole(why) => {
             return Ok(fs::Scan::Whole(format!(
@@ -207,7 +207,7 @@ pub fn region_usage(
             Some(s) => s,
             None => crypt_view(dev, part, keys)
                 .with_context(|| format!("{label}: --luks-keyfile"))?
-                .unwrap_or_else(|| fs::scan(dev, part.offset, part.len)),
+                .unwrap_or_else(|| crate::disk::scan::partition(dev, part.offset, part.len)),
         };
         match scan {
             fs::Scan::Used(u) => {

@@ -534,7 +534,10 @@ pub fn layout(r: &Reader) -> Result<PvLayout> {
 }
 
 /// Find which bytes of an LVM2 physical volume are in use.
-pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
+///
+/// `contents` looks into each linear logical volume (the filesystem reader of
+/// `disk::scan`, which knows what a volume may hold).
+pub fn scan(r: &Reader, len: u64, contents: &dyn Fn(&Reader) -> Scan) -> Result<Usage> {
     let label = read_label(r)?;
     let (vg, _) = read_metadata(r, &label)?;
     let g = group(&vg, &label.uuid)?;
@@ -560,7 +563,7 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
     }
     let mut notes = Vec::new();
     for v in &g.volumes {
-        let (ranges, note) = volume_usage(r, &g, v);
+        let (ranges, note) = volume_usage(r, &g, v, contents);
         used.extend(ranges);
         notes.push(format!("LV {}: {note}", v.name));
     }
@@ -578,7 +581,12 @@ pub fn scan(r: &Reader, len: u64) -> Result<Usage> {
 }
 
 /// The bytes of this PV a logical volume needs, and what was found in it.
-fn volume_usage(r: &Reader, g: &Group, v: &Volume) -> (Vec<ByteRange>, String) {
+fn volume_usage(
+    r: &Reader,
+    g: &Group,
+    v: &Volume,
+    contents: &dyn Fn(&Reader) -> Scan,
+) -> (Vec<ByteRange>, String) {
     let whole_extents = |v: &Volume| -> Vec<ByteRange> {
         v.segments
             .iter()
@@ -604,7 +612,7 @@ fn volume_usage(r: &Reader, g: &Group, v: &Volume) -> (Vec<ByteRange>, String) {
         next = s.start + s.count;
     }
     let lv = r.sub(&pieces);
-    match fs::scan_filesystem(&lv) {
+    match contents(&lv) {
         Scan::Used(u) => {
             let note = format!(
                 "{}, {} of {} in use",

@@ -15,6 +15,7 @@ pub mod luks;
 pub mod lvm;
 pub mod md;
 pub mod mount;
+pub mod scan;
 pub mod source;
 pub mod target;
 

@@ -9,7 +9,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::plan::Deferred;
 use crate::disk::fs::{probe, FsKind, PROBE_BYTES};
 use crate::disk::layout::relocate_gpt;
-use crate::disk::loopdev::LoopDevice;
 use crate::disk::TargetDisk;
 use crate::io::RangeReader;
 use crate::range::ByteRange;
@@ -174,7 +173,7 @@ pub fn grow_filesystem(m: &Manifest, grown: GrownPartition, target: &TargetDisk)
     else {
         return format!("partition {number} grown; resize2fs is not available, so its ext4 filesystem keeps its old size (grow it later with resize2fs)");
     };
-    match resize_ext(
+    match super::resize::resize_ext(
         target,
         ByteRange::new(offset, size),
         size,
@@ -187,34 +186,4 @@ pub fn grow_filesystem(m: &Manifest, grown: GrownPartition, target: &TargetDisk)
         ),
         Err(e) => format!("partition {number} grown, but its filesystem was not: {e:#}"),
     }
-}
-
-/// e2fsck and resize2fs on the filesystem in `part`, to `to` bytes. On a block device,
-/// e2fsprogs' "PATH?offset=N" names it in place. An image file goes through a loop
-/// device: resize2fs truncates a regular file to the filesystem's new size, which would
-/// cut off the rest of the disk.
-pub(crate) fn resize_ext(
-    target: &TargetDisk,
-    part: ByteRange,
-    to: u64,
-    e2fsck: &std::path::Path,
-    resize2fs: &std::path::Path,
-) -> Result<()> {
-    let lo = if target.is_block {
-        None
-    } else {
-        Some(LoopDevice::attach(&target.path, part.offset, part.len)?)
-    };
-    let spec = match &lo {
-        Some(l) => l.path().display().to_string(),
-        None => format!("{}?offset={}", target.path.display(), part.offset),
-    };
-    crate::cmd::run(std::process::Command::new(e2fsck).args(["-f", "-p", &spec]))?;
-    crate::cmd::run(
-        std::process::Command::new(resize2fs).args([spec.as_str(), &format!("{}K", to / 1024)]),
-    )?;
-    if let Some(l) = lo {
-        l.close()?;
-    }
-    Ok(())
 }

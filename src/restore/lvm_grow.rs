@@ -98,7 +98,7 @@ fn grow_filesystem(target: &TargetDisk, range: ByteRange) -> Result<String> {
                         return Ok("resize2fs is not available: its ext4 keeps its old size".into())
                     }
                 };
-            super::finish::resize_ext(target, range, range.len, &e2fsck, &resize2fs)?;
+            super::resize::resize_ext(target, range, range.len, &e2fsck, &resize2fs)?;
             Ok(format!(
                 "its {} grown to {} with resize2fs",
                 k.name(),

@@ -11,6 +11,7 @@ mod lvm_tools;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
+mod resize;
 pub mod shrink;
 pub mod sources;
 pub mod targets;

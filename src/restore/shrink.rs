@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::finish::{resize_ext, GrownPartition, Tables};
+use super::finish::{GrownPartition, Tables};
 use super::lvm_tools::{physical_volume, pieces_of, segments, Lvm};
+use super::resize::resize_ext;
 use crate::disk::fs::{probe, PROBE_BYTES};
 use crate::disk::layout::relocate_gpt;
 use crate::disk::TargetDisk;

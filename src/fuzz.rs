@@ -89,7 +89,8 @@ pub fn records(data: &[u8]) {
         let _ = l.started_at();
     }
     if let Ok(name) = std::str::from_utf8(data) {
-        let _ = crate::journal::is_object_name(name);
+        let _ = crate::repo::object::TimeName::parse(name);
+        let _ = crate::repo::Object::parse(name);
     }
 }
 
@@ -312,9 +313,9 @@ pub fn sparse_image(image: &[u8]) -> Vec<u8> {
 /// What a client of `lifeboat serve` sends: requests, one after another.
 pub fn http_request(data: &[u8]) {
     let mut r = Cursor::new(data);
-    while let Ok(Some(req)) = crate::serve::http::read_request(&mut r, 1 << 20) {
-        let _ = crate::serve::http::parse_path(&req.path);
-        let _ = crate::serve::http::parse_range(req.range(), 1 << 30);
+    while let Ok(Some(req)) = crate::serve::wire::read_request(&mut r, 1 << 20) {
+        let _ = crate::serve::routes::parse_path(&req.path);
+        let _ = crate::serve::wire::parse_range(req.range(), 1 << 30);
     }
 }
 

@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::journal::{self, Operation};
-use crate::repo::{snapshot_key, RepoSpec, Repository, SnapshotId};
+use crate::repo::{Dir, Object, RepoSpec, Repository, SnapshotId};
 use crate::retention::{self, Candidate, Policy};
 use crate::time::Span;
 use crate::ui::Outcome;
@@ -307,21 +307,21 @@ fn last_known_bootable(
 /// signatures and its protection marker if any.
 fn remove(repo: &Repository, ids: impl Iterator<Item = SnapshotId>) -> Result<()> {
     let store = repo.store();
-    let names = store.list("snapshots").context("list the snapshots")?;
+    let listed = store
+        .objects(&Dir::Snapshots)
+        .context("list the snapshots")?;
     for id in ids {
-        let key = snapshot_key(&id);
+        let key = Object::Snapshot(id);
         store
             .delete(&key)
             .with_context(|| format!("remove snapshot {}", store.location(&key)))?;
-        let prefix = format!("{id}.");
-        for sig in names
+        for sig in listed
             .iter()
-            .filter(|n| n.starts_with(&prefix) && n.ends_with(".sig"))
+            .filter(|o| matches!(o, Object::Signature(s, _) if *s == id))
         {
-            let key = format!("snapshots/{sig}");
             store
-                .delete(&key)
-                .with_context(|| format!("remove signature {}", store.location(&key)))?;
+                .delete(sig)
+                .with_context(|| format!("remove signature {}", store.location(sig)))?;
         }
         log::info!("removed snapshot {}", id.short());
     }

@@ -4,7 +4,8 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::location::RepoLocation;
-use crate::repo::{ChunkerParams, Config, RepoSpec, Repository};
+use crate::repo::keyfile::KeyFileId;
+use crate::repo::{ChunkerParams, Config, Object, RepoSpec, Repository};
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -51,16 +52,17 @@ pub struct Created {
     #[serde(skip)]
     pub dir: String,
     #[serde(skip)]
-    pub key_file: Option<String>,
+    pub key_file: Option<KeyFileId>,
     pub config: Config,
 }
 
 impl Outcome for Created {
     fn print(&self) {
         println!("created repository {} (id {})", self.dir, self.config.id);
-        if let Some(name) = &self.key_file {
+        if let Some(name) = self.key_file {
             println!(
-                "encrypted; its master key is in keys/{name}.json under your passphrase. Keep a recovery copy apart: lifeboat key export --repo {}",
+                "encrypted; its master key is in {} under your passphrase. Keep a recovery copy apart: lifeboat key export --repo {}",
+                Object::KeyFile(name),
                 self.dir
             );
         }

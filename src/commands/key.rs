@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::crypt::{MasterKey, Passphrase};
-use crate::repo::keyfile::{parse_recovery, recovery_text};
-use crate::repo::{keyring, RepoSpec, Repository};
+use crate::repo::keyfile::{parse_recovery, recovery_text, KeyFileId};
+use crate::repo::{keyring, Object, RepoSpec, Repository};
 use crate::ui::{print_table, Outcome};
 
 #[derive(Debug, Args)]
@@ -67,7 +67,7 @@ pub enum KeyAction {
 
 #[derive(Debug, Serialize)]
 pub struct KeyInfo {
-    pub name: String,
+    pub name: KeyFileId,
     pub created: String,
     pub host: String,
     pub user: String,
@@ -82,14 +82,14 @@ pub enum KeyOutcome {
         keys: Vec<KeyInfo>,
     },
     Added {
-        name: String,
+        name: KeyFileId,
     },
     Removed {
-        name: String,
+        name: KeyFileId,
     },
     Changed {
-        added: String,
-        removed: String,
+        added: KeyFileId,
+        removed: KeyFileId,
     },
     Exported {
         recovery: Option<String>,
@@ -112,11 +112,13 @@ impl Outcome for KeyOutcome {
                     );
                 }
             }
-            KeyOutcome::Added { name } => println!("added key file keys/{name}.json"),
-            KeyOutcome::Removed { name } => println!("removed key file keys/{name}.json"),
+            KeyOutcome::Added { name } => println!("added key file {}", Object::KeyFile(*name)),
+            KeyOutcome::Removed { name } => {
+                println!("removed key file {}", Object::KeyFile(*name))
+            }
             KeyOutcome::Changed { added, removed } => print_table(&[
-                ("added", format!("keys/{added}.json")),
-                ("removed", format!("keys/{removed}.json")),
+                ("added", Object::KeyFile(*added).to_string()),
+                ("removed", Object::KeyFile(*removed).to_string()),
             ]),
             KeyOutcome::Exported { recovery, file } => {
                 if let Some(r) = recovery {
@@ -143,7 +145,7 @@ fn open(spec: &RepoSpec) -> Result<Repository> {
 }
 
 /// Unlock with the passphrase: the master key and the name of the key file it opened.
-fn unlock(repo: &Repository, spec: &RepoSpec) -> Result<(MasterKey, String)> {
+fn unlock(repo: &Repository, spec: &RepoSpec) -> Result<(MasterKey, KeyFileId)> {
     keyring::unlock(
         &**repo.store(),
         &repo.config,
@@ -194,8 +196,8 @@ pub fn run(args: &KeyArgs) -> Result<KeyOutcome> {
         KeyAction::Remove { repo: spec, name } => {
             let repo = open(spec)?;
             let (_, current) = unlock(&repo, spec)?;
-            remove(&repo, name, Some(&current))?;
-            Ok(KeyOutcome::Removed { name: name.clone() })
+            let removed = remove(&repo, name, Some(current))?;
+            Ok(KeyOutcome::Removed { name: removed })
         }
         KeyAction::Passwd {
             repo: spec,
@@ -205,7 +207,7 @@ pub fn run(args: &KeyArgs) -> Result<KeyOutcome> {
             let (master, old) = unlock(&repo, spec)?;
             let pass = new_passphrase(new_password_file.as_deref())?;
             let added = keyring::add(&**repo.store(), &repo.config, &master, &pass)?;
-            remove(&repo, &old, None)?;
+            remove(&repo, &old.to_string(), None)?;
             Ok(KeyOutcome::Changed {
                 added,
                 removed: old,
@@ -270,23 +272,24 @@ fn from_recovery(repo: &Repository, file: &std::path::Path) -> Result<MasterKey>
 
 /// Remove key file `name`, never the last one. The key file the passphrase opened may
 /// go when others remain (a warning says so).
-fn remove(repo: &Repository, name: &str, current: Option<&str>) -> Result<()> {
+fn remove(repo: &Repository, name: &str, current: Option<KeyFileId>) -> Result<KeyFileId> {
     let keys = keyring::list(&**repo.store())?;
-    if !keys.iter().any(|k| k.name == name) {
+    let Some(id) = keys.iter().map(|k| k.name).find(|k| k.to_string() == name) else {
         bail!(
             "repository {} has no key file {name} (see `lifeboat key list`)",
             repo.display
         );
-    }
+    };
+    let file = Object::KeyFile(id);
     if keys.len() < 2 {
-        bail!("keys/{name}.json is the repository's only key file: add another first");
+        bail!("{file} is the repository's only key file: add another first");
     }
-    if current == Some(name) {
-        log::warn!("removing keys/{name}.json, the key file this passphrase opened");
+    if current == Some(id) {
+        log::warn!("removing {file}, the key file this passphrase opened");
     }
-    let path = keyring::key_path(name);
     repo.store()
-        .delete(&path)
-        .with_context(|| format!("remove key file {}", repo.store().location(&path)))?;
-    repo.store().flush()
+        .delete(&file)
+        .with_context(|| format!("remove key file {}", repo.store().location(&file)))?;
+    repo.store().flush()?;
+    Ok(id)
 }

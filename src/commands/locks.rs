@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::prune::{intent, lease};
-use crate::repo::{RepoSpec, Repository};
+use crate::repo::{Object, RepoSpec, Repository};
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -63,15 +63,13 @@ pub fn run(args: &LocksArgs) -> Result<Locks> {
     let repo = Repository::open(&args.repo)?;
     let broken = match &args.break_ {
         Some(name) => {
-            let ok = (name.starts_with("locks/") || name.starts_with("prune/"))
-                && name.ends_with(".json")
-                && !name.contains("..");
-            if !ok {
-                bail!("{name} is not a lease or an intent (locks/... or prune/...)");
-            }
+            let object = match Object::parse(name) {
+                Some(o @ (Object::Lease(_) | Object::Intent(_))) => o,
+                _ => bail!("{name} is not a lease or an intent (locks/... or prune/...)"),
+            };
             repo.store()
-                .delete(name)
-                .with_context(|| format!("remove {}", repo.store().location(name)))?;
+                .delete(&object)
+                .with_context(|| format!("remove {}", repo.store().location(&object)))?;
             repo.store().flush()?;
             Some(name.clone())
         }
@@ -80,9 +78,9 @@ pub fn run(args: &LocksArgs) -> Result<Locks> {
     let now = chrono::Utc::now();
     let mut held: Vec<Held> = lease::list(&repo)?
         .into_iter()
-        .map(|(name, l)| Held {
+        .map(|(object, l)| Held {
             stale: l.is_stale(now),
-            name,
+            name: object.to_string(),
             kind: l.kind,
             host: l.host,
             pid: l.pid,
@@ -91,7 +89,7 @@ pub fn run(args: &LocksArgs) -> Result<Locks> {
         })
         .collect();
     held.extend(intent::list(&repo)?.into_iter().map(|(name, i)| Held {
-        name,
+        name: Object::Intent(name).to_string(),
         kind: "intent".into(),
         host: i.host,
         pid: i.pid,

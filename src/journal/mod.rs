@@ -11,11 +11,11 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::crypt::{Kind, Protection};
-use crate::hex::encode as hex;
+use crate::repo::admit::{Admission, Admitted, Refusal};
 use crate::repo::id::SnapshotId;
-use crate::repo::Repository;
+use crate::repo::object::TimeName;
+use crate::repo::{Dir, Object, Repository};
 
-pub const DIR: &str = "journal";
 /// The most a record may hold.
 pub const MAX_RECORD: u64 = 64 << 10;
 /// A reader reads at most this many records (the newest).
@@ -113,37 +113,8 @@ impl Entry {
     }
 }
 
-/// The object name of a record: its start time (compact, sortable) and a random tag.
-fn object_name(time: &str) -> Result<String> {
-    let compact: String = time
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
-        .collect();
-    let mut tag = [0u8; 4];
-    getrandom::fill(&mut tag).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
-    Ok(format!("{compact}-{}.json", hex(&tag)))
-}
-
-/// Whether `name` is a journal object's name: `<digits>T<digits>[.digits]Z-<8 hex>.json`.
-pub fn is_object_name(name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(".json") else {
-        return false;
-    };
-    let Some((time, tag)) = stem.rsplit_once('-') else {
-        return false;
-    };
-    tag.len() == 8
-        && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        && time.len() <= 40
-        && time.ends_with('Z')
-        && time.contains('T')
-        && time
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'T' || b == b'Z' || b == b'.')
-}
-
 /// Append a record to the repository's journal (sealed when it is encrypted).
-pub fn append(repo: &Repository, record: &Record) -> Result<String> {
+pub fn append(repo: &Repository, record: &Record) -> Result<Object> {
     let mut data = serde_json::to_vec(record)?;
     data.push(b'\n');
     let data = match repo.protection() {
@@ -151,7 +122,7 @@ pub fn append(repo: &Repository, record: &Record) -> Result<String> {
         Protection::Unlocked(c) => c.seal(Kind::Journal, &data),
         Protection::Locked => bail!("the repository is encrypted and not unlocked"),
     };
-    let key = format!("{DIR}/{}", object_name(&record.time)?);
+    let key = Object::Journal(TimeName::new(crate::time::parse_rfc3339(&record.time)?)?);
     repo.store()
         .put(&key, &data)
         .with_context(|| format!("write journal record {}", repo.store().location(&key)))?;
@@ -189,14 +160,32 @@ pub fn parse(protection: &Protection, data: &[u8]) -> Result<Record> {
     Ok(r)
 }
 
+/// A record a writer sends (`lifeboat serve`): a record, or in an encrypted repository
+/// (whose server holds no key) shaped as a sealed one.
+pub fn admit(admission: &Admission, name: &TimeName, body: &[u8]) -> Result<Admitted, Refusal> {
+    let repo = admission.repo();
+    let checked = if repo.is_encrypted() {
+        crate::crypt::check_envelope(Kind::Journal, body).map_err(anyhow::Error::new)
+    } else {
+        parse(repo.protection(), body).map(|_| ())
+    };
+    if let Err(e) = checked {
+        return Err(Refusal::Invalid(format!("not a journal record: {e:#}")));
+    }
+    admission.small(&Object::Journal(name.clone()), body)
+}
+
 /// Every record, oldest first; one that cannot be read is skipped with a warning.
 pub fn read_all(repo: &Repository) -> Result<Vec<Record>> {
-    let mut names: Vec<String> = repo
+    let mut names: Vec<TimeName> = repo
         .store()
-        .list(DIR)
+        .objects(&Dir::Journal)
         .context("list the journal")?
         .into_iter()
-        .filter(|n| is_object_name(n))
+        .filter_map(|o| match o {
+            Object::Journal(n) => Some(n),
+            _ => None,
+        })
         .collect();
     names.sort();
     if names.len() > MAX_RECORDS {
@@ -204,7 +193,7 @@ pub fn read_all(repo: &Repository) -> Result<Vec<Record>> {
     }
     let mut out = Vec::with_capacity(names.len());
     for n in names {
-        let key = format!("{DIR}/{n}");
+        let key = Object::Journal(n);
         let read = repo
             .store()
             .get_at_most(&key, MAX_RECORD)
@@ -241,26 +230,4 @@ pub fn last_drills(records: &[Record]) -> std::collections::HashMap<SnapshotId, 
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn object_names_sort_by_time_and_are_recognised() {
-        let a = object_name("2026-12-02T16:31:40.123456Z").unwrap();
-        let b = object_name("2026-12-02T16:31:41.000001Z").unwrap();
-        assert!(a < b, "{a} {b}");
-        assert!(a.starts_with("20261202T163140.123456Z-"), "{a}");
-        assert!(is_object_name(&a));
-        for bad in [
-            "x.json",
-            "2026Z-zzzzzzzz.json",
-            "../a-12345678.json",
-            "20261202T1Z-1234567.json",
-        ] {
-            assert!(!is_object_name(bad), "{bad}");
-        }
-    }
 }

@@ -11,9 +11,9 @@ use std::collections::HashSet;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::repo::{ChunkId, Repository};
+use crate::repo::object::TimeName;
+use crate::repo::{ChunkId, Dir, Object, Repository};
 
-pub const DIR: &str = "prune";
 /// An intent lists at most a few million ids.
 const MAX_INTENT: u64 = 64 << 20;
 const FORMAT: &str = "lifeboat-prune-intent-1";
@@ -44,31 +44,35 @@ impl Intent {
     }
 }
 
-/// Write an intent; returns its object name.
-pub fn write(repo: &Repository, intent: &Intent) -> Result<String> {
-    let key = super::lease::object_name(DIR, chrono::Utc::now())?;
+/// Write an intent; returns its name.
+pub fn write(repo: &Repository, intent: &Intent) -> Result<TimeName> {
+    let name = TimeName::new(chrono::Utc::now())?;
+    let key = Object::Intent(name.clone());
     let mut data = serde_json::to_vec(intent)?;
     data.push(b'\n');
     repo.store()
         .put(&key, &data)
         .with_context(|| format!("write prune intent {}", repo.store().location(&key)))?;
     repo.store().flush()?;
-    Ok(key)
+    Ok(name)
 }
 
-/// Every intent, with its object name, oldest first.
-pub fn list(repo: &Repository) -> Result<Vec<(String, Intent)>> {
-    let mut names: Vec<String> = repo
+/// Every intent, with its name, oldest first.
+pub fn list(repo: &Repository) -> Result<Vec<(TimeName, Intent)>> {
+    let mut names: Vec<TimeName> = repo
         .store()
-        .list(DIR)
+        .objects(&Dir::Intents)
         .context("list the prune intents")?
         .into_iter()
-        .filter(|n| n.ends_with(".json"))
+        .filter_map(|o| match o {
+            Object::Intent(n) => Some(n),
+            _ => None,
+        })
         .collect();
     names.sort();
     let mut out = Vec::new();
     for n in names {
-        let key = format!("{DIR}/{n}");
+        let key = Object::Intent(n.clone());
         let raw = match repo.store().get_at_most(&key, MAX_INTENT) {
             Ok(r) => r,
             Err(crate::repo::store::StoreError::NotFound { .. }) => continue,
@@ -83,13 +87,13 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, Intent)>> {
                 i.format
             );
         }
-        out.push((key, i));
+        out.push((n, i));
     }
     Ok(out)
 }
 
 /// The chunks that intents drop: a capture stores these again instead of using them.
-pub fn dropped(intents: &[(String, Intent)]) -> HashSet<ChunkId> {
+pub fn dropped(intents: &[(TimeName, Intent)]) -> HashSet<ChunkId> {
     intents
         .iter()
         .flat_map(|(_, i)| i.drop.iter().copied())

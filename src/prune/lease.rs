@@ -12,11 +12,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::repo::object::TimeName;
 use crate::repo::store::Store;
-use crate::repo::Repository;
+use crate::repo::{Dir, Object, Repository};
 use crate::time::rfc3339;
 
-pub const DIR: &str = "locks";
 /// A lease not renewed for this long is stale.
 pub const TTL: Duration = Duration::from_secs(300);
 const RENEW: Duration = Duration::from_secs(60);
@@ -46,20 +46,9 @@ impl LeaseFile {
     }
 }
 
-/// A unique object name under `dir` that sorts by time.
-pub fn object_name(dir: &str, now: DateTime<Utc>) -> Result<String> {
-    let mut tag = [0u8; 4];
-    getrandom::fill(&mut tag).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
-    Ok(format!(
-        "{dir}/{}-{}.json",
-        now.format("%Y%m%dT%H%M%S%.6fZ"),
-        crate::hex::encode(&tag)
-    ))
-}
-
 /// A lease held by this process, renewed in the background until dropped.
 pub struct Lease {
-    current: Arc<Mutex<String>>,
+    current: Arc<Mutex<Object>>,
     /// When the lease was last written: if ever more than the TTL ago, a prune may have
     /// stopped waiting for its holder.
     renewed: Arc<Mutex<(std::time::Instant, bool)>>,
@@ -68,8 +57,8 @@ pub struct Lease {
     renewer: Option<std::thread::JoinHandle<()>>,
 }
 
-fn write(store: &dyn Store, file: &LeaseFile) -> Result<String> {
-    let key = object_name(DIR, Utc::now())?;
+fn write(store: &dyn Store, file: &LeaseFile) -> Result<Object> {
+    let key = Object::Lease(TimeName::new(Utc::now())?);
     let mut data = serde_json::to_vec(file)?;
     data.push(b'\n');
     store
@@ -181,14 +170,14 @@ impl Drop for Lease {
     }
 }
 
-/// Every lease in the repository, with its object name.
-pub fn list(repo: &Repository) -> Result<Vec<(String, LeaseFile)>> {
+/// Every lease in the repository, with its object.
+pub fn list(repo: &Repository) -> Result<Vec<(Object, LeaseFile)>> {
     let mut out = Vec::new();
-    for n in repo.store().list(DIR).context("list the leases")? {
-        if !n.ends_with(".json") {
-            continue;
-        }
-        let key = format!("{DIR}/{n}");
+    for key in repo
+        .store()
+        .objects(&Dir::Locks)
+        .context("list the leases")?
+    {
         match repo.store().get_at_most(&key, MAX_LEASE) {
             Ok(raw) => match serde_json::from_slice::<LeaseFile>(&raw) {
                 Ok(f) => out.push((key, f)),

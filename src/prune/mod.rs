@@ -22,10 +22,10 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::journal::{self, Operation};
-use crate::repo::chunks::Layout;
+use crate::repo::chunks::{IndexFile, Layout};
 use crate::repo::index::IndexedPack;
 use crate::repo::pack::PackId;
-use crate::repo::{ChunkId, RepoSpec, Repository, SnapshotId};
+use crate::repo::{ChunkId, Object, RepoSpec, Repository, SnapshotId};
 use crate::ui::{bytes, print_table, Outcome, Ui};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -148,7 +148,7 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
         summary.duration_s = start.elapsed().as_secs_f64();
         return Ok(summary);
     }
-    let intent_key = intent::write(
+    let intent_name = intent::write(
         repo,
         &intent::Intent::new(
             plan.delete
@@ -176,8 +176,9 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
     pause_for_tests("indexed");
     delete_packs(repo, &gone)?;
     pause_for_tests("deleted");
-    for (key, _) in intent::list(repo)? {
-        if key <= intent_key {
+    for (name, _) in intent::list(repo)? {
+        if name <= intent_name {
+            let key = Object::Intent(name);
             repo.store()
                 .delete(&key)
                 .with_context(|| format!("remove intent {key}"))?;
@@ -233,7 +234,7 @@ fn mark(repo: &Repository) -> Result<(HashSet<SnapshotId>, HashSet<ChunkId>)> {
     Ok((seen, used))
 }
 
-fn packs_of(files: &[(String, Vec<IndexedPack>)]) -> HashMap<PackId, IndexedPack> {
+fn packs_of(files: &[IndexFile]) -> HashMap<PackId, IndexedPack> {
     let mut packs = HashMap::new();
     for (_, ps) in files {
         for p in ps {
@@ -405,7 +406,7 @@ fn rewrite(
 /// how many were replaced. The new one is durable before the old one is deleted.
 fn replace_index_files(
     repo: &Repository,
-    files: &[(String, Vec<IndexedPack>)],
+    files: &[IndexFile],
     gone: &HashSet<PackId>,
 ) -> Result<usize> {
     let mut replaced = 0;
@@ -421,9 +422,10 @@ fn replace_index_files(
         if !rest.is_empty() {
             repo.write_index(&rest)?;
         }
+        let key = Object::Index(*key);
         repo.store()
-            .delete(key)
-            .with_context(|| format!("delete index file {}", repo.store().location(key)))?;
+            .delete(&key)
+            .with_context(|| format!("delete index file {}", repo.store().location(&key)))?;
         replaced += 1;
     }
     repo.store().flush()?;
@@ -432,9 +434,10 @@ fn replace_index_files(
 
 fn delete_packs(repo: &Repository, gone: &HashSet<PackId>) -> Result<()> {
     for p in gone {
+        let key = Object::Pack(*p);
         repo.store()
-            .delete(&p.key())
-            .with_context(|| format!("delete pack {}", repo.store().location(&p.key())))?;
+            .delete(&key)
+            .with_context(|| format!("delete pack {}", repo.store().location(&key)))?;
     }
     repo.store().flush()
 }

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use anyhow::{Context, Result};
 
 use super::index::{self, ChunkIndex, IndexedPack};
+use super::object::{Dir, Object};
 use super::pack::{PackBuilder, PackId, Seal, SealedPack};
 use super::store::{Store, StoreError};
-use super::ChunkId;
+use super::{ChunkId, IndexId};
 use crate::crypt::{Kind, Protection};
 
 /// How chunks are laid out.
@@ -29,14 +30,8 @@ pub const PACK_TARGET: usize = 16 << 20;
 /// (a prune replaced it).
 const INDEX_LISTINGS: usize = 5;
 
-/// An index file's object name and the packs it names.
-pub type IndexFile = (String, Vec<IndexedPack>);
-
-/// Format 1's name for a chunk.
-pub fn chunk_key(id: &ChunkId) -> String {
-    let hex = id.to_hex();
-    format!("chunks/{}/{}", &hex[..2], hex)
-}
+/// An index file's id and the packs it names.
+pub type IndexFile = (IndexId, Vec<IndexedPack>);
 
 /// Why stored bytes could not be had.
 #[derive(Debug)]
@@ -64,7 +59,7 @@ pub struct Chunks {
     /// since.
     index: RwLock<Option<ChunkIndex>>,
     /// The index files `index` was loaded from.
-    loaded_from: Mutex<Vec<String>>,
+    loaded_from: Mutex<Vec<IndexId>>,
     packer: Mutex<Packer>,
     /// Format 2: whether each pack asked about is in the store at the length its index
     /// gives (asked once per pack: a stat, or a HEAD).
@@ -184,13 +179,15 @@ impl Chunks {
     /// new pack, its index files replaced). Load the index again if its files are not
     /// those it was loaded from.
     fn reload_if_replaced(&self) -> Result<()> {
-        let mut now: Vec<String> = self
+        let mut now: Vec<IndexId> = self
             .store
-            .list("index")
+            .objects(&Dir::Index)
             .context("list the index files")?
             .into_iter()
-            .filter(|n| n.ends_with(".idx"))
-            .map(|n| format!("index/{n}"))
+            .filter_map(|o| match o {
+                Object::Index(id) => Some(id),
+                _ => None,
+            })
             .collect();
         now.sort();
         let mut was = self
@@ -210,16 +207,16 @@ impl Chunks {
     /// Where a chunk is, for messages.
     pub fn location(&self, id: &ChunkId) -> String {
         match self.layout {
-            Layout::Files => self.store.location(&chunk_key(id)),
+            Layout::Files => self.store.location(&Object::Chunk(*id)),
             Layout::Packs => match self.with_index(|i| i.get(id)) {
                 Ok(Some(l)) => format!(
                     "{} at byte {}",
-                    self.store.location(&l.pack.key()),
+                    self.store.location(&Object::Pack(l.pack)),
                     l.offset
                 ),
                 _ => format!(
                     "chunk {id} (named by no index file in {})",
-                    self.store.location("index/")
+                    self.store.dir_location(&Dir::Index)
                 ),
             },
         }
@@ -237,7 +234,7 @@ impl Chunks {
             return Ok(false);
         }
         match self.layout {
-            Layout::Files => self.store.has(&chunk_key(id)),
+            Layout::Files => self.store.has(&Object::Chunk(*id)),
             Layout::Packs => match self.with_index(|i| i.get(id))? {
                 Some(loc) => self.pack_present(&loc.pack, loc.pack_len),
                 None => Ok(false),
@@ -255,11 +252,11 @@ impl Chunks {
         {
             return Ok(p);
         }
-        let size = self.store.size(&pack.key())?;
+        let size = self.store.size(&Object::Pack(*pack))?;
         if size.is_some_and(|s| s != len) {
             log::warn!(
                 "pack {} is {} bytes, not the {len} its index gives",
-                self.store.location(&pack.key()),
+                self.store.location(&Object::Pack(*pack)),
                 size.unwrap_or(0)
             );
         }
@@ -283,13 +280,13 @@ impl Chunks {
         match self.layout {
             Layout::Files => self
                 .store
-                .get_at_most(&chunk_key(id), self.max_stored)
+                .get_at_most(&Object::Chunk(*id), self.max_stored)
                 .map(|raw| (raw, None))
                 .map_err(store_error),
             Layout::Packs => {
                 let locate = || {
                     self.with_index(|i| i.get(id))
-                        .map_err(|e| ReadError::Other(self.store.location("index/"), e))?
+                        .map_err(|e| ReadError::Other(self.store.dir_location(&Dir::Index), e))?
                         .ok_or_else(|| ReadError::Missing(self.location(id)))
                 };
                 let read = |loc: &index::Location| {
@@ -302,8 +299,9 @@ impl Chunks {
                     // Its pack is gone: if a prune moved the chunk, the index files say
                     // where now (another thread may have loaded them again already).
                     Err(ReadError::Missing(at)) => {
-                        self.reload_if_replaced()
-                            .map_err(|e| ReadError::Other(self.store.location("index/"), e))?;
+                        self.reload_if_replaced().map_err(|e| {
+                            ReadError::Other(self.store.dir_location(&Dir::Index), e)
+                        })?;
                         match locate()? {
                             moved if moved.pack != loc.pack => read(&moved),
                             _ => Err(ReadError::Missing(at)),
@@ -334,7 +332,7 @@ impl Chunks {
     ) -> Result<Vec<u8>, StoreError> {
         if self.store.ignores_ranges() {
             if let Some(whole) = self.whole_packs.get(pack, |limit| {
-                self.store.get_at_most(&pack.key(), limit).ok()
+                self.store.get_at_most(&Object::Pack(*pack), limit).ok()
             }) {
                 let end = offset.checked_add(len).filter(|&e| e <= whole.len() as u64);
                 if let Some(end) = end {
@@ -342,7 +340,7 @@ impl Chunks {
                 }
             }
         }
-        self.store.get_range(&pack.key(), offset, len)
+        self.store.get_range(&Object::Pack(*pack), offset, len)
     }
 
     /// Every stored chunk's id.
@@ -350,9 +348,9 @@ impl Chunks {
         match self.layout {
             Layout::Files => {
                 let mut ids = Vec::new();
-                for fan in self.store.list("chunks")? {
-                    for name in self.store.list(&format!("chunks/{fan}"))? {
-                        if let Ok(id) = name.parse::<ChunkId>() {
+                for fan in self.fans(Dir::Chunks)? {
+                    for o in self.store.objects(&fan)? {
+                        if let Object::Chunk(id) = o {
                             ids.push(id);
                         }
                     }
@@ -382,18 +380,27 @@ impl Chunks {
         if self.layout != Layout::Packs {
             return Ok(Vec::new());
         }
-        let named: std::collections::HashSet<String> =
-            self.with_index(|i| i.pack_ids().map(|p| p.key()).collect())?;
+        let named: std::collections::HashSet<PackId> =
+            self.with_index(|i| i.pack_ids().copied().collect())?;
         let mut found = Vec::new();
-        for fan in self.store.list("packs")? {
-            for name in self.store.list(&format!("packs/{fan}"))? {
-                let key = format!("packs/{fan}/{name}");
-                if name.ends_with(".pack") && !named.contains(&key) {
-                    found.push(self.store.location(&key));
+        for fan in self.fans(Dir::Packs)? {
+            for o in self.store.objects(&fan)? {
+                if matches!(&o, Object::Pack(id) if !named.contains(id)) {
+                    found.push(self.store.location(&o));
                 }
             }
         }
         Ok(found)
+    }
+
+    /// The fans of `Dir::Chunks` or `Dir::Packs` that the store holds.
+    fn fans(&self, dir: Dir) -> Result<Vec<Dir>> {
+        Ok(self
+            .store
+            .list(&dir)?
+            .iter()
+            .filter_map(|n| dir.fan(n))
+            .collect())
     }
 
     /// Make the chunks of packs named by a new index file known (a server that was sent
@@ -447,7 +454,7 @@ impl Chunks {
         self.read_index_listing()?.ok_or_else(|| {
             anyhow::anyhow!(
                 "index files in {} were replaced while being read, {INDEX_LISTINGS} times over: is a prune running in a loop?",
-                self.store.location("index/")
+                self.store.dir_location(&Dir::Index)
             )
         })
     }
@@ -455,29 +462,32 @@ impl Chunks {
     /// Every index file of one listing, or None if one of them was gone when read.
     fn read_index_listing(&self) -> Result<Option<Vec<IndexFile>>> {
         let mut out = Vec::new();
-        for name in self.store.list("index").context("list the index files")? {
-            let Some(hex) = name.strip_suffix(".idx") else {
+        for object in self
+            .store
+            .objects(&Dir::Index)
+            .context("list the index files")?
+        {
+            let Object::Index(id) = object else {
                 continue;
             };
-            let key = format!("index/{name}");
-            let data = match self.store.get_at_most(&key, index::MAX_INDEX_BYTES) {
+            let data = match self.store.get_at_most(&object, index::MAX_INDEX_BYTES) {
                 Ok(d) => d,
                 Err(StoreError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(anyhow::Error::new(e).context("read an index file")),
             };
-            if blake3::hash(&data).to_hex().as_str() != hex {
+            if IndexId::of(&data) != id {
                 anyhow::bail!(
                     "index file {} is damaged: its content does not hash to its name",
-                    self.store.location(&key)
+                    self.store.location(&object)
                 );
             }
-            out.push((key.clone(), self.parse_index_file(&key, data)?));
+            out.push((id, self.parse_index_file(&object, data)?));
         }
         Ok(Some(out))
     }
 
-    fn parse_index_file(&self, key: &str, data: Vec<u8>) -> Result<Vec<IndexedPack>> {
-        let location = self.store.location(key);
+    fn parse_index_file(&self, object: &Object, data: Vec<u8>) -> Result<Vec<IndexedPack>> {
+        let location = self.store.location(object);
         let data = match &self.protection {
             Protection::Plain => data,
             Protection::Unlocked(c) => c
@@ -492,18 +502,19 @@ impl Chunks {
             .map_err(|e| anyhow::anyhow!("index file {location} is damaged: {e}"))
     }
 
-    /// Write an index file naming `packs` (sealed when encrypted), durably; its key.
-    pub fn write_index(&self, packs: &[IndexedPack]) -> Result<String> {
+    /// Write an index file naming `packs` (sealed when encrypted), durably; its id.
+    pub fn write_index(&self, packs: &[IndexedPack]) -> Result<IndexId> {
         let mut data = index::encode(packs);
         if let Some(c) = self.protection.key() {
             data = c.seal(Kind::Index, &data);
         }
-        let key = index::index_key(&data);
+        let id = IndexId::of(&data);
+        let object = Object::Index(id);
         self.store
-            .put(&key, &data)
-            .with_context(|| format!("write index file {}", self.store.location(&key)))?;
+            .put(&object, &data)
+            .with_context(|| format!("write index file {}", self.store.location(&object)))?;
         self.store.flush()?;
-        Ok(key)
+        Ok(id)
     }
 
     pub fn limits(&self) -> (u32, u64) {
@@ -522,8 +533,8 @@ impl Chunks {
     fn write_pack(&self, builder: PackBuilder) -> Result<()> {
         let SealedPack { id, bytes, entries } = builder.seal(Seal::of(&self.protection));
         self.store
-            .put(&id.key(), &bytes)
-            .with_context(|| format!("write pack {}", self.store.location(&id.key())))?;
+            .put(&Object::Pack(id), &bytes)
+            .with_context(|| format!("write pack {}", self.store.location(&Object::Pack(id))))?;
         let pack = IndexedPack {
             id,
             len: bytes.len() as u64,
@@ -584,7 +595,7 @@ impl ChunkWriter<'_> {
     pub fn put(&mut self, id: &ChunkId, stored: &[u8], plain_len: u32) -> Result<()> {
         let c = self.chunks;
         match c.layout {
-            Layout::Files => c.store.put(&chunk_key(id), stored),
+            Layout::Files => c.store.put(&Object::Chunk(*id), stored),
             Layout::Packs => {
                 let pack = self.pack.get_or_insert_with(|| {
                     c.packer
@@ -645,33 +656,36 @@ mod tests {
     }
 
     impl Store for ReplacedWhileRead {
-        fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-            if key.starts_with("index/") {
+        fn get(&self, object: &Object) -> Result<Vec<u8>, StoreError> {
+            if let Object::Index(_) = object {
                 if let Some(packs) = self.successor.lock().unwrap().take() {
                     let writer = self.chunks.get().expect("set");
                     writer.write_index(&packs).unwrap();
-                    self.inner.delete(key).unwrap();
+                    self.inner.delete(object).unwrap();
                 }
             }
-            self.inner.get(key)
+            self.inner.get(object)
         }
-        fn size(&self, key: &str) -> Result<Option<u64>> {
-            self.inner.size(key)
+        fn size(&self, object: &Object) -> Result<Option<u64>> {
+            self.inner.size(object)
         }
-        fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-            self.inner.put(key, data)
+        fn put(&self, object: &Object, data: &[u8]) -> Result<()> {
+            self.inner.put(object, data)
         }
-        fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key)
+        fn delete(&self, object: &Object) -> Result<()> {
+            self.inner.delete(object)
         }
-        fn list(&self, dir: &str) -> Result<Vec<String>> {
+        fn list(&self, dir: &Dir) -> Result<Vec<String>> {
             self.inner.list(dir)
         }
         fn flush(&self) -> Result<()> {
             self.inner.flush()
         }
-        fn location(&self, key: &str) -> String {
-            self.inner.location(key)
+        fn location(&self, object: &Object) -> String {
+            self.inner.location(object)
+        }
+        fn dir_location(&self, dir: &Dir) -> String {
+            self.inner.dir_location(dir)
         }
     }
 
@@ -685,7 +699,7 @@ mod tests {
         before.flush().unwrap();
         let reader = chunks(store.clone());
         assert!(reader.has(&a).unwrap(), "the index is loaded");
-        let old: Vec<String> = store.list("index").unwrap();
+        let old: Vec<Object> = store.objects(&Dir::Index).unwrap();
         let old_pack = reader.with_index(|i| i.get(&a)).unwrap().unwrap().pack;
 
         // A prune rewrites the pack: the chunk into a new one (with another), a new index
@@ -696,10 +710,10 @@ mod tests {
         w.put(&a, b"first", 5).unwrap();
         drop(w);
         prune.flush().unwrap();
-        for name in old {
-            store.delete(&format!("index/{name}")).unwrap();
+        for object in old {
+            store.delete(&object).unwrap();
         }
-        store.delete(&old_pack.key()).unwrap();
+        store.delete(&Object::Pack(old_pack)).unwrap();
 
         let (raw, plain) = reader.read(&a).unwrap();
         assert_eq!((raw.as_slice(), plain), (&b"first"[..], Some(5)));
@@ -737,7 +751,7 @@ mod tests {
         assert!(reader.has(&a).unwrap() && reader.has(&b).unwrap());
         assert!(store.successor.lock().unwrap().is_none(), "it was replaced");
         assert_eq!(
-            inner.list("index").unwrap().len(),
+            inner.objects(&Dir::Index).unwrap().len(),
             2,
             "successor and the other"
         );

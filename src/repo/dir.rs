@@ -17,8 +17,11 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 
 use super::atomic;
+use super::object::{Dir, Object};
 use super::store::{Store, StoreError};
 
+/// The directory of temporary files, in the repository's root.
+const TMP_DIR: &str = "tmp";
 /// Flush by itself once this many bytes wait in `tmp/`: what a killed capture can lose.
 const BATCH_BYTES: u64 = 64 << 20;
 
@@ -52,12 +55,14 @@ impl DirStore {
         &self.root
     }
 
+    /// Where its temporary files are (never an object's directory).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.root.join(TMP_DIR)
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// Where an object's file is.
+    pub fn path(&self, object: &Object) -> PathBuf {
+        self.root.join(object.key())
     }
 
     fn ensure_dir(&self, dir: &Path) -> Result<()> {
@@ -122,10 +127,37 @@ fn store_error(path: &Path, e: std::io::Error) -> StoreError {
 }
 
 impl DirStore {
-    /// Write `key` through a temporary file, renamed into place at the next flush: never
-    /// over an existing file unless `replace`.
-    fn write(&self, key: &str, data: &[u8], replace: bool) -> Result<()> {
-        let path = self.path(key);
+    /// The names of the regular files and directories in `path`; none when it is absent.
+    fn list_path(&self, path: &Path) -> Result<Vec<String>> {
+        let rd = match fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("list {}", path.display())),
+        };
+        let mut names = Vec::new();
+        for entry in rd {
+            let entry = entry.with_context(|| format!("list {}", path.display()))?;
+            // Only what a reader would read: regular files, and directories (the chunk
+            // fan-out). A symlink or FIFO among them is as good as absent.
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("list {}", path.display()))?;
+            if !(kind.is_file() || kind.is_dir()) {
+                log::warn!("{} is not a regular file; ignored", entry.path().display());
+                continue;
+            }
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Write an object through a temporary file, renamed into place at the next flush:
+    /// never over an existing file unless `replace`.
+    fn write(&self, object: &Object, data: &[u8], replace: bool) -> Result<()> {
+        let path = self.path(object);
         self.ensure_dir(path.parent().expect("keys have a parent"))?;
         let tmp_dir = self.tmp_dir();
         self.ensure_dir(&tmp_dir)?;
@@ -153,19 +185,81 @@ impl DirStore {
     }
 }
 
-impl Store for DirStore {
-    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.get_at_most(key, u64::MAX)
+/// A body written to a temporary file under the repository's `tmp/`, synced, with its
+/// BLAKE3 hash; removed when dropped unless it was placed.
+#[derive(Debug)]
+pub struct Spooled {
+    path: PathBuf,
+    hash: blake3::Hash,
+}
+
+impl Spooled {
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let path = self.path(key);
+    pub fn hash(&self) -> &blake3::Hash {
+        &self.hash
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl DirStore {
+    /// Write `len` bytes of `r` to a new temporary file, hashing them on the way, and
+    /// sync it: an object that may be large (a manifest, a pack) on its way in.
+    pub fn spool(&self, r: &mut impl Read, len: u64) -> Result<Spooled> {
+        let dir = self.tmp_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = dir.join(atomic::temp_name("put"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        let mut spooled = Spooled {
+            path,
+            hash: blake3::Hash::from_bytes([0; 32]),
+        };
+        let mut body = crate::io::HashingReader::new(r.take(len));
+        let n = std::io::copy(&mut body, &mut file)
+            .and_then(|n| file.sync_all().map(|_| n))
+            .with_context(|| format!("write {}", spooled.path.display()))?;
+        anyhow::ensure!(n == len, "the body ended early");
+        spooled.hash = body.finish()?.0;
+        Ok(spooled)
+    }
+
+    /// Rename a spooled file to `object`'s name and make the rename durable. Never over
+    /// an object that is there: its name is its content's hash, so the one there is the
+    /// same (or damaged, which check reports; a PUT does not repair it).
+    pub fn place(&self, spooled: &Spooled, object: &Object) -> Result<()> {
+        let path = self.path(object);
+        let dir = path.parent().context("an object has a directory")?;
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        atomic::place_new(&spooled.path, &path)
+            .with_context(|| format!("rename {} to {}", spooled.path.display(), path.display()))?;
+        atomic::sync_dir(dir)
+    }
+}
+
+impl Store for DirStore {
+    fn get(&self, object: &Object) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(object, u64::MAX)
+    }
+
+    fn get_at_most(&self, object: &Object, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(object);
         read_regular(&path, limit).map_err(|e| store_error(&path, e))
     }
 
-    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    fn get_range(&self, object: &Object, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
         use std::os::unix::fs::FileExt;
-        let path = self.path(key);
+        let path = self.path(object);
         let (f, size) = open_regular(&path, u64::MAX).map_err(|e| store_error(&path, e))?;
         if offset.checked_add(len).is_none_or(|e| e > size) {
             return Err(StoreError::Other {
@@ -180,14 +274,14 @@ impl Store for DirStore {
         Ok(buf)
     }
 
-    fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
-        let path = self.path(key);
+    fn open(&self, object: &Object, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let path = self.path(object);
         let (f, _) = open_regular(&path, limit).map_err(|e| store_error(&path, e))?;
         Ok(Box::new(f))
     }
 
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        let path = self.path(key);
+    fn size(&self, object: &Object) -> Result<Option<u64>> {
+        let path = self.path(object);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
@@ -196,17 +290,17 @@ impl Store for DirStore {
         }
     }
 
-    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.write(key, data, false)
+    fn put(&self, object: &Object, data: &[u8]) -> Result<()> {
+        self.write(object, data, false)
     }
 
-    fn replace(&self, key: &str, data: &[u8]) -> Result<()> {
-        self.write(key, data, true)?;
+    fn replace(&self, object: &Object, data: &[u8]) -> Result<()> {
+        self.write(object, data, true)?;
         self.flush()
     }
 
-    fn delete(&self, key: &str) -> Result<()> {
-        let path = self.path(key);
+    fn delete(&self, object: &Object) -> Result<()> {
+        let path = self.path(object);
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -216,31 +310,8 @@ impl Store for DirStore {
         super::atomic::sync_dir(dir)
     }
 
-    fn list(&self, dir: &str) -> Result<Vec<String>> {
-        let path = self.path(dir);
-        let rd = match fs::read_dir(&path) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("list {}", path.display())),
-        };
-        let mut names = Vec::new();
-        for entry in rd {
-            let entry = entry.with_context(|| format!("list {}", path.display()))?;
-            // Only what a reader would read: regular files, and directories (the chunk
-            // fan-out). A symlink or FIFO among them is as good as absent.
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("list {}", path.display()))?;
-            if !(kind.is_file() || kind.is_dir()) {
-                log::warn!("{} is not a regular file; ignored", entry.path().display());
-                continue;
-            }
-            if let Some(name) = entry.file_name().to_str() {
-                names.push(name.to_string());
-            }
-        }
-        names.sort();
-        Ok(names)
+    fn list(&self, dir: &Dir) -> Result<Vec<String>> {
+        self.list_path(&self.root.join(dir.path()))
     }
 
     fn flush(&self) -> Result<()> {
@@ -282,14 +353,18 @@ impl Store for DirStore {
         Ok(())
     }
 
-    fn location(&self, key: &str) -> String {
-        self.path(key).display().to_string()
+    fn location(&self, object: &Object) -> String {
+        self.path(object).display().to_string()
+    }
+
+    fn dir_location(&self, dir: &Dir) -> String {
+        format!("{}/", self.root.join(dir.path()).display())
     }
 
     fn clean_stale(&self) -> Result<usize> {
         let host = atomic::host();
         let mut n = 0;
-        for name in self.list("tmp")? {
+        for name in self.list_path(&self.tmp_dir())? {
             if atomic::is_stale_temp(&name, &host) {
                 let p = self.tmp_dir().join(&name);
                 match fs::remove_file(&p) {
@@ -311,18 +386,19 @@ mod tests {
     fn an_object_is_never_replaced_but_the_config_may_be() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::new(dir.path());
-        store.put("snapshots/a.json", b"first").unwrap();
+        let a = Object::Snapshot(crate::repo::SnapshotId::of(b"a"));
+        store.put(&a, b"first").unwrap();
         store.flush().unwrap();
-        store.put("snapshots/a.json", b"second").unwrap();
+        store.put(&a, b"second").unwrap();
         store.flush().unwrap();
-        assert_eq!(store.get("snapshots/a.json").unwrap(), b"first");
+        assert_eq!(store.get(&a).unwrap(), b"first");
         assert_eq!(
             fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0,
             "the refused temporary file is gone"
         );
-        store.put("config.json", b"v1").unwrap();
-        store.replace("config.json", b"v2").unwrap();
-        assert_eq!(store.get("config.json").unwrap(), b"v2");
+        store.put(&Object::Config, b"v1").unwrap();
+        store.replace(&Object::Config, b"v2").unwrap();
+        assert_eq!(store.get(&Object::Config).unwrap(), b"v2");
     }
 }

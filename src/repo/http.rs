@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::object::{Dir, Object};
 use super::store::{Store, StoreError};
 use crate::io::{timeouts, LimitedReader};
 use crate::location::{HttpUrl, S3Url};
@@ -112,6 +113,30 @@ fn jittered(d: Duration) -> Duration {
 }
 
 impl HttpStore {
+    /// GET `key` whole: an object, or a directory's listing page.
+    fn fetch(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
+        let limit = limit.min(MAX_BODY);
+        self.with_retries(key, || match self.start_get(key, limit) {
+            Ok((mut body, expected)) => {
+                // Sized from the header: growing by doubling would leave every chunk buffer
+                // up to twice its size.
+                let mut buf = Vec::with_capacity(expected.unwrap_or(0) as usize);
+                match body.read_to_end(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        Attempt::Fail(super::store::too_large(self.url(key), limit))
+                    }
+                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
+                    Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(
+                        "transfer cut after {n} of {} bytes",
+                        expected.unwrap_or(0)
+                    )),
+                    Ok(_) => Attempt::Done(buf),
+                }
+            }
+            Err(a) => a,
+        })
+    }
+
     pub fn new(url: &HttpUrl, cacert: Option<&Path>, token: Option<String>) -> Result<HttpStore> {
         let addressing = Addressing::Plain {
             base: url.clone(),
@@ -459,34 +484,16 @@ impl HttpStore {
 }
 
 impl Store for HttpStore {
-    fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        self.get_at_most(key, MAX_BODY)
+    fn get(&self, object: &Object) -> Result<Vec<u8>, StoreError> {
+        self.get_at_most(object, MAX_BODY)
     }
 
-    fn get_at_most(&self, key: &str, limit: u64) -> Result<Vec<u8>, StoreError> {
-        let limit = limit.min(MAX_BODY);
-        self.with_retries(key, || match self.start_get(key, limit) {
-            Ok((mut body, expected)) => {
-                // Sized from the header: growing by doubling would leave every chunk buffer
-                // up to twice its size.
-                let mut buf = Vec::with_capacity(expected.unwrap_or(0) as usize);
-                match body.read_to_end(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        Attempt::Fail(super::store::too_large(self.url(key), limit))
-                    }
-                    Err(e) => Attempt::Retry(format!("transfer cut: {e}")),
-                    Ok(n) if expected.is_some_and(|x| x != n as u64) => Attempt::Retry(format!(
-                        "transfer cut after {n} of {} bytes",
-                        expected.unwrap_or(0)
-                    )),
-                    Ok(_) => Attempt::Done(buf),
-                }
-            }
-            Err(a) => a,
-        })
+    fn get_at_most(&self, object: &Object, limit: u64) -> Result<Vec<u8>, StoreError> {
+        self.fetch(&object.key(), limit)
     }
 
-    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+    fn get_range(&self, object: &Object, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let key = &object.key();
         let Some(last) = offset.checked_add(len).and_then(|e| e.checked_sub(1)) else {
             return Ok(Vec::new());
         };
@@ -555,7 +562,8 @@ impl Store for HttpStore {
         })
     }
 
-    fn open(&self, key: &str, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+    fn open(&self, object: &Object, limit: u64) -> Result<Box<dyn Read + Send + '_>, StoreError> {
+        let key = &object.key();
         let (body, _) = self.with_retries(key, || match self.start_get(key, limit) {
             Ok(started) => Attempt::Done(started),
             Err(a) => a,
@@ -563,7 +571,8 @@ impl Store for HttpStore {
         Ok(body)
     }
 
-    fn size(&self, key: &str) -> Result<Option<u64>> {
+    fn size(&self, object: &Object) -> Result<Option<u64>> {
+        let key = &object.key();
         let url = self.request_url(Verb::Head, key);
         let r = self.with_retries(key, || match self.agent.head(&url).call() {
             Ok(r) if r.status().as_u16() == 404 => Attempt::Done(None),
@@ -579,7 +588,8 @@ impl Store for HttpStore {
         r.map_err(anyhow::Error::new)
     }
 
-    fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+    fn put(&self, object: &Object, data: &[u8]) -> Result<()> {
+        let key = &object.key();
         let auth = match &self.addressing {
             Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
             Addressing::Plain { token: None, .. } => bail!(
@@ -610,7 +620,8 @@ impl Store for HttpStore {
         !matches!(self.addressing, Addressing::Plain { token: None, .. })
     }
 
-    fn delete(&self, key: &str) -> Result<()> {
+    fn delete(&self, object: &Object) -> Result<()> {
+        let key = &object.key();
         let auth = match &self.addressing {
             Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
             Addressing::Plain { token: None, .. } => bail!(
@@ -635,12 +646,13 @@ impl Store for HttpStore {
         }
     }
 
-    fn list(&self, dir: &str) -> Result<Vec<String>> {
+    fn list(&self, dir: &Dir) -> Result<Vec<String>> {
+        let dir = &dir.path();
         if let Addressing::S3 { .. } = self.addressing {
             return self.list_s3(dir);
         }
         let key = format!("{dir}/");
-        let page = match self.get(&key) {
+        let page = match self.fetch(&key, MAX_BODY) {
             Ok(p) => p,
             Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e).context("list"),
@@ -666,8 +678,12 @@ impl Store for HttpStore {
         Ok(())
     }
 
-    fn location(&self, key: &str) -> String {
-        self.url(key)
+    fn location(&self, object: &Object) -> String {
+        self.url(&object.key())
+    }
+
+    fn dir_location(&self, dir: &Dir) -> String {
+        self.url(&format!("{}/", dir.path()))
     }
 
     fn ignores_ranges(&self) -> bool {

@@ -93,6 +93,11 @@ hash_id!(
     SnapshotId
 );
 
+hash_id!(
+    /// The id of an index file: BLAKE3-256 of the file as stored.
+    IndexId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,11 +14,6 @@ pub const INDEX_MAGIC: &[u8; 8] = b"LBINDX02";
 pub const MAX_INDEX_BYTES: u64 = 256 << 20;
 const PACK_HEAD_BYTES: usize = 32 + 8 + 4;
 
-/// An index file's name: the BLAKE3 hash of its bytes.
-pub fn index_key(data: &[u8]) -> String {
-    format!("index/{}.idx", hex(blake3::hash(data).as_bytes()))
-}
-
 /// The packs an index file describes, with their entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedPack {

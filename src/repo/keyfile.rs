@@ -218,9 +218,42 @@ impl KeyFile {
         })
     }
 
-    /// The name it is stored under: `keys/<16 hex digits of its BLAKE3>.json`.
-    pub fn name(bytes: &[u8]) -> String {
-        hex(&blake3::hash(bytes).as_bytes()[..8])
+    /// The name it is stored under: the first 8 bytes of its BLAKE3.
+    pub fn name(bytes: &[u8]) -> KeyFileId {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&blake3::hash(bytes).as_bytes()[..8]);
+        KeyFileId(id)
+    }
+}
+
+/// A key file's name: 16 hex digits of the BLAKE3 of its bytes (`keys/<id>.json`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyFileId(pub [u8; 8]);
+
+impl std::fmt::Display for KeyFileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl std::fmt::Debug for KeyFileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyFileId({self})")
+    }
+}
+
+impl std::str::FromStr for KeyFileId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<KeyFileId, String> {
+        crate::hex::canonical::<8>(s)
+            .map(KeyFileId)
+            .ok_or_else(|| format!("{s:?} is not a key file's name (16 hex digits)"))
+    }
+}
+
+impl serde::Serialize for KeyFileId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -1,21 +1,20 @@
-//! The key files of an encrypted repository (`keys/<name>.json`, see `crypt::keyfile`):
+//! The key files of an encrypted repository (`keys/<name>.json`, see `repo::keyfile`):
 //! unlocking the master key with a passphrase, adding and removing key files.
 
 use anyhow::{bail, Context, Result};
 
+use super::keyfile::{KeyFile, KeyFileError, KeyFileId, Unlocked, MAX_KEY_FILE};
+use super::object::{Dir, Object};
 use super::store::{Store, StoreError};
 use super::Config;
 use crate::crypt::{MasterKey, Passphrase};
-use crate::repo::keyfile::{KeyFile, KeyFileError, Unlocked, MAX_KEY_FILE};
-
-pub const KEYS_DIR: &str = "keys";
 /// A reader tries at most this many key files (each costs an argon2id run).
 const MAX_KEY_FILES: usize = 64;
 
 /// A key file in the repository.
 pub struct StoredKey {
     /// Its name: 16 hex digits of the BLAKE3 of its bytes.
-    pub name: String,
+    pub name: KeyFileId,
     pub file: KeyFile,
 }
 
@@ -28,33 +27,31 @@ pub enum UnlockError {
     NoKeys { repo: String, location: String },
 }
 
-pub fn key_path(name: &str) -> String {
-    format!("{KEYS_DIR}/{name}.json")
-}
-
 /// The repository's key files, each read within its limit. A file that is not a key file
 /// is skipped with a warning (an attacker who can write the store could plant one; it
 /// opens nothing).
 pub fn list(store: &dyn Store) -> Result<Vec<StoredKey>> {
-    let mut names: Vec<String> = store
-        .list(KEYS_DIR)
+    let mut names: Vec<KeyFileId> = store
+        .objects(&Dir::Keys)
         .context("list the key files")?
         .into_iter()
-        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
-        .filter(|n| n.len() == 16 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter_map(|o| match o {
+            Object::KeyFile(id) => Some(id),
+            _ => None,
+        })
         .collect();
     names.sort();
     if names.len() > MAX_KEY_FILES {
         log::warn!(
             "{} holds {} key files; only the first {MAX_KEY_FILES} are tried",
-            store.location(KEYS_DIR),
+            store.dir_location(&Dir::Keys),
             names.len()
         );
         names.truncate(MAX_KEY_FILES);
     }
     let mut keys = Vec::new();
     for name in names {
-        let path = key_path(&name);
+        let path = Object::KeyFile(name);
         let raw = match store.get_at_most(&path, MAX_KEY_FILE) {
             Ok(r) => r,
             Err(e @ StoreError::Other { .. }) => {
@@ -78,24 +75,24 @@ pub fn unlock(
     config: &Config,
     display: &str,
     pass: &Passphrase,
-) -> Result<(MasterKey, String)> {
+) -> Result<(MasterKey, KeyFileId)> {
     let keys = list(store)?;
     if keys.is_empty() {
         return Err(UnlockError::NoKeys {
             repo: display.to_string(),
-            location: store.location(KEYS_DIR),
+            location: store.dir_location(&Dir::Keys),
         }
         .into());
     }
     for k in &keys {
         match k.file.open(pass.as_str()) {
             Ok(u) => {
-                check_binding(&u, config, &store.location(&key_path(&k.name)))?;
+                check_binding(&u, config, &store.location(&Object::KeyFile(k.name)))?;
                 log::info!("unlocked with key file {}", k.name);
-                return Ok((u.master, k.name.clone()));
+                return Ok((u.master, k.name));
             }
             Err(KeyFileError::WrongPassphrase) => {}
-            Err(e) => log::warn!("{}: {e}", store.location(&key_path(&k.name))),
+            Err(e) => log::warn!("{}: {e}", store.location(&Object::KeyFile(k.name))),
         }
     }
     Err(UnlockError::WrongPassphrase {
@@ -128,11 +125,11 @@ pub fn add(
     config: &Config,
     master: &MasterKey,
     pass: &Passphrase,
-) -> Result<String> {
+) -> Result<KeyFileId> {
     let file = KeyFile::seal(master, &config.id, &config.chunker, pass.as_str())?;
     let bytes = file.to_bytes();
     let name = KeyFile::name(&bytes);
-    let path = key_path(&name);
+    let path = Object::KeyFile(name);
     store
         .put(&path, &bytes)
         .with_context(|| format!("write key file {}", store.location(&path)))?;

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
-use crate::repo::{ChunkId, Config, RepoSpec, Repository};
+use crate::repo::{ChunkId, Config, Dir, Object, RepoSpec, Repository};
 use crate::ui::{bytes, print_table, Outcome, Ui};
 
 #[derive(Debug, Serialize)]
@@ -103,7 +103,7 @@ pub fn run(spec: &RepoSpec, ui: &Ui) -> Result<Summary> {
         pack_every_chunk(&repo, &packed, &mut summary, ui)?;
         switch_to_version_2(&packed)?;
     }
-    summary.chunk_files_removed = remove_chunk_files(&dir.join("chunks"))?;
+    summary.chunk_files_removed = remove_chunk_files(&dir.join(Dir::Chunks.path()))?;
     summary.duration_s = start.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -159,7 +159,7 @@ fn pack_every_chunk(
 fn switch_to_version_2(packed: &Repository) -> Result<()> {
     let mut data = serde_json::to_vec_pretty(&packed.config)?;
     data.push(b'\n');
-    packed.store().replace("config.json", &data)?;
+    packed.store().replace(&Object::Config, &data)?;
     packed.store().flush()
 }
 

@@ -1,6 +1,7 @@
 //! The repository: a versioned config, zstd-compressed chunks named by BLAKE3, and snapshot
 //! manifests, laid out as `docs/repository-format.md` describes, on top of a [`Store`].
 
+pub mod admit;
 pub mod atomic;
 pub mod chunker;
 pub mod chunks;
@@ -12,6 +13,7 @@ pub mod keyfile;
 pub mod keyring;
 pub mod manifest;
 pub mod migrate;
+pub mod object;
 pub mod pack;
 pub mod protect;
 pub mod runs;
@@ -29,9 +31,10 @@ use crate::crypt::{Kind, Protection};
 use crate::location::RepoLocation;
 use pack::Seal;
 
-pub use chunks::{chunk_key, ChunkWriter, Layout};
-pub use id::{ChunkId, SnapshotId};
+pub use chunks::{ChunkWriter, Layout};
+pub use id::{ChunkId, IndexId, SnapshotId};
 pub use manifest::Manifest;
+pub use object::{Dir, Object};
 pub use store::{Store, StoreError};
 
 use dir::DirStore;
@@ -254,10 +257,6 @@ impl ChunkError {
     }
 }
 
-pub fn snapshot_key(id: &SnapshotId) -> String {
-    format!("snapshots/{id}.json")
-}
-
 /// A repository and how to reach it, as every command that reads or writes one takes it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RepoSpec {
@@ -452,7 +451,7 @@ impl Repository {
             let mut entries = std::fs::read_dir(dir)
                 .with_context(|| format!("read directory {}", dir.display()))?;
             if entries.next().is_some() {
-                if dir.join("config.json").exists() {
+                if dir.join(Object::Config.key()).exists() {
                     bail!("{} already holds a repository", dir.display());
                 }
                 bail!(
@@ -463,14 +462,14 @@ impl Repository {
         }
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let store = DirStore::new(dir);
-        let subs: &[&str] = if version == 1 {
-            &["chunks", "snapshots", "tmp"]
+        let subs: &[Dir] = if version == 1 {
+            &[Dir::Chunks, Dir::Snapshots]
         } else {
-            &["packs", "index", "snapshots", "keys", "tmp"]
+            &[Dir::Packs, Dir::Index, Dir::Snapshots, Dir::Keys]
         };
-        for sub in subs {
-            std::fs::create_dir_all(dir.join(sub))
-                .with_context(|| format!("create {}", dir.join(sub).display()))?;
+        let paths = subs.iter().map(|d| dir.join(d.path()));
+        for sub in paths.chain([store.tmp_dir()]) {
+            std::fs::create_dir_all(&sub).with_context(|| format!("create {}", sub.display()))?;
         }
         let mut data = serde_json::to_vec_pretty(&config)?;
         data.push(b'\n');
@@ -480,7 +479,7 @@ impl Repository {
         }
         store.flush()?;
         atomic::sync_dir(dir)?;
-        store.put("config.json", &data)?;
+        store.put(&Object::Config, &data)?;
         store.flush()?;
         let repo = Self::with_store(
             Arc::new(store),
@@ -659,7 +658,7 @@ impl Repository {
         config: Config,
         encrypt: Option<(&crate::crypt::MasterKey, &crate::crypt::Passphrase)>,
     ) -> Result<Repository> {
-        if store.has("config.json")? {
+        if store.has(&Object::Config)? {
             bail!("{display} already holds a repository");
         }
         let mut data = serde_json::to_vec_pretty(&config)?;
@@ -667,7 +666,7 @@ impl Repository {
         if let Some((master, pass)) = encrypt {
             keyring::add(&*store, &config, master, pass)?;
         }
-        store.put("config.json", &data)?;
+        store.put(&Object::Config, &data)?;
         store.flush()?;
         let repo = Self::with_store(store, display, config, Protection::Plain);
         Ok(match encrypt {
@@ -677,7 +676,7 @@ impl Repository {
     }
 
     pub fn open_store(store: Arc<dyn Store>, display: &str) -> Result<Repository> {
-        let raw = match store.get_at_most("config.json", MAX_CONFIG_BYTES) {
+        let raw = match store.get_at_most(&Object::Config, MAX_CONFIG_BYTES) {
             Ok(raw) => raw,
             Err(StoreError::NotFound { .. }) => bail!(
                 "{display} is not a lifeboat repository (it has no config.json); {}",
@@ -685,7 +684,7 @@ impl Repository {
             ),
             Err(e) => return Err(e).context("read repository config"),
         };
-        let config = Config::parse(&raw, &store.location("config.json"), display)?;
+        let config = Config::parse(&raw, &store.location(&Object::Config), display)?;
         let protection = if config.encryption.is_some() {
             Protection::Locked
         } else {
@@ -874,7 +873,7 @@ impl Repository {
             Layout::Files => {
                 let mut total = 0;
                 for id in ids {
-                    total += self.store.size(&chunk_key(id))?.unwrap_or(0);
+                    total += self.store.size(&Object::Chunk(*id))?.unwrap_or(0);
                 }
                 Ok(total)
             }
@@ -1016,12 +1015,12 @@ impl Repository {
     }
 
     /// Format 2: every index file with its packs.
-    pub fn index_files(&self) -> Result<Vec<(String, Vec<index::IndexedPack>)>> {
+    pub fn index_files(&self) -> Result<Vec<chunks::IndexFile>> {
         self.chunks.index_files()
     }
 
     /// Format 2: write an index file naming `packs`; its key.
-    pub fn write_index(&self, packs: &[index::IndexedPack]) -> Result<String> {
+    pub fn write_index(&self, packs: &[index::IndexedPack]) -> Result<IndexId> {
         self.chunks.write_index(packs)
     }
 
@@ -1105,7 +1104,7 @@ impl Repository {
         }
         let id = SnapshotId::of(&data);
         self.flush()?;
-        self.store.put(&snapshot_key(&id), &data)?;
+        self.store.put(&Object::Snapshot(id), &data)?;
         self.store.flush()?;
         Ok(id)
     }
@@ -1115,7 +1114,7 @@ impl Repository {
     /// been read and found to hash to its name. A transfer cut on the way is tried again
     /// (twice) on a network store.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let key = snapshot_key(id);
+        let key = Object::Snapshot(*id);
         let location = self.store.location(&key);
         let attempts = if self.store.is_remote() { 3 } else { 1 };
         let mut attempt = 1;
@@ -1138,7 +1137,7 @@ impl Repository {
     fn read_manifest(
         &self,
         id: &SnapshotId,
-        key: &str,
+        key: &Object,
         location: &str,
     ) -> Result<Manifest, ManifestRead> {
         let transfer = |e: anyhow::Error| {
@@ -1183,7 +1182,7 @@ impl Repository {
     fn read_sealed_manifest(
         &self,
         id: &SnapshotId,
-        key: &str,
+        key: &Object,
         location: &str,
     ) -> Result<Manifest, ManifestRead> {
         let sealed = match self
@@ -1251,9 +1250,12 @@ impl Repository {
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
             .store
-            .list("snapshots")?
+            .objects(&Dir::Snapshots)?
             .into_iter()
-            .filter_map(|n| n.strip_suffix(".json")?.parse().ok())
+            .filter_map(|o| match o {
+                Object::Snapshot(id) => Some(id),
+                _ => None,
+            })
             .collect())
     }
 
@@ -1432,8 +1434,9 @@ mod tests {
         assert_eq!(opened.get_chunk(&id).unwrap(), data);
         // A stored chunk whose bytes do not hash to its name is corrupt, and named.
         let wrong = ChunkId::of(b"not these bytes");
-        std::fs::create_dir_all(path.join(chunk_key(&wrong)).parent().unwrap()).unwrap();
-        std::fs::copy(path.join(chunk_key(&id)), path.join(chunk_key(&wrong))).unwrap();
+        let file = |id: &ChunkId| path.join(Object::Chunk(*id).key());
+        std::fs::create_dir_all(file(&wrong).parent().unwrap()).unwrap();
+        std::fs::copy(file(&id), file(&wrong)).unwrap();
         assert!(matches!(
             opened.get_chunk(&wrong),
             Err(ChunkError::Corrupt { .. })

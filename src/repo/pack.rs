@@ -70,10 +70,14 @@ impl PackId {
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }
-    /// Where the pack lives in a repository.
-    pub fn key(&self) -> String {
-        let h = self.to_hex();
-        format!("packs/{}/{h}.pack", &h[..2])
+}
+
+impl std::str::FromStr for PackId {
+    type Err = super::id::BadId;
+    fn from_str(s: &str) -> Result<PackId, super::id::BadId> {
+        crate::hex::canonical::<32>(s)
+            .map(PackId)
+            .ok_or_else(|| super::id::BadId(s.to_string()))
     }
 }
 

@@ -6,24 +6,22 @@ use std::collections::HashSet;
 
 use anyhow::{Context, Result};
 
-use super::{Repository, SnapshotId};
+use super::{Dir, Object, Repository, SnapshotId};
 
-pub const DIR: &str = "protected";
 /// A marker holds a line of JSON (who and when), at most this much.
 pub const MAX_MARKER: u64 = 4096;
-
-pub fn key(id: &SnapshotId) -> String {
-    format!("{DIR}/{id}")
-}
 
 /// The protected snapshots.
 pub fn list(repo: &Repository) -> Result<HashSet<SnapshotId>> {
     Ok(repo
         .store()
-        .list(DIR)
+        .objects(&Dir::Protected)
         .context("list the protected snapshots")?
         .into_iter()
-        .filter_map(|n| n.parse().ok())
+        .filter_map(|o| match o {
+            Object::Protected(id) => Some(id),
+            _ => None,
+        })
         .collect())
 }
 
@@ -36,16 +34,18 @@ pub fn add(repo: &Repository, id: &SnapshotId) -> Result<()> {
     });
     let mut data = serde_json::to_vec(&marker)?;
     data.push(b'\n');
+    let marker = Object::Protected(*id);
     repo.store()
-        .put(&key(id), &data)
-        .with_context(|| format!("write {}", repo.store().location(&key(id))))?;
+        .put(&marker, &data)
+        .with_context(|| format!("write {}", repo.store().location(&marker)))?;
     repo.store().flush()
 }
 
 /// Remove a snapshot's protection.
 pub fn remove(repo: &Repository, id: &SnapshotId) -> Result<()> {
+    let marker = Object::Protected(*id);
     repo.store()
-        .delete(&key(id))
-        .with_context(|| format!("remove {}", repo.store().location(&key(id))))?;
+        .delete(&marker)
+        .with_context(|| format!("remove {}", repo.store().location(&marker)))?;
     repo.store().flush()
 }

@@ -23,7 +23,8 @@ use crate::capture::CaptureArgs;
 use crate::crypt::Passphrase;
 use crate::location::{DiskLocation, RepoLocation};
 use crate::repo::keyring;
-use crate::repo::RepoSpec;
+use crate::repo::object::ReportName;
+use crate::repo::{Object, RepoSpec};
 use crate::restore::targets::{self, Machine, Target, TargetSpec};
 use crate::restore::RestoreArgs;
 use crate::ui::{bytes, Ui};
@@ -103,12 +104,8 @@ pub fn main() -> ! {
 fn publish(report: &mut Report) {
     if let Some(RepoLocation::Dir(dir)) = report.repo.clone() {
         // Through the repository's own store: its temporary files, durability and clean-up.
-        let key = format!(
-            "reports/{}-{}.json",
-            crate::time::now_rfc3339().replace(':', ""),
-            if report.succeeded() { "ok" } else { "failed" }
-        );
-        report.report_file = Some(dir.join(&key).display().to_string());
+        let key = Object::Report(ReportName::new(chrono::Utc::now(), report.succeeded()));
+        report.report_file = Some(dir.join(key.key()).display().to_string());
         let written = serde_json::to_vec_pretty(&*report)
             .context("encode the report")
             .and_then(|json| {

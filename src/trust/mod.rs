@@ -14,12 +14,12 @@ pub use policy::{AnchorSource, Policy, TrustArgs, Verdict};
 
 use crate::crypt::signing::SigningKey;
 use crate::repo::id::SnapshotId;
-use crate::repo::Repository;
+use crate::repo::{Object, Repository};
 
 /// Sign a stored snapshot: the signature object is written after the manifest it
 /// names, and never replaces another (one object per key).
 pub fn sign(repo: &Repository, id: &SnapshotId, key: &SigningKey) -> Result<()> {
-    let object = signature::signature_key(id, &key.public().id());
+    let object = Object::Signature(*id, key.public().id());
     let file = signature::SignatureFile::sign(id, key);
     repo.store()
         .put(&object, &file.to_bytes())

@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
-use super::signature::{signature_key, SignatureFile, MAX_SIGNATURE_BYTES};
+use super::signature::{SignatureFile, MAX_SIGNATURE_BYTES};
 use crate::crypt::signing::{KeyId, PublicKey};
 use crate::repo::id::SnapshotId;
 use crate::repo::store::StoreError;
-use crate::repo::{Repository, Snapshot};
+use crate::repo::{Dir, Object, Repository, Snapshot};
 
 /// The options of every command that reads snapshots.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -191,7 +191,7 @@ impl Policy {
         let mut signed_by = None;
         for key in &self.anchors {
             let kid = key.id();
-            let object = signature_key(id, &kid);
+            let object = Object::Signature(*id, kid);
             let raw = match repo.store().get_at_most(&object, MAX_SIGNATURE_BYTES) {
                 Ok(raw) => raw,
                 Err(StoreError::NotFound { .. }) => continue,
@@ -342,15 +342,13 @@ fn read_revoked(path: &std::path::Path) -> Result<Vec<KeyId>> {
 
 /// The key ids of signatures a snapshot carries (from the listing: only for messages).
 fn other_signers(repo: &Repository, id: &SnapshotId) -> Vec<String> {
-    let prefix = format!("{id}.");
     repo.store()
-        .list("snapshots")
+        .objects(&Dir::Snapshots)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|n| {
-            n.strip_prefix(&prefix)?
-                .strip_suffix(".sig")
-                .map(str::to_string)
+        .filter_map(|o| match o {
+            Object::Signature(s, key) if s == *id => Some(key.to_string()),
+            _ => None,
         })
         .collect()
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypt::signing::{KeyId, PublicKey, SigningKey};
 use crate::hex::decode as parse_hex;
+use crate::repo::admit::{Admission, Admitted, Refusal};
 use crate::repo::id::SnapshotId;
+use crate::repo::Object;
 
 pub const SIGNATURE_FORMAT: &str = "lifeboat-signature";
 pub const SIGNATURE_VERSION: u32 = 1;
@@ -21,11 +23,6 @@ pub fn message(id: &SnapshotId) -> Vec<u8> {
     let mut m = b"lifeboat snapshot signature v1\0".to_vec();
     m.extend_from_slice(&id.0);
     m
-}
-
-/// Where a key's signature of a snapshot is kept.
-pub fn signature_key(id: &SnapshotId, key: &KeyId) -> String {
-    format!("snapshots/{id}.{key}.sig")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +76,49 @@ impl SignatureFile {
         }
         Ok(())
     }
+}
+
+/// A signature a writer sends (`lifeboat serve`): it must be a valid signature of that
+/// snapshot by the key its name gives, and the manifest must be stored already.
+pub fn admit(
+    admission: &Admission,
+    id: &SnapshotId,
+    key: &KeyId,
+    body: &[u8],
+) -> Result<Admitted, Refusal> {
+    let claimed = match serde_json::from_slice::<SignatureFile>(body) {
+        Ok(f) => f.key,
+        Err(e) => {
+            return Err(Refusal::Invalid(format!(
+                "the signature does not parse: {e}"
+            )))
+        }
+    };
+    if claimed.id() != *key {
+        return Err(Refusal::Invalid(format!(
+            "the signature is by key {}, not {key}",
+            claimed.id()
+        )));
+    }
+    if let Err(e) = SignatureFile::parse_and_verify(body, id, &claimed) {
+        return Err(Refusal::Invalid(format!(
+            "the signature is not valid: {e:#}"
+        )));
+    }
+    let object = Object::Signature(*id, *key);
+    match admission.existing(&object) {
+        Some(there) if there == body => return Ok(Admitted::AlreadyStored),
+        Some(_) => {
+            return Err(Refusal::Conflict(format!(
+                "{object} exists, with other content: objects are never replaced"
+            )))
+        }
+        None => {}
+    }
+    admission.require(&Object::Snapshot(*id), || {
+        format!("snapshot {id} is not stored; push it first")
+    })?;
+    admission.small(&object, body)
 }
 
 #[cfg(test)]

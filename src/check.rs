@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::io::parallel::{map_ordered, Width};
 use crate::io::Progress;
+use crate::journal::{self, Operation, Subject};
 use crate::repo::{ChunkError, ChunkId, RepoSpec, Repository, SnapshotId};
 use crate::ui::{Outcome, Ui};
 
@@ -152,19 +153,22 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
         Some(groups) => Some((groups, next_group(&repo, groups)?)),
         None => None,
     };
-    let entry = crate::journal::Entry::begin(crate::journal::Operation::Check);
-    let result = check(&repo, args, subset, ui);
-    // A check that ran to its end and found problems is a failed check.
-    let judged = match &result {
-        Ok(r) if !r.ok => Err(anyhow::anyhow!(
-            "check found problems: {}",
-            r.problem_line()
-        )),
-        Ok(_) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    journal::recorded(
+        &repo,
+        Operation::Check,
+        || check(&repo, args, subset, ui),
+        |result| Some(recorded_as(args, subset, result)),
+    )
+}
+
+/// What the journal says of a check. One that ran to its end and found problems is a
+/// failed check.
+fn recorded_as(args: &CheckArgs, subset: Option<(u32, u32)>, result: &Result<Report>) -> Subject {
+    let Ok(r) = result else {
+        return Subject::default();
     };
-    let details = match &result {
-        Ok(r) => serde_json::json!({
+    Subject {
+        details: serde_json::json!({
             "read_data": args.read_data,
             "read_data_subset": args.read_data_subset,
             "subset": subset.map(|(groups, group)| serde_json::json!({"groups": groups, "group": group})),
@@ -175,19 +179,18 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
             "corrupt": r.corrupt.len(),
             "damaged_snapshots": r.damaged_snapshots.len(),
         }),
-        Err(_) => serde_json::Value::Null,
-    };
-    crate::journal::note(&repo, &entry.record(&judged, None, None, details));
-    result
+        failure: (!r.ok).then(|| format!("check found problems: {}", r.problem_line())),
+        ..Subject::default()
+    }
 }
 
 /// The share of the chunks a `--read-data-subset` run reads: the one after the last
 /// recorded run's with the same number of groups (the first one otherwise).
 fn next_group(repo: &Repository, groups: u32) -> Result<u32> {
-    let last = crate::journal::read_all(repo)?
+    let last = journal::read_all(repo)?
         .into_iter()
         .rev()
-        .filter(|r| r.operation == crate::journal::Operation::Check)
+        .filter(|r| r.operation == Operation::Check)
         .find_map(|r| {
             let s = r.details.get("subset")?;
             (s.get("groups")?.as_u64()? == groups as u64).then(|| s.get("group")?.as_u64())?

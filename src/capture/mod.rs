@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::disk::layout::{read_layout, Layout};
 use crate::disk::SourceDisk;
 use crate::io::Progress;
+use crate::journal::{self, Operation, Subject};
 use crate::location::DiskLocation;
 use crate::range;
 use crate::repo::manifest::{
@@ -141,18 +142,22 @@ pub fn run(args: &CaptureArgs, ui: &Ui) -> Result<Summary> {
         None => None,
     };
     let repo = open_repository(args)?;
-    let entry = crate::journal::Entry::begin(crate::journal::Operation::Capture);
-    let result = capture_into(&repo, args, time, ui, start);
-    let details = match &result {
-        Ok(s) => serde_json::to_value(s).unwrap_or_default(),
-        Err(_) => serde_json::json!({ "source": sources(args) }),
-    };
-    let snapshot = result.as_ref().ok().map(|s| s.snapshot);
-    crate::journal::note(
+    journal::recorded(
         &repo,
-        &entry.record(&result, Some(&args.name), snapshot, details),
-    );
-    result
+        Operation::Capture,
+        || capture_into(&repo, args, time, ui, start),
+        |result| {
+            Some(Subject {
+                name: Some(args.name.clone()),
+                snapshot: result.as_ref().ok().map(|s| s.snapshot),
+                details: match result {
+                    Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+                    Err(_) => serde_json::json!({ "source": sources(args) }),
+                },
+                failure: None,
+            })
+        },
+    )
 }
 
 /// The capture itself, into an open repository.

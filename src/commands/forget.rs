@@ -10,8 +10,9 @@ use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
 
-use crate::journal::{self, Operation};
-use crate::repo::{Dir, Object, RepoSpec, Repository, SnapshotId};
+use crate::journal::protection::ProtectionView;
+use crate::journal::{self, Operation, Subject};
+use crate::repo::{Dir, Object, RepoSpec, Repository, Snapshot, SnapshotId};
 use crate::retention::{self, Candidate, Policy};
 use crate::time::Span;
 use crate::ui::Outcome;
@@ -205,46 +206,36 @@ pub fn run(args: &ForgetArgs) -> Result<Forgotten> {
         }
     }
     let repo = Repository::open(&args.repo)?;
-    let entry = journal::Entry::begin(Operation::Forget);
-    let result = forget(&repo, args, &policy);
-    let details = match &result {
-        Ok(f) => serde_json::json!({
-            "policy": f.policy,
-            "dry_run": f.dry_run,
-            "removed": f.snapshots.iter().filter(|d| !d.keep).map(|d| d.id).collect::<Vec<_>>(),
-            "kept": f.kept,
-        }),
-        Err(_) => serde_json::Value::Null,
-    };
-    if !args.dry_run {
-        journal::note(&repo, &entry.record(&result, None, None, details));
-    }
-    result
+    journal::recorded(
+        &repo,
+        Operation::Forget,
+        || forget(&repo, args, &policy),
+        |result| {
+            (!args.dry_run).then(|| Subject {
+                details: match result {
+                    Ok(f) => serde_json::json!({
+                        "policy": f.policy,
+                        "dry_run": f.dry_run,
+                        "removed": f.snapshots.iter().filter(|d| !d.keep).map(|d| d.id).collect::<Vec<_>>(),
+                        "kept": f.kept,
+                    }),
+                    Err(_) => serde_json::Value::Null,
+                },
+                ..Subject::default()
+            })
+        },
+    )
 }
 
+/// A name's snapshots as the policy sees them, with their times as recorded.
+type ByName = BTreeMap<String, Vec<(Candidate, String)>>;
+
 fn forget(repo: &Repository, args: &ForgetArgs, policy: &Policy) -> Result<Forgotten> {
-    let mut by_name: BTreeMap<String, Vec<(Candidate, String)>> = BTreeMap::new();
-    for (id, s) in repo.snapshots()? {
-        let s = match s {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("snapshot {}: {e:#}; left alone", id.short());
-                continue;
-            }
-        };
-        let m = &s.manifest;
-        if !args.name.is_empty() && !args.name.contains(&m.name) {
-            continue;
-        }
-        let time = crate::time::parse_rfc3339(&m.time)
-            .with_context(|| format!("snapshot {}", id.short()))?;
-        by_name
-            .entry(m.name.clone())
-            .or_default()
-            .push((Candidate { id, time }, m.time.clone()));
-    }
+    let snapshots = repo.snapshots()?;
+    let by_name = candidates(&snapshots, args)?;
     let protected = crate::repo::protect::list(repo)?;
-    let bootable = last_known_bootable(repo, &by_name)?;
+    let view = ProtectionView::new(&journal::read_all(repo)?, &snapshots);
+    let bootable = last_known_bootable(&view, &by_name);
     let now = Utc::now();
     let mut out = Vec::new();
     for (name, list) in &by_name {
@@ -284,12 +275,35 @@ fn forget(repo: &Repository, args: &ForgetArgs, policy: &Policy) -> Result<Forgo
     })
 }
 
+/// The snapshots of the names concerned, by name; a damaged one is left alone.
+fn candidates(snapshots: &[(SnapshotId, Result<Snapshot>)], args: &ForgetArgs) -> Result<ByName> {
+    let mut by_name = ByName::new();
+    for (id, s) in snapshots {
+        let id = *id;
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("snapshot {}: {e:#}; left alone", id.short());
+                continue;
+            }
+        };
+        let m = &s.manifest;
+        if !args.name.is_empty() && !args.name.contains(&m.name) {
+            continue;
+        }
+        let time = crate::time::parse_rfc3339(&m.time)
+            .with_context(|| format!("snapshot {}", id.short()))?;
+        by_name
+            .entry(m.name.clone())
+            .or_default()
+            .push((Candidate { id, time }, m.time.clone()));
+    }
+    Ok(by_name)
+}
+
 /// For each name, the newest snapshot whose last drill passed (from the journal).
-fn last_known_bootable(
-    repo: &Repository,
-    by_name: &BTreeMap<String, Vec<(Candidate, String)>>,
-) -> Result<HashSet<SnapshotId>> {
-    let drills = crate::journal::last_drills(&crate::journal::read_all(repo)?);
+fn last_known_bootable(view: &ProtectionView, by_name: &ByName) -> HashSet<SnapshotId> {
+    let drills = &view.drills;
     let mut out = HashSet::new();
     for list in by_name.values() {
         let newest_good = list
@@ -300,7 +314,7 @@ fn last_known_bootable(
             out.insert(c.id);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Remove snapshots: each manifest first (the snapshot is gone at once), then its

@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
-use crate::journal::{self, Operation};
+use crate::journal::{self, Operation, Subject};
 use crate::repo::{protect, RepoSpec, Repository, SnapshotId};
 use crate::ui::Outcome;
 
@@ -45,26 +45,25 @@ impl Outcome for Protected {
 pub fn run(args: &ProtectArgs) -> Result<Protected> {
     let repo = Repository::open(&args.repo)?;
     let snap = repo.resolve(&args.snapshot)?;
-    let entry = journal::Entry::begin(if args.remove {
-        Operation::Unprotect
-    } else {
-        Operation::Protect
-    });
-    let result = if args.remove {
-        protect::remove(&repo, &snap.id)
-    } else {
-        protect::add(&repo, &snap.id)
+    let operation = match args.remove {
+        true => Operation::Unprotect,
+        false => Operation::Protect,
     };
-    journal::note(
+    journal::recorded(
         &repo,
-        &entry.record(
-            &result,
-            Some(&snap.manifest.name),
-            Some(snap.id),
-            serde_json::Value::Null,
-        ),
-    );
-    result?;
+        operation,
+        || match args.remove {
+            true => protect::remove(&repo, &snap.id),
+            false => protect::add(&repo, &snap.id),
+        },
+        |_| {
+            Some(Subject {
+                name: Some(snap.manifest.name.clone()),
+                snapshot: Some(snap.id),
+                ..Subject::default()
+            })
+        },
+    )?;
     Ok(Protected {
         snapshot: snap.id,
         name: snap.manifest.name.clone(),

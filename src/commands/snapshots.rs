@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use crate::journal::protection::{Drilled, ProtectionView};
 use crate::repo::{RepoSpec, Repository, SnapshotId};
 use crate::ui::{bytes, Outcome};
 
@@ -46,7 +47,7 @@ pub struct Entry {
     pub signature: Option<String>,
     /// Its last drill (from the journal): when, and whether it passed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_drill: Option<crate::journal::Drilled>,
+    pub last_drill: Option<Drilled>,
     /// Protected from forget (`lifeboat protect`).
     pub protected: bool,
     /// "crash-consistent" when the disk was read while in use, with what used it.
@@ -59,10 +60,11 @@ pub struct Entry {
 pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
     let repo = Repository::open(&args.repo)?;
     let policy = crate::trust::Policy::new(&args.trust, &repo)?;
-    let drills = crate::journal::last_drills(&crate::journal::read_all(&repo)?);
+    let snapshots = repo.snapshots()?;
+    let drills = ProtectionView::new(&crate::journal::read_all(&repo)?, &snapshots).drills;
     let protected = crate::repo::protect::list(&repo)?;
     let mut out = Vec::new();
-    for (id, s) in repo.snapshots()? {
+    for (id, s) in snapshots {
         match s {
             Ok(s) => {
                 let m = &s.manifest;

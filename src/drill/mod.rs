@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::journal::{self, Operation, Subject};
 use crate::location::RepoLocation;
 use crate::media::{KernelArg, MkimageArgs};
 use crate::repo::{Repository, Snapshot, SnapshotId};
@@ -160,7 +161,18 @@ impl Work {
 pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
-    let journal_start = crate::journal::Entry::begin(crate::journal::Operation::Drill);
+    // A drill that ran is recorded, linked to its snapshot: what `snapshots`, `forget`
+    // (last known bootable) and `status` read. One that could not run is not.
+    journal::recorded(
+        &repo,
+        Operation::Drill,
+        || drill(&repo, args, ui, start),
+        |result| result.as_ref().ok().map(recorded_as),
+    )
+}
+
+/// Media, blank disks, the rescue's restore, then the restored disk's boot.
+fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result<Summary> {
     let snap = repo.resolve(&args.snapshot)?;
     let work = Work::new(work_dir(args.work.as_deref())?);
     for f in [OVMF_CODE, OVMF_VARS] {
@@ -236,33 +248,33 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     if args.work.is_none() {
         work.clean();
     }
-    let summary = summarise(args, &snap, rescue, booted.is_ok(), phases, &work, start);
-    record_drill(&repo, &summary, journal_start);
-    Ok(summary)
+    Ok(summarise(
+        args,
+        &snap,
+        rescue,
+        booted.is_ok(),
+        phases,
+        &work,
+        start,
+    ))
 }
 
-/// The drill's result in the repository's journal, linked to its snapshot: what
-/// `snapshots`, `forget` (last known bootable) and `status` read.
-fn record_drill(repo: &Repository, s: &Summary, entry: crate::journal::Entry) {
-    let result = if s.pass {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!(
-            "{}",
+/// What the journal says of a drill that ran.
+fn recorded_as(s: &Summary) -> Subject {
+    Subject {
+        name: Some(s.name.clone()),
+        snapshot: Some(s.snapshot),
+        details: serde_json::json!({
+            "via": s.via,
+            "phases": s.phases,
+            "disk_size": s.disk_size,
+        }),
+        failure: (!s.pass).then(|| {
             s.rescue_error
                 .clone()
                 .unwrap_or_else(|| "the restored disk did not show its marker".into())
-        ))
-    };
-    let details = serde_json::json!({
-        "via": s.via,
-        "phases": s.phases,
-        "disk_size": s.disk_size,
-    });
-    crate::journal::note(
-        repo,
-        &entry.record(&result, Some(&s.name), Some(s.snapshot), details),
-    );
+        }),
+    }
 }
 
 fn summarise(

@@ -4,6 +4,10 @@
 //! and a random tag, so they list in time order and never collide; in an encrypted
 //! repository they are sealed like manifests. A record that cannot be written (a
 //! read-only server, a full disk) is a warning, never the operation's failure.
+//! `recorded` runs an operation and records it; `protection` is what the records and
+//! the snapshots say of each machine.
+
+pub mod protection;
 
 use std::time::Instant;
 
@@ -69,48 +73,56 @@ pub struct Record {
 
 const FORMAT: &str = "lifeboat-journal-1";
 
-/// An operation being timed, to be recorded when it ends.
-pub struct Entry {
-    operation: Operation,
-    time: String,
-    start: Instant,
+/// What a record says of its operation besides when, who, how long and how it went.
+#[derive(Debug, Default)]
+pub struct Subject {
+    /// The snapshot name it concerns.
+    pub name: Option<String>,
+    /// The snapshot it concerns.
+    pub snapshot: Option<SnapshotId>,
+    /// What it reports of itself.
+    pub details: serde_json::Value,
+    /// Why it failed though it ran to its end (a check that found problems, a drill
+    /// whose disk did not boot): recorded as a failure with this error.
+    pub failure: Option<String>,
 }
 
-impl Entry {
-    pub fn begin(operation: Operation) -> Entry {
-        Entry {
-            operation,
-            time: crate::time::now_rfc3339(),
-            start: Instant::now(),
-        }
-    }
-
-    /// The record of the operation's end: ok, or failed with its error.
-    pub fn record<T>(
-        &self,
-        result: &Result<T>,
-        name: Option<&str>,
-        snapshot: Option<SnapshotId>,
-        details: serde_json::Value,
-    ) -> Record {
-        Record {
+/// Run an operation on `repo` and record it in the journal when it ends: ok, or failed
+/// with its error. `describe` says what the record tells of it, its result in hand; None
+/// records nothing (a dry run). The journal never fails the operation (see `note`).
+pub fn recorded<T>(
+    repo: &Repository,
+    operation: Operation,
+    run: impl FnOnce() -> Result<T>,
+    describe: impl FnOnce(&Result<T>) -> Option<Subject>,
+) -> Result<T> {
+    let time = crate::time::now_rfc3339();
+    let start = Instant::now();
+    let result = run();
+    if let Some(subject) = describe(&result) {
+        let error = match &result {
+            Ok(_) => subject.failure,
+            Err(e) => Some(format!("{e:#}")),
+        };
+        let record = Record {
             format: FORMAT.into(),
-            operation: self.operation,
-            time: self.time.clone(),
-            duration_s: self.start.elapsed().as_secs_f64(),
+            operation,
+            time,
+            duration_s: start.elapsed().as_secs_f64(),
             host: crate::who::hostname(),
             user: crate::who::username(),
-            name: name.map(str::to_string),
-            snapshot,
-            status: if result.is_ok() {
-                Status::Ok
-            } else {
-                Status::Failed
+            name: subject.name,
+            snapshot: subject.snapshot,
+            status: match error {
+                None => Status::Ok,
+                Some(_) => Status::Failed,
             },
-            error: result.as_ref().err().map(|e| format!("{e:#}")),
-            details,
-        }
+            error,
+            details: subject.details,
+        };
+        note(repo, &record);
     }
+    result
 }
 
 /// Append a record to the repository's journal (sealed when it is encrypted).
@@ -206,28 +218,4 @@ pub fn read_all(repo: &Repository) -> Result<Vec<Record>> {
     }
     out.sort_by(|a, b| a.time.cmp(&b.time));
     Ok(out)
-}
-
-/// A snapshot's last drill.
-#[derive(Debug, Clone, Serialize)]
-pub struct Drilled {
-    pub time: String,
-    pub passed: bool,
-}
-
-/// Each drilled snapshot's last drill, from the records (oldest first).
-pub fn last_drills(records: &[Record]) -> std::collections::HashMap<SnapshotId, Drilled> {
-    let mut out = std::collections::HashMap::new();
-    for r in records.iter().filter(|r| r.operation == Operation::Drill) {
-        if let Some(id) = r.snapshot {
-            out.insert(
-                id,
-                Drilled {
-                    time: r.time.clone(),
-                    passed: r.status == Status::Ok,
-                },
-            );
-        }
-    }
-    out
 }

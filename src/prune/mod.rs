@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::journal::{self, Operation};
+use crate::journal::{self, Operation, Subject};
 use crate::repo::chunks::{IndexFile, Layout};
 use crate::repo::index::IndexedPack;
 use crate::repo::pack::PackId;
@@ -112,16 +112,20 @@ pub fn run(args: &PruneArgs, ui: &Ui) -> Result<Summary> {
     if repo.layout() != Layout::Packs {
         bail!("prune works on repositories of packs (format 2): `lifeboat migrate` first");
     }
-    let entry = journal::Entry::begin(Operation::Prune);
-    let result = prune(&repo, args, ui);
-    let details = match &result {
-        Ok(s) => serde_json::to_value(s).unwrap_or_default(),
-        Err(_) => serde_json::Value::Null,
-    };
-    if !args.dry_run {
-        journal::note(&repo, &entry.record(&result, None, None, details));
-    }
-    result
+    journal::recorded(
+        &repo,
+        Operation::Prune,
+        || prune(&repo, args, ui),
+        |result| {
+            (!args.dry_run).then(|| Subject {
+                details: match result {
+                    Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                },
+                ..Subject::default()
+            })
+        },
+    )
 }
 
 fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {

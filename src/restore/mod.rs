@@ -22,6 +22,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::disk::TargetDisk;
+use crate::journal::{self, Operation, Subject};
 use crate::repo::{Manifest, Repository, SnapshotId};
 use crate::ui::{bytes, mib_per_s, print_table, Outcome, Ui};
 pub use args::RestoreArgs;
@@ -119,25 +120,25 @@ impl Outcome for Summary {
 pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
-    let entry = crate::journal::Entry::begin(crate::journal::Operation::Restore);
-    let result = restore_from(&repo, args, ui, start);
-    let (name, snapshot, details) = match &result {
-        Ok(s) => (
-            Some(s.name.clone()),
-            Some(s.snapshot),
-            serde_json::to_value(s).unwrap_or_default(),
-        ),
-        Err(_) => (
-            None,
-            None,
-            serde_json::json!({ "snapshot": args.snapshot, "target": targets(args) }),
-        ),
-    };
-    crate::journal::note(
+    journal::recorded(
         &repo,
-        &entry.record(&result, name.as_deref(), snapshot, details),
-    );
-    result
+        Operation::Restore,
+        || restore_from(&repo, args, ui, start),
+        |result| {
+            Some(match result {
+                Ok(s) => Subject {
+                    name: Some(s.name.clone()),
+                    snapshot: Some(s.snapshot),
+                    details: serde_json::to_value(s).unwrap_or_default(),
+                    failure: None,
+                },
+                Err(_) => Subject {
+                    details: serde_json::json!({ "snapshot": args.snapshot, "target": targets(args) }),
+                    ..Subject::default()
+                },
+            })
+        },
+    )
 }
 
 /// The targets named, for messages.

@@ -8,7 +8,8 @@ use std::fmt::Write;
 
 use anyhow::Result;
 
-use crate::journal::{Operation, Status};
+use crate::journal::protection::{Drilled, Newest, ProtectionView};
+use crate::journal::Status;
 use crate::repo::Repository;
 
 /// A label value, escaped as the format wants (backslash, quote, newline).
@@ -86,85 +87,10 @@ pub fn render(repo: &Repository) -> Result<String> {
     f.value("lifeboat_packs", &[], packs.len() as f64);
     f.head("lifeboat_chunks", "Chunks the index files name.");
     f.value("lifeboat_chunks", &[], chunks.len() as f64);
-    let mut newest: BTreeMap<String, (String, u64, u64)> = BTreeMap::new();
-    for (_, s) in repo.snapshots()? {
-        let Ok(s) = s else { continue };
-        let m = &s.manifest;
-        let e = newest.entry(m.name.clone()).or_default();
-        if m.time > e.0 {
-            *e = (m.time.clone(), m.total_size(), m.data_bytes());
-        }
-    }
-    f.head(
-        "lifeboat_last_capture_timestamp_seconds",
-        "Time of the newest snapshot of each name.",
-    );
-    for (name, (t, _, _)) in &newest {
-        f.value(
-            "lifeboat_last_capture_timestamp_seconds",
-            &[("name", name)],
-            seconds(t).unwrap_or(0.0),
-        );
-    }
-    f.head(
-        "lifeboat_last_capture_disk_bytes",
-        "Size of the newest snapshot's disk, per name.",
-    );
-    for (name, (_, size, _)) in &newest {
-        f.value(
-            "lifeboat_last_capture_disk_bytes",
-            &[("name", name)],
-            *size as f64,
-        );
-    }
-    f.head(
-        "lifeboat_last_capture_data_bytes",
-        "Data bytes (not holes, not free space) of the newest snapshot, per name.",
-    );
-    for (name, (_, _, data)) in &newest {
-        f.value(
-            "lifeboat_last_capture_data_bytes",
-            &[("name", name)],
-            *data as f64,
-        );
-    }
-    let records = crate::journal::read_all(repo)?;
-    let mut drills: BTreeMap<String, (f64, bool)> = BTreeMap::new();
-    for r in records.iter().filter(|r| r.operation == Operation::Drill) {
-        if let Some(n) = &r.name {
-            drills.insert(
-                n.clone(),
-                (seconds(&r.time).unwrap_or(0.0), r.status == Status::Ok),
-            );
-        }
-    }
-    f.head(
-        "lifeboat_last_drill_timestamp_seconds",
-        "Time of the last drill of each name.",
-    );
-    for (name, (t, _)) in &drills {
-        f.value(
-            "lifeboat_last_drill_timestamp_seconds",
-            &[("name", name)],
-            *t,
-        );
-    }
-    f.head(
-        "lifeboat_last_drill_success",
-        "1 when the last drill of the name passed (the restored disk booted).",
-    );
-    for (name, (_, ok)) in &drills {
-        f.value(
-            "lifeboat_last_drill_success",
-            &[("name", name)],
-            if *ok { 1.0 } else { 0.0 },
-        );
-    }
-    if let Some(c) = records
-        .iter()
-        .rev()
-        .find(|r| r.operation == Operation::Check)
-    {
+    let view = ProtectionView::new(&crate::journal::read_all(repo)?, &repo.snapshots()?);
+    newest_captures(&mut f, &view);
+    last_drills(&mut f, &view);
+    if let Some(c) = &view.last_check {
         f.head(
             "lifeboat_last_check_timestamp_seconds",
             "Time of the repository's last check.",
@@ -185,6 +111,79 @@ pub fn render(repo: &Repository) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Per name, its newest snapshot's time and sizes.
+fn newest_captures(f: &mut Family, view: &ProtectionView) {
+    let newest: Vec<(&String, &Newest)> = view
+        .names
+        .iter()
+        .filter_map(|(name, n)| Some((name, n.newest.as_ref()?)))
+        .collect();
+    f.head(
+        "lifeboat_last_capture_timestamp_seconds",
+        "Time of the newest snapshot of each name.",
+    );
+    for (name, n) in &newest {
+        f.value(
+            "lifeboat_last_capture_timestamp_seconds",
+            &[("name", name)],
+            seconds(&n.time).unwrap_or(0.0),
+        );
+    }
+    f.head(
+        "lifeboat_last_capture_disk_bytes",
+        "Size of the newest snapshot's disk, per name.",
+    );
+    for (name, n) in &newest {
+        f.value(
+            "lifeboat_last_capture_disk_bytes",
+            &[("name", name)],
+            n.size as f64,
+        );
+    }
+    f.head(
+        "lifeboat_last_capture_data_bytes",
+        "Data bytes (not holes, not free space) of the newest snapshot, per name.",
+    );
+    for (name, n) in &newest {
+        f.value(
+            "lifeboat_last_capture_data_bytes",
+            &[("name", name)],
+            n.data_bytes as f64,
+        );
+    }
+}
+
+/// Per name, its last drill's time and result.
+fn last_drills(f: &mut Family, view: &ProtectionView) {
+    let drills: Vec<(&String, &Drilled)> = view
+        .names
+        .iter()
+        .filter_map(|(name, n)| Some((name, n.last_drill.as_ref()?)))
+        .collect();
+    f.head(
+        "lifeboat_last_drill_timestamp_seconds",
+        "Time of the last drill of each name.",
+    );
+    for (name, d) in &drills {
+        f.value(
+            "lifeboat_last_drill_timestamp_seconds",
+            &[("name", name)],
+            seconds(&d.time).unwrap_or(0.0),
+        );
+    }
+    f.head(
+        "lifeboat_last_drill_success",
+        "1 when the last drill of the name passed (the restored disk booted).",
+    );
+    for (name, d) in &drills {
+        f.value(
+            "lifeboat_last_drill_success",
+            &[("name", name)],
+            if d.passed { 1.0 } else { 0.0 },
+        );
+    }
 }
 
 #[cfg(test)]

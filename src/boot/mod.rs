@@ -119,44 +119,7 @@ pub fn reinstall(target: &Path, efivars: Option<&Path>, description: &str) -> Re
     report.esp_partition = Some(number);
     report.esp_guid = Some(esp.part_guid.to_string());
     let (at, len) = (esp.first_lba * lb, (esp.last_lba - esp.first_lba + 1) * lb);
-    // Look first through a read-only handle: an ESP that needs nothing is left exactly as
-    // restored.
-    let (has_fallback, own) = {
-        let ro =
-            std::fs::File::open(target).with_context(|| format!("open {}", target.display()))?;
-        let fs = fatvol::open_fat(&ro, at, len).context("open the restored ESP")?;
-        let root = fs.root_dir();
-        let own = CANDIDATES.iter().find(|(p, _)| exists(&root, p));
-        (exists(&root, FALLBACK), own)
-    };
-    let loader = if has_fallback {
-        report.fallback = "present".into();
-        Some(own.map(|(p, _)| *p).unwrap_or(FALLBACK))
-    } else if own.is_none() {
-        report.fallback = "missing: no known loader on the ESP".into();
-        report
-            .warnings
-            .push("the ESP has no EFI/BOOT/BOOTX64.EFI and no known loader to copy there".into());
-        None
-    } else {
-        let fs = fatvol::open_fat(&file, at, len).context("open the restored ESP")?;
-        let root = fs.root_dir();
-        if let Some((path, companions)) = own {
-            let _ = root.create_dir("EFI");
-            let _ = root.create_dir("EFI/BOOT");
-            write(&root, FALLBACK, &read(&root, path)?)?;
-            for c in companions.iter().filter(|c| exists(&root, c)) {
-                let name = c.rsplit('/').next().unwrap_or(c);
-                write(&root, &format!("EFI/BOOT/{name}"), &read(&root, c)?)?;
-            }
-            report.fallback = format!("installed from {path}");
-        }
-        drop(root);
-        fs.unmount().context("ESP: unmount")?;
-        fatvol::fix_dot_entries(&file, at, len)?;
-        file.sync_all().context("sync the restored ESP")?;
-        own.map(|(p, _)| *p)
-    };
+    let loader = fallback_loader(target, &file, at, len, &mut report)?;
     let Some(loader) = loader else {
         report.nvram = "not used: no loader".into();
         return Ok(report);
@@ -174,7 +137,62 @@ pub fn reinstall(target: &Path, efivars: Option<&Path>, description: &str) -> Re
         guid_le: esp.part_guid.to_bytes_le(),
         path: efi_path,
     };
-    match efivars::Vars::open(dir).and_then(|v| efivars::install(&v, description, &lp)) {
+    register(dir, description, &lp, &mut report);
+    Ok(report)
+}
+
+/// The loader the firmware finds on the ESP at `at` (`len` bytes): the removable-media
+/// fallback when it is there; else a known loader, copied there (with its companions)
+/// so that the disk boots wherever it goes; None when there is none.
+fn fallback_loader(
+    target: &Path,
+    file: &std::fs::File,
+    at: u64,
+    len: u64,
+    report: &mut BootReport,
+) -> Result<Option<&'static str>> {
+    // Look first through a read-only handle: an ESP that needs nothing is left exactly as
+    // restored.
+    let (has_fallback, own) = {
+        let ro =
+            std::fs::File::open(target).with_context(|| format!("open {}", target.display()))?;
+        let fs = fatvol::open_fat(&ro, at, len).context("open the restored ESP")?;
+        let root = fs.root_dir();
+        let own = CANDIDATES.iter().find(|(p, _)| exists(&root, p));
+        (exists(&root, FALLBACK), own)
+    };
+    if has_fallback {
+        report.fallback = "present".into();
+        return Ok(Some(own.map(|(p, _)| *p).unwrap_or(FALLBACK)));
+    }
+    let Some((path, companions)) = own else {
+        report.fallback = "missing: no known loader on the ESP".into();
+        report
+            .warnings
+            .push("the ESP has no EFI/BOOT/BOOTX64.EFI and no known loader to copy there".into());
+        return Ok(None);
+    };
+    let fs = fatvol::open_fat(file, at, len).context("open the restored ESP")?;
+    let root = fs.root_dir();
+    let _ = root.create_dir("EFI");
+    let _ = root.create_dir("EFI/BOOT");
+    write(&root, FALLBACK, &read(&root, path)?)?;
+    for c in companions.iter().filter(|c| exists(&root, c)) {
+        let name = c.rsplit('/').next().unwrap_or(c);
+        write(&root, &format!("EFI/BOOT/{name}"), &read(&root, c)?)?;
+    }
+    report.fallback = format!("installed from {path}");
+    drop(root);
+    fs.unmount().context("ESP: unmount")?;
+    fatvol::fix_dot_entries(file, at, len)?;
+    file.sync_all().context("sync the restored ESP")?;
+    Ok(Some(*path))
+}
+
+/// A boot entry for the loader in the firmware's variables (`dir`, an efivarfs), first
+/// in BootOrder; a refusal is a warning (the fallback path boots it).
+fn register(dir: &Path, description: &str, lp: &efivars::LoaderPath, report: &mut BootReport) {
+    match efivars::Vars::open(dir).and_then(|v| efivars::install(&v, description, lp)) {
         Ok(i) => {
             report.nvram = format!(
                 "{} first in BootOrder ({})",
@@ -191,5 +209,4 @@ pub fn reinstall(target: &Path, efivars: Option<&Path>, description: &str) -> Re
             report.warnings.push(report.nvram.clone());
         }
     }
-    Ok(report)
 }

@@ -169,22 +169,7 @@ fn capture_into(
     start: Instant,
 ) -> Result<Summary> {
     // The key is read before anything is: a wrong one stops the capture at once.
-    let key = args
-        .sign
-        .as_deref()
-        .map(|path| {
-            crate::crypt::signing::SigningKey::load(path, || {
-                crate::crypt::passphrase::get(
-                    args.sign_password_file.as_deref(),
-                    &format!("passphrase of {}", path.display()),
-                    &format!(
-                        "{} is sealed under a passphrase: give --sign-password-file",
-                        path.display()
-                    ),
-                )
-            })
-        })
-        .transpose()?;
+    let key = signing_key(args)?;
     let mut consistency = match args.live {
         true => None,
         false => consistency(args)?,
@@ -203,29 +188,12 @@ fn capture_into(
         )?),
         false => None,
     };
-    let several = args.source.len() > 1;
-    let mut notes = Vec::new();
-    let mut size = Sizes { total: 0, free: 0 };
-    let mut new = NewData::default();
-    let mut disks = Vec::with_capacity(args.source.len());
-    let seen = Seen::default();
-    for (i, location) in args.source.iter().enumerate() {
-        let overlays = live
-            .as_mut()
-            .map(|l| std::mem::take(&mut l.views[i]))
-            .unwrap_or_default();
-        let d = capture_disk(repo, args, location, overlays, &seen, ui)?;
-        let prefix = if several {
-            format!("disk {i}: ")
-        } else {
-            String::new()
-        };
-        notes.extend(d.notes.iter().map(|n| format!("{prefix}{n}")));
-        size.total += d.size.total;
-        size.free += d.size.free;
-        new.add(d.new);
-        disks.push(d.image);
-    }
+    let Captured {
+        disks,
+        size,
+        new,
+        mut notes,
+    } = capture_disks(repo, args, live.as_mut(), ui)?;
     if let Some(l) = live {
         log::info!("removing the snapshots {}", l.snapshots().join(", "));
         consistency = Some(Consistency {
@@ -263,6 +231,72 @@ fn capture_into(
     let mut summary = summarise(args, id, &manifest, size, new, notes, start);
     summary.signed_by = key.map(|k| k.public().id().to_string());
     Ok(summary)
+}
+
+/// The signing key `--sign` names, its passphrase read as `--sign-password-file` says.
+fn signing_key(args: &CaptureArgs) -> Result<Option<crate::crypt::signing::SigningKey>> {
+    args.sign
+        .as_deref()
+        .map(|path| {
+            crate::crypt::signing::SigningKey::load(path, || {
+                crate::crypt::passphrase::get(
+                    args.sign_password_file.as_deref(),
+                    &format!("passphrase of {}", path.display()),
+                    &format!(
+                        "{} is sealed under a passphrase: give --sign-password-file",
+                        path.display()
+                    ),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A machine's disks, read and stored.
+struct Captured {
+    disks: Vec<DiskImage>,
+    size: Sizes,
+    new: NewData,
+    /// Prefixed with the disk's number when there are several.
+    notes: Vec<String>,
+}
+
+/// Every disk of the machine, in order, each read through its `--live` views if any.
+fn capture_disks(
+    repo: &Repository,
+    args: &CaptureArgs,
+    mut live: Option<&mut live::Live>,
+    ui: &Ui,
+) -> Result<Captured> {
+    let several = args.source.len() > 1;
+    let mut notes = Vec::new();
+    let mut size = Sizes { total: 0, free: 0 };
+    let mut new = NewData::default();
+    let mut disks = Vec::with_capacity(args.source.len());
+    let seen = Seen::default();
+    for (i, location) in args.source.iter().enumerate() {
+        let overlays = live
+            .as_mut()
+            .map(|l| std::mem::take(&mut l.views[i]))
+            .unwrap_or_default();
+        let d = capture_disk(repo, args, location, overlays, &seen, ui)?;
+        let prefix = if several {
+            format!("disk {i}: ")
+        } else {
+            String::new()
+        };
+        notes.extend(d.notes.iter().map(|n| format!("{prefix}{n}")));
+        size.total += d.size.total;
+        size.free += d.size.free;
+        new.add(d.new);
+        disks.push(d.image);
+    }
+    Ok(Captured {
+        disks,
+        size,
+        new,
+        notes,
+    })
 }
 
 /// The chunks a capture has stored or found stored so far, over all its disks.

@@ -33,27 +33,10 @@ pub fn open_fat(file: &File, at: u64, len: u64) -> Result<Fat> {
 /// cluster count unset. Walk every directory, put '.' and '..' first (without long names),
 /// and set the free count and next free cluster from the FAT.
 pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
-    const DOT: &[u8; 11] = b".          ";
-    const DOTDOT: &[u8; 11] = b"..         ";
     let mut s = Slice::new(file.try_clone()?, at, len);
-    let mut bs = [0u8; 512];
-    s.read_exact(&mut bs).context("read the boot sector")?;
-    let bps = u16::from_le_bytes([bs[11], bs[12]]) as u64;
-    let spc = bs[13] as u64;
-    let reserved = u16::from_le_bytes([bs[14], bs[15]]) as u64;
-    let nfats = bs[16] as u64;
-    let total_sectors = u32::from_le_bytes(bs[32..36].try_into().unwrap()) as u64;
-    let fatsz = u32::from_le_bytes(bs[36..40].try_into().unwrap()) as u64;
-    let root_cluster = u32::from_le_bytes(bs[44..48].try_into().unwrap());
-    let fsinfo = u16::from_le_bytes([bs[48], bs[49]]) as u64;
-    if bps == 0 || spc == 0 || fatsz == 0 {
-        bail!("not a FAT32 boot sector");
-    }
-    let cluster_bytes = bps * spc;
-    let data_start = (reserved + nfats * fatsz) * bps;
-    let clusters = (total_sectors - reserved - nfats * fatsz) / spc;
-    let mut fat = vec![0u8; (fatsz * bps) as usize];
-    s.seek(SeekFrom::Start(reserved * bps))?;
+    let g = Geometry::read(&mut s)?;
+    let mut fat = vec![0u8; g.fat_bytes as usize];
+    s.seek(SeekFrom::Start(g.fat_at))?;
     s.read_exact(&mut fat).context("read the FAT")?;
     let entry = |c: u32| -> u32 {
         let i = c as usize * 4;
@@ -61,78 +44,20 @@ pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()) & 0x0fff_ffff)
             .unwrap_or(0x0fff_ffff)
     };
-    let offset = |c: u32| data_start + (c as u64 - 2) * cluster_bytes;
-    let mut queue = vec![root_cluster];
+    let mut queue = vec![g.root_cluster];
     let mut seen = HashSet::new();
     while let Some(first) = queue.pop() {
         if !seen.insert(first) {
             continue;
         }
-        let is_root = first == root_cluster;
         let mut cl = first;
         for hop in 0.. {
-            if hop > clusters {
+            if hop > g.clusters {
                 bail!("FAT cluster chain of directory at cluster {first} loops");
             }
-            let mut buf = vec![0u8; cluster_bytes as usize];
-            s.seek(SeekFrom::Start(offset(cl)))?;
-            s.read_exact(&mut buf)?;
-            let slots: Vec<[u8; 32]> = buf
-                .chunks_exact(32)
-                .map(|e| e.try_into().unwrap())
-                .collect();
-            let mut dot = None;
-            let mut dotdot = None;
-            let mut rest = Vec::new();
-            // Long-name entries seen but not yet placed: they belong to the next short entry.
-            let mut pending: Vec<[u8; 32]> = Vec::new();
-            for e in &slots {
-                if e[0] == 0 {
-                    break;
-                }
-                let dir = e[0] != 0xe5 && e[11] != 0x0f && e[11] & 0x10 != 0;
-                let target = (u16::from_le_bytes([e[20], e[21]]) as u32) << 16
-                    | u16::from_le_bytes([e[26], e[27]]) as u32;
-                if e[11] == 0x0f && e[0] != 0xe5 {
-                    pending.push(*e);
-                    continue;
-                }
-                let dotlike = hop == 0 && !is_root && (&e[..11] == DOT || &e[..11] == DOTDOT);
-                if dotlike {
-                    // The long name fatfs gave '.' or '..' is dropped.
-                    pending.clear();
-                } else {
-                    rest.append(&mut pending);
-                }
-                if hop == 0 && !is_root && &e[..11] == DOT {
-                    dot = Some(*e);
-                } else if hop == 0 && !is_root && &e[..11] == DOTDOT {
-                    let mut e = *e;
-                    if target == root_cluster {
-                        for i in [20, 21, 26, 27] {
-                            e[i] = 0;
-                        }
-                    }
-                    dotdot = Some(e);
-                } else {
-                    if dir && target >= 2 {
-                        queue.push(target);
-                    }
-                    rest.push(*e);
-                }
-            }
-            rest.append(&mut pending);
-            if hop == 0 && !is_root {
-                let (Some(d), Some(dd)) = (dot, dotdot) else {
-                    bail!("directory at cluster {first} has no '.' and '..' entries");
-                };
-                let used = slots.iter().take_while(|e| e[0] != 0).count();
-                let fixed = dots_first(d, dd, rest, used, slots.len());
-                if fixed != buf {
-                    s.seek(SeekFrom::Start(offset(cl)))?;
-                    s.write_all(&fixed)?;
-                }
-            }
+            // The first cluster of a directory other than the root holds '.' and '..'.
+            let head = hop == 0 && first != g.root_cluster;
+            queue.extend(mend_cluster(&mut s, &g, cl, head)?);
             let next = entry(cl);
             if !(2..0x0fff_fff7).contains(&next) {
                 break;
@@ -140,12 +65,117 @@ pub fn fix_dot_entries(file: &File, at: u64, len: u64) -> Result<()> {
             cl = next;
         }
     }
-    let free: Vec<u32> = (2..clusters as u32 + 2)
+    let free: Vec<u32> = (2..g.clusters as u32 + 2)
         .filter(|&c| entry(c) == 0)
         .collect();
-    write_fsinfo(&mut s, fsinfo * bps, &free)?;
+    write_fsinfo(&mut s, g.fsinfo_at, &free)?;
     s.flush()?;
     Ok(())
+}
+
+/// A FAT32 volume's layout, from its boot sector.
+struct Geometry {
+    cluster_bytes: u64,
+    /// Where cluster 2 begins.
+    data_start: u64,
+    clusters: u64,
+    root_cluster: u32,
+    fat_at: u64,
+    fat_bytes: u64,
+    fsinfo_at: u64,
+}
+
+impl Geometry {
+    fn read(s: &mut Slice) -> Result<Geometry> {
+        let mut bs = [0u8; 512];
+        s.read_exact(&mut bs).context("read the boot sector")?;
+        let bps = u16::from_le_bytes([bs[11], bs[12]]) as u64;
+        let spc = bs[13] as u64;
+        let reserved = u16::from_le_bytes([bs[14], bs[15]]) as u64;
+        let nfats = bs[16] as u64;
+        let total_sectors = u32::from_le_bytes(bs[32..36].try_into().unwrap()) as u64;
+        let fatsz = u32::from_le_bytes(bs[36..40].try_into().unwrap()) as u64;
+        let fsinfo = u16::from_le_bytes([bs[48], bs[49]]) as u64;
+        if bps == 0 || spc == 0 || fatsz == 0 {
+            bail!("not a FAT32 boot sector");
+        }
+        Ok(Geometry {
+            cluster_bytes: bps * spc,
+            data_start: (reserved + nfats * fatsz) * bps,
+            clusters: (total_sectors - reserved - nfats * fatsz) / spc,
+            root_cluster: u32::from_le_bytes(bs[44..48].try_into().unwrap()),
+            fat_at: reserved * bps,
+            fat_bytes: fatsz * bps,
+            fsinfo_at: fsinfo * bps,
+        })
+    }
+
+    fn offset(&self, cluster: u32) -> u64 {
+        self.data_start + (cluster as u64 - 2) * self.cluster_bytes
+    }
+}
+
+/// One cluster of a directory: with `head` (a directory's first, not the root's), its
+/// '.' and '..' moved first without long names and '..' of a child of the root set to 0.
+/// Returns the subdirectories it names.
+fn mend_cluster(s: &mut Slice, g: &Geometry, cl: u32, head: bool) -> Result<Vec<u32>> {
+    const DOT: &[u8; 11] = b".          ";
+    const DOTDOT: &[u8; 11] = b"..         ";
+    let mut buf = vec![0u8; g.cluster_bytes as usize];
+    s.seek(SeekFrom::Start(g.offset(cl)))?;
+    s.read_exact(&mut buf)?;
+    let slots: Vec<[u8; 32]> = buf
+        .chunks_exact(32)
+        .map(|e| e.try_into().unwrap())
+        .collect();
+    let (mut dot, mut dotdot, mut rest, mut subdirs) = (None, None, Vec::new(), Vec::new());
+    // Long-name entries seen but not yet placed: they belong to the next short entry.
+    let mut pending: Vec<[u8; 32]> = Vec::new();
+    for e in slots.iter().take_while(|e| e[0] != 0) {
+        let dir = e[0] != 0xe5 && e[11] != 0x0f && e[11] & 0x10 != 0;
+        let target = (u16::from_le_bytes([e[20], e[21]]) as u32) << 16
+            | u16::from_le_bytes([e[26], e[27]]) as u32;
+        if e[11] == 0x0f && e[0] != 0xe5 {
+            pending.push(*e);
+            continue;
+        }
+        let name = &e[..11];
+        if head && (name == DOT || name == DOTDOT) {
+            // The long name fatfs gave '.' or '..' is dropped.
+            pending.clear();
+        } else {
+            rest.append(&mut pending);
+        }
+        if head && name == DOT {
+            dot = Some(*e);
+        } else if head && name == DOTDOT {
+            let mut e = *e;
+            if target == g.root_cluster {
+                for i in [20, 21, 26, 27] {
+                    e[i] = 0;
+                }
+            }
+            dotdot = Some(e);
+        } else {
+            if dir && target >= 2 {
+                subdirs.push(target);
+            }
+            rest.push(*e);
+        }
+    }
+    rest.append(&mut pending);
+    if head {
+        let (Some(d), Some(dd)) = (dot, dotdot) else {
+            bail!("directory at cluster {cl} has no '.' and '..' entries");
+        };
+        let used = slots.iter().take_while(|e| e[0] != 0).count();
+        let fixed = dots_first(d, dd, rest, used, slots.len());
+        if fixed != buf {
+            s.seek(SeekFrom::Start(g.offset(cl)))?;
+            s.write_all(&fixed)?;
+        }
+    }
+    Ok(subdirs)
 }
 
 /// A directory's first cluster with '.' and '..' in slots 0 and 1, the other entries

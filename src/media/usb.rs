@@ -79,74 +79,8 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
 
     let tmp = spec.out.with_extension("img.partial");
     let result = (|| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
-        file.set_len(total).context("size the image")?;
-        let mut disk = gpt::GptConfig::new()
-            .writable(true)
-            .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-            .create_from_device(file, None)
-            .context("create the GPT")?;
-        let esp_id = disk
-            .add_partition(
-                "EFI system partition",
-                esp,
-                gpt::partition_types::EFI,
-                0,
-                Some(2048),
-            )
-            .context("add the ESP")?;
-        let data_id = disk
-            .add_partition(
-                DATA_PARTITION_NAME,
-                data,
-                gpt::partition_types::BASIC,
-                0,
-                Some(2048),
-            )
-            .context("add the data partition")?;
-        let place = |id: u32| -> ByteRange {
-            let p = &disk.partitions()[&id];
-            ByteRange::new(p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512)
-        };
-        let esp = place(esp_id);
-        let data_part = place(data_id);
-        let mut file = disk.write().context("write the GPT")?;
-        let mbr = gpt::mbr::ProtectiveMBR::with_lb_size(
-            u32::try_from(total / 512 - 1).unwrap_or(u32::MAX),
-        );
-        mbr.overwrite_lba0(&mut file)
-            .context("write the protective MBR")?;
-
-        format_fat(&file, esp.offset, esp.len, b"LIFEBOAT   ")?;
-        {
-            let fs = open_fat(&file, esp.offset, esp.len)?;
-            let root = fs.root_dir();
-            for d in ["EFI", "EFI/BOOT", "loader", "loader/entries", "lifeboat"] {
-                root.create_dir(d)
-                    .with_context(|| format!("ESP: create {d}"))?;
-            }
-            copy_in(&root, "EFI/BOOT/BOOTX64.EFI", spec.loader)?;
-            copy_in(&root, "lifeboat/vmlinuz", spec.vmlinuz)?;
-            copy_in(&root, "lifeboat/initramfs.cpio.zst", spec.initramfs)?;
-            write_in(
-                &root,
-                "loader/loader.conf",
-                include_bytes!("../../image/loader.conf"),
-            )?;
-            let entry =
-                include_str!("../../image/lifeboat.conf").replace("@CMDLINE@", spec.cmdline);
-            write_in(&root, "loader/entries/lifeboat.conf", entry.as_bytes())?;
-            drop(root);
-            fs.unmount().context("ESP: unmount")?;
-        }
-        fix_dot_entries(&file, esp.offset, esp.len)?;
-
+        let (file, esp, data_part) = partition(&tmp, total, esp, data)?;
+        fill_esp(&file, esp, spec)?;
         format_fat(&file, data_part.offset, data_part.len, b"LIFEBOATDAT")?;
         if let Some(repo) = spec.repo {
             let fs = open_fat(&file, data_part.offset, data_part.len)?;
@@ -172,6 +106,80 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new image file of `total` bytes at `path` with a GPT (and its protective MBR)
+/// holding an ESP of `esp` bytes and the data partition of `data`; where each lies.
+fn partition(path: &Path, total: u64, esp: u64, data: u64) -> Result<(File, ByteRange, ByteRange)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.set_len(total).context("size the image")?;
+    let mut disk = gpt::GptConfig::new()
+        .writable(true)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .create_from_device(file, None)
+        .context("create the GPT")?;
+    let esp_id = disk
+        .add_partition(
+            "EFI system partition",
+            esp,
+            gpt::partition_types::EFI,
+            0,
+            Some(2048),
+        )
+        .context("add the ESP")?;
+    let data_id = disk
+        .add_partition(
+            DATA_PARTITION_NAME,
+            data,
+            gpt::partition_types::BASIC,
+            0,
+            Some(2048),
+        )
+        .context("add the data partition")?;
+    let place = |id: u32| -> ByteRange {
+        let p = &disk.partitions()[&id];
+        ByteRange::new(p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512)
+    };
+    let (esp, data_part) = (place(esp_id), place(data_id));
+    let mut file = disk.write().context("write the GPT")?;
+    let mbr =
+        gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total / 512 - 1).unwrap_or(u32::MAX));
+    mbr.overwrite_lba0(&mut file)
+        .context("write the protective MBR")?;
+    Ok((file, esp, data_part))
+}
+
+/// The ESP: systemd-boot as the removable-media loader, its entry with the rescue's
+/// command line, the kernel and the initramfs.
+fn fill_esp(file: &File, esp: ByteRange, spec: &UsbSpec) -> Result<()> {
+    format_fat(file, esp.offset, esp.len, b"LIFEBOAT   ")?;
+    {
+        let fs = open_fat(file, esp.offset, esp.len)?;
+        let root = fs.root_dir();
+        for d in ["EFI", "EFI/BOOT", "loader", "loader/entries", "lifeboat"] {
+            root.create_dir(d)
+                .with_context(|| format!("ESP: create {d}"))?;
+        }
+        copy_in(&root, "EFI/BOOT/BOOTX64.EFI", spec.loader)?;
+        copy_in(&root, "lifeboat/vmlinuz", spec.vmlinuz)?;
+        copy_in(&root, "lifeboat/initramfs.cpio.zst", spec.initramfs)?;
+        write_in(
+            &root,
+            "loader/loader.conf",
+            include_bytes!("../../image/loader.conf"),
+        )?;
+        let entry = include_str!("../../image/lifeboat.conf").replace("@CMDLINE@", spec.cmdline);
+        write_in(&root, "loader/entries/lifeboat.conf", entry.as_bytes())?;
+        drop(root);
+        fs.unmount().context("ESP: unmount")?;
+    }
+    fix_dot_entries(file, esp.offset, esp.len)
 }
 
 fn write_in(root: &fatfs::Dir<Slice>, name: &str, data: &[u8]) -> Result<()> {

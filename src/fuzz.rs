@@ -357,8 +357,7 @@ fn empty_repository() -> Arc<Repository> {
 }
 
 pub fn nbd_handshake(data: &[u8]) {
-    let exports =
-        crate::nbd::server::Exports::new(empty_repository(), crate::trust::Policy::none());
+    let exports = crate::serve::nbd::Exports::new(empty_repository(), crate::trust::Policy::none());
     let mut client = Client {
         sent: Cursor::new(data),
     };
@@ -370,7 +369,7 @@ pub fn nbd_handshake(data: &[u8]) {
 pub fn nbd_requests(data: &[u8]) {
     use crate::repo::manifest::{ChunkRef, DiskInfo, Region, RegionKind, SourceInfo, TableKind};
     const SIZE: u64 = 1 << 20;
-    static DISK: OnceLock<crate::nbd::server::SnapshotDisk> = OnceLock::new();
+    static DISK: OnceLock<crate::serve::nbd::SnapshotDisk> = OnceLock::new();
     let disk = DISK.get_or_init(|| {
         let m = Manifest {
             format: crate::repo::manifest::MANIFEST_FORMAT.into(),
@@ -407,7 +406,7 @@ pub fn nbd_requests(data: &[u8]) {
             }],
             more_disks: Vec::new(),
         };
-        crate::nbd::server::SnapshotDisk::new(empty_repository(), &m)
+        crate::serve::nbd::SnapshotDisk::new(empty_repository(), &m)
     });
-    let _ = crate::nbd::server::transmit(disk, Cursor::new(data), std::io::sink());
+    let _ = crate::serve::nbd::transmit(disk, Cursor::new(data), std::io::sink());
 }

@@ -1,9 +1,9 @@
-//! NBD, the network block device protocol: its constants, a client that reads a disk
-//! exported by qemu-nbd, nbdkit or `lifeboat serve --nbd`, and the server that exports
-//! snapshots. Neither the disks nor `serve` own the protocol; both use it from here.
+//! NBD, the network block device protocol: its constants and messages, and a client that
+//! reads a disk exported by qemu-nbd, nbdkit or `lifeboat serve --nbd`. Neither the disks
+//! (which read through the client) nor `serve` (whose `serve::nbd` exports snapshots)
+//! own the protocol; both use it from here.
 
 pub mod client;
-pub mod server;
 
 use std::io::Read;
 

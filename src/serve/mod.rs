@@ -5,6 +5,7 @@
 
 mod args;
 mod metrics;
+pub mod nbd;
 mod pool;
 pub(crate) mod routes;
 pub(crate) mod wire;
@@ -138,8 +139,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(l) = nbd {
         let repo = Repository::open(&spec)?;
         let policy = crate::trust::Policy::new(&args.trust, &repo)?;
-        let exports = Arc::new(crate::nbd::server::Exports::new(Arc::new(repo), policy));
-        std::thread::spawn(move || crate::nbd::server::run(l, exports));
+        let exports = Arc::new(nbd::Exports::new(Arc::new(repo), policy));
+        std::thread::spawn(move || nbd::run(l, exports));
     }
     let handler = Arc::new(Handler { admission, tokens });
     let h = handler.clone();

@@ -1,4 +1,5 @@
-//! NBD export of snapshots: each snapshot is a read-only disk named after it (the newest of
+//! `serve --nbd`: the snapshots exported over NBD (the protocol is `nbd`'s): each snapshot
+//! is a read-only disk named after it (the newest of
 //! a name, or a full id), assembled on the fly from verified chunks. Fixed newstyle
 //! handshake with NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and NBD_OPT_EXPORT_NAME; several
 //! requests in flight per connection. (The `nbd` crate answers GO and INFO "unsupported"
@@ -12,14 +13,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{
+use crate::io::DeadlineSocket;
+use crate::nbd::{
     read_array, simple_reply, Request, CMD_DISC, CMD_FLUSH, CMD_READ, CMD_WRITE, EINVAL, EIO,
     EPERM, FLAG_CAN_MULTI_CONN, FLAG_HAS_FLAGS, FLAG_READ_ONLY, FLAG_SEND_FLUSH,
     HANDSHAKE_FIXED_NEWSTYLE, HANDSHAKE_NO_ZEROES, IHAVEOPT, INFO_BLOCK_SIZE, INFO_EXPORT,
     NBDMAGIC, OPT_ABORT, OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, REPLY_MAGIC, REP_ACK,
     REP_ERR_UNKNOWN, REP_ERR_UNSUP, REP_INFO, REP_SERVER, REQUEST_MAGIC,
 };
-use crate::io::DeadlineSocket;
 use crate::repo::manifest::ChunkRef;
 use crate::repo::{ChunkId, Manifest, Repository};
 

@@ -1,10 +1,15 @@
 //! Lifeboat: capture disks into a verified chunk repository and restore them exactly.
 //!
-//! The commands (`commands/`) are apart from the subsystems they use: the repository
-//! (`repo/`), disks (`disk/`), read and write adapters (`io/`), capture and restore with
-//! their phases (`capture/`, `restore/`), rescue media (`media/`), the bootloader
-//! (`boot/`), the rescue's PID 1 (`rescue/`), NBD (`nbd/`), the server (`serve/`),
-//! drills (`drill/`) and signing keys and signatures (`trust/`).
+//! The house, from the top floor down. A module imports only from its own floor and the
+//! floors below, never in a circle (`scripts/structure` checks it in `scripts/test`):
+//! 7. `commands/`, `cli`, `main`, `fuzz`: parse the command line, dispatch, present.
+//! 6. `drill/`: QEMU boots the rescue media, then the disk it restored.
+//! 5. `rescue/`: PID 1 of the rescue media, its orders from the kernel command line.
+//! 4. `capture/`, `restore/`, `check`, `serve/`, `media/`, `boot/`: subsystems, own options.
+//! 3. `journal/`, `trust/`, `prune/`, `retention`: records, signatures, leases, policies.
+//! 2. `repo/` (objects, chunks, manifests, stores), `disk/` (tables, volumes, filesystems).
+//! 1. `crypt/` (keys, sealing, signing), `nbd/` (the protocol and its client).
+//! 0. `io/`, `hex`, `time`, `range`, `location`, `cmd`, `who`, `ui`: values and adapters.
 
 pub mod boot;
 pub mod capture;

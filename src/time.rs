@@ -13,6 +13,11 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// An instant in the compact form object names carry: `20261207T161228.123456Z`.
+pub fn compact(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.6fZ").to_string()
+}
+
 /// Now, as [`rfc3339`] writes it.
 pub fn now_rfc3339() -> String {
     rfc3339(Utc::now())

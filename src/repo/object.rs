@@ -238,7 +238,7 @@ impl TimeName {
         getrandom::fill(&mut tag).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
         Ok(TimeName(format!(
             "{}-{}.json",
-            time.format("%Y%m%dT%H%M%S%.6fZ"),
+            crate::time::compact(time),
             hex::encode(&tag)
         )))
     }

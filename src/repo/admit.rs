@@ -17,7 +17,6 @@ use super::keyfile::{KeyFile, KeyFileId};
 use super::pack::PackId;
 use super::{ChunkId, IndexId, Manifest, Object, Repository, SnapshotId};
 use crate::crypt::Kind;
-use crate::location::RepoLocation;
 
 /// An object accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +57,7 @@ pub struct Admission {
 impl Admission {
     /// The repository in `dir`, opened without its key.
     pub fn open(dir: &Path) -> Result<Admission> {
-        let display = RepoLocation::Dir(dir.to_path_buf()).to_string();
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "repository {display} does not exist; create one with `lifeboat init --repo {display}`"
-            );
-        }
-        let files = Arc::new(DirStore::new(dir));
-        let repo = Repository::open_store(files.clone(), &display)?;
+        let (repo, files) = Repository::open_dir(dir)?;
         Ok(Admission { repo, files })
     }
 

@@ -308,14 +308,19 @@ impl Repository {
                 let store = http::HttpStore::new(url, spec.cacert.as_deref(), token)?;
                 Self::open_store(Arc::new(store), &display)
             }
-            RepoLocation::Dir(dir) => {
-                if !dir.is_dir() {
-                    bail!("repository {display} does not exist; {}", hint(&display));
-                }
-                Self::open_store(Arc::new(DirStore::new(dir)), &display)
-            }
+            RepoLocation::Dir(dir) => Ok(Self::open_dir(dir)?.0),
             RepoLocation::S3(_) => Self::open_store(Arc::new(spec.s3_store()?), &display),
         }
+    }
+
+    /// Open the repository in a local directory without unlocking it, with its store.
+    pub fn open_dir(dir: &Path) -> Result<(Repository, Arc<DirStore>)> {
+        let display = RepoLocation::Dir(dir.to_path_buf()).to_string();
+        if !dir.is_dir() {
+            bail!("repository {display} does not exist; {}", hint(&display));
+        }
+        let files = Arc::new(DirStore::new(dir));
+        Ok((Self::open_store(files.clone(), &display)?, files))
     }
 
     /// Create a new repository in an empty store (an S3 bucket or prefix).

@@ -143,7 +143,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
 
 /// The targets named, for messages.
 fn targets(args: &RestoreArgs) -> String {
-    let t: Vec<String> = args.target.iter().map(|t| t.target.display()).collect();
+    let t: Vec<String> = args.target.iter().map(|t| t.target.to_string()).collect();
     t.join(", ")
 }
 

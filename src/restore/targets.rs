@@ -105,15 +105,17 @@ impl Target {
         }
         Ok(list)
     }
+}
 
-    /// As a person wrote it, for messages.
-    pub fn display(&self) -> String {
+/// As a person wrote it, for messages.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Target::Path(p) => p.display().to_string(),
-            Target::Serial(s) => format!("serial:{s}"),
-            Target::Wwn(w) => format!("wwn:{w}"),
-            Target::Auto => "auto".into(),
-            Target::LargestEmpty => "largest-empty".into(),
+            Target::Path(p) => write!(f, "{}", p.display()),
+            Target::Serial(s) => write!(f, "serial:{s}"),
+            Target::Wwn(w) => write!(f, "wwn:{w}"),
+            Target::Auto => f.write_str("auto"),
+            Target::LargestEmpty => f.write_str("largest-empty"),
         }
     }
 }
@@ -144,7 +146,7 @@ pub fn map(disks: usize, specs: &[TargetSpec]) -> Result<Vec<(usize, Target)>, S
         if *n >= disks {
             return Err(format!(
                 "--target {n}={}: the snapshot's disks are numbered 0 to {}",
-                target.display(),
+                target,
                 disks - 1
             ));
         }
@@ -152,7 +154,7 @@ pub fn map(disks: usize, specs: &[TargetSpec]) -> Result<Vec<(usize, Target)>, S
         if let Some((m, _)) = out[..i].iter().find(|(m, t)| m == n || same(t)) {
             return Err(format!(
                 "disk {m} and disk {n} cannot both go to {} (or one disk to two targets)",
-                target.display()
+                target
             ));
         }
     }
@@ -215,7 +217,7 @@ pub fn resolve(
             }
             other => find(other, &[&not[..], &taken].concat())?,
         };
-        log::info!("disk {i}: target {} is {}", target.display(), found.path);
+        log::info!("disk {i}: target {} is {}", target, found.path);
         chosen.push(Chosen {
             path: PathBuf::from(&found.path),
             disk: Some(found),

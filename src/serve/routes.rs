@@ -106,19 +106,19 @@ impl Handler {
         if len == 0 {
             return Ok(0);
         }
-        let object = match (head.method.as_str(), parse_path(&head.path)) {
-            ("PUT", Some(Target::Object(o))) if limit(&o, self).is_some() => o,
-            ("PUT", _) => {
-                return Err(Reply::Text(
-                    405,
-                    "only chunks, packs, index files, snapshots, signatures and key files are written\n"
-                        .into(),
-                ))
-            }
+        let written = match (head.method.as_str(), parse_path(&head.path)) {
+            ("PUT", Some(Target::Object(o))) => limit(&o, self).map(|l| (o, l)),
+            ("PUT", _) => None,
             _ => return Err(Reply::Text(400, "only a PUT has a body\n".into())),
         };
+        let Some((object, limit)) = written else {
+            return Err(Reply::Text(
+                405,
+                "only chunks, packs, index files, snapshots, signatures and key files are written\n"
+                    .into(),
+            ));
+        };
         self.allow(head, writer_of(&object))?;
-        let limit = limit(&object, self).unwrap_or(0);
         if len > limit {
             return Err(Reply::Text(
                 413,

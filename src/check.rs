@@ -89,13 +89,13 @@ impl Outcome for Report {
 
     fn print(&self) {
         for d in &self.damaged_snapshots {
-            println!("unreadable manifest {}: {}", d.id.short(), d.error);
+            crate::outln!("unreadable manifest {}: {}", d.id.short(), d.error);
         }
         for d in &self.untrusted_snapshots {
-            println!("untrusted snapshot {}: {}", d.id.short(), d.error);
+            crate::outln!("untrusted snapshot {}: {}", d.id.short(), d.error);
         }
         for p in &self.missing {
-            println!(
+            crate::outln!(
                 "missing chunk {} ({}), needed by {}",
                 p.chunk,
                 p.location,
@@ -108,9 +108,9 @@ impl Outcome for Report {
             } else {
                 p.snapshots.join(", ")
             };
-            println!("corrupt chunk {}: {}; needed by {users}", p.chunk, p.error);
+            crate::outln!("corrupt chunk {}: {}; needed by {users}", p.chunk, p.error);
         }
-        println!(
+        crate::outln!(
             "{} snapshots, {} chunks referenced, {} stored, {} read and verified, {} unreferenced",
             self.snapshots,
             self.chunks_referenced,
@@ -119,12 +119,12 @@ impl Outcome for Report {
             self.unreferenced_chunks
         );
         if !self.unindexed_packs.is_empty() {
-            println!(
+            crate::outln!(
                 "{} pack files named by no index file (left by an interrupted capture; not used)",
                 self.unindexed_packs.len()
             );
         }
-        println!(
+        crate::outln!(
             "{}",
             if self.ok {
                 "no problems found".to_string()

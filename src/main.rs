@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use lifeboat::cli::Cli;
+use lifeboat::io::interrupt;
+use lifeboat::ui;
 
 // musl's allocator maps and unmaps every chunk-sized buffer; mimalloc reuses them.
 #[global_allocator]
@@ -37,12 +39,23 @@ fn main() -> ExitCode {
         .parse_env("LIFEBOAT_LOG")
         .format_timestamp(None)
         .init();
+    if let Err(e) = interrupt::install() {
+        log::warn!("{e:#}");
+    }
     lifeboat::io::timeouts::set_io_timeout(std::time::Duration::from_secs_f64(cli.io_timeout));
     match cli.command.run(&cli.ui()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let exit = match interrupt::of(&e) {
+                Some(i) if i.signal == 15 => ui::Exit::Terminated,
+                Some(_) => ui::Exit::Interrupted,
+                None => ui::exit_of(&e),
+            };
+            if cli.json && !ui::shown(&e) {
+                ui::out(format_args!("{}", ui::error_json(&e, exit)));
+            }
             eprintln!("lifeboat: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit as u8)
         }
     }
 }

@@ -3,11 +3,92 @@
 //! One `Ui` value carries the choice to every command; every command's result implements
 //! [`Outcome`].
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
+
+/// The exit codes, as the README lists them. `status` speaks Nagios's (OK, WARNING,
+/// CRITICAL, UNKNOWN); every other command 0, 1 or 2 (clap's usage error), and
+/// 130/143 when SIGINT/SIGTERM stopped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The command failed (or, for `status`, something is overdue: Nagios's WARNING).
+    Failed = 1,
+    /// For `status`: an operation failed or a check found damage (Nagios's CRITICAL).
+    /// For every command: the command line was wrong (clap).
+    Critical = 2,
+    /// For `status`: the repository could not be read (Nagios's UNKNOWN).
+    Unknown = 3,
+    /// SIGINT stopped the command (128 + 2).
+    Interrupted = 130,
+    /// SIGTERM stopped the command (128 + 15).
+    Terminated = 143,
+}
+
+/// An error that carries its exit code (a failed outcome, an interrupt, `status`'s
+/// verdicts); any other error exits [`Exit::Failed`].
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct Failure {
+    pub why: String,
+    pub exit: Exit,
+    /// Whether the result was already printed (so that `--json` prints one object).
+    pub shown: bool,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            exit,
+            shown: false,
+        }
+    }
+}
+
+/// The exit code an error asks for.
+pub fn exit_of(e: &anyhow::Error) -> Exit {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Failure>().map(|f| f.exit))
+        .unwrap_or(Exit::Failed)
+}
+
+/// Whether the error's result was printed already.
+pub fn shown(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<Failure>().is_some_and(|f| f.shown))
+}
+
+/// Set once stdout's reader has gone (`lifeboat journal | head -1`): later output is
+/// dropped, and the command ends as it would have.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Write to stdout; a closed pipe stops the output, not the command. Every printer goes
+/// through here (`crate::outln!` would panic on EPIPE).
+pub fn out(args: std::fmt::Arguments) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        } else {
+            log::warn!("writing to stdout: {e}");
+        }
+    }
+}
+
+/// `crate::outln!` that survives a closed pipe: see [`out`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::ui::out(format_args!("")) };
+    ($($arg:tt)*) => { $crate::ui::out(format_args!($($arg)*)) };
+}
 
 /// The user's choices about output, from the global flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,15 +108,22 @@ impl Ui {
         !self.quiet && !self.plain && std::io::stderr().is_terminal()
     }
 
-    /// Print a command's result as asked, and fail when the result says so.
+    /// Print a command's result as asked, and fail when the result says so. Under
+    /// `--json` the result is one object with `"ok"` set.
     pub fn show<T: Outcome>(&self, outcome: &T) -> Result<()> {
+        let failure = outcome.failure();
         if self.json {
-            print_json(outcome)?;
+            print_json(&with_ok(outcome, failure.as_deref())?)?;
         } else {
             outcome.print();
         }
-        match outcome.failure() {
-            Some(why) => Err(anyhow::anyhow!(why)),
+        match failure {
+            Some(why) => Err(Failure {
+                why,
+                exit: outcome.exit_code(),
+                shown: true,
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -50,11 +138,37 @@ pub trait Outcome: Serialize {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// The exit code of a failure.
+    fn exit_code(&self) -> Exit {
+        Exit::Failed
+    }
+}
+
+/// The outcome as one JSON object with `"ok"` (and `"error"` when it failed).
+fn with_ok<T: Serialize>(outcome: &T, failure: Option<&str>) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(outcome)?;
+    let Some(o) = v.as_object_mut() else {
+        anyhow::bail!("internal: a command's JSON result is not an object");
+    };
+    o.insert("ok".into(), failure.is_none().into());
+    if let Some(why) = failure {
+        o.entry("error").or_insert(why.into());
+    }
+    Ok(v)
+}
+
+/// The object `--json` prints when a command fails before it has a result.
+pub fn error_json(e: &anyhow::Error, exit: Exit) -> serde_json::Value {
+    serde_json::json!({
+        "ok": false,
+        "error": format!("{e:#}"),
+        "exit_code": exit as u8,
+    })
 }
 
 /// Print `value` as one JSON line on stdout.
 pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    out(format_args!("{}", serde_json::to_string(value)?));
     Ok(())
 }
 
@@ -62,7 +176,7 @@ pub fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
 pub fn print_table(rows: &[(&str, String)]) {
     let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     for (k, v) in rows {
-        println!("{k:<w$}  {v}");
+        out(format_args!("{k:<w$}  {v}"));
     }
 }
 

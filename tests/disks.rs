@@ -25,7 +25,9 @@ fn lists_loop_disks_with_sector_size_filesystem_and_mounts() {
     ));
     let lo = Loop::attach(&img, 4096);
     let disks: serde_json::Value =
-        serde_json::from_slice(&ok(&["disks", "--json"]).stdout).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&ok(&["disks", "--json"]).stdout).unwrap()
+            ["disks"]
+            .clone();
     let d = find(&disks, &lo.dev);
     assert_eq!(d["size"], 64 << 20);
     assert_eq!(d["logical_sector_size"], 4096);
@@ -35,7 +37,9 @@ fn lists_loop_disks_with_sector_size_filesystem_and_mounts() {
 
     let mnt = Mount::new(&lo.dev, &env.path("mnt"));
     let disks: serde_json::Value =
-        serde_json::from_slice(&ok(&["disks", "--json"]).stdout).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&ok(&["disks", "--json"]).stdout).unwrap()
+            ["disks"]
+            .clone();
     let d = find(&disks, &lo.dev);
     assert_eq!(d["mountpoints"][0], mnt.point.to_str().unwrap());
     // The human table shows it too.

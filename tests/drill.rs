@@ -347,9 +347,11 @@ fn drill_over_http_restores_and_boots() {
             .starts_with("last known bootable"),
         "{f}"
     );
-    let s: Value =
-        serde_json::from_slice(&common::ok(&["snapshots", "--json", "--repo", &repo]).stdout)
-            .unwrap();
+    let s: Value = serde_json::from_slice::<Value>(
+        &common::ok(&["snapshots", "--json", "--repo", &repo]).stdout,
+    )
+    .unwrap()["snapshots"]
+        .clone();
     assert_eq!(s[0]["id"], id.as_str());
     assert_eq!(s[0]["last_drill"]["passed"], true, "{s}");
     assert!(s[1]["last_drill"].is_null());
@@ -507,9 +509,11 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
     let boot = std::fs::read_to_string(env.path("drill-http/console-boot.log")).unwrap();
     assert!(!boot.contains("never-seen-4"), "{boot}");
     // The journal has the failed drill, linked to its snapshot.
-    let s: Value =
-        serde_json::from_slice(&common::ok(&["snapshots", "--json", "--repo", &env.repo()]).stdout)
-            .unwrap();
+    let s: Value = serde_json::from_slice::<Value>(
+        &common::ok(&["snapshots", "--json", "--repo", &env.repo()]).stdout,
+    )
+    .unwrap()["snapshots"]
+        .clone();
     assert_eq!(s[0]["last_drill"]["passed"], false, "{s}");
     let o = run(&["status", "--json", "--repo", &env.repo()]);
     assert!(!o.status.success());

@@ -86,8 +86,11 @@ fn killed_captures_leave_a_sound_repository() {
     assert_eq!(std::fs::read_dir(repo_path.join("tmp")).unwrap().count(), 0);
     check_clean(&repo);
     // The killed runs left no snapshot: only the rerun's exists.
-    let list: serde_json::Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+    let list: serde_json::Value = serde_json::from_slice::<serde_json::Value>(
+        &ok(&["snapshots", "--json", "--repo", &repo]).stdout,
+    )
+    .unwrap()["snapshots"]
+        .clone();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], s["snapshot"]);
 

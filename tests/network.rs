@@ -162,9 +162,11 @@ fn setup() -> (Env, std::path::PathBuf, String) {
 fn four_clients_restore_at_once_exactly() {
     let (env, src, _id) = setup();
     let served = Served::start(&env.repo(), None);
-    let list: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &served.url]).stdout)
-            .unwrap();
+    let list: Value = serde_json::from_slice::<Value>(
+        &ok(&["snapshots", "--json", "--repo", &served.url]).stdout,
+    )
+    .unwrap()["snapshots"]
+        .clone();
     assert_eq!(list[0]["name"], "web");
     let handles: Vec<_> = (0..4)
         .map(|i| {
@@ -1149,7 +1151,9 @@ fn nginx_serves_a_packed_repository_with_ranges() {
         "every pack read of the restore is a ranged one: {pack_reads:?}"
     );
     let list: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &url]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["snapshots", "--json", "--repo", &url]).stdout)
+            .unwrap()["snapshots"]
+            .clone();
     assert!(list.to_string().contains(&id), "{list}");
     let r: Value = serde_json::from_slice(
         &ok(&["check", "--read-data", "--json", "-q", "--repo", &url]).stdout,

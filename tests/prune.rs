@@ -112,7 +112,9 @@ fn prune(repo: &str, extra: &[&str]) -> Value {
 /// Every remaining snapshot restores exactly as its day's image.
 fn assert_kept_restore(env: &Env, repo: &str, ids: &[String]) {
     let s: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", repo]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["snapshots", "--json", "--repo", repo]).stdout)
+            .unwrap()["snapshots"]
+            .clone();
     for snap in s.as_array().unwrap() {
         let id = snap["id"].as_str().unwrap();
         let Some(day) = ids.iter().position(|i| i == id) else {
@@ -506,7 +508,9 @@ fn a_capture_whose_lease_was_broken_fails_rather_than_save_missing_data() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is no longer in the repository"), "{err}");
     let s: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["snapshots", "--json", "--repo", &repo]).stdout)
+            .unwrap()["snapshots"]
+            .clone();
     assert_eq!(s.as_array().unwrap().len(), 2, "no snapshot was saved: {s}");
     ok(&["check", "--repo", &repo, "--read-data"]);
     assert_kept_restore(&env, &repo, &ids);

@@ -90,7 +90,9 @@ fn forget_keeps_what_restics_rules_keep_and_never_a_protected_snapshot() {
     // A protected snapshot survives a policy that would drop it, and says why.
     ok(&["protect", "--repo", &repo, &ids[1]]);
     let s: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["snapshots", "--json", "--repo", &repo]).stdout)
+            .unwrap()["snapshots"]
+            .clone();
     assert_eq!(s[1]["protected"], true);
     let out = ok(&["forget", "--json", "--repo", &repo, "--keep-last", "1"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -104,7 +106,9 @@ fn forget_keeps_what_restics_rules_keep_and_never_a_protected_snapshot() {
     assert_eq!(day2["keep"], true);
     assert_eq!(day2["reasons"][0], "protected");
     let left: Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["snapshots", "--json", "--repo", &repo]).stdout)
+            .unwrap()["snapshots"]
+            .clone();
     let left: Vec<&str> = left
         .as_array()
         .unwrap()
@@ -154,7 +158,9 @@ fn the_journal_records_every_operation_with_its_result() {
     ok(&["protect", "--repo", &repo, &ids[0]]);
     ok(&["forget", "--repo", &repo, "--keep-last", "5"]);
     let v: Value =
-        serde_json::from_slice(&ok(&["journal", "--json", "--repo", &repo]).stdout).unwrap();
+        serde_json::from_slice::<Value>(&ok(&["journal", "--json", "--repo", &repo]).stdout)
+            .unwrap()["records"]
+            .clone();
     let ops: Vec<(String, String)> = v
         .as_array()
         .unwrap()
@@ -194,15 +200,16 @@ fn the_journal_records_every_operation_with_its_result() {
         4
     );
     // --name and --since filter.
-    let since: Value = serde_json::from_slice(
+    let since: Value = serde_json::from_slice::<Value>(
         &ok(&[
             "journal", "--json", "--repo", &repo, "--since", "1h", "--name", "nothing",
         ])
         .stdout,
     )
-    .unwrap();
+    .unwrap()["records"]
+        .clone();
     assert_eq!(since.as_array().unwrap().len(), 0);
-    let since: Value = serde_json::from_slice(
+    let since: Value = serde_json::from_slice::<Value>(
         &ok(&[
             "journal",
             "--json",
@@ -213,7 +220,8 @@ fn the_journal_records_every_operation_with_its_result() {
         ])
         .stdout,
     )
-    .unwrap();
+    .unwrap()["records"]
+        .clone();
     assert_eq!(since.as_array().unwrap().len(), 15);
 
     // Status: the captures stand for last month, and nothing was ever drilled: not

@@ -236,8 +236,11 @@ fn a_machine_of_two_disks_is_one_snapshot_and_restores_by_order_or_by_number() {
     let m = env.manifest(s["snapshot"].as_str().unwrap());
     assert_eq!(m["version"], 2);
     assert_eq!(m["more_disks"][0]["disk"]["table"], "mbr");
-    let list: serde_json::Value =
-        serde_json::from_slice(&ok(&["snapshots", "--json", "--repo", &repo]).stdout).unwrap();
+    let list: serde_json::Value = serde_json::from_slice::<serde_json::Value>(
+        &ok(&["snapshots", "--json", "--repo", &repo]).stdout,
+    )
+    .unwrap()["snapshots"]
+        .clone();
     assert_eq!(list[0]["disks"], 2);
     assert_eq!(list[0]["size"], size);
     check_clean(&repo);

@@ -152,7 +152,7 @@ fn only_snapshots_signed_by_a_trusted_key_are_restored() {
         .collect();
     assert_eq!(untrusted.len(), 2, "{c}");
     assert!(untrusted.contains(&unsigned.as_str()) && untrusted.contains(&other.as_str()));
-    let l: Value = serde_json::from_slice(
+    let l: Value = serde_json::from_slice::<Value>(
         &ok(&[
             "snapshots",
             "--json",
@@ -163,7 +163,8 @@ fn only_snapshots_signed_by_a_trusted_key_are_restored() {
         ])
         .stdout,
     )
-    .unwrap();
+    .unwrap()["snapshots"]
+        .clone();
     for e in l.as_array().unwrap() {
         // Stored bytes come from the index (format 2), not from a chunk file per chunk.
         assert!(e["stored_bytes"].as_u64().unwrap() > 0, "{e}");

@@ -128,7 +128,7 @@ impl Outcome for Summary {
             ),
         ]);
         for n in &self.notes {
-            println!("note: {n}");
+            crate::outln!("note: {n}");
         }
     }
 }
@@ -341,7 +341,8 @@ fn capture_disk(
         total: layout.regions.iter().map(|r| r.length).sum(),
         free: usage.iter().map(|u| range::total(&u.free)).sum(),
     };
-    let progress = Progress::new("capture", size.total, ui);
+    // The bytes read: free space is skipped, not read.
+    let progress = Progress::new("capture", size.total.saturating_sub(size.free), ui);
     let read = read_regions(repo, &dev, &layout, usage, &progress, seen);
     progress.finish();
     let (regions, new) = read?;

@@ -12,6 +12,7 @@ use crate::disk::layout::RegionPlan;
 use crate::disk::SourceDisk;
 use crate::io::parallel::{cores, map_ordered, Width};
 use crate::io::{Progress, RangeReader};
+use crate::range::ByteRange;
 use crate::repo::chunker::is_zero;
 use crate::repo::manifest::ChunkRef;
 use crate::repo::{treehash, ChunkId, ChunkerParams, Repository};
@@ -105,6 +106,12 @@ impl Workers<'_> {
         // One writer per segment: in a repository of packs, a segment's new chunks go
         // into one pack in disk order.
         let mut writer = self.repo.chunk_writer();
+        let segment = ByteRange::new(s.offset, s.length);
+        let free_here: Vec<ByteRange> = self.usage[s.region]
+            .free
+            .iter()
+            .filter_map(|f| f.intersect(segment))
+            .collect();
         loop {
             let offset = s.offset + chunker.position;
             let Some(data) = chunker
@@ -139,7 +146,13 @@ impl Workers<'_> {
                 id,
                 free: false,
             });
-            self.progress.inc(length as u64);
+            let read = ByteRange::new(offset, length as u64);
+            let skipped: u64 = free_here
+                .iter()
+                .filter_map(|f| f.intersect(read))
+                .map(|f| f.len)
+                .sum();
+            self.progress.inc(length as u64 - skipped);
         }
         Ok(SegmentDone {
             region: s.region,

@@ -7,11 +7,14 @@ use crate::disk::detect::{list_disks, Disk};
 use crate::ui::{bytes, Outcome};
 
 #[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct Disks(pub Vec<Disk>);
+pub struct Disks {
+    pub disks: Vec<Disk>,
+}
 
 pub fn run() -> Result<Disks> {
-    Ok(Disks(list_disks()?))
+    Ok(Disks {
+        disks: list_disks()?,
+    })
 }
 
 fn or_dash<T: ToString>(v: &Option<T>) -> String {
@@ -30,12 +33,18 @@ fn mounts(points: &[String]) -> String {
 
 impl Outcome for Disks {
     fn print(&self) {
-        println!(
+        crate::outln!(
             "{:<10} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} MOUNTED",
-            "NAME", "SIZE", "SECTORS", "TRAN", "MODEL", "SERIAL", "FSTYPE"
+            "NAME",
+            "SIZE",
+            "SECTORS",
+            "TRAN",
+            "MODEL",
+            "SERIAL",
+            "FSTYPE"
         );
-        for d in &self.0 {
-            println!(
+        for d in &self.disks {
+            crate::outln!(
                 "{:<10} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} {}",
                 d.name,
                 bytes(d.size),
@@ -47,7 +56,7 @@ impl Outcome for Disks {
                 mounts(&d.mountpoints)
             );
             for p in &d.partitions {
-                println!(
+                crate::outln!(
                     "  {:<8} {:>10} {:>9} {:<8} {:<20} {:<20} {:<8} {}",
                     p.name,
                     bytes(p.size),

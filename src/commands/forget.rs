@@ -105,14 +105,14 @@ pub struct Forgotten {
 
 impl Outcome for Forgotten {
     fn print(&self) {
-        println!("{}", self.policy);
+        crate::outln!("{}", self.policy);
         let mut name = None;
         for d in &self.snapshots {
             if name != Some(&d.name) {
-                println!("{}:", d.name);
+                crate::outln!("{}:", d.name);
                 name = Some(&d.name);
             }
-            println!(
+            crate::outln!(
                 "  {:<12} {}  {:<19}  {}",
                 if d.keep {
                     "keep"
@@ -126,7 +126,7 @@ impl Outcome for Forgotten {
                 d.reasons.join(", ")
             );
         }
-        println!(
+        crate::outln!(
             "{} kept, {} {}",
             self.kept,
             self.removed,

@@ -58,9 +58,9 @@ pub struct Created {
 
 impl Outcome for Created {
     fn print(&self) {
-        println!("created repository {} (id {})", self.dir, self.config.id);
+        crate::outln!("created repository {} (id {})", self.dir, self.config.id);
         if let Some(name) = self.key_file {
-            println!(
+            crate::outln!(
                 "encrypted; its master key is in {} under your passphrase. Keep a recovery copy apart: lifeboat key export --repo {}",
                 Object::KeyFile(name),
                 self.dir

@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::journal::{Record, Status};
 use crate::repo::{RepoSpec, Repository};
-use crate::time::Span;
 use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
@@ -16,26 +15,28 @@ pub struct JournalArgs {
     /// Only records about these snapshot names (repeatable).
     #[arg(long)]
     pub name: Vec<String>,
-    /// Only records since then: an RFC 3339 time, or a span back from now (7d, 36h).
+    /// Only records since then: an RFC 3339 time, a date (2026-12-01), or a span back
+    /// from now (7d, 36h, 2w).
     #[arg(long, value_name = "TIME_OR_SPAN")]
     pub since: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct Journal(pub Vec<Record>);
+pub struct Journal {
+    pub records: Vec<Record>,
+}
 
 impl Outcome for Journal {
     fn print(&self) {
-        for r in &self.0 {
-            println!(
-                "{:<19}  {:<9}  {:<6}  {:>7.1} s  {}@{}  {}{}{}",
-                r.time.get(..19).unwrap_or(&r.time),
+        for r in &self.records {
+            crate::outln!(
+                "{:<23}  {:<9}  {:<11}  {:>7.1} s  {}@{}  {}{}{}",
+                crate::time::shown(&r.time),
                 format!("{:?}", r.operation).to_lowercase(),
-                if r.status == Status::Ok {
-                    "ok"
-                } else {
-                    "FAILED"
+                match r.status {
+                    Status::Ok => "ok",
+                    Status::Failed => "FAILED",
+                    Status::Interrupted => "INTERRUPTED",
                 },
                 r.duration_s,
                 r.user,
@@ -54,20 +55,14 @@ impl Outcome for Journal {
     }
 }
 
-/// The start of the window `since` names.
-fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = crate::time::parse_rfc3339(s) {
-        return Ok(t);
-    }
-    let span: Span = s
-        .parse()
-        .with_context(|| format!("--since {s}: an RFC 3339 time or a span such as 7d"))?;
-    Ok(span.before(chrono::Utc::now()))
-}
-
 pub fn run(args: &JournalArgs) -> Result<Journal> {
     let repo = Repository::open(&args.repo)?;
-    let from = args.since.as_deref().map(since).transpose()?;
+    let from = args
+        .since
+        .as_deref()
+        .map(crate::time::parse_since)
+        .transpose()
+        .context("--since")?;
     let records = crate::journal::read_all(&repo)?
         .into_iter()
         .filter(|r| args.name.is_empty() || r.name.as_ref().is_some_and(|n| args.name.contains(n)))
@@ -76,5 +71,5 @@ pub fn run(args: &JournalArgs) -> Result<Journal> {
             None => true,
         })
         .collect();
-    Ok(Journal(records))
+    Ok(Journal { records })
 }

@@ -102,7 +102,7 @@ impl Outcome for KeyOutcome {
         match self {
             KeyOutcome::List { keys } => {
                 for k in keys {
-                    println!(
+                    crate::outln!(
                         "{} {}  created {}  by {}@{}",
                         if k.current { "*" } else { " " },
                         k.name,
@@ -112,9 +112,11 @@ impl Outcome for KeyOutcome {
                     );
                 }
             }
-            KeyOutcome::Added { name } => println!("added key file {}", Object::KeyFile(*name)),
+            KeyOutcome::Added { name } => {
+                crate::outln!("added key file {}", Object::KeyFile(*name))
+            }
             KeyOutcome::Removed { name } => {
-                println!("removed key file {}", Object::KeyFile(*name))
+                crate::outln!("removed key file {}", Object::KeyFile(*name))
             }
             KeyOutcome::Changed { added, removed } => print_table(&[
                 ("added", Object::KeyFile(*added).to_string()),
@@ -122,10 +124,10 @@ impl Outcome for KeyOutcome {
             ]),
             KeyOutcome::Exported { recovery, file } => {
                 if let Some(r) = recovery {
-                    println!("{r}");
+                    crate::outln!("{r}");
                 }
                 if let Some(f) = file {
-                    println!("wrote the recovery copy to {}", f.display());
+                    crate::outln!("wrote the recovery copy to {}", f.display());
                 }
             }
         }

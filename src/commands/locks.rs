@@ -40,13 +40,13 @@ pub struct Locks {
 impl Outcome for Locks {
     fn print(&self) {
         if let Some(b) = &self.broken {
-            println!("removed {b}");
+            crate::outln!("removed {b}");
         }
         if self.held.is_empty() {
-            println!("no leases and no prune intents");
+            crate::outln!("no leases and no prune intents");
         }
         for h in &self.held {
-            println!(
+            crate::outln!(
                 "{}  {:<7} {}  pid {}  since {}{}",
                 h.name,
                 h.kind,

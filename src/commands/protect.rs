@@ -29,7 +29,7 @@ pub struct Protected {
 
 impl Outcome for Protected {
     fn print(&self) {
-        println!(
+        crate::outln!(
             "snapshot {} ({}) is {}",
             self.snapshot.short(),
             self.name,

@@ -50,13 +50,13 @@ pub struct Written {
 impl Outcome for Written {
     fn print(&self) {
         for u in &self.units {
-            println!("wrote {}", u.display());
+            crate::outln!("wrote {}", u.display());
         }
-        println!(
+        crate::outln!(
             "enable them with: systemctl daemon-reload && systemctl enable --now {}",
             self.timers.join(" ")
         );
-        println!("credentials and the passphrase (AWS_*, LIFEBOAT_PASSWORD_FILE, LIFEBOAT_TOKEN_FILE) go in /etc/lifeboat/lifeboat.env");
+        crate::outln!("credentials and the passphrase (AWS_*, LIFEBOAT_PASSWORD_FILE, LIFEBOAT_TOKEN_FILE) go in /etc/lifeboat/lifeboat.env");
     }
 }
 

@@ -20,8 +20,9 @@ pub struct SnapshotsArgs {
 
 /// Every snapshot, oldest first.
 #[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct Listing(pub Vec<Entry>);
+pub struct Listing {
+    pub snapshots: Vec<Entry>,
+}
 
 #[derive(Debug, Serialize)]
 pub struct Entry {
@@ -39,8 +40,11 @@ pub struct Entry {
     /// Each disk's size.
     pub disk_sizes: Vec<u64>,
     pub data_bytes: u64,
-    /// Bytes of the chunk files this snapshot refers to (shared chunks counted in full).
+    /// Bytes of the chunk files this snapshot refers to (shared chunks counted in full):
+    /// what it uses.
     pub stored_bytes: u64,
+    /// Of those, the bytes of chunks no older snapshot refers to: what it added.
+    pub added_bytes: u64,
     /// With a trust anchor: "signed by trusted key K", or why the snapshot is not
     /// trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,12 +68,19 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
     let drills = ProtectionView::new(&crate::journal::read_all(&repo)?, &snapshots).drills;
     let protected = crate::repo::protect::list(&repo)?;
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for (id, s) in snapshots {
         match s {
             Ok(s) => {
                 let m = &s.manifest;
                 let unique: Vec<_> = m.chunk_ids().collect::<HashSet<_>>().into_iter().collect();
                 let stored = repo.stored_bytes(&unique)?;
+                let new: Vec<_> = unique
+                    .iter()
+                    .filter(|c| seen.insert(**c))
+                    .copied()
+                    .collect();
+                let added = repo.stored_bytes(&new)?;
                 out.push(Entry {
                     id,
                     name: m.name.clone(),
@@ -82,6 +93,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     disk_sizes: m.disks().map(|(_, d)| d.size).collect(),
                     data_bytes: m.data_bytes(),
                     stored_bytes: stored,
+                    added_bytes: added,
                     signature: policy.required().then(|| match policy.verify(&repo, &s) {
                         Ok(v) => v.to_string(),
                         Err(e) => format!("NOT TRUSTED: {e:#}"),
@@ -104,6 +116,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 disk_sizes: Vec::new(),
                 data_bytes: 0,
                 stored_bytes: 0,
+                added_bytes: 0,
                 signature: None,
                 last_drill: None,
                 protected: false,
@@ -112,42 +125,50 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
             }),
         }
     }
-    Ok(Listing(out))
+    Ok(Listing { snapshots: out })
 }
 
 impl Outcome for Listing {
     fn print(&self) {
-        print(&self.0)
+        print(&self.snapshots)
     }
 }
 
 fn print(entries: &[Entry]) {
-    println!(
-        "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
-        "ID", "TIME", "NAME", "SOURCE", "SIZE", "DATA", "STORED"
+    crate::outln!(
+        "{:<8}  {:<23}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "ID",
+        "TIME (UTC)",
+        "NAME",
+        "SOURCE",
+        "SIZE",
+        "DATA",
+        "ADDED",
+        "USES"
     );
     for e in entries {
         match &e.error {
-            None => println!(
-                "{:<8}  {:<20}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}",
+            None => crate::outln!(
+                "{:<8}  {:<23}  {:<16}  {:<24}  {:>10}  {:>10}  {:>10}  {:>10}",
                 e.id.short(),
-                e.time.get(..19).unwrap_or(&e.time),
+                crate::time::shown(&e.time),
                 e.name,
                 e.source,
                 bytes(e.size),
                 bytes(e.data_bytes),
+                bytes(e.added_bytes),
                 bytes(e.stored_bytes)
             ),
-            Some(err) => println!("{:<8}  DAMAGED: {err}", e.id.short()),
+            Some(err) => crate::outln!("{:<8}  DAMAGED: {err}", e.id.short()),
         }
         if let Some(sig) = &e.signature {
-            println!("{:<8}  {sig}", "");
+            crate::outln!("{:<8}  {sig}", "");
         }
         if let Some(d) = &e.last_drill {
-            println!(
+            crate::outln!(
                 "{:<8}  last drill {}: {}",
                 "",
-                d.time.get(..19).unwrap_or(&d.time),
+                crate::time::shown(&d.time),
                 if d.passed {
                     "passed (it boots)"
                 } else {
@@ -156,10 +177,10 @@ fn print(entries: &[Entry]) {
             );
         }
         if e.protected {
-            println!("{:<8}  protected", "");
+            crate::outln!("{:<8}  protected", "");
         }
         if let Some(c) = &e.consistency {
-            println!(
+            crate::outln!(
                 "{:<8}  {}: read while in use ({})",
                 "",
                 c.kind.to_string().to_uppercase(),

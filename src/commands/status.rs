@@ -54,9 +54,11 @@ pub struct Report {
 
 impl Outcome for Report {
     fn print(&self) {
-        println!(
+        crate::outln!(
             "{:<20} {:<20} {:<20} STATUS",
-            "NAME", "LAST CAPTURE", "LAST GOOD DRILL"
+            "NAME",
+            "LAST CAPTURE",
+            "LAST GOOD DRILL"
         );
         let short = |t: &Option<String>| {
             t.as_deref()
@@ -65,7 +67,7 @@ impl Outcome for Report {
                 .to_string()
         };
         for n in &self.names {
-            println!(
+            crate::outln!(
                 "{:<20} {:<20} {:<20} {}",
                 n.name,
                 short(&n.last_capture),
@@ -77,7 +79,7 @@ impl Outcome for Report {
                 }
             );
         }
-        println!(
+        crate::outln!(
             "last check: {}{}",
             short(&self.last_check),
             match self.last_check_ok {

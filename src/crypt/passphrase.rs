@@ -84,7 +84,7 @@ pub fn ask_announced(announce: Option<&str>, prompt: &str) -> Result<String> {
     // Echo off before the prompt: what is typed as soon as it shows is not echoed.
     tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("turn off the terminal's echo")?;
     if let Some(a) = announce {
-        println!("{a}");
+        crate::outln!("{a}");
         std::io::stdout().flush().ok();
     }
     eprint!("{prompt}: ");

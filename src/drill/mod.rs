@@ -86,14 +86,14 @@ pub struct Summary {
 
 impl Outcome for Summary {
     fn print(&self) {
-        println!("drill     {} via {}", self.name, self.via);
-        println!(
+        crate::outln!("drill     {} via {}", self.name, self.via);
+        crate::outln!(
             "snapshot  {} ({})",
             self.snapshot.short(),
             bytes(self.disk_size)
         );
         for p in &self.phases {
-            println!(
+            crate::outln!(
                 "{:<9} {:>6.1} s  {}  {}",
                 p.name,
                 p.seconds,
@@ -102,9 +102,9 @@ impl Outcome for Summary {
             );
         }
         if let Some(e) = &self.rescue_error {
-            println!("error     {e}");
+            crate::outln!("error     {e}");
         }
-        println!(
+        crate::outln!(
             "result    {} in {:.1} s (console logs in {})",
             if self.pass { "PASS" } else { "FAIL" },
             self.seconds,

@@ -4,6 +4,7 @@
 pub mod coalesce;
 pub mod deadline;
 pub mod hashing;
+pub mod interrupt;
 pub mod limited;
 pub mod parallel;
 pub mod progress;

@@ -107,6 +107,7 @@ where
                 waiting.insert(seq, r);
                 while let Some(r) = waiting.remove(&next) {
                     next += 1;
+                    crate::io::interrupt::check()?;
                     sink(r)?;
                     if let Some(t) = &token_tx {
                         let _ = t.send(());

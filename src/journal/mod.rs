@@ -43,6 +43,8 @@ pub enum Operation {
 pub enum Status {
     Ok,
     Failed,
+    /// Stopped by SIGINT or SIGTERM.
+    Interrupted,
 }
 
 /// One record.
@@ -104,6 +106,10 @@ pub fn recorded<T>(
             Ok(_) => subject.failure,
             Err(e) => Some(format!("{e:#}")),
         };
+        let interrupted = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| crate::io::interrupt::of(e).is_some());
         let record = Record {
             format: FORMAT.into(),
             operation,
@@ -115,6 +121,7 @@ pub fn recorded<T>(
             snapshot: subject.snapshot,
             status: match error {
                 None => Status::Ok,
+                Some(_) if interrupted => Status::Interrupted,
                 Some(_) => Status::Failed,
             },
             error,

@@ -64,7 +64,7 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
 impl Outcome for Summary {
     fn print(&self) {
         let i = &self.initramfs;
-        println!(
+        crate::outln!(
             "initramfs {} (kernel {}, {} modules, {} from {})",
             i.path,
             i.kernel_version,
@@ -72,17 +72,17 @@ impl Outcome for Summary {
             bytes(i.bytes),
             bytes(i.uncompressed_bytes)
         );
-        println!(
+        crate::outln!(
             "usb       {} ({}: ESP {}, data {})",
             self.usb.path,
             bytes(self.usb.bytes),
             bytes(self.usb.esp_bytes),
             bytes(self.usb.data_bytes)
         );
-        println!(
+        crate::outln!(
             "pxe       {}/ (vmlinuz, initramfs.cpio.zst, boot.ipxe)",
             self.pxe
         );
-        println!("cmdline   {}", self.cmdline);
+        crate::outln!("cmdline   {}", self.cmdline);
     }
 }

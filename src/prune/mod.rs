@@ -36,7 +36,7 @@ pub struct PruneArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_unused: u8,
     /// How long to wait for captures that began before this prune (at most).
-    #[arg(long, default_value = "10m", value_parser = crate::time::parse_duration)]
+    #[arg(long, default_value = "10min", value_parser = crate::time::parse_duration)]
     pub wait: Duration,
     /// Say what would be deleted and rewritten; change nothing.
     #[arg(long)]
@@ -92,7 +92,7 @@ impl Outcome for Summary {
             ("time", format!("{:.2} s", self.duration_s)),
         ]);
         for s in &self.stale_leases {
-            println!("stale lease (not waited for): {s}");
+            crate::outln!("stale lease (not waited for): {s}");
         }
     }
 }

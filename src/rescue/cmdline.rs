@@ -167,8 +167,9 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
                 }
             }
             "max-age" => {
-                crate::time::parse_duration(value)
-                    .map_err(|e| anyhow::anyhow!("lifeboat.max-age={value}: {e} (e.g. 26h, 8d)"))?;
+                crate::time::parse_duration(value).map_err(|e| {
+                    anyhow::anyhow!("lifeboat.max-age={value}: {e} (such as 26h, 8d)")
+                })?;
                 o.max_age = Some(value.into());
             }
             "action" => {

@@ -593,7 +593,7 @@ fn rescue_trust(
         max_age: max_age
             .map(crate::time::parse_duration)
             .transpose()
-            .context("lifeboat.max-age")?,
+            .map_err(|e| anyhow::anyhow!("lifeboat.max-age: {e}"))?,
         ..TrustArgs::default()
     })
 }

@@ -358,7 +358,7 @@ fn write_disk(
     }
     sources.push(&from_repo);
     let mut deferred = Deferred::new(plan.deferred);
-    let progress = crate::io::Progress::new("restore", m.disk.size, ui);
+    let progress = crate::io::Progress::new("restore", plan.chunk_bytes(), ui);
     let settings = pipeline::Settings {
         workers: repo.concurrency(),
         check_zeros: reuse && target.is_block,

@@ -80,7 +80,6 @@ pub fn write(
     for r in &plan.zero {
         counts.zero_bytes += zero(target, *r, settings.check_zeros)?;
     }
-    progress.inc(plan.hole_bytes);
     let layout = plan.deferred;
     map_ordered(
         plan.batches,

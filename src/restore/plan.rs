@@ -129,7 +129,7 @@ pub struct Plan {
     /// Ranges to make zero before the chunks are written (holes, and free space with
     /// `--zero-free`), outside the held-back bytes. Empty for a new image file.
     pub zero: Vec<ByteRange>,
-    /// Bytes of holes and free space, zeroed or not (for progress).
+    /// Bytes of holes and free space, zeroed or not.
     pub hole_bytes: u64,
     /// The chunks, in disk order, in batches of about `BATCH_BYTES`.
     pub batches: Vec<Vec<Job>>,
@@ -175,6 +175,11 @@ impl Plan {
             hole_bytes,
             batches: batches(jobs, BATCH_BYTES),
         }
+    }
+
+    /// The bytes of the chunks to fetch or verify in place: the work progress counts.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.batches.iter().flatten().map(|j| j.length as u64).sum()
     }
 
     pub fn chunk_count(&self) -> usize {

@@ -118,9 +118,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         Some(a) => Some(TcpListener::bind(a).with_context(|| format!("listen for NBD on {a}"))?),
         None => None,
     };
-    println!("listening on {addr}");
+    crate::outln!("listening on {addr}");
     if let Some(l) = &nbd {
-        println!(
+        crate::outln!(
             "nbd listening on {}",
             l.local_addr().context("NBD address")?
         );

@@ -120,7 +120,7 @@ impl Outcome for Report {
         );
         if !self.unindexed_packs.is_empty() {
             crate::outln!(
-                "{} pack files named by no index file (left by an interrupted capture; not used)",
+                "{} pack files named by no index file (left by a capture that was killed; not used: `lifeboat prune` deletes them)",
                 self.unindexed_packs.len()
             );
         }
@@ -156,7 +156,14 @@ pub fn run(args: &CheckArgs, ui: &Ui) -> Result<Report> {
     journal::recorded(
         &repo,
         Operation::Check,
-        || check(&repo, args, subset, ui),
+        || {
+            check(&repo, args, subset, ui).map_err(|e| {
+                crate::io::interrupt::explain(e, "check", || {
+                    "it changes nothing; run it again (with --read-data-subset to read a share at a time)"
+                        .into()
+                })
+            })
+        },
         |result| Some(recorded_as(args, subset, result)),
     )
 }
@@ -271,7 +278,11 @@ fn check(
         }
     }
     let unreferenced = stored.iter().filter(|id| !users.contains_key(id)).count();
-    let unindexed_packs = repo.unindexed_packs()?;
+    let unindexed_packs = repo
+        .unindexed_packs()?
+        .into_iter()
+        .map(|p| repo.store().location(&crate::repo::Object::Pack(p)))
+        .collect();
     let ok = damaged.is_empty() && untrusted.is_empty() && missing.is_empty() && corrupt.is_empty();
     Ok(Report {
         repository: repo.display.clone(),

@@ -54,7 +54,10 @@ fn main() -> ExitCode {
             if cli.json && !ui::shown(&e) {
                 ui::out(format_args!("{}", ui::error_json(&e, exit)));
             }
-            eprintln!("lifeboat: error: {e:#}");
+            match exit {
+                ui::Exit::Interrupted | ui::Exit::Terminated => eprintln!("lifeboat: {e:#}"),
+                _ => eprintln!("lifeboat: error: {e:#}"),
+            }
             ExitCode::from(exit as u8)
         }
     }

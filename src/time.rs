@@ -32,6 +32,14 @@ pub fn shown(t: &str) -> String {
     }
 }
 
+/// A monotonic instant (a deadline) as [`shown`] writes the time it falls at.
+pub fn shown_at(at: std::time::Instant) -> String {
+    let left = at.saturating_duration_since(std::time::Instant::now());
+    shown(&rfc3339(
+        Utc::now() + chrono::Duration::from_std(left).unwrap_or_default(),
+    ))
+}
+
 /// Read an RFC 3339 instant (any offset), in UTC.
 pub fn parse_rfc3339(s: &str) -> Result<DateTime<Utc>> {
     Ok(DateTime::parse_from_rfc3339(s)

@@ -25,7 +25,7 @@ impl Served {
     fn start(repo: &str, token_file: Option<&std::path::Path>) -> Served {
         let mut extra = Vec::new();
         if let Some(t) = token_file {
-            extra.push("--write-token-file".to_string());
+            extra.push("--token-file".to_string());
             extra.push(t.display().to_string());
         }
         Self::start_with(repo, &extra, "http")
@@ -1275,7 +1275,7 @@ fn an_encrypted_repository_is_served_without_its_key_and_tokens_have_roles() {
     let served = Served::start_with(
         &env.repo(),
         &[
-            "--write-token-file".into(),
+            "--token-file".into(),
             append.display().to_string(),
             "--admin-token-file".into(),
             admin.display().to_string(),

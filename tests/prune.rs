@@ -440,7 +440,7 @@ fn a_capture_through_serve_runs_beside_a_prune_with_the_admin_token() {
     let mut serve = Command::new(bin())
         .args(["serve", "--repo", &repo, "--listen", "127.0.0.1:0"])
         .args([
-            "--write-token-file",
+            "--token-file",
             path_str(&append),
             "--admin-token-file",
             path_str(&admin),

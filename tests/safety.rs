@@ -153,7 +153,7 @@ fn too_small_target_is_refused_with_the_minimum_size() {
         &small,
         "web01",
         &["--yes"],
-        "needs at least 96.0 MiB (100663296 bytes)",
+        "captured from a disk of 96.0 MiB (100663296 bytes), and cannot be shrunk",
     );
 }
 
@@ -205,7 +205,22 @@ fn foreign_and_future_repositories_are_refused() {
         "{err}"
     );
     let err = fails(&["snapshots", "--repo", env.path("absent").to_str().unwrap()]);
-    assert!(err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("there is no repository at") && err.contains("typo"),
+        "{err}"
+    );
+    // A file is said to be one, not to be missing.
+    fs::write(env.path("afile"), b"x").unwrap();
+    let err = fails(&[
+        "restore",
+        "--repo",
+        env.path("afile").to_str().unwrap(),
+        "--snapshot",
+        "x",
+        "--target",
+        "/dev/null",
+    ]);
+    assert!(err.contains("is a file, not a repository"), "{err}");
     // Init refuses a non-empty directory.
     fs::write(dir.join("x"), b"x").unwrap();
     let err = fails(&["init", "--repo", dir.to_str().unwrap()]);

@@ -88,7 +88,7 @@ fn only_snapshots_signed_by_a_trusted_key_are_restored() {
         &[],
         &format!("signed only by key {b}, which is not trusted"),
     );
-    refused(&other, &["--insecure"], "which is not trusted");
+    refused(&other, &["--allow-unsigned"], "which is not trusted");
     refused(&signed[..12], &[], "give the whole id");
     refused("m", &["--max-age", "1ms"], "more than --max-age");
     let revoked = env.path("revoked");
@@ -99,14 +99,18 @@ fn only_snapshots_signed_by_a_trusted_key_are_restored() {
         &format!("signed only by revoked key {a}"),
     );
 
-    // --insecure lets a missing signature through, and says so.
+    // --allow-unsigned lets a missing signature through, and says so.
     fs::remove_file(&target).unwrap();
-    let o = env.restore("u", &target, &[&trust_a[..], &["--insecure"]].concat());
+    let o = env.restore(
+        "u",
+        &target,
+        &[&trust_a[..], &["--allow-unsigned"]].concat(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(r["signature"].as_str().unwrap().contains("UNSIGNED"), "{r}");
 
-    // A signature altered by one digit is bad, even with --insecure.
+    // A signature altered by one digit is bad, even with --allow-unsigned.
     let sig = env.path(&format!("repo/snapshots/{signed}.{a}.sig"));
     let text = fs::read_to_string(&sig).unwrap();
     let mut v: Value = serde_json::from_str(&text).unwrap();
@@ -116,7 +120,7 @@ fn only_snapshots_signed_by_a_trusted_key_are_restored() {
     fs::write(&sig, serde_json::to_vec(&v).unwrap()).unwrap();
     refused(
         &signed,
-        &["--insecure"],
+        &["--allow-unsigned"],
         &format!("carries a bad signature by key {a}"),
     );
     fs::write(&sig, text).unwrap();

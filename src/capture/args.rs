@@ -14,8 +14,8 @@ pub struct CaptureArgs {
     /// Given more than once, the disks of one machine in one snapshot (disk 0, 1, ...).
     #[arg(long, value_name = "DISK", required = true)]
     pub source: Vec<DiskLocation>,
-    /// Snapshot name, e.g. the host's name.
-    #[arg(long)]
+    /// Snapshot name (default: this host's name, up to its first dot).
+    #[arg(long, default_value_t = crate::repo::manifest::default_name(), value_parser = crate::repo::manifest::parse_name)]
     pub name: String,
     /// Logical sector size of an image file (found from its GPT when not given).
     #[arg(long, value_parser = parse_sector_size)]

@@ -193,7 +193,8 @@ fn capture_into(
         size,
         new,
         mut notes,
-    } = capture_disks(repo, args, live.as_mut(), ui)?;
+    } = capture_disks(repo, args, live.as_mut(), ui)
+        .map_err(|e| keep_on_interrupt(repo, args, e))?;
     if let Some(l) = live {
         log::info!("removing the snapshots {}", l.snapshots().join(", "));
         consistency = Some(Consistency {
@@ -231,6 +232,28 @@ fn capture_into(
     let mut summary = summarise(args, id, &manifest, size, new, notes, start);
     summary.signed_by = key.map(|k| k.public().id().to_string());
     Ok(summary)
+}
+
+/// An interrupted capture keeps what it stored: its packs so far are written and named
+/// by an index file (under its lease still), so that the same command, run again, sends
+/// only what is not there yet.
+fn keep_on_interrupt(repo: &Repository, args: &CaptureArgs, e: anyhow::Error) -> anyhow::Error {
+    let what = format!("capture of {}", args.name);
+    crate::io::interrupt::explain(e, &what, || {
+        let stored = repo.stored_here().len();
+        match repo.flush() {
+            Ok(()) => format!(
+                "no snapshot was saved; the {stored} new chunks stored so far are kept. Run the same \
+                 command again: it resumes, sending only what is not stored yet (or `lifeboat prune` \
+                 frees them)"
+            ),
+            Err(f) => format!(
+                "no snapshot was saved, and the chunks stored so far could not be indexed ({f:#}); \
+                 the same command, run again, stores them again, and `lifeboat prune` frees the \
+                 packs left"
+            ),
+        }
+    })
 }
 
 /// The signing key `--sign` names, its passphrase read as `--sign-password-file` says.
@@ -435,7 +458,11 @@ struct Sizes {
 
 /// The repository, with the level asked for and what interrupted writers left cleaned up.
 fn open_repository(args: &CaptureArgs) -> Result<Repository> {
-    let mut repo = Repository::open(&args.repo)?;
+    let spec = crate::repo::RepoSpec {
+        writes_data: true,
+        ..args.repo.clone()
+    };
+    let mut repo = Repository::open(&spec)?;
     if let Some(level) = args.level {
         repo.config.compression.level = level;
     }

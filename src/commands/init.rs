@@ -12,7 +12,7 @@ use crate::ui::Outcome;
 pub struct InitArgs {
     /// Directory to create (must be absent or empty), or s3://BUCKET/PREFIX (an empty
     /// prefix of an existing bucket).
-    #[arg(long, value_name = "DIR_OR_S3")]
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR_OR_S3")]
     pub repo: RepoLocation,
     /// The S3 endpoint of an s3:// repository (credentials from AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY, region from AWS_REGION).

@@ -32,7 +32,7 @@ impl Outcome for Journal {
             crate::outln!(
                 "{:<23}  {:<9}  {:<11}  {:>7.1} s  {}@{}  {}{}{}",
                 crate::time::shown(&r.time),
-                format!("{:?}", r.operation).to_lowercase(),
+                r.operation.to_string(),
                 match r.status {
                     Status::Ok => "ok",
                     Status::Failed => "FAILED",

@@ -101,12 +101,26 @@ fn passphrase(args: &KeygenArgs) -> Result<Option<String>> {
 
 /// Create `path` (it must not exist) with `text`, durably.
 fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+    let opened = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-        .with_context(|| format!("create {} (it must not exist)", path.display()))?;
+        .open(path);
+    let mut f = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+            "{} exists already: a key is never overwritten (choose another --out, or move it away)",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "create {}: its folder {} does not exist (create it first)",
+            path.display(),
+            path.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("create {}", path.display())),
+    };
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_all())
         .with_context(|| format!("write {}", path.display()))

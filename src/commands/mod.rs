@@ -97,7 +97,10 @@ impl Command {
             }
             Command::Prune(a) => ui.show(&crate::prune::run(a, ui)?),
             Command::Locks(a) => ui.show(&locks::run(a)?),
-            Command::Status(a) => ui.show(&status::run(a)?),
+            // Nagios: a status that could not be read is UNKNOWN (3), not a failure.
+            Command::Status(a) => ui.show(&status::run(a).map_err(|e| {
+                crate::ui::Failure::new(crate::ui::Exit::Unknown, format!("UNKNOWN: {e:#}"))
+            })?),
             Command::Schedule(a) => ui.show(&schedule::run(a)?),
             Command::Protect(a) => ui.show(&protect::run(a)?),
             Command::Journal(a) => ui.show(&journal::run(a)?),

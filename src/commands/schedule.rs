@@ -14,8 +14,8 @@ use crate::ui::Outcome;
 
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleArgs {
-    /// The snapshot name (the machine).
-    #[arg(long)]
+    /// The snapshot name (default: this host's name, up to its first dot).
+    #[arg(long, default_value_t = crate::repo::manifest::default_name(), value_parser = crate::repo::manifest::parse_name)]
     pub name: String,
     /// The disk to capture.
     #[arg(long, value_name = "DISK")]
@@ -58,18 +58,6 @@ impl Outcome for Written {
         );
         crate::outln!("credentials and the passphrase (AWS_*, LIFEBOAT_PASSWORD_FILE, LIFEBOAT_TOKEN_FILE) go in /etc/lifeboat/lifeboat.env");
     }
-}
-
-/// A unit name part: letters, digits, `-`, `_` and `.` only.
-fn unit_safe(name: &str) -> Result<String> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        bail!("--name {name:?}: a unit name needs letters, digits, '-', '_' or '.'");
-    }
-    Ok(name.to_string())
 }
 
 /// An argument quoted for an ExecStart= line (`%` doubled: systemd's specifiers).
@@ -115,7 +103,8 @@ fn write(dir: &Path, name: &str, text: &str, out: &mut Vec<PathBuf>) -> Result<(
 }
 
 pub fn run(args: &ScheduleArgs) -> Result<Written> {
-    let name = unit_safe(&args.name)?;
+    // A unit name part too: the snapshot name's rule keeps to what a unit name allows.
+    let name = args.name.clone();
     let exe = std::env::current_exe().context("find this program")?;
     let exe = exe.display().to_string();
     let policy: Vec<String> = args.policy.split_whitespace().map(str::to_string).collect();

@@ -161,13 +161,25 @@ impl Work {
 pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
-    // A drill that ran is recorded, linked to its snapshot: what `snapshots`, `forget`
-    // (last known bootable) and `status` read. One that could not run is not.
+    // Every drill is recorded, linked to its snapshot: what `snapshots`, `forget` (last
+    // known bootable) and `status` read. One that could not run (or was interrupted) is a
+    // drill that did not pass.
     journal::recorded(
         &repo,
         Operation::Drill,
-        || drill(&repo, args, ui, start),
-        |result| result.as_ref().ok().map(recorded_as),
+        || {
+            drill(&repo, args, ui, start).map_err(|e| {
+                crate::io::interrupt::explain(e, &format!("drill of {}", args.snapshot), || {
+                    "nothing was changed in the repository; run the same command again".into()
+                })
+            })
+        },
+        |result| {
+            Some(match result {
+                Ok(s) => recorded_as(s),
+                Err(_) => journal::named(&repo, &args.snapshot),
+            })
+        },
     )
 }
 

@@ -49,6 +49,34 @@ pub fn install() -> Result<()> {
     Ok(())
 }
 
+/// A command stopped by a signal, with what it leaves and how to go on: the one line an
+/// interrupted command ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} stopped by {}: {left}", self.by.name())]
+pub struct Stopped {
+    pub by: Interrupted,
+    /// What stopped: "capture of web01".
+    pub what: String,
+    /// What is left, and that the same command resumes (or what else to do).
+    pub left: String,
+}
+
+/// `e` as a [`Stopped`] when a signal stopped the command (`left` says what is left),
+/// or as it is.
+pub fn explain(e: anyhow::Error, what: &str, left: impl FnOnce() -> String) -> anyhow::Error {
+    match of(&e) {
+        Some(by) => {
+            log::info!("{what}: {e:#}");
+            anyhow::Error::new(Stopped {
+                by,
+                what: what.to_string(),
+                left: left(),
+            })
+        }
+        None => e,
+    }
+}
+
 /// The signal received so far, if any.
 pub fn received() -> Option<Interrupted> {
     match RECEIVED.load(Ordering::SeqCst) {
@@ -78,10 +106,16 @@ pub fn sleep(d: Duration) -> Result<(), Interrupted> {
     }
 }
 
-/// The interrupt in an error's chain, if that is what stopped it.
+/// The interrupt that stopped a command which ended in `e`: one in its chain, or a
+/// signal received meanwhile (whatever the error then says, from a read cut short by it).
 pub fn of(e: &anyhow::Error) -> Option<Interrupted> {
     e.chain()
-        .find_map(|c| c.downcast_ref::<Interrupted>().copied())
+        .find_map(|c| {
+            c.downcast_ref::<Interrupted>()
+                .copied()
+                .or_else(|| c.downcast_ref::<Stopped>().map(|s| s.by))
+        })
+        .or_else(received)
 }
 
 #[cfg(test)]

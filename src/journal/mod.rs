@@ -26,7 +26,7 @@ pub const MAX_RECORD: u64 = 64 << 10;
 const MAX_RECORDS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     Capture,
     Restore,
@@ -36,6 +36,29 @@ pub enum Operation {
     Drill,
     Protect,
     Unprotect,
+    /// `status --no-drill NAME`: the name is not drilled (a machine with no disk to boot,
+    /// a data volume), so `status` does not ask for its drills.
+    DrillOff,
+    /// `status --drill NAME`: its drills are asked for again.
+    DrillOn,
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Operation::Capture => "capture",
+            Operation::Restore => "restore",
+            Operation::Check => "check",
+            Operation::Forget => "forget",
+            Operation::Prune => "prune",
+            Operation::Drill => "drill",
+            Operation::Protect => "protect",
+            Operation::Unprotect => "unprotect",
+            Operation::DrillOff => "drill-off",
+            Operation::DrillOn => "drill-on",
+        };
+        f.write_str(name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +110,20 @@ pub struct Subject {
     /// Why it failed though it ran to its end (a check that found problems, a drill
     /// whose disk did not boot): recorded as a failure with this error.
     pub failure: Option<String>,
+}
+
+/// The subject of an operation on the snapshot the user named (`web01`, an id or its
+/// prefix), resolved again for the record of one that failed: its name and id when it
+/// resolves, nothing otherwise.
+pub fn named(repo: &Repository, wanted: &str) -> Subject {
+    match repo.resolve(wanted) {
+        Ok(s) => Subject {
+            name: Some(s.manifest.name.clone()),
+            snapshot: Some(s.id),
+            ..Subject::default()
+        },
+        Err(_) => Subject::default(),
+    }
 }
 
 /// Run an operation on `repo` and record it in the journal when it ends: ok, or failed
@@ -147,6 +184,18 @@ pub fn append(repo: &Repository, record: &Record) -> Result<Object> {
         .with_context(|| format!("write journal record {}", repo.store().location(&key)))?;
     repo.store().flush()?;
     Ok(key)
+}
+
+/// Fail unless this client may write to the repository (for an operation whose only
+/// effect is its record).
+pub fn require_writable(repo: &Repository) -> Result<()> {
+    if !repo.store().writable() {
+        bail!(
+            "{} is read-only for this client (a server needs --token-file with a token that may append)",
+            repo.display
+        );
+    }
+    Ok(())
 }
 
 /// Append, and only warn when it cannot be written: the journal never fails an

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Operation, Record, Status};
 use crate::repo::{Repository, Snapshot, SnapshotId};
-use crate::time::{age, human};
+use crate::time::{age, human, shown};
 
 /// A drill's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,46 @@ pub struct NameView {
     pub last_good_drill: Option<String>,
     /// Its newest capture, drill or restore, however it went.
     pub last_operation: Option<Record>,
+    /// Not drilled, by choice (`status --no-drill NAME`).
+    pub drill_off: bool,
+}
+
+/// How bad a problem is: Nagios's WARNING (something is overdue) or CRITICAL (something
+/// failed, or there is nothing to restore).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+/// One thing wrong with a name or the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    pub text: String,
+}
+
+impl Problem {
+    fn warning(text: impl Into<String>) -> Problem {
+        Problem {
+            severity: Severity::Warning,
+            text: text.into(),
+        }
+    }
+
+    fn critical(text: impl Into<String>) -> Problem {
+        Problem {
+            severity: Severity::Critical,
+            text: text.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// What protects every machine a repository holds.
@@ -63,8 +103,8 @@ pub struct ProtectionView {
 pub struct Limits {
     /// A name's newest snapshot.
     pub capture: Duration,
-    /// A name's last drill that passed.
-    pub drill: Duration,
+    /// A name's last drill that passed; None: drills are not asked for.
+    pub drill: Option<Duration>,
     /// The repository's last check.
     pub check: Duration,
 }
@@ -120,6 +160,8 @@ impl ProtectionView {
         let name = self.names.entry(n.clone()).or_default();
         match r.operation {
             Operation::Capture => name.captured = true,
+            Operation::DrillOff => name.drill_off = r.status == Status::Ok,
+            Operation::DrillOn => name.drill_off = false,
             Operation::Drill => {
                 if r.status == Status::Ok {
                     name.last_good_drill = Some(r.time.clone());
@@ -144,17 +186,21 @@ impl ProtectionView {
     }
 
     /// What is wrong with the repository's last check: none, failed, or too old.
-    pub fn check_problem(&self, limits: &Limits, now: DateTime<Utc>) -> Option<String> {
+    pub fn check_problem(&self, limits: &Limits, now: DateTime<Utc>) -> Option<Problem> {
         match &self.last_check {
-            None => Some("the repository was never checked".into()),
-            Some(r) if r.status != Status::Ok => Some(format!(
+            None => Some(Problem::warning("the repository was never checked")),
+            Some(r) if r.status == Status::Failed => Some(Problem::critical(format!(
                 "the last check ({}) failed: {}",
-                r.time,
+                shown(&r.time),
                 r.error.as_deref().unwrap_or("")
-            )),
+            ))),
+            Some(r) if r.status == Status::Interrupted => Some(Problem::warning(format!(
+                "the last check ({}) was interrupted",
+                shown(&r.time)
+            ))),
             Some(r) => age(&r.time, now)
                 .filter(|a| *a > limits.check)
-                .map(|a| format!("the last check is {} old", human(a))),
+                .map(|a| Problem::warning(format!("the last check is {} old", human(a)))),
         }
     }
 }
@@ -168,34 +214,42 @@ impl NameView {
     }
 
     /// What is overdue or failed about this name.
-    pub fn problems(&self, limits: &Limits, now: DateTime<Utc>) -> Vec<String> {
+    pub fn problems(&self, limits: &Limits, now: DateTime<Utc>) -> Vec<Problem> {
         let mut problems = Vec::new();
         match &self.newest {
-            None => problems.push("no snapshot".to_string()),
+            None => problems.push(Problem::critical("no snapshot")),
             Some(n) => {
                 if let Some(a) = age(&n.time, now).filter(|a| *a > limits.capture) {
-                    problems.push(format!("last capture {} ago", human(a)));
+                    problems.push(Problem::warning(format!("last capture {} ago", human(a))));
                 }
             }
         }
-        match &self.last_good_drill {
-            None => problems.push("never drilled successfully".into()),
-            Some(t) => {
-                if let Some(a) = age(t, now).filter(|a| *a > limits.drill) {
-                    problems.push(format!("last good drill {} ago", human(a)));
+        if let Some(max) = limits.drill.filter(|_| !self.drill_off) {
+            match &self.last_good_drill {
+                None => problems.push(Problem::warning(
+                    "never drilled successfully (if it is not to be drilled: `lifeboat status --no-drill NAME`)",
+                )),
+                Some(t) => {
+                    if let Some(a) = age(t, now).filter(|a| *a > max) {
+                        problems.push(Problem::warning(format!("last good drill {} ago", human(a))));
+                    }
                 }
             }
         }
         if let Some(r) = self.last_operation.as_ref().filter(|_| self.last_failed()) {
-            problems.push(
-                format!(
-                    "the last {:?} ({}) failed: {}",
+            problems.push(match r.status {
+                Status::Interrupted => Problem::warning(format!(
+                    "the last {} ({}) was interrupted",
                     r.operation,
-                    r.time,
+                    shown(&r.time)
+                )),
+                _ => Problem::critical(format!(
+                    "the last {} ({}) failed: {}",
+                    r.operation,
+                    shown(&r.time),
                     r.error.as_deref().unwrap_or("")
-                )
-                .to_lowercase(),
-            );
+                )),
+            });
         }
         problems
     }
@@ -226,7 +280,7 @@ mod tests {
         let now = crate::time::parse_rfc3339("2026-12-07T12:00:00Z").unwrap();
         let limits = Limits {
             capture: Duration::from_secs(26 * 3600),
-            drill: Duration::from_secs(8 * 86400),
+            drill: Some(Duration::from_secs(8 * 86400)),
             check: Duration::from_secs(8 * 86400),
         };
         let records = [
@@ -241,21 +295,42 @@ mod tests {
         assert!(!web.last_drill.as_ref().unwrap().passed);
         assert!(web.last_failed());
         let p = web.problems(&limits, now);
-        assert_eq!(p[0], "no snapshot");
+        assert_eq!(p[0], Problem::critical("no snapshot"));
         assert!(
-            p[1].starts_with("the last drill (") && p[1].ends_with("failed: it broke"),
+            p[1].text
+                .starts_with("the last drill (2026-12-07 03:00:00 UTC)")
+                && p[1].text.ends_with("failed: it broke"),
             "{p:?}"
         );
         let db = &view.names["db"];
-        assert_eq!(
-            db.problems(&limits, now)[..2],
-            ["no snapshot", "never drilled successfully"]
-        );
+        let p = db.problems(&limits, now);
+        assert_eq!(p[0], Problem::critical("no snapshot"));
+        assert!(p[1].text.starts_with("never drilled successfully"), "{p:?}");
+        assert_eq!(p[1].severity, Severity::Warning);
         assert_eq!(view.machines().count(), 2);
         assert_eq!(
-            view.check_problem(&limits, now).as_deref(),
-            Some("the repository was never checked")
+            view.check_problem(&limits, now),
+            Some(Problem::warning("the repository was never checked"))
         );
+        // Drills off for every name, or for one.
+        let off = Limits {
+            drill: None,
+            ..limits
+        };
+        let undrilled = |p: Vec<Problem>| !p.iter().any(|p| p.text.contains("drilled"));
+        assert_eq!(db.problems(&limits, now).len(), 3);
+        assert!(undrilled(db.problems(&off, now)));
+        assert_eq!(db.problems(&off, now).len(), 2);
+        let mut records = records.to_vec();
+        records.push(record(
+            Operation::DrillOff,
+            "db",
+            "2026-12-07T04:00:00Z",
+            true,
+        ));
+        let view = ProtectionView::new(&records, &[]);
+        assert!(view.names["db"].drill_off);
+        assert!(undrilled(view.names["db"].problems(&limits, now)));
         assert_eq!(view.drills.len(), 2);
     }
 }

@@ -39,10 +39,28 @@ impl LeaseFile {
         crate::time::parse_rfc3339(&self.started).ok()
     }
 
+    /// Stale: not renewed in time, or its process, on this host, is gone.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
-        crate::time::parse_rfc3339(&self.expires)
+        let expired = crate::time::parse_rfc3339(&self.expires)
             .ok()
-            .is_none_or(|e| e < now)
+            .is_none_or(|e| e < now);
+        expired || self.holder_is_gone()
+    }
+
+    /// Whether the lease was taken on this host by a process that no longer runs (a
+    /// capture killed, a machine rebooted): it is stale at once, not in five minutes.
+    pub fn holder_is_gone(&self) -> bool {
+        if self.host != crate::who::hostname() || self.pid == std::process::id() {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        // Signal 0 checks that the process exists; EPERM means it does (another user's).
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        ) && pid > 0
     }
 }
 

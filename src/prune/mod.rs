@@ -57,6 +57,8 @@ pub struct Summary {
     pub bytes_rewritten: u64,
     /// Captures that began before the intent, waited for.
     pub captures_waited_for: usize,
+    /// Packs that no index file named (left by captures that were killed), deleted.
+    pub unindexed_packs_deleted: usize,
     /// Stale leases (not renewed) that were not waited for.
     pub stale_leases: Vec<String>,
     pub duration_s: f64,
@@ -83,6 +85,18 @@ impl Outcome for Summary {
                     bytes(self.bytes_freed),
                     self.chunks_dropped,
                     bytes(self.bytes_rewritten)
+                ),
+            ),
+            (
+                "unindexed",
+                format!(
+                    "{} packs of killed captures {}",
+                    self.unindexed_packs_deleted,
+                    if self.dry_run {
+                        "would be deleted"
+                    } else {
+                        "deleted"
+                    }
                 ),
             ),
             (
@@ -115,7 +129,15 @@ pub fn run(args: &PruneArgs, ui: &Ui) -> Result<Summary> {
     journal::recorded(
         &repo,
         Operation::Prune,
-        || prune(&repo, args, ui),
+        || {
+            prune(&repo, args, ui).map_err(|e| {
+                crate::io::interrupt::explain(e, "prune", || {
+                    "the repository is as sound as before (a prune's every step may stop); what \
+                     it deleted no snapshot used, and the rest is there. Run prune again to finish"
+                        .into()
+                })
+            })
+        },
         |result| {
             (!args.dry_run).then(|| Subject {
                 details: match result {
@@ -128,7 +150,7 @@ pub fn run(args: &PruneArgs, ui: &Ui) -> Result<Summary> {
     )
 }
 
-fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
+fn prune(repo: &Repository, args: &PruneArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let _lease = if args.dry_run {
         None
@@ -146,7 +168,12 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
     summary.packs_before = packs.len();
     summary.bytes_before = packs.values().map(|p| p.len).sum();
     let plan = plan(&packs, &used, args.max_unused);
+    // Packs no index file names now: those of a capture still running (waited for below,
+    // after which its packs are named) or of one that died. A capture that begins later
+    // writes only packs that are not in this list.
+    let unindexed = repo.unindexed_packs()?;
     if args.dry_run {
+        summary.unindexed_packs_deleted = unindexed.len();
         summary.snapshots = seen.len();
         account(&mut summary, &packs, &plan, &used);
         summary.duration_s = start.elapsed().as_secs_f64();
@@ -164,8 +191,9 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
         ),
     )?;
     pause_for_tests("intent");
-    wait_for_captures(repo, args.wait, &mut summary)?;
+    wait_for_captures(repo, args.wait, &mut summary, ui)?;
     // Snapshots saved meanwhile (by the captures waited for) keep what they use.
+    crate::io::interrupt::check()?;
     let (seen_now, used_now) = mark(repo)?;
     summary.snapshots = seen_now.len();
     if seen_now.difference(&seen).next().is_some() {
@@ -175,10 +203,12 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
     account(&mut summary, &packs, &plan, &used);
     rewrite(repo, &packs, &plan, &used, &mut summary)?;
     pause_for_tests("rewritten");
+    crate::io::interrupt::check()?;
     let gone: HashSet<PackId> = plan.delete.iter().chain(&plan.rewrite).copied().collect();
     summary.index_files_replaced = replace_index_files(repo, &files, &gone)?;
     pause_for_tests("indexed");
     delete_packs(repo, &gone)?;
+    summary.unindexed_packs_deleted = delete_unindexed(repo, unindexed)?;
     pause_for_tests("deleted");
     for (name, _) in intent::list(repo)? {
         if name <= intent_name {
@@ -198,7 +228,7 @@ fn prune(repo: &Repository, args: &PruneArgs, _ui: &Ui) -> Result<Summary> {
 fn pause_for_tests(step: &str) {
     if std::env::var("LIFEBOAT_PRUNE_PAUSE").is_ok_and(|s| s == step) {
         eprintln!("prune: paused after {step}");
-        std::thread::sleep(Duration::from_secs(3600));
+        let _ = crate::io::interrupt::sleep(Duration::from_secs(3600));
     }
 }
 
@@ -211,10 +241,13 @@ fn refuse_a_second_prune(repo: &Repository) -> Result<()> {
         .find(|(_, l)| l.kind == "prune" && !l.is_stale(now))
     {
         bail!(
-            "another prune is running (host {}, pid {}, since {}; lease {key}): one at a time",
+            "another prune is running (host {}, pid {}, since {}; lease {key}): one at a time. \
+             If that process is gone (on another host, or this one restarted), remove its lease \
+             with `lifeboat locks --break {key}`; it goes stale by itself at {}",
             l.host,
             l.pid,
-            l.started
+            crate::time::shown(&l.started),
+            crate::time::shown(&l.expires)
         );
     }
     Ok(())
@@ -325,9 +358,16 @@ fn account(
 /// known by their host, process and start (a lease is renewed under a new name), never
 /// by comparing clocks of different hosts: a capture whose lease appears only later
 /// began after the intent existed, and honours it.
-fn wait_for_captures(repo: &Repository, wait: Duration, summary: &mut Summary) -> Result<()> {
+fn wait_for_captures(
+    repo: &Repository,
+    wait: Duration,
+    summary: &mut Summary,
+    ui: &Ui,
+) -> Result<()> {
     let identity = |l: &lease::LeaseFile| format!("{} pid {} since {}", l.host, l.pid, l.started);
     let deadline = Instant::now() + wait;
+    let until = crate::time::shown_at(deadline);
+    let mut next_word = Instant::now();
     let mut waiting: Option<HashSet<String>> = None;
     loop {
         let now = chrono::Utc::now();
@@ -360,12 +400,17 @@ fn wait_for_captures(repo: &Repository, wait: Duration, summary: &mut Summary) -
                 names.join(", ")
             );
         }
-        log::info!(
-            "waiting for {} capture(s): {}",
-            names.len(),
-            names.join(", ")
-        );
-        std::thread::sleep(Duration::from_millis(500));
+        if Instant::now() >= next_word && !ui.quiet {
+            next_word = Instant::now() + Duration::from_secs(30);
+            eprintln!(
+                "prune: waiting for {} capture(s) that began before it: {} (until {until} at most, \
+                 --wait; a capture that died on another host: `lifeboat locks`, then \
+                 `lifeboat locks --break NAME`; Ctrl-C stops, deleting nothing)",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        crate::io::interrupt::sleep(Duration::from_millis(500))?;
     }
 }
 
@@ -392,6 +437,7 @@ fn rewrite(
     let ids = repo.in_storage_order(keep)?;
     let mut writer = repo.chunk_writer();
     repo.read_chunks(&ids, &mut |k, plain| {
+        crate::io::interrupt::check()?;
         repo.put_chunk_with(&mut writer, &ids[k], &plain)
             .with_context(|| format!("rewrite chunk {}", ids[k]))
             .map(|_| ())
@@ -434,6 +480,18 @@ fn replace_index_files(
     }
     repo.store().flush()?;
     Ok(replaced)
+}
+
+/// Delete the packs of `listed` (unindexed before the captures then running were waited
+/// for) that no index file names still: the captures that wrote them are gone.
+fn delete_unindexed(repo: &Repository, listed: Vec<PackId>) -> Result<usize> {
+    if listed.is_empty() {
+        return Ok(0);
+    }
+    let still: HashSet<PackId> = repo.reloaded().unindexed_packs()?.into_iter().collect();
+    let gone: HashSet<PackId> = listed.into_iter().filter(|p| still.contains(p)).collect();
+    delete_packs(repo, &gone)?;
+    Ok(gone.len())
 }
 
 fn delete_packs(repo: &Repository, gone: &HashSet<PackId>) -> Result<()> {

@@ -249,12 +249,26 @@ impl Repository {
                 self.display,
                 damaged.join("; ")
             ),
+            None if is_short_prefix(&ids, spec) => bail!(
+                "no snapshot named {spec:?} in {}; an id prefix needs at least 4 hex digits \
+                 (`lifeboat snapshots` shows 8)",
+                self.display
+            ),
             None => bail!(
                 "no snapshot named or with id {spec:?} in {} (see `lifeboat snapshots`)",
                 self.display
             ),
         }
     }
+}
+
+/// Whether `spec` is 1 to 3 hex digits that begin some snapshot's id: a prefix too short
+/// to name one.
+fn is_short_prefix(ids: &[SnapshotId], spec: &str) -> bool {
+    let lower = spec.to_ascii_lowercase();
+    (1..4).contains(&spec.len())
+        && lower.bytes().all(|b| b.is_ascii_hexdigit())
+        && ids.iter().any(|i| i.to_hex().starts_with(&lower))
 }
 
 /// The id `spec` names among `ids`: itself when it is a full id there, or the one id it

@@ -376,7 +376,7 @@ impl Chunks {
 
     /// Format 2: the pack files in the store that no index file names (left by a
     /// capture that stopped before its index was written: unused, for prune to delete).
-    pub fn unindexed_packs(&self) -> Result<Vec<String>> {
+    pub fn unindexed_packs(&self) -> Result<Vec<PackId>> {
         if self.layout != Layout::Packs {
             return Ok(Vec::new());
         }
@@ -385,8 +385,9 @@ impl Chunks {
         let mut found = Vec::new();
         for fan in self.fans(Dir::Packs)? {
             for o in self.store.objects(&fan)? {
-                if matches!(&o, Object::Pack(id) if !named.contains(id)) {
-                    found.push(self.store.location(&o));
+                match o {
+                    Object::Pack(id) if !named.contains(&id) => found.push(id),
+                    _ => {}
                 }
             }
         }

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::object::{Dir, Object};
 use super::store::{Store, StoreError};
-use crate::io::{timeouts, LimitedReader};
+use crate::io::{interrupt, timeouts, LimitedReader};
 use crate::location::{HttpUrl, S3Url};
 use rusty_s3::S3Action;
 
@@ -33,6 +33,9 @@ pub struct HttpStore {
     ranges_ignored: AtomicBool,
     /// Requests sent, retries included.
     requests: AtomicU64,
+    /// Set once the server has answered anything: before that, a refused connection is a
+    /// wrong URL or a server that is not running, not worth waiting for.
+    reached: AtomicBool,
 }
 
 /// How requests are addressed and authorised (one per store: its size does not matter).
@@ -147,6 +150,7 @@ impl HttpStore {
             agent: Self::agent(cacert)?,
             ranges_ignored: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -179,6 +183,7 @@ impl HttpStore {
             agent: Self::agent(cacert)?,
             ranges_ignored: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -255,8 +260,13 @@ impl HttpStore {
                         start.elapsed().as_secs()
                     )));
                 }
-                log::debug!("{}: {last}; waiting {asked:?} as asked", self.url(key));
-                std::thread::sleep(jittered(asked));
+                log::warn!(
+                    "{}: {last}; waiting {} as the server asks (until {}; then it gives up; Ctrl-C stops)",
+                    self.url(key),
+                    crate::time::exact(asked),
+                    crate::time::shown_at(start + timeouts::overload_budget()),
+                );
+                interrupt::sleep(jittered(asked)).map_err(|i| give_up(i.to_string()))?;
             } else if failures > 0 {
                 if start.elapsed() > timeouts::retry_budget() {
                     return Err(give_up(format!(
@@ -268,8 +278,14 @@ impl HttpStore {
                 // Exponential, with jitter so that many clients told to slow down (S3's
                 // 503 SlowDown) do not all come back at once.
                 let wait = jittered(Duration::from_millis((50u64 << failures.min(7)).min(2500)));
-                log::info!("{}: {last}; retrying in {wait:?}", self.url(key));
-                std::thread::sleep(wait);
+                log::warn!(
+                    "{}: {last}; retrying in {} (attempt {} of {ATTEMPTS}, at most until {}; --io-timeout sets how long; Ctrl-C stops)",
+                    self.url(key),
+                    crate::time::exact(wait),
+                    failures + 1,
+                    crate::time::shown_at(start + timeouts::retry_budget()),
+                );
+                interrupt::sleep(wait).map_err(|i| give_up(i.to_string()))?;
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             match f() {
@@ -392,6 +408,9 @@ impl HttpStore {
 
     /// What an exchange came to: a 2xx answer to go on with, or what to do instead.
     fn judge<T>(&self, key: &str, sent: Result<Answer, ureq::Error>) -> Result<Answer, Attempt<T>> {
+        if sent.is_ok() {
+            self.reached.store(true, Ordering::Relaxed);
+        }
         match sent {
             Ok(r) if r.status().is_success() => Ok(r),
             Ok(r) => Err(self.status_failure(key, r)),
@@ -468,11 +487,22 @@ impl HttpStore {
                 ureq::Timeout::RecvBody => "timed out receiving the body".into(),
                 other => format!("timed out ({other})"),
             }),
+            E::Io(io)
+                if io.kind() == std::io::ErrorKind::ConnectionRefused
+                    && !self.reached.load(Ordering::Relaxed) =>
+            {
+                fail(format!(
+                    "connection refused: nothing listens there (is the server running, and the URL right?): {io}"
+                ))
+            }
             E::Io(io) => Attempt::Retry(format!("network error: {io}")),
+            E::ConnectionFailed if !self.reached.load(Ordering::Relaxed) => {
+                fail("the connection failed: nothing answered there (is the server running, and the URL right?)".into())
+            }
             E::ConnectionFailed => Attempt::Retry("the connection failed".into()),
             E::Protocol(p) => Attempt::Retry(format!("not an HTTP answer: {p}")),
             E::BodyStalled => Attempt::Retry("the body stalled".into()),
-            E::HostNotFound => fail("unknown host".into()),
+            E::HostNotFound => fail("unknown host: the name does not resolve (DNS)".into()),
             E::BadUri(u) => fail(format!("not a usable URL: {u}")),
             E::Tls(t) => fail(format!("TLS: {t}")),
             E::Rustls(r) => fail(format!("TLS: {r}")),

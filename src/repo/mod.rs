@@ -91,8 +91,9 @@ pub struct Repository {
     protection: Protection,
 }
 
+/// What to do about a repository that is not there: first, that the name may be wrong.
 fn hint(dir: &str) -> String {
-    format!("create one with `lifeboat init --repo {dir}`")
+    format!("check --repo (or LIFEBOAT_REPO) for a typo; to make a new one there: `lifeboat init --repo {dir}`")
 }
 
 impl Repository {
@@ -211,13 +212,32 @@ impl Repository {
     }
 
     /// Unlock an encrypted repository with the passphrase `spec` gives (or asks for). A
-    /// passphrase given for a repository that is not encrypted is refused: its config
-    /// may have been altered to make a writer store data in the clear.
+    /// passphrase given for a repository that is not encrypted is not used, with a note
+    /// (a global LIFEBOAT_PASSWORD_FILE meets plain repositories too); but a writer that
+    /// was given one refuses it: the config may have been altered to make it store data
+    /// in the clear.
     fn unlock(self, spec: &RepoSpec) -> Result<Repository> {
         if self.config.encryption.is_none() {
-            if spec.has_password() {
+            if spec.has_password() && spec.writes_data {
                 bail!(
-                    "repository {} is not encrypted, yet a passphrase was given: refusing it (if it was created encrypted, its config.json has been altered)",
+                    "repository {} is not encrypted, yet a passphrase was given: refusing to write \
+                     data there in the clear (if it was created encrypted, its config.json has been \
+                     altered; if it is meant to be plain, give no --password-file or \
+                     LIFEBOAT_PASSWORD_FILE for it)",
+                    self.display
+                );
+            }
+            if spec.has_password() && !keyring::list(&*self.store)?.is_empty() {
+                bail!(
+                    "repository {} says it is not encrypted, yet it holds key files (keys/): its \
+                     config.json has been altered; refusing it",
+                    self.display
+                );
+            }
+            if spec.has_password() {
+                log::warn!(
+                    "repository {} is not encrypted: the passphrase given (--password-file or \
+                     LIFEBOAT_PASSWORD_FILE) is not used",
                     self.display
                 );
             }
@@ -316,8 +336,15 @@ impl Repository {
     /// Open the repository in a local directory without unlocking it, with its store.
     pub fn open_dir(dir: &Path) -> Result<(Repository, Arc<DirStore>)> {
         let display = RepoLocation::Dir(dir.to_path_buf()).to_string();
-        if !dir.is_dir() {
-            bail!("repository {display} does not exist; {}", hint(&display));
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "{display} is a file, not a repository (a repository is a directory, a URL or s3://...)"
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("there is no repository at {display}: nothing there; {}", hint(&display))
+            }
+            Err(e) => bail!("repository {display}: {e}"),
         }
         let files = Arc::new(DirStore::new(dir));
         Ok((Self::open_store(files.clone(), &display)?, files))
@@ -362,7 +389,7 @@ impl Repository {
         let raw = match store.get_at_most(&Object::Config, config::MAX_CONFIG_BYTES) {
             Ok(raw) => raw,
             Err(StoreError::NotFound { .. }) => bail!(
-                "{display} is not a lifeboat repository (it has no config.json); {}",
+                "{display} is not a lifeboat repository (it has no config.json): {}",
                 hint(display)
             ),
             Err(e) => return Err(e).context("read repository config"),
@@ -593,7 +620,7 @@ impl Repository {
 
     /// All chunk ids present in the store.
     /// Format 2: pack files that no index file names.
-    pub fn unindexed_packs(&self) -> Result<Vec<String>> {
+    pub fn unindexed_packs(&self) -> Result<Vec<pack::PackId>> {
         self.chunks.unindexed_packs()
     }
 
@@ -765,6 +792,6 @@ mod tests {
             .err()
             .unwrap()
             .to_string()
-            .contains("does not exist"));
+            .contains("there is no repository at"));
     }
 }

@@ -40,6 +40,10 @@ pub struct RepoSpec {
     /// The master key itself, unlocked already by this process (the rescue).
     #[arg(skip)]
     pub key: Option<crate::crypt::SharedKey>,
+    /// Whether the command stores data (a capture): it then refuses a plain repository
+    /// when it was given a passphrase.
+    #[arg(skip)]
+    pub writes_data: bool,
 }
 
 /// An S3 access key, and the region to sign for.
@@ -69,6 +73,7 @@ impl RepoSpec {
             password_file: None,
             password: None,
             key: None,
+            writes_data: false,
         }
     }
 

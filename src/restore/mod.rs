@@ -51,8 +51,12 @@ pub struct Summary {
     pub seeded_chunks: u64,
     /// Chunks read from the repository.
     pub fetched_chunks: u64,
-    /// The backup GPT was moved to the end of a larger target.
+    /// The disk was restored onto a larger target (its backup GPT moved to the end).
     pub grown: bool,
+    /// The disk was restored onto a smaller target (its last partition shrunk).
+    pub shrunk: bool,
+    /// Every partition, volume and filesystem grown or shrunk, in words.
+    pub resized: Vec<String>,
     /// `--grow`: the partition extended, and its new size.
     pub grown_partition: Option<u32>,
     pub grown_partition_size: Option<u64>,
@@ -80,24 +84,10 @@ impl Outcome for Summary {
                 "target",
                 format!("{} ({})", self.target, bytes(self.target_size)),
             ),
-            (
-                "written",
-                format!(
-                    "{} in {} verified chunks, {} zeros",
-                    bytes(self.data_bytes),
-                    self.chunks,
-                    bytes(self.zero_bytes)
-                ),
-            ),
+            ("written", self.written_line()),
+            ("chunks", self.chunks_line()),
             ("signature", self.signature.clone()),
-            (
-                "table",
-                if self.grown {
-                    "GPT moved to the end of the larger target".into()
-                } else {
-                    "as captured".to_string()
-                },
-            ),
+            ("table", self.table_line()),
             (
                 "verify",
                 if self.verified {
@@ -114,16 +104,73 @@ impl Outcome for Summary {
                 ),
             ),
         ]);
+        for r in &self.resized {
+            crate::outln!("resized    {r}");
+        }
+    }
+}
+
+impl Summary {
+    /// What reached the target: bytes written, and zeros.
+    fn written_line(&self) -> String {
+        format!(
+            "{} ({} of data in the snapshot; {} made zero)",
+            bytes(self.written_bytes),
+            bytes(self.data_bytes),
+            bytes(self.zero_bytes)
+        )
+    }
+
+    /// Where each of the chunks came from: every one verified by its hash.
+    fn chunks_line(&self) -> String {
+        let mut parts = vec![format!(
+            "{} fetched from the repository",
+            self.fetched_chunks
+        )];
+        if self.seeded_chunks > 0 {
+            parts.push(format!("{} from the seed image", self.seeded_chunks));
+        }
+        if self.kept_chunks > 0 {
+            parts.push(format!(
+                "{} ({}) already in place, verified and kept",
+                self.kept_chunks,
+                bytes(self.kept_bytes)
+            ));
+        }
+        format!("{}, every one verified: {}", self.chunks, parts.join(", "))
+    }
+
+    /// What became of the partition table.
+    fn table_line(&self) -> String {
+        match (self.shrunk, self.grown) {
+            (true, _) => "GPT rewritten for the smaller target (its last partition shrunk)".into(),
+            (false, true) => "GPT moved to the end of the larger target".into(),
+            (false, false) => "as captured".into(),
+        }
     }
 }
 
 pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
     let start = Instant::now();
     let repo = Repository::open(&args.repo)?;
+    let what = format!("restore of {} onto {}", args.snapshot, targets(args));
     journal::recorded(
         &repo,
         Operation::Restore,
-        || restore_from(&repo, args, ui, start),
+        || {
+            restore_from(&repo, args, ui, start).map_err(|e| {
+                let began = e.downcast_ref::<AfterWriting>().is_some();
+                crate::io::interrupt::explain(e, &what, || match began {
+                    true => format!(
+                        "the partition tables of {} were wiped, so that a half-restored disk does not \
+                         boot. Run the same command again: what is already in place is verified and \
+                         kept, the rest fetched",
+                        targets(args)
+                    ),
+                    false => format!("nothing was written to {}", targets(args)),
+                })
+            })
+        },
         |result| {
             Some(match result {
                 Ok(s) => Subject {
@@ -134,7 +181,7 @@ pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {
                 },
                 Err(_) => Subject {
                     details: serde_json::json!({ "snapshot": args.snapshot, "target": targets(args) }),
-                    ..Subject::default()
+                    ..journal::named(&repo, &args.snapshot)
                 },
             })
         },
@@ -237,9 +284,14 @@ fn wipe_on_failure<T>(targets: &[TargetDisk], write: impl FnOnce() -> Result<T>)
                 names.join(", ")
             )
         };
-        e.context(what)
+        e.context(AfterWriting(what))
     })
 }
+
+/// The context of a failure once writing had begun (the tables then wiped).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AfterWriting(String);
 
 /// A disk to shrink, restored whole onto a scratch image and its last filesystem shrunk
 /// there: the image (removed when dropped), the counts of its restore.
@@ -391,8 +443,10 @@ pub struct DiskRestored {
     pub target_size: u64,
     pub data_bytes: u64,
     pub written_bytes: u64,
-    /// The backup GPT was moved to the end of a larger target.
+    /// Restored onto a larger target (its backup GPT moved to the end).
     pub grown: bool,
+    /// Restored onto a smaller target (its last partition shrunk).
+    pub shrunk: bool,
     pub grown_partition: Option<u32>,
     pub grown_partition_size: Option<u64>,
     pub filesystem_resize: Option<String>,
@@ -414,7 +468,8 @@ fn summarise_disk(
             target_size: target.size,
             data_bytes: m.data_bytes(),
             written_bytes: counts.written_bytes,
-            grown: tables.relocated,
+            grown: tables.relocated && target.size > m.disk.size,
+            shrunk: d.shrink.is_some(),
             grown_partition: tables.grown.map(|g| g.number),
             grown_partition_size: tables.grown.map(|g| g.size),
             filesystem_resize,
@@ -458,6 +513,11 @@ fn summarise(
         seeded_chunks: sum(&|c| c.seeded_chunks),
         fetched_chunks: sum(&|c| c.fetched_chunks),
         grown: disks.iter().any(|(d, _)| d.grown),
+        shrunk: disks.iter().any(|(d, _)| d.shrunk),
+        resized: disks
+            .iter()
+            .filter_map(|(d, _)| d.filesystem_resize.clone())
+            .collect(),
         grown_partition: grown.and_then(|(d, _)| d.grown_partition),
         grown_partition_size: grown.and_then(|(d, _)| d.grown_partition_size),
         filesystem_resize: grown.and_then(|(d, _)| d.filesystem_resize.clone()),

@@ -220,8 +220,8 @@ fn examine_target(target: &Path, id: &SnapshotId, m: &Manifest) -> Result<Target
     let shrink = if dev.size < m.disk.size {
         let s = super::shrink::plan(m, dev.size).with_context(|| {
             format!(
-                "target {} is too small: {} ({} bytes); snapshot {} needs at least {} ({} \
-                 bytes), and cannot be shrunk to fit",
+                "target {} is too small: {} ({} bytes); snapshot {} was captured from a disk of \
+                 {} ({} bytes), and cannot be shrunk to fit this one",
                 target.display(),
                 bytes(dev.size),
                 dev.size,

@@ -108,7 +108,8 @@ pub fn plan(m: &Manifest, target_size: u64) -> Result<Shrink> {
         bytes(new_len),
         fs.kind,
         bytes(fs.used_bytes),
-        bytes(target_size + need - new_len)
+        // The smallest disk it fits: shrunk that far, or as captured (no shrink at all).
+        bytes((target_size + need - new_len).min(m.disk.size))
     );
     ensure!(
         crate::cmd::which("e2fsck").is_some() && crate::cmd::which("resize2fs").is_some(),

@@ -7,14 +7,15 @@ use clap::Args;
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// The repository directory.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR")]
     pub repo: PathBuf,
     /// Address to listen on (port 0 picks one; the first line printed says which).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub listen: String,
     /// File holding the append token: it allows adding objects (captures), never
     /// replacing or deleting one; without it (and --admin-token-file), read-only.
-    #[arg(long, visible_alias = "append-token-file", value_name = "FILE")]
+    /// (The clients' option of the same name gives them this token.)
+    #[arg(long = "token-file", aliases = ["write-token-file", "append-token-file"], value_name = "FILE")]
     pub write_token_file: Option<PathBuf>,
     /// File holding the admin token: it also allows adding key files and deleting
     /// (`lifeboat key remove`; prune). Keep it off capturing machines.

@@ -2,7 +2,7 @@
 //! coreos-installer does: once a trust anchor is given (`--trust`, or recorded in the
 //! repository by `init --require-signed` for readers that bring none), a snapshot must
 //! carry a valid signature by one of the anchors that is not revoked, and must be bound
-//! to this repository; `--insecure` lets a *missing* signature through, never an invalid
+//! to this repository; `--allow-unsigned` lets a *missing* signature through, never an invalid
 //! one; id prefixes are refused (a prefix is resolved against a listing the server
 //! controls), and a name resolves to the newest snapshot of that name that verifies.
 
@@ -35,7 +35,7 @@ pub struct TrustArgs {
     #[arg(long, env = "LIFEBOAT_REVOKED", value_name = "FILE")]
     pub revoked: Option<PathBuf>,
     /// Let a snapshot that carries no signature through (a bad signature never is).
-    #[arg(long)]
+    #[arg(long = "allow-unsigned", alias = "insecure")]
     pub insecure: bool,
     /// Refuse a snapshot chosen by name that is older than this (e.g. 26h, 8d): an
     /// attacker who serves an old signed snapshot cannot make it pass for a recent one.
@@ -79,7 +79,7 @@ pub enum Verdict {
     Unchecked,
     /// Signed by this trusted key.
     Signed(KeyId),
-    /// No signature, let through by `--insecure`.
+    /// No signature, let through by `--allow-unsigned`.
     UnsignedAllowed,
 }
 
@@ -88,7 +88,7 @@ impl std::fmt::Display for Verdict {
         match self {
             Verdict::Unchecked => f.write_str("not checked (no --trust)"),
             Verdict::Signed(k) => write!(f, "signed by trusted key {k}"),
-            Verdict::UnsignedAllowed => f.write_str("UNSIGNED, let through by --insecure"),
+            Verdict::UnsignedAllowed => f.write_str("UNSIGNED, let through by --allow-unsigned"),
         }
     }
 }
@@ -229,7 +229,7 @@ impl Policy {
                 let others = other_signers(repo, id);
                 if self.insecure && others.is_empty() {
                     log::warn!(
-                        "snapshot {} carries no signature: let through by --insecure",
+                        "snapshot {} carries no signature: let through by --allow-unsigned",
                         id.short()
                     );
                     return Ok(Verdict::UnsignedAllowed);

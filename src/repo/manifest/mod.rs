@@ -30,6 +30,35 @@ pub const MAX_SEALED_MANIFEST_BYTES: u64 = 256 << 20;
 /// The most a table region (primary or backup) may hold: 128-byte entries by the
 /// thousand fit in a few hundred KiB; 64 MiB leaves room for any real layout.
 pub const MAX_TABLE_REGION: u64 = 64 << 20;
+/// The longest snapshot name.
+pub const MAX_NAME: usize = 64;
+
+/// The one rule for snapshot names, wherever one is given (`capture`, `schedule`,
+/// `status`): 1 to 64 letters, digits, `-`, `_` and `.`, beginning with a letter or a
+/// digit; so that a name is also a systemd unit's and a file's.
+pub fn parse_name(name: &str) -> Result<String, String> {
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let all_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    match first_ok && all_ok && name.len() <= MAX_NAME {
+        true => Ok(name.to_string()),
+        false => Err(format!(
+            "{name:?} is not a snapshot name: 1 to {MAX_NAME} letters, digits, '-', '_' or '.', beginning with a letter or a digit"
+        )),
+    }
+}
+
+/// This machine's name as the default snapshot name: the host name up to its first dot
+/// (`web01` of `web01.example.com`), or `localhost` when it makes no valid name.
+pub fn default_name() -> String {
+    let host = crate::who::hostname();
+    let short = host.split('.').next().unwrap_or_default().to_string();
+    parse_name(&short).unwrap_or_else(|_| "localhost".into())
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {

@@ -226,7 +226,10 @@ fn writes_need_the_token_and_are_checked() {
         "--name",
         "pushed",
     ]);
-    assert!(err.contains("needs a token"), "{err}");
+    assert!(
+        err.contains("read-only for this client") && err.contains("--token-file"),
+        "{err}"
+    );
     let disk2 = env.disk("garbage", "second.img");
     let o = ok(&[
         "capture",

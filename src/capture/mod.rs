@@ -463,6 +463,13 @@ fn open_repository(args: &CaptureArgs) -> Result<Repository> {
         ..args.repo.clone()
     };
     let mut repo = Repository::open(&spec)?;
+    if !repo.store().writable() {
+        bail!(
+            "a capture writes to the repository, and {} is read-only for this client: give the \
+             server's token with --token-file (or LIFEBOAT_TOKEN_FILE)",
+            repo.display
+        );
+    }
     if let Some(level) = args.level {
         repo.config.compression.level = level;
     }

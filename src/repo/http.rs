@@ -455,10 +455,11 @@ impl HttpStore {
                     .to_string(),
             ),
             _ => {
-                let why = match code {
-                    401 | 403 => {
+                let why = match (code, &self.addressing) {
+                    (401 | 403, Addressing::S3 { .. }) => {
                         "access denied (check the credentials and the bucket's permissions): "
                     }
+                    (401 | 403, Addressing::Plain { .. }) => "refused by the server: ",
                     _ => "",
                 };
                 Attempt::Fail(StoreError::Other {
@@ -494,6 +495,9 @@ impl HttpStore {
                 fail(format!(
                     "connection refused: nothing listens there (is the server running, and the URL right?): {io}"
                 ))
+            }
+            E::Io(io) if is_name_not_resolved(&io) && !self.reached.load(Ordering::Relaxed) => {
+                fail(format!("unknown host: the name does not resolve (DNS): {io}"))
             }
             E::Io(io) => Attempt::Retry(format!("network error: {io}")),
             E::ConnectionFailed if !self.reached.load(Ordering::Relaxed) => {
@@ -623,8 +627,8 @@ impl Store for HttpStore {
         let auth = match &self.addressing {
             Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
             Addressing::Plain { token: None, .. } => bail!(
-                "{}: writing to an HTTP repository needs a token (--token-file)",
-                self.url(key)
+                "this client may only read: writing to a server needs its token (--token-file \
+                 or LIFEBOAT_TOKEN_FILE)"
             ),
             Addressing::S3 { .. } => None,
         };
@@ -643,7 +647,7 @@ impl Store for HttpStore {
                 Err(a) => a,
             }
         })
-        .map_err(anyhow::Error::new)
+        .map_err(without_location)
     }
 
     fn writable(&self) -> bool {
@@ -655,8 +659,8 @@ impl Store for HttpStore {
         let auth = match &self.addressing {
             Addressing::Plain { token: Some(t), .. } => Some(format!("Bearer {t}")),
             Addressing::Plain { token: None, .. } => bail!(
-                "{}: deleting from an HTTP repository needs the server's admin token (--token-file)",
-                self.url(key)
+                "this client may only read: deleting from a server needs its admin token \
+                 (--token-file or LIFEBOAT_TOKEN_FILE)"
             ),
             Addressing::S3 { .. } => None,
         };
@@ -672,7 +676,7 @@ impl Store for HttpStore {
         });
         match done {
             Ok(()) | Err(StoreError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context("delete")),
+            Err(e) => Err(without_location(e)),
         }
     }
 
@@ -741,6 +745,27 @@ fn s3_message(body: &str) -> String {
         .map(|(m, _)| m)
         .unwrap_or(body);
     m.trim().chars().take(300).collect()
+}
+
+/// Whether an I/O error is a host name that did not resolve (ureq reports the resolver's
+/// failure as I/O).
+fn is_name_not_resolved(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    [
+        "lookup address",
+        "Name does not resolve",
+        "Name or service not known",
+    ]
+    .iter()
+    .any(|t| text.contains(t))
+}
+
+/// A write's error without the object's location, which its caller names.
+fn without_location(e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::Other { cause, .. } => cause,
+        e @ StoreError::NotFound { .. } => anyhow::Error::new(e),
+    }
 }
 
 /// The targets of `href="..."` links in an HTML page, percent-decoded.

@@ -153,13 +153,29 @@ impl Handler {
         if has >= needs {
             return Ok(());
         }
+        if self.tokens.append.is_none() && self.tokens.admin.is_none() {
+            return Err(Reply::Text(
+                403,
+                "this server is read-only: it was started without --token-file or --admin-token-file\n"
+                    .into(),
+            ));
+        }
         Err(match (needs, has) {
             (Role::Admin, Role::Append) => Reply::Text(
                 403,
                 "the append token only adds objects: this needs the admin token\n".into(),
             ),
-            (Role::Admin, _) => Reply::Text(401, "this needs the server's admin token\n".into()),
-            _ => Reply::Text(401, "writing needs the server's bearer token\n".into()),
+            (Role::Admin, _) => Reply::Text(
+                401,
+                "this needs the server's admin token, and the request carried no token it knows\n"
+                    .into(),
+            ),
+            _ => Reply::Text(
+                401,
+                "writing needs the server's token, and the request carried no token it knows \
+                 (--token-file)\n"
+                    .into(),
+            ),
         })
     }
 
@@ -514,7 +530,9 @@ mod tests {
         let h = handler(dir.path(), None);
         let data = b"x".to_vec();
         let key = format!("/{}", Object::Chunk(ChunkId::of(&data)));
-        assert_eq!(h.answer(&put(key, data, Some("anything-at-all-1"))).0, 401);
+        let (code, _, body) = h.answer(&put(key, data, Some("anything-at-all-1")));
+        assert_eq!(code, 403);
+        assert!(String::from_utf8_lossy(&body).contains("read-only"));
         let get = Request {
             head: Head {
                 method: "GET".into(),

@@ -11,7 +11,8 @@ use crate::ui::Ui;
 /// Captures whole disks into a deduplicated, verified chunk repository and restores them
 /// exactly, onto the same disk or a larger one.
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat", version, propagate_version = true)]
+#[command(after_long_help = EXIT_CODES)]
+#[command(name = "lifeboat", version = crate::commands::about::VERSION, propagate_version = true)]
 pub struct Cli {
     /// Print results as one JSON object (or array) on stdout.
     #[arg(long, global = true)]
@@ -30,6 +31,16 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The exit codes, as `--help` and the man page list them (and the README).
+const EXIT_CODES: &str = "Exit codes:
+  0    success
+  1    the command failed: its error on stderr (with --json, {\"ok\": false, \"error\": ...} on stdout)
+  2    the command line is wrong
+  130  stopped by SIGINT (Ctrl-C); 143 by SIGTERM. It says what is left; the same command resumes
+  status exits as Nagios reads it: 0 OK, 1 WARNING (overdue), 2 CRITICAL (failed, or no snapshot), 3 UNKNOWN (unreadable)
+
+Durations (--max-age, --wait, --keep-within, --since, ...) are numbers with units ms, s, min, h, d, w, mo, y: 90s, 10min, 36h, 2w, 1y6mo. A bare m is refused (minutes or months?). --since also takes a date (2026-12-01) or an RFC 3339 time.";
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {

@@ -5,6 +5,7 @@
 //! result is an [`Outcome`](crate::ui::Outcome) that the `Ui` prints for people or as
 //! JSON.
 
+pub mod about;
 pub mod disks;
 pub mod forget;
 pub mod init;
@@ -47,7 +48,8 @@ pub enum Command {
     /// Show the leases of running captures and prunes, and prune intents; break a dead one.
     Locks(locks::LocksArgs),
     /// Is every machine protected? Per name: the last capture, the last good drill, the
-    /// last check; exits non-zero naming what is overdue or failed.
+    /// last check; exits as Nagios reads it: 0 OK, 1 WARNING (overdue), 2 CRITICAL
+    /// (failed, or no snapshot), 3 UNKNOWN (the repository could not be read).
     Status(status::StatusArgs),
     /// Write systemd units for a machine's backups: a capture (then forget) on a timer, a
     /// weekly check of a share of the data, a weekly drill.
@@ -76,6 +78,12 @@ pub enum Command {
     /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
     /// pushing chunks and manifests) only with the bearer token.
     Serve(crate::serve::ServeArgs),
+    /// This binary's version, the commit it was built from, and its target.
+    Version,
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(about::CompletionsArgs),
+    /// Write the man pages (lifeboat.1 and one per command) into a folder.
+    Man(about::ManArgs),
 }
 
 impl Command {
@@ -110,6 +118,9 @@ impl Command {
             Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
             Command::Serve(a) => crate::serve::run(a),
+            Command::Version => ui.show(&about::version()),
+            Command::Completions(a) => about::completions(a),
+            Command::Man(a) => ui.show(&about::man(a)?),
         }
     }
 

@@ -94,6 +94,7 @@ impl Command {
             Command::Keygen(a) => ui.show(&keygen::run(a)?),
             Command::Key(a) => ui.show(&key::run(a)?),
             Command::Capture(a) => ui.show(&crate::capture::run(a, ui)?),
+            Command::Restore(a) if a.dry_run => ui.show(&crate::restore::dry_run(a, ui)?),
             Command::Restore(a) => ui.show(&crate::restore::run(a, ui)?),
             Command::Snapshots(a) => ui.show(&snapshots::run(a)?),
             Command::Forget(a) => {

@@ -349,6 +349,7 @@ fn restore_ordered(
         snapshot: orders.snapshot.clone().unwrap_or_default(),
         target: Vec::new(),
         yes: true,
+        dry_run: false,
         verify: orders.verify,
         seed: None,
         // A blank disk holds nothing worth reading first.
@@ -695,6 +696,7 @@ fn menu_restore(
             .map(|t| TargetSpec::path(&t.path))
             .collect(),
         yes: true,
+        dry_run: false,
         verify: choice.verify,
         seed: None,
         no_reuse: false,

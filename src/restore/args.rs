@@ -29,6 +29,10 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Check everything and say what would go where (what would be written, what the
+    /// target already holds and keeps, what would be grown or shrunk); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Read everything back afterwards and compare hashes.
     #[arg(long)]
     pub verify: bool,

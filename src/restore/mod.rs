@@ -5,6 +5,7 @@
 //! so that a half-restored disk cannot boot.
 
 mod args;
+pub mod dry_run;
 pub mod finish;
 mod lvm_grow;
 mod lvm_tools;
@@ -148,6 +149,12 @@ impl Summary {
             (false, false) => "as captured".into(),
         }
     }
+}
+
+/// `--dry-run`: the preflight and the plan, nothing written (nor journaled).
+pub fn dry_run(args: &RestoreArgs, ui: &Ui) -> Result<dry_run::DryRun> {
+    let repo = Repository::open(&args.repo)?;
+    dry_run::run(&repo, args, ui)
 }
 
 pub fn run(args: &RestoreArgs, ui: &Ui) -> Result<Summary> {

@@ -113,7 +113,7 @@ fn check_disk(
 ) -> Result<CheckedDisk> {
     guard::check_target(&target, args.repo.local_dir())?;
     let state = examine_target(&target, id, &manifest)?;
-    if !state.create {
+    if !state.create && !args.dry_run {
         confirm(args.yes, &target, id, &manifest, &state)?;
     }
     let seed = match &args.seed {

@@ -28,6 +28,13 @@ pub struct Cli {
     /// plus its body at 64 KiB/s), an NBD reply (2x), no new retry after 3x.
     #[arg(long, global = true, env = "LIFEBOAT_IO_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub io_timeout: f64,
+    /// Move at most this many KiB/s from network repositories (HTTP, S3), all
+    /// transfers together (restic's option).
+    #[arg(long, global = true, env = "LIFEBOAT_LIMIT_DOWNLOAD", value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_download: Option<u64>,
+    /// Send at most this many KiB/s to network repositories (HTTP, S3).
+    #[arg(long, global = true, env = "LIFEBOAT_LIMIT_UPLOAD", value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit_upload: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }

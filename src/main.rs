@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use lifeboat::cli::Cli;
 use lifeboat::io::interrupt;
@@ -62,8 +62,9 @@ fn main() -> ExitCode {
     if let Err(e) = interrupt::install() {
         log::warn!("{e:#}");
     }
+    lifeboat::io::bandwidth::set_limits(cli.limit_download, cli.limit_upload);
     lifeboat::io::timeouts::set_io_timeout(std::time::Duration::from_secs_f64(cli.io_timeout));
-    match cli.command.run(&cli.ui()) {
+    match cli.command.run(&cli.ui(), Cli::command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let exit = match interrupt::of(&e) {

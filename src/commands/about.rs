@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory};
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::Cli;
 use crate::ui::{print_table, Outcome};
 
 /// The version line of `--version`: `0.1.0 (commit 1a2b3c4d5e6f)`.
@@ -53,8 +52,7 @@ pub struct CompletionsArgs {
 
 /// Print the completion script for a shell on stdout (`lifeboat completions bash >
 /// /etc/bash_completion.d/lifeboat`).
-pub fn completions(args: &CompletionsArgs) -> Result<()> {
-    let mut cmd = Cli::command();
+pub fn completions(args: &CompletionsArgs, mut cmd: clap::Command) -> Result<()> {
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "lifeboat", &mut script);
     crate::ui::out(format_args!(
@@ -84,9 +82,8 @@ impl Outcome for ManPages {
 }
 
 /// Write a man page for the command and one for each subcommand.
-pub fn man(args: &ManArgs) -> Result<ManPages> {
+pub fn man(args: &ManArgs, cmd: clap::Command) -> Result<ManPages> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
-    let cmd = Cli::command();
     let mut pages = vec![page(&args.dir, "lifeboat", cmd.clone())?];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("lifeboat-{}", sub.get_name());

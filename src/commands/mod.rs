@@ -87,8 +87,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// Run the command and show its result.
-    pub fn run(&self, ui: &Ui) -> Result<()> {
+    /// Run the command and show its result. `app` is the whole command line's definition
+    /// (for completions and man pages).
+    pub fn run(&self, ui: &Ui, app: impl FnOnce() -> clap::Command) -> Result<()> {
         match self {
             Command::Init(a) => ui.show(&init::run(a)?),
             Command::Keygen(a) => ui.show(&keygen::run(a)?),
@@ -120,8 +121,8 @@ impl Command {
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
             Command::Serve(a) => crate::serve::run(a),
             Command::Version => ui.show(&about::version()),
-            Command::Completions(a) => about::completions(a),
-            Command::Man(a) => ui.show(&about::man(a)?),
+            Command::Completions(a) => about::completions(a, app()),
+            Command::Man(a) => ui.show(&about::man(a, app())?),
         }
     }
 

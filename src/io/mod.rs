@@ -1,6 +1,7 @@
 //! Read and write adapters, one per file, and the parallel map that capture, restore and
 //! check run through.
 
+pub mod bandwidth;
 pub mod coalesce;
 pub mod deadline;
 pub mod hashing;

@@ -8,8 +8,15 @@ use std::time::Duration;
 const DEFAULT_MS: u64 = 30_000;
 static IO_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_MS);
 
-/// The slowest a body may arrive once its grace is over: 64 KiB/s.
-pub const MIN_RATE: u64 = 64 << 10;
+/// The slowest a body may arrive once its grace is over: 64 KiB/s, or half of a lower
+/// `--limit-download`/`--limit-upload`, which this process itself holds to.
+pub fn min_rate() -> u64 {
+    const MIN_RATE: u64 = 64 << 10;
+    match super::bandwidth::lowest() {
+        Some(limit) => MIN_RATE.min(limit / 2).max(1),
+        None => MIN_RATE,
+    }
+}
 
 /// Set the I/O timeout for the whole process (from the command line).
 pub fn set_io_timeout(d: Duration) {
@@ -48,5 +55,5 @@ pub fn answer() -> Duration {
 /// The longest a body of at most `limit` bytes may take to arrive or to be sent, once
 /// the answer has begun: the I/O timeout, plus the body at the minimum rate.
 pub fn body(limit: u64) -> Duration {
-    io() + Duration::from_secs(limit / MIN_RATE)
+    io() + Duration::from_secs(limit / min_rate())
 }

@@ -151,8 +151,12 @@ impl NbdClient {
             };
             s.write_all(&req.encode())?;
             // The reply's header and data, at the minimum rate after the stall timeout.
-            let mut s =
-                LimitedReader::new(&mut *s, 16 + n as u64, stall_timeout(), timeouts::MIN_RATE);
+            let mut s = LimitedReader::new(
+                &mut *s,
+                16 + n as u64,
+                stall_timeout(),
+                timeouts::min_rate(),
+            );
             let r: [u8; 16] = read_array(&mut s)?;
             if be32(&r[..4]) != SIMPLE_REPLY_MAGIC || be64(&r[8..16]) != *handle {
                 return Err(std::io::Error::other("unexpected NBD reply"));

@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+mod answer;
+
 use super::object::{Dir, Object};
 use super::store::{Store, StoreError};
+use crate::io::bandwidth::{self, Paced};
 use crate::io::{interrupt, timeouts, LimitedReader};
 use crate::location::{HttpUrl, S3Url};
 use rusty_s3::S3Action;
@@ -329,10 +332,10 @@ impl HttpStore {
             return Err(Attempt::Fail(super::store::too_large(self.url(key), limit)));
         }
         let body = LimitedReader::new(
-            r.into_body().into_reader(),
+            Paced(r.into_body().into_reader()),
             limit,
             timeouts::io(),
-            timeouts::MIN_RATE,
+            timeouts::min_rate(),
         );
         Ok((Box::new(body), expected))
     }
@@ -375,10 +378,10 @@ impl HttpStore {
                 };
                 let mut body = String::new();
                 let mut reader = LimitedReader::new(
-                    r.into_body().into_reader(),
+                    Paced(r.into_body().into_reader()),
                     MAX_PAGE,
                     timeouts::io(),
-                    timeouts::MIN_RATE,
+                    timeouts::min_rate(),
                 );
                 match reader.read_to_string(&mut body) {
                     Ok(_) => Attempt::Done(body),
@@ -404,116 +407,6 @@ impl HttpStore {
         names.sort();
         names.dedup();
         Ok(names)
-    }
-
-    /// What an exchange came to: a 2xx answer to go on with, or what to do instead.
-    fn judge<T>(&self, key: &str, sent: Result<Answer, ureq::Error>) -> Result<Answer, Attempt<T>> {
-        if sent.is_ok() {
-            self.reached.store(true, Ordering::Relaxed);
-        }
-        match sent {
-            Ok(r) if r.status().is_success() => Ok(r),
-            Ok(r) => Err(self.status_failure(key, r)),
-            Err(e) => Err(self.transport_failure(key, e)),
-        }
-    }
-
-    /// A 4xx or 5xx answer: missing, busy, worth retrying, or final.
-    fn status_failure<T>(&self, key: &str, mut r: Answer) -> Attempt<T> {
-        let code = r.status().as_u16();
-        let retry_after = header(&r, "Retry-After").map(str::to_string);
-        // An error body is read for its message only: a little of it, within the time
-        // a small body is allowed.
-        let body = r
-            .body_mut()
-            .with_config()
-            .limit(64 << 10)
-            .lossy_utf8(true)
-            .read_to_string()
-            .unwrap_or_default();
-        match code {
-            404 if body.contains("NoSuchBucket") => Attempt::Fail(StoreError::Other {
-                location: self.url(key),
-                cause: anyhow!("the bucket does not exist ({})", s3_message(&body)),
-            }),
-            404 => Attempt::Fail(StoreError::NotFound {
-                location: self.url(key),
-            }),
-            429 | 503 if retry_after.is_some() => {
-                // Seconds (an HTTP date is taken as "soon"); at most a minute at a time.
-                let secs: u64 = retry_after.and_then(|v| v.trim().parse().ok()).unwrap_or(1);
-                Attempt::Busy(
-                    Duration::from_secs(secs.clamp(1, 60)),
-                    format!("HTTP {code} (busy) {}", s3_message(&body))
-                        .trim()
-                        .to_string(),
-                )
-            }
-            429 | 500.. => Attempt::Retry(
-                format!("HTTP {code} {}", s3_message(&body))
-                    .trim()
-                    .to_string(),
-            ),
-            _ => {
-                let why = match (code, &self.addressing) {
-                    (401 | 403, Addressing::S3 { .. }) => {
-                        "access denied (check the credentials and the bucket's permissions): "
-                    }
-                    (401 | 403, Addressing::Plain { .. }) => "refused by the server: ",
-                    _ => "",
-                };
-                Attempt::Fail(StoreError::Other {
-                    location: self.url(key),
-                    cause: anyhow!("HTTP {code}: {why}{}", s3_message(&body)),
-                })
-            }
-        }
-    }
-
-    /// No answer: a refused or cut connection, or a deadline passed, may pass; a
-    /// certificate the client does not trust, a bad URL or an unknown host do not get
-    /// better by waiting.
-    fn transport_failure<T>(&self, key: &str, e: ureq::Error) -> Attempt<T> {
-        use ureq::Error as E;
-        let fail = |why: String| {
-            Attempt::Fail(StoreError::Other {
-                location: self.url(key),
-                cause: anyhow!(why),
-            })
-        };
-        match e {
-            E::Timeout(t) => Attempt::Retry(match t {
-                ureq::Timeout::Connect => "timed out connecting".into(),
-                ureq::Timeout::RecvResponse => "timed out waiting for the answer".into(),
-                ureq::Timeout::RecvBody => "timed out receiving the body".into(),
-                other => format!("timed out ({other})"),
-            }),
-            E::Io(io)
-                if io.kind() == std::io::ErrorKind::ConnectionRefused
-                    && !self.reached.load(Ordering::Relaxed) =>
-            {
-                fail(format!(
-                    "connection refused: nothing listens there (is the server running, and the URL right?): {io}"
-                ))
-            }
-            E::Io(io) if is_name_not_resolved(&io) && !self.reached.load(Ordering::Relaxed) => {
-                fail(format!("unknown host: the name does not resolve (DNS): {io}"))
-            }
-            E::Io(io) => Attempt::Retry(format!("network error: {io}")),
-            E::ConnectionFailed if !self.reached.load(Ordering::Relaxed) => {
-                fail("the connection failed: nothing answered there (is the server running, and the URL right?)".into())
-            }
-            E::ConnectionFailed => Attempt::Retry("the connection failed".into()),
-            E::Protocol(p) => Attempt::Retry(format!("not an HTTP answer: {p}")),
-            E::BodyStalled => Attempt::Retry("the body stalled".into()),
-            E::HostNotFound => fail("unknown host: the name does not resolve (DNS)".into()),
-            E::BadUri(u) => fail(format!("not a usable URL: {u}")),
-            E::Tls(t) => fail(format!("TLS: {t}")),
-            E::Rustls(r) => fail(format!("TLS: {r}")),
-            E::Pem(p) => fail(format!("TLS: {p}")),
-            E::TooManyRedirects | E::RedirectFailed => fail(format!("{e}")),
-            other => fail(format!("{other}")),
-        }
     }
 }
 
@@ -578,10 +471,10 @@ impl Store for HttpStore {
                 });
             }
             let mut body = LimitedReader::new(
-                r.into_body().into_reader(),
+                Paced(r.into_body().into_reader()),
                 skip + len,
                 timeouts::io(),
-                timeouts::MIN_RATE,
+                timeouts::min_rate(),
             );
             if skip > 0 {
                 if let Err(e) = std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()) {
@@ -633,6 +526,7 @@ impl Store for HttpStore {
             Addressing::S3 { .. } => None,
         };
         self.with_retries(key, || {
+            bandwidth::upload(data.len() as u64);
             let mut req = self.agent.put(&self.request_url(Verb::Put, key));
             if let Some(a) = &auth {
                 req = req.header("Authorization", a);
@@ -735,29 +629,6 @@ impl Store for HttpStore {
     fn concurrency(&self) -> usize {
         REQUESTS_IN_FLIGHT.max(crate::io::parallel::cores())
     }
-}
-
-/// An error body's message: S3's `<Message>` when there is one, else the text.
-fn s3_message(body: &str) -> String {
-    let m = body
-        .split_once("<Message>")
-        .and_then(|(_, rest)| rest.split_once("</Message>"))
-        .map(|(m, _)| m)
-        .unwrap_or(body);
-    m.trim().chars().take(300).collect()
-}
-
-/// Whether an I/O error is a host name that did not resolve (ureq reports the resolver's
-/// failure as I/O).
-fn is_name_not_resolved(e: &std::io::Error) -> bool {
-    let text = e.to_string();
-    [
-        "lookup address",
-        "Name does not resolve",
-        "Name or service not known",
-    ]
-    .iter()
-    .any(|t| text.contains(t))
 }
 
 /// A write's error without the object's location, which its caller names.

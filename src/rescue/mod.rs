@@ -350,6 +350,7 @@ fn restore_ordered(
         target: Vec::new(),
         yes: true,
         dry_run: false,
+        partition: Vec::new(),
         verify: orders.verify,
         seed: None,
         // A blank disk holds nothing worth reading first.
@@ -697,6 +698,7 @@ fn menu_restore(
             .collect(),
         yes: true,
         dry_run: false,
+        partition: Vec::new(),
         verify: choice.verify,
         seed: None,
         no_reuse: false,

@@ -26,6 +26,11 @@ pub struct RestoreArgs {
     /// of that name).
     #[arg(long, value_name = "[N=]DISK", required = true)]
     pub target: Vec<TargetSpec>,
+    /// Restore only partition N (repeatable) into the target's own partition table,
+    /// which must place it where the snapshot had it; the table and every other
+    /// partition are left as they are.
+    #[arg(long, value_name = "N")]
+    pub partition: Vec<u32>,
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,

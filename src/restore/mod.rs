@@ -9,6 +9,7 @@ pub mod dry_run;
 pub mod finish;
 mod lvm_grow;
 mod lvm_tools;
+mod partitions;
 pub mod pipeline;
 pub mod plan;
 pub mod preflight;
@@ -58,6 +59,9 @@ pub struct Summary {
     pub shrunk: bool,
     /// Every partition, volume and filesystem grown or shrunk, in words.
     pub resized: Vec<String>,
+    /// `--partition`: the partitions restored (the table and the rest left as they were);
+    /// empty when the whole disk was.
+    pub partitions: Vec<String>,
     /// `--grow`: the partition extended, and its new size.
     pub grown_partition: Option<u32>,
     pub grown_partition_size: Option<u64>,
@@ -143,6 +147,12 @@ impl Summary {
 
     /// What became of the partition table.
     fn table_line(&self) -> String {
+        if !self.partitions.is_empty() {
+            return format!(
+                "left as it was; restored only {}",
+                self.partitions.join(", ")
+            );
+        }
         match (self.shrunk, self.grown) {
             (true, _) => "GPT rewritten for the smaller target (its last partition shrunk)".into(),
             (false, true) => "GPT moved to the end of the larger target".into(),
@@ -204,6 +214,9 @@ fn targets(args: &RestoreArgs) -> String {
 /// The restore itself, from an open repository: every disk's preflight, then each disk
 /// in turn. A failure once writing has begun wipes the tables of every target.
 fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) -> Result<Summary> {
+    if !args.partition.is_empty() {
+        return restore_partitions(repo, args, ui, start);
+    }
     let checked = preflight::check(repo, args, ui)
         .with_context(|| format!("preflight failed; nothing was written to {}", targets(args)))?;
     // A disk that must shrink is restored and shrunk on a scratch copy first: a failure
@@ -485,6 +498,26 @@ fn summarise_disk(
     )
 }
 
+/// `--partition`: the chosen partitions only, into the target's own table.
+fn restore_partitions(
+    repo: &Repository,
+    args: &RestoreArgs,
+    ui: &Ui,
+    start: Instant,
+) -> Result<Summary> {
+    let done = partitions::run(repo, args, ui)?;
+    let d = &done.checked.disks[0];
+    let target = TargetDisk::open(&d.target)?;
+    let disk = summarise_disk(d, &target, done.counts, Tables::default(), None);
+    let mut summary = summarise(&done.checked, args, vec![disk], start);
+    summary.chunks =
+        done.counts.kept_chunks + done.counts.seeded_chunks + done.counts.fetched_chunks;
+    summary.partitions = done.partitions;
+    summary.requests = repo.store().requests();
+    summary.signature = done.checked.verdict.to_string();
+    Ok(summary)
+}
+
 /// The whole restore: its disks, and their sums.
 fn summarise(
     checked: &Checked,
@@ -521,6 +554,7 @@ fn summarise(
         fetched_chunks: sum(&|c| c.fetched_chunks),
         grown: disks.iter().any(|(d, _)| d.grown),
         shrunk: disks.iter().any(|(d, _)| d.shrunk),
+        partitions: Vec::new(),
         resized: disks
             .iter()
             .filter_map(|(d, _)| d.filesystem_resize.clone())

@@ -209,5 +209,5 @@ fn mkimage_without_a_kernel_says_where_to_get_one() {
         "--kernel",
         path_str(&env.path("none")),
     ]);
-    assert!(err.contains("scripts/fetch-kernel"), "{err}");
+    assert!(err.contains("lifeboat fetch-kernel"), "{err}");
 }

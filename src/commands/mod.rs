@@ -78,6 +78,9 @@ pub enum Command {
     /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
     /// pushing chunks and manifests) only with the bearer token.
     Serve(crate::serve::ServeArgs),
+    /// Fetch a stock Debian kernel and busybox for mkimage and drill (apt-get download,
+    /// nothing installed), into DIR or the folder they look in by default.
+    FetchKernel(crate::media::fetch::FetchKernelArgs),
     /// This binary's version, the commit it was built from, and its target.
     Version,
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
@@ -120,6 +123,7 @@ impl Command {
             Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
             Command::Serve(a) => crate::serve::run(a),
+            Command::FetchKernel(a) => ui.show(&crate::media::fetch::run(a)?),
             Command::Version => ui.show(&about::version()),
             Command::Completions(a) => about::completions(a, app()),
             Command::Man(a) => ui.show(&about::man(a, app())?),

@@ -8,11 +8,14 @@ use clap::Args;
 /// The stock kernel the rescue media are built around.
 #[derive(Debug, Clone, Args)]
 pub struct KernelArg {
-    /// Kernel unpacked by scripts/fetch-kernel (vmlinuz, lib/modules/VERSION).
+    /// Kernel unpacked by `lifeboat fetch-kernel` (vmlinuz, lib/modules/VERSION,
+    /// busybox); default: the source tree's .cache/kernel when there is one, else
+    /// fetch-kernel's own folder ($XDG_CACHE_HOME/lifeboat/kernel or
+    /// ~/.cache/lifeboat/kernel).
     #[arg(
         long,
         env = "LIFEBOAT_KERNEL",
-        default_value = ".cache/kernel",
+        default_value_os_t = crate::media::fetch::default_dir(),
         value_name = "DIR"
     )]
     pub kernel: PathBuf,

@@ -16,7 +16,7 @@ pub const MODULE_LIST: &str = include_str!("../../initramfs/modules.txt");
 /// Where the rescue finds the load order inside the initramfs.
 pub const LOAD_ORDER: &str = "etc/lifeboat/modules";
 
-/// A stock kernel unpacked by scripts/fetch-kernel: DIR/vmlinuz, DIR/lib/modules/VERSION.
+/// A stock kernel unpacked by `lifeboat fetch-kernel`: DIR/vmlinuz, DIR/lib/modules/VERSION.
 pub struct Kernel {
     pub dir: PathBuf,
     pub version: String,
@@ -31,7 +31,10 @@ impl Kernel {
             Err(_) => {
                 let mut found: Vec<String> = fs::read_dir(dir.join("lib/modules"))
                     .with_context(|| {
-                        format!("no kernel in {} (run scripts/fetch-kernel)", dir.display())
+                        format!(
+                            "no kernel in {} (`lifeboat fetch-kernel` gets one, or give --kernel DIR)",
+                            dir.display()
+                        )
                     })?
                     .filter_map(|e| e.ok()?.file_name().into_string().ok())
                     .collect();

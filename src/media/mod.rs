@@ -3,6 +3,7 @@
 
 mod args;
 pub mod cpio;
+pub mod fetch;
 pub mod initramfs;
 pub mod pxe;
 pub mod usb;

@@ -80,6 +80,7 @@ pub struct Report {
     pub missing: Vec<Problem>,
     pub corrupt: Vec<Problem>,
     pub ok: bool,
+    pub duration_s: f64,
 }
 
 impl Outcome for Report {
@@ -212,6 +213,7 @@ fn check(
     subset: Option<(u32, u32)>,
     ui: &Ui,
 ) -> Result<Report> {
+    let start = std::time::Instant::now();
     let policy = crate::trust::Policy::new(&args.trust, repo)?;
     let mut users: HashMap<ChunkId, Vec<String>> = HashMap::new();
     let mut damaged = Vec::new();
@@ -297,6 +299,7 @@ fn check(
         missing: missing.into_values().collect(),
         corrupt: corrupt.into_values().collect(),
         ok,
+        duration_s: start.elapsed().as_secs_f64(),
     })
 }
 

@@ -26,8 +26,8 @@ pub struct Cli {
     /// Seconds a network read or write may stall (HTTP repositories, NBD); every other
     /// network deadline follows from it: connecting (at most 10 s), a whole request (2x,
     /// plus its body at 64 KiB/s), an NBD reply (2x), no new retry after 3x.
-    #[arg(long, global = true, env = "LIFEBOAT_IO_TIMEOUT", value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
-    pub io_timeout: f64,
+    #[arg(long, global = true, env = "LIFEBOAT_IO_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = io_timeout)]
+    pub io_timeout: std::time::Duration,
     /// Move at most this many KiB/s from network repositories (HTTP, S3), all
     /// transfers together (restic's option).
     #[arg(long, global = true, env = "LIFEBOAT_LIMIT_DOWNLOAD", value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..))]
@@ -49,12 +49,12 @@ const EXIT_CODES: &str = "Exit codes:
 
 Durations (--max-age, --wait, --keep-within, --since, ...) are numbers with units ms, s, min, h, d, w, mo, y: 90s, 10min, 36h, 2w, 1y6mo. A bare m is refused (minutes or months?). --since also takes a date (2026-12-01) or an RFC 3339 time.";
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.1..=86_400.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds from 0.1 to 86400"
-        )),
+/// `--io-timeout`: 0.1 s to a day (a bare number is seconds).
+fn io_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::time::parse_seconds_or_duration(s)?;
+    match (0.1..=86_400.0).contains(&d.as_secs_f64()) {
+        true => Ok(d),
+        false => Err(format!("{s:?} is not from 0.1 s to a day")),
     }
 }
 

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         log::warn!("{e:#}");
     }
     lifeboat::io::bandwidth::set_limits(cli.limit_download, cli.limit_upload);
-    lifeboat::io::timeouts::set_io_timeout(std::time::Duration::from_secs_f64(cli.io_timeout));
+    lifeboat::io::timeouts::set_io_timeout(cli.io_timeout);
     match cli.command.run(&cli.ui(), Cli::command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

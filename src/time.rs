@@ -93,6 +93,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(span.length())
 }
 
+/// A duration where a bare number has long meant seconds (`--io-timeout 30`, a drill's
+/// timeouts): that, or [`parse_duration`]'s syntax.
+pub fn parse_seconds_or_duration(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        Ok(_) => Err(format!("{s:?} is not a number of seconds")),
+        Err(_) => parse_duration(s),
+    }
+}
+
 /// A point in time as every option takes it (`journal --since`): an RFC 3339 time, a
 /// date (`2026-12-01`, midnight UTC), or a span back from now (`7d`, `36h`).
 pub fn parse_since(s: &str) -> Result<DateTime<Utc>> {

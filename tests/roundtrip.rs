@@ -12,7 +12,7 @@ fn gpt_512_round_trip_is_exact() {
     env.init();
     let s = env.capture(&src, "web01");
     assert_eq!(s["table"], "gpt");
-    assert_eq!(s["logical_size"], 96 << 20);
+    assert_eq!(s["disk_size"], 96 << 20);
     // Zeros and free space are not stored: the disk is 96 MiB, its data well under that.
     let not_stored = s["hole_bytes"].as_u64().unwrap() + s["free_bytes_skipped"].as_u64().unwrap();
     assert!(not_stored > 50 << 20, "{s}");
@@ -232,7 +232,7 @@ fn a_machine_of_two_disks_is_one_snapshot_and_restores_by_order_or_by_number() {
     let s: serde_json::Value = serde_json::from_slice(&ok(&args).stdout).unwrap();
     assert_eq!(s["disks"], 2, "{s}");
     let size = std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len();
-    assert_eq!(s["logical_size"], size);
+    assert_eq!(s["disk_size"], size);
     let m = env.manifest(s["snapshot"].as_str().unwrap());
     assert_eq!(m["version"], 2);
     assert_eq!(m["more_disks"][0]["disk"]["table"], "mbr");
@@ -242,7 +242,7 @@ fn a_machine_of_two_disks_is_one_snapshot_and_restores_by_order_or_by_number() {
     .unwrap()["snapshots"]
         .clone();
     assert_eq!(list[0]["disks"], 2);
-    assert_eq!(list[0]["size"], size);
+    assert_eq!(list[0]["disk_size"], size);
     check_clean(&repo);
 
     // One target for two disks: refused before anything is written.

@@ -41,7 +41,7 @@ pub struct Summary {
     pub disks: usize,
     pub table: String,
     /// Of all its disks.
-    pub logical_size: u64,
+    pub disk_size: u64,
     /// Bytes read from the disk.
     pub bytes_read: u64,
     /// Bytes that filesystems mark free, not read.
@@ -76,13 +76,13 @@ impl Outcome for Summary {
                     1 => format!(
                         "{} ({}, {} table)",
                         self.source,
-                        bytes(self.logical_size),
+                        bytes(self.disk_size),
                         self.table
                     ),
                     n => format!(
                         "{n} disks: {} ({} in all, {} tables)",
                         self.source,
-                        bytes(self.logical_size),
+                        bytes(self.disk_size),
                         self.table
                     ),
                 },
@@ -575,7 +575,7 @@ fn summarise(
         source: sources(args),
         disks: m.disk_count(),
         table: m.joined(|_, d| d.table.to_string()),
-        logical_size: m.total_size(),
+        disk_size: m.total_size(),
         bytes_read: size.total - size.free,
         free_bytes_skipped: size.free,
         data_bytes,

@@ -1,6 +1,6 @@
 //! `lifeboat journal`: the record of every operation on a repository.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
@@ -17,8 +17,8 @@ pub struct JournalArgs {
     pub name: Vec<String>,
     /// Only records since then: an RFC 3339 time, a date (2026-12-01), or a span back
     /// from now (7d, 36h, 2w).
-    #[arg(long, value_name = "TIME_OR_SPAN")]
-    pub since: Option<String>,
+    #[arg(long, value_name = "TIME_OR_SPAN", value_parser = since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,14 +55,13 @@ impl Outcome for Journal {
     }
 }
 
+fn since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::time::parse_since(s).map_err(|e| format!("{e:#}"))
+}
+
 pub fn run(args: &JournalArgs) -> Result<Journal> {
     let repo = Repository::open(&args.repo)?;
-    let from = args
-        .since
-        .as_deref()
-        .map(crate::time::parse_since)
-        .transpose()
-        .context("--since")?;
+    let from = args.since;
     let records = crate::journal::read_all(&repo)?
         .into_iter()
         .filter(|r| args.name.is_empty() || r.name.as_ref().is_some_and(|n| args.name.contains(n)))

@@ -36,7 +36,7 @@ pub struct Entry {
     pub disks: usize,
     pub table: String,
     /// Of all its disks.
-    pub size: u64,
+    pub disk_size: u64,
     /// Each disk's size.
     pub disk_sizes: Vec<u64>,
     pub data_bytes: u64,
@@ -89,7 +89,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                     source: m.joined(|s, _| s.path.clone()),
                     disks: m.disk_count(),
                     table: m.joined(|_, d| d.table.to_string()),
-                    size: m.total_size(),
+                    disk_size: m.total_size(),
                     disk_sizes: m.disks().map(|(_, d)| d.size).collect(),
                     data_bytes: m.data_bytes(),
                     stored_bytes: stored,
@@ -112,7 +112,7 @@ pub fn run(args: &SnapshotsArgs) -> Result<Listing> {
                 source: String::new(),
                 disks: 0,
                 table: String::new(),
-                size: 0,
+                disk_size: 0,
                 disk_sizes: Vec::new(),
                 data_bytes: 0,
                 stored_bytes: 0,
@@ -154,7 +154,7 @@ fn print(entries: &[Entry]) {
                 crate::time::shown(&e.time),
                 e.name,
                 e.source,
-                bytes(e.size),
+                bytes(e.disk_size),
                 bytes(e.data_bytes),
                 bytes(e.added_bytes),
                 bytes(e.stored_bytes)

@@ -26,12 +26,12 @@ pub struct DrillArgs {
     /// Have the rescue read the disk back and verify it.
     #[arg(long)]
     pub verify: bool,
-    /// Seconds the rescue may take to report.
-    #[arg(long, default_value_t = 900)]
-    pub rescue_timeout: u64,
-    /// Seconds the restored disk may take to show its marker.
-    #[arg(long, default_value_t = 300)]
-    pub boot_timeout: u64,
+    /// How long the rescue may take to report (a duration; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "15min", value_parser = crate::time::parse_seconds_or_duration)]
+    pub rescue_timeout: std::time::Duration,
+    /// How long the restored disk may take to show its marker.
+    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = crate::time::parse_seconds_or_duration)]
+    pub boot_timeout: std::time::Duration,
     /// Keep the media, the disk and the console logs here (default: a new folder under
     /// /var/tmp, of which only the console logs are kept).
     #[arg(long, value_name = "DIR")]

@@ -53,7 +53,7 @@ impl fmt::Display for Via {
 #[derive(Debug, Serialize)]
 pub struct Phase {
     pub name: String,
-    pub seconds: f64,
+    pub duration_s: f64,
     pub ok: bool,
     pub detail: String,
 }
@@ -62,7 +62,7 @@ impl Phase {
     fn timed(name: &str, since: Instant, ok: bool, detail: String) -> Phase {
         Phase {
             name: name.into(),
-            seconds: since.elapsed().as_secs_f64(),
+            duration_s: since.elapsed().as_secs_f64(),
             ok,
             detail,
         }
@@ -81,7 +81,7 @@ pub struct Summary {
     pub rescue_report: Option<RescueReport>,
     pub rescue_error: Option<String>,
     pub work_dir: String,
-    pub seconds: f64,
+    pub duration_s: f64,
 }
 
 impl Outcome for Summary {
@@ -96,7 +96,7 @@ impl Outcome for Summary {
             crate::outln!(
                 "{:<9} {:>6.1} s  {}  {}",
                 p.name,
-                p.seconds,
+                p.duration_s,
                 if p.ok { "ok  " } else { "FAIL" },
                 p.detail
             );
@@ -107,7 +107,7 @@ impl Outcome for Summary {
         crate::outln!(
             "result    {} in {:.1} s (console logs in {})",
             if self.pass { "PASS" } else { "FAIL" },
-            self.seconds,
+            self.duration_s,
             self.work_dir
         );
     }
@@ -246,7 +246,7 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
     let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
-    let booted = guest.wait_for(&[&args.marker], Duration::from_secs(args.boot_timeout));
+    let booted = guest.wait_for(&[&args.marker], args.boot_timeout);
     drop(guest);
     phases.push(Phase::timed(
         "boot",
@@ -308,7 +308,7 @@ fn summarise(
         rescue_report: rescue.report,
         rescue_error: rescue.error,
         work_dir: work.dir.display().to_string(),
-        seconds: start.elapsed().as_secs_f64(),
+        duration_s: start.elapsed().as_secs_f64(),
     }
 }
 
@@ -503,7 +503,7 @@ fn run_rescue(
     passphrase: Option<&crate::crypt::Passphrase>,
 ) -> Result<RescueRun> {
     let mut guest = Guest::start(qemu_args, &dir.join("console-rescue.log"), echo)?;
-    let deadline = Instant::now() + Duration::from_secs(args.rescue_timeout);
+    let deadline = Instant::now() + args.rescue_timeout;
     let outcome = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match guest.wait_for(&[REPORT_PREFIX, FAILED_PREFIX, PASSPHRASE_PROMPT], left) {

@@ -74,7 +74,7 @@ pub fn main() -> ! {
     };
     println!("\nlifeboat {} rescue starting", report.lifeboat_version);
     let outcome = run(&mut report, start);
-    report.seconds = start.elapsed().as_secs_f64();
+    report.duration_s = start.elapsed().as_secs_f64();
     match outcome {
         Ok(after) => {
             report.result = Some(Outcome::Ok);

@@ -44,7 +44,7 @@ pub struct Report {
     pub report_file: Option<String>,
     /// Seconds per phase, in order.
     pub phases: Vec<PhaseTime>,
-    pub seconds: f64,
+    pub duration_s: f64,
 }
 
 impl Report {

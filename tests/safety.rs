@@ -283,6 +283,16 @@ fn a_terminal_user_confirms_by_typing_the_target_name() {
     assert!(out.contains("confirmation did not match"), "{out}");
     assert_eq!(hash_file(&target), before);
 
+    // Ctrl-C at the prompt stops it there, saying nothing was written.
+    let o = restore_on_a_terminal(&env, &target, "\x03");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{out}");
+    assert!(
+        out.contains("stopped by SIGINT") && out.contains("nothing was written"),
+        "{out}"
+    );
+    assert_eq!(hash_file(&target), before);
+
     let o = restore_on_a_terminal(&env, &target, "target.img");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(hash_file(&target), hash_file(&src));

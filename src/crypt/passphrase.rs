@@ -1,7 +1,7 @@
 //! Passphrases: held wiped from memory, from a file (first line), or asked on the
 //! terminal without echo.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -89,11 +89,11 @@ pub fn ask_announced(announce: Option<&str>, prompt: &str) -> Result<String> {
     }
     eprint!("{prompt}: ");
     std::io::stderr().flush().ok();
-    let mut line = String::new();
-    let read = stdin.lock().read_line(&mut line);
+    // Echo comes back whatever happens, a Ctrl-C included.
+    let read = crate::io::interrupt::read_line();
     let _ = tcsetattr(&stdin, SetArg::TCSANOW, &saved);
     eprintln!();
-    read.context("read the passphrase")?;
+    let line = read.context("read the passphrase")?;
     let line = line.trim_end_matches(['\r', '\n']).to_string();
     if line.is_empty() {
         bail!("an empty passphrase");

@@ -70,8 +70,18 @@ impl Guest {
         let deadline = Instant::now() + timeout;
         let mut last_qemu = String::new();
         loop {
+            if let Some(i) = crate::io::interrupt::received() {
+                return Err(i.to_string());
+            }
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            if left.is_zero() {
+                return Err(format!("nothing after {} s", timeout.as_secs()));
+            }
+            // A signal is noticed within a fifth of a second.
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
                 Ok(line) => {
                     if line.starts_with("qemu: ") {
                         last_qemu = line.clone();
@@ -80,9 +90,7 @@ impl Guest {
                         return Ok((i, line));
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("nothing after {} s", timeout.as_secs()))
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
                     return Err(format!("the guest ended ({status}) {last_qemu}")

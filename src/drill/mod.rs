@@ -242,12 +242,14 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
         None
     };
     let rescue = run_rescue(&rescue_args, &work.dir, args, echo, passphrase.as_ref())?;
+    crate::io::interrupt::check()?;
     phases.push(Phase::timed("rescue", t, rescue.ok, rescue.detail()));
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
     let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
     let booted = guest.wait_for(&[&args.marker], args.boot_timeout);
     drop(guest);
+    crate::io::interrupt::check()?;
     phases.push(Phase::timed(
         "boot",
         t,

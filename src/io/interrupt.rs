@@ -106,6 +106,35 @@ pub fn sleep(d: Duration) -> Result<(), Interrupted> {
     }
 }
 
+/// Read a line from stdin (a prompt's answer), stopping at a signal: a read would wait
+/// on, as SIGINT's handler lets it, so stdin is polled and the flag asked in between.
+pub fn read_line() -> Result<String> {
+    use std::io::BufRead;
+    loop {
+        check()?;
+        let mut fds = [libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one pollfd, which outlives the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 100) };
+        if n > 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if n < 0 && e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).context("wait for the terminal");
+        }
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("read the terminal")?;
+    Ok(line)
+}
+
 /// The interrupt that stopped a command which ended in `e`: one in its chain, or a
 /// signal received meanwhile (whatever the error then says, from a read cut short by it).
 pub fn of(e: &anyhow::Error) -> Option<Interrupted> {

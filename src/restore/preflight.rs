@@ -289,10 +289,7 @@ fn confirm(
             .unwrap_or_default()
     );
     eprint!("Type {token} to continue: ");
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("read the confirmation")?;
+    let line = crate::io::interrupt::read_line().context("read the confirmation")?;
     if line.trim() != token {
         bail!("confirmation did not match {token:?}");
     }

@@ -225,6 +225,20 @@ fn every_command_prints_one_json_object_and_an_error_as_one_too() {
     let man = env.path("man");
     let key = env.path("signer");
     let kernel = kernel_dir();
+    let media = env.path("media");
+    let old = env.path("old").display().to_string();
+    let enc = env.path("enc").display().to_string();
+    let pw = env.path("pw");
+    fs::write(&pw, "a passphrase\n").unwrap();
+    ok(&["init", "--repo", &old, "--format-version", "1"]);
+    ok(&[
+        "init",
+        "--repo",
+        &enc,
+        "--encrypt",
+        "--password-file",
+        path_str(&pw),
+    ]);
     let succeed: Vec<Vec<&str>> = vec![
         vec!["init", "--repo", &repo],
         vec!["keygen", "--out", path_str(&key)],
@@ -270,6 +284,22 @@ fn every_command_prints_one_json_object_and_an_error_as_one_too() {
         vec!["version"],
         vec!["man", path_str(&man)],
         vec!["fetch-kernel", path_str(&kernel)],
+        vec!["migrate", "--repo", &old],
+        vec![
+            "key",
+            "list",
+            "--repo",
+            &enc,
+            "--password-file",
+            path_str(&pw),
+        ],
+        vec![
+            "mkimage",
+            "--out",
+            path_str(&media),
+            "--kernel",
+            path_str(&kernel),
+        ],
         vec![
             "schedule",
             "--name",

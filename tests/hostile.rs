@@ -27,7 +27,8 @@ struct Bounded {
 }
 
 impl Bounded {
-    /// Failed with an error message, not a panic or a signal.
+    /// Failed with an error message, not a panic or a signal: the message (from its
+    /// `lifeboat: error:` on; the retries said before it are warnings).
     fn refused(&self) -> &str {
         assert_eq!(
             self.code,
@@ -46,7 +47,7 @@ impl Bounded {
             "no error line:\n{}",
             self.stderr
         );
-        &self.stderr
+        &self.stderr[self.stderr.find("lifeboat: error:").unwrap_or(0)..]
     }
 }
 

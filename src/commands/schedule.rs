@@ -21,7 +21,7 @@ pub struct ScheduleArgs {
     #[arg(long, value_name = "DISK")]
     pub source: String,
     /// The repository, as the units will give it (directory, URL or s3://).
-    #[arg(long, value_name = "DIR_OR_URL")]
+    #[arg(long, env = "LIFEBOAT_REPO", value_name = "DIR_OR_URL")]
     pub repo: String,
     /// How often to capture: a systemd calendar expression (hourly, daily, weekly, or
     /// e.g. "*-*-* 02:30").

@@ -303,5 +303,5 @@ fn schedule_writes_units_systemd_verifies() {
         "--dir",
         path_str(&dir),
     ]);
-    assert!(err.contains("unit name"), "{err}");
+    assert!(err.contains("is not a snapshot name"), "{err}");
 }

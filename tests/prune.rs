@@ -238,16 +238,27 @@ fn a_prune_killed_at_any_step_leaves_a_repository_that_check_passes() {
             prepared.display()
         ));
         let mut child = paused_prune(&repo, step);
+        // While it runs, a second prune refuses, naming the way out.
+        let err = fails(&["prune", "--repo", &repo]);
+        assert!(
+            err.contains("another prune is running")
+                && err.contains("lifeboat locks --break locks/"),
+            "{err}"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         let c = check_clean(&repo);
         assert_eq!(c["ok"], true, "after a kill at {step}: {c}");
         ok(&["check", "--repo", &repo, "--read-data"]);
-        // The dead prune's lease goes stale; until then a second prune refuses to run.
-        let err = fails(&["prune", "--repo", &repo]);
-        assert!(err.contains("another prune is running"), "{err}");
-        let lease = lease_in(&env.path("repo/locks")).expect("the dead prune's lease");
-        ok(&["locks", "--repo", &repo, "--break", &lease]);
+        // The dead prune's lease is left, and stale at once (its process, on this host,
+        // is gone): the rerun goes ahead without `locks --break`.
+        assert!(
+            lease_in(&env.path("repo/locks")).is_some(),
+            "the dead prune's lease"
+        );
+        let locks: Value =
+            serde_json::from_slice(&ok(&["locks", "--json", "--repo", &repo]).stdout).unwrap();
+        assert_eq!(locks["held"][0]["stale"], true, "{locks}");
         prune(&repo, &["--max-unused", "0"]);
         let c = check_clean(&repo);
         assert_eq!(c["unreferenced_chunks"], 0, "after a rerun ({step}): {c}");

@@ -322,3 +322,43 @@ fn prune_frees_the_packs_of_a_killed_capture_without_waiting_for_it() {
         "every pack was the killed capture's"
     );
 }
+
+/// A command started with SIGINT ignored (a background job of a script, `nohup`) keeps
+/// ignoring it, as it did before it caught the signal.
+#[test]
+fn a_capture_started_ignoring_sigint_keeps_ignoring_it() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let repo = env.init();
+    let src = env.path("src.img");
+    random_image(&src, 256);
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "capture",
+        "-q",
+        "--repo",
+        &repo,
+        "--source",
+        path_str(&src),
+        "--name",
+        "bg",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    // SAFETY: signal(2) between fork and exec, as a shell does for a background job.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let packs = env.path("repo/packs");
+    wait_until("a pack", || {
+        files(&packs).iter().any(|f| f.ends_with(".pack"))
+    });
+    signal(&child, libc::SIGINT);
+    let (code, err) = finish(child);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(journal(&repo).last().unwrap()["result"], "ok");
+}

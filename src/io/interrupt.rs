@@ -35,7 +35,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
     let _ = RECEIVED.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
 }
 
-/// Catch SIGINT and SIGTERM for the rest of the process (once, by `main`).
+/// Catch SIGINT and SIGTERM for the rest of the process (once, by `main`). A signal
+/// the process was started ignoring (a background job, `nohup`) stays ignored.
 pub fn install() -> Result<()> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -43,8 +44,12 @@ pub fn install() -> Result<()> {
         SigSet::empty(),
     );
     for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { signal::sigaction(s, &action) }.with_context(|| format!("catch {s}"))?;
+        // SAFETY: the handler only stores to an atomic; an ignored signal is put back.
+        let old = unsafe { signal::sigaction(s, &action) }.with_context(|| format!("catch {s}"))?;
+        if old.handler() == SigHandler::SigIgn {
+            // SAFETY: restores the disposition the process started with.
+            unsafe { signal::sigaction(s, &old) }.with_context(|| format!("ignore {s} again"))?;
+        }
     }
     Ok(())
 }

@@ -79,9 +79,13 @@ fn write(store: &dyn Store, file: &LeaseFile) -> Result<Object> {
     let key = Object::Lease(TimeName::new(Utc::now())?);
     let mut data = serde_json::to_vec(file)?;
     data.push(b'\n');
-    store
-        .put(&key, &data)
-        .with_context(|| format!("write lease {}", store.location(&key)))?;
+    store.put(&key, &data).with_context(|| {
+        format!(
+            "say that this {} runs (so that a prune waits for it): write {}",
+            file.kind,
+            store.location(&key)
+        )
+    })?;
     store.flush()?;
     Ok(key)
 }

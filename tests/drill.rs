@@ -262,9 +262,17 @@ fn a_restore_onto_a_smaller_disk_shrinks_the_root_and_boots() {
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     let resize = s["filesystem_resize"].as_str().unwrap();
     assert!(
-        resize.contains("ext4 in partition 2 shrunk from 56.0 MiB to"),
+        resize.starts_with("partition 2 shrunk from 56.0 MiB to")
+            && resize.contains("its ext4 shrunk"),
         "{s}"
     );
+    // The summary says it was shrunk, and how (not that it was grown).
+    assert_eq!(
+        (s["shrunk"].clone(), s["grown"].clone()),
+        (true.into(), false.into()),
+        "{s}"
+    );
+    assert_eq!(s["resized"][0], resize, "{s}");
     assert_eq!(std::fs::metadata(&target).unwrap().len(), 100 << 20);
     sh(&format!("sgdisk -v {}", target.display()));
     // It boots under OVMF to its marker.

@@ -258,12 +258,7 @@ fn restore_from(repo: &Repository, args: &RestoreArgs, ui: &Ui, start: Instant) 
     for ((d, target), (counts, tables)) in checked.disks.iter().zip(&opened).zip(written) {
         target.reread_partitions();
         let resize = match d.shrink {
-            Some(s) => Some(format!(
-                "ext4 in partition {} shrunk from {} to {} with resize2fs (on a scratch copy)",
-                s.number,
-                bytes(s.old_len),
-                bytes(s.new_len)
-            )),
+            Some(s) => Some(shrink::said(&s)),
             None => tables
                 .grown
                 .map(|g| finish::grow_filesystem(&d.manifest, g, target)),

@@ -152,6 +152,23 @@ impl Drop for Scratch {
 
 /// Shrink the last partition's content in the restored `scratch` image; where the
 /// filesystem that was shrunk now is, to be checked on the target by `--verify`.
+/// What a shrink did, for the summary: the partition, and what in it was shrunk.
+pub fn said(s: &Shrink) -> String {
+    let what = match s.content {
+        Content::Ext => "its ext4 shrunk with resize2fs",
+        Content::LvmPv => {
+            "its LVM physical volume, the volume at its end and that volume's ext4 shrunk \
+             (resize2fs, lvreduce, pvresize)"
+        }
+    };
+    format!(
+        "partition {} shrunk from {} to {}, {what}, on a scratch copy first",
+        s.number,
+        bytes(s.old_len),
+        bytes(s.new_len)
+    )
+}
+
 pub fn shrink_filesystem(scratch: &TargetDisk, s: &Shrink) -> Result<Option<ByteRange>> {
     let what = || {
         format!(

@@ -115,14 +115,11 @@ fn plan_disk(repo: &Repository, d: &CheckedDisk, args: &RestoreArgs) -> Result<D
             seed_places: None,
         },
     );
-    let target_size = match d.create {
-        true => m.disk.size,
-        false => SourceDisk::open_path(&d.target)?.size,
-    };
     let there = match d.create {
         true => None,
         false => Some(SourceDisk::open_path(&d.target)?),
     };
+    let target_size = there.as_ref().map_or(m.disk.size, |t| t.size);
     // The restore wipes the first and last MiB before it writes (the tables): what is
     // there is not kept.
     let wiped = [

@@ -38,6 +38,9 @@ pub const TARGETS: &[Target] = &[
     target("lvm", lvm_reader),
     target("volumes", volumes),
     target("http_request", http_request),
+    target("rescue_cmdline", rescue_cmdline),
+    target("driver_index", driver_index),
+    target("nvme_smart", nvme_smart),
     target("nbd_handshake", nbd_handshake),
     target("nbd_requests", nbd_requests),
     target("pack", pack),
@@ -409,4 +412,29 @@ pub fn nbd_requests(data: &[u8]) {
         crate::serve::nbd::SnapshotDisk::new(empty_repository(), &m)
     });
     let _ = crate::serve::nbd::transmit(disk, Cursor::new(data), std::io::sink());
+}
+
+/// The rescue's orders, from a kernel command line (which a PXE server writes).
+pub fn rescue_cmdline(data: &[u8]) {
+    let _ = crate::rescue::cmdline::parse(&String::from_utf8_lossy(data));
+}
+
+/// The rescue's driver index: modules.alias and modules.dep (split at the first NUL),
+/// then a modalias matched against it (the first line of the alias half).
+pub fn driver_index(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (alias, dep) = text.split_once('\0').unwrap_or((&text, ""));
+    let index = crate::rescue::modules::Index::parse(alias, dep);
+    let probe = alias.lines().next().unwrap_or("");
+    for m in index.matching(probe) {
+        let _ = index.with_deps(&m);
+    }
+}
+
+/// An NVMe SMART / Health Information log page, as a disk returns it.
+pub fn nvme_smart(data: &[u8]) {
+    let mut log = [0u8; 512];
+    let n = data.len().min(512);
+    log[..n].copy_from_slice(&data[..n]);
+    let _ = crate::diagnose::health::judge(&log).to_string();
 }

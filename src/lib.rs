@@ -5,7 +5,7 @@
 //! 7. `commands/`, `cli`, `main`, `fuzz`: parse the command line, dispatch, present.
 //! 6. `drill/`: QEMU boots the rescue media, then the disk it restored.
 //! 5. `rescue/`: PID 1 of the rescue media, its orders from the kernel command line.
-//! 4. `capture/`, `restore/`, `check`, `serve/`, `media/`, `boot/`: subsystems, own options.
+//! 4. `capture/`, `restore/`, `check`, `serve/`, `media/`, `boot/`, `diagnose/`: subsystems.
 //! 3. `journal/`, `trust/`, `prune/`, `retention`: records, signatures, leases, policies.
 //! 2. `repo/` (objects, chunks, manifests, stores), `disk/` (tables, volumes, filesystems).
 //! 1. `crypt/` (keys, sealing, signing), `nbd/` (the protocol and its client).
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cmd;
 pub mod commands;
 pub mod crypt;
+pub mod diagnose;
 pub mod disk;
 pub mod drill;
 pub mod fuzz;

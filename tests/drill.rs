@@ -24,7 +24,7 @@ fn machine(env: &Env, marker: &str) -> String {
 
 /// A captured demo machine in an encrypted repository (passphrase in `pw`).
 fn machine_encrypted(env: &Env, marker: &str, pw: &Path) -> String {
-    let img = machine_image(env, marker);
+    let img = signed_machine_image(env, marker);
     std::fs::write(pw, "drill passphrase 42\n").unwrap();
     ok(&[
         "init",
@@ -60,9 +60,20 @@ fn assert_asked_for_the_passphrase(console: &Path) {
 
 /// The demo machine's disk image, with a marker of its own.
 fn machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
+    machine_image_with(env, marker, &[])
+}
+
+/// The demo machine that boots as an installed Debian does, through Debian's signed shim
+/// and GRUB, under Secure Boot and on BIOS too (`make-machine --secure-boot --bios`).
+fn signed_machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
+    machine_image_with(env, marker, &["--secure-boot", "--bios"])
+}
+
+fn machine_image_with(env: &Env, marker: &str, flags: &[&str]) -> std::path::PathBuf {
     let img = env.path("machine.img");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine");
     let o = Command::new(script)
+        .args(flags)
         .arg(&img)
         .arg(marker)
         .env("LIFEBOAT_KERNEL", kernel_dir())
@@ -76,22 +87,26 @@ fn machine_image(env: &Env, marker: &str) -> std::path::PathBuf {
     img
 }
 
-fn drill(env: &Env, via: &str, marker: &str, boot_timeout: &str) -> (bool, Value) {
-    drill_from(env, &env.repo(), &[], via, marker, boot_timeout, &[])
+/// A drill over HTTP of the machine on `hardware` (--disk-bus, --nic, ...).
+fn drill(env: &Env, hardware: &[&str], marker: &str, boot_timeout: &str) -> (bool, Value) {
+    let mut args = vec!["--via", "http"];
+    args.extend(hardware);
+    drill_from(env, &env.repo(), &[], "http", marker, boot_timeout, &args)
 }
 
 /// A drill of the snapshot named demo in `repo`, with `vars` in the environment and
-/// `extra` arguments (such as `--trust KEY.pub`).
+/// `args` (how it boots, on what hardware, `--trust KEY.pub`, ...); its files in
+/// drill-LABEL.
 fn drill_from(
     env: &Env,
     repo: &str,
     vars: &[(String, String)],
-    via: &str,
+    label: &str,
     marker: &str,
     boot_timeout: &str,
-    extra: &[&str],
+    args: &[&str],
 ) -> (bool, Value) {
-    let work = env.path(&format!("drill-{via}"));
+    let work = env.path(&format!("drill-{label}"));
     let o = Command::new(bin())
         .args([
             "drill",
@@ -102,16 +117,9 @@ fn drill_from(
             "--snapshot",
             "demo",
         ])
-        .args([
-            "--via",
-            via,
-            "--marker",
-            marker,
-            "--boot-timeout",
-            boot_timeout,
-        ])
+        .args(["--marker", marker, "--boot-timeout", boot_timeout])
         .args(["--rescue-timeout", "420", "--work", path_str(&work)])
-        .args(extra)
+        .args(args)
         .env("LIFEBOAT_KERNEL", kernel_dir())
         .envs(vars.iter().map(|(k, v)| (k, v)))
         .output()
@@ -119,7 +127,7 @@ fn drill_from(
     let v: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("drill --json: {e}\n{}", stderr(&o)));
     eprintln!(
-        "drill via {via}: {}",
+        "drill {label}: {}",
         serde_json::to_string(&v["phases"]).unwrap()
     );
     (o.status.success(), v)
@@ -137,6 +145,12 @@ fn phase<'a>(v: &'a Value, name: &str) -> &'a Value {
 /// What every passing drill shows: the rescue restored the whole snapshot, made it
 /// bootable, and the restored machine printed its own marker.
 fn assert_passed(ok: bool, v: &Value, id: &str, marker: &str) {
+    assert_passed_with(ok, v, id, marker, "EFI/systemd/systemd-bootx64.efi");
+}
+
+/// The same, for a machine whose own loader is `loader` (the rescue copies it to the
+/// fallback path).
+fn assert_passed_with(ok: bool, v: &Value, id: &str, marker: &str, loader: &str) {
     assert!(ok && v["pass"] == true, "drill failed: {v:#}");
     let r = &v["rescue_report"];
     assert_eq!(r["result"], "ok");
@@ -149,8 +163,18 @@ fn assert_passed(ok: bool, v: &Value, id: &str, marker: &str) {
     // The demo machine has no fallback loader: the rescue must have installed one.
     assert_eq!(
         r["bootloader"]["fallback"],
-        "installed from EFI/systemd/systemd-bootx64.efi"
+        format!("installed from {loader}").as_str()
     );
+    // Every module the rescue loaded, loaded (under Secure Boot: signed, as lockdown wants).
+    assert_eq!(r["modules"]["failed"], serde_json::json!([]), "{r:#}");
+}
+
+/// The rescue loaded these drivers because the machine's devices asked for them.
+fn assert_drivers(v: &Value, drivers: &[&str]) {
+    let loaded = &v["rescue_report"]["modules"]["drivers"];
+    for d in drivers {
+        assert!(loaded.get(*d).is_some(), "{d} not loaded: {loaded}");
+    }
 }
 
 /// The two-disk demo machine (the ESP on disk 0, the root on disk 1, each found by the
@@ -179,8 +203,14 @@ fn two_disk_machine(env: &Env, marker: &str) -> String {
 fn a_two_disk_machine_with_its_root_on_the_second_disk_comes_back() {
     let env = Env::new();
     let id = two_disk_machine(&env, "two-disk-marker");
-    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "180");
+    let (ok, v) = drill(
+        &env,
+        &["--disk-bus", "pvscsi", "--nic", "rtl8139"],
+        "LIFEBOAT-MARKER",
+        "180",
+    );
     assert_passed(ok, &v, &id, "two-disk-marker");
+    assert_drivers(&v, &["vmw_pvscsi", "8139cp"]);
     // Each disk of the snapshot went to the blank disk of its size: disk 0 (66 MiB) to
     // the first, disk 1 (74 MiB) to the second.
     let r = &v["rescue_report"];
@@ -223,11 +253,12 @@ fn a_rhel_like_server_on_md_mirrors_and_lvm_comes_back_and_boots() {
     let id = s["snapshot"].as_str().unwrap().to_string();
     let (ok, v) = drill(
         &env,
-        "http",
+        &["--disk-bus", "lsi"],
         "LIFEBOAT-MARKER rhel-marker boot=rhel-marker",
         "240",
     );
     assert_passed(ok, &v, &id, "rhel-marker boot=rhel-marker");
+    assert_drivers(&v, &["sym53c8xx"]);
     assert_eq!(
         v["rescue_report"]["restore"]["disks"]
             .as_array()
@@ -313,8 +344,32 @@ fn a_restore_onto_a_smaller_disk_shrinks_the_root_and_boots() {
 fn drill_over_http_restores_and_boots() {
     let env = Env::new();
     let id = machine(&env, "http-marker-1");
-    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "180");
+    // A Dell PERC-like MegaRAID behind which the target sits, over VMware's vmxnet3,
+    // addressed statically in dracut's spelling.
+    let (ok, v) = drill(
+        &env,
+        &[
+            "--disk-bus",
+            "megasas",
+            "--nic",
+            "vmxnet3",
+            "--rescue-arg",
+            "ip=10.0.2.77::10.0.2.2:24:web01:eth0:none",
+        ],
+        "LIFEBOAT-MARKER",
+        "180",
+    );
     assert_passed(ok, &v, &id, "http-marker-1");
+    assert_drivers(&v, &["megaraid_sas", "vmxnet3"]);
+    let hw = &v["rescue_report"]["hardware"];
+    assert_eq!(hw["problems"], serde_json::json!([]), "{hw:#}");
+    assert_eq!(hw["firmware"]["mode"], "uefi");
+    assert_eq!(v["disk_bus"], "megasas");
+    let net = &v["rescue_report"]["network"];
+    assert_eq!(net["how"], "static", "{net}");
+    assert_eq!(net["address"], "10.0.2.77", "{net}");
+    let nics = v["rescue_report"]["hardware"]["nics"].to_string();
+    assert!(nics.contains("vmxnet3"), "{nics}");
     // Drill-aware retention: a newer snapshot of the name that was never drilled does not
     // push the drilled one out ("last known bootable"), and `snapshots` shows the drill.
     let img = env.path("machine.img");
@@ -369,8 +424,8 @@ fn drill_over_http_restores_and_boots() {
         serde_json::from_slice(&common::ok(&["status", "--json", "--repo", &repo]).stdout).unwrap();
     assert_eq!(st["ok"], true, "{st}");
     let r = &v["rescue_report"];
-    // DHCP from QEMU's user-mode network, and a Boot#### first in BootOrder under OVMF.
-    assert_eq!(r["network"]["address"], "10.0.2.15");
+    // The static address of `ip=`, and a Boot#### first in BootOrder under OVMF.
+    assert_eq!(r["network"]["address"], "10.0.2.77");
     assert_eq!(r["bootloader"]["nvram_ok"], true, "{r:#}");
     assert!(r["bootloader"]["nvram"]
         .as_str()
@@ -379,13 +434,23 @@ fn drill_over_http_restores_and_boots() {
 }
 
 /// The stick holds an encrypted repository: the rescue asks for its passphrase on the
-/// console (the drill types it).
+/// console (the drill types it). On BIOS firmware: the stick boots by GRUB for BIOS, the
+/// target sits on AHCI, and the restored machine boots by its own BIOS GRUB.
 #[test]
-fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
+fn a_bios_drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
     let env = Env::new();
     let pw = env.path("pw");
     let id = machine_encrypted(&env, "usb-marker-2", &pw);
-    let extra = ["--password-file", path_str(&pw)];
+    let args = [
+        "--via",
+        "usb",
+        "--firmware",
+        "bios",
+        "--disk-bus",
+        "ahci",
+        "--password-file",
+        path_str(&pw),
+    ];
     let (ok, v) = drill_from(
         &env,
         &env.repo(),
@@ -393,15 +458,25 @@ fn drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
         "usb",
         "LIFEBOAT-MARKER",
         "180",
-        &extra,
+        &args,
     );
-    assert_passed(ok, &v, &id, "usb-marker-2");
+    assert_passed_with(ok, &v, &id, "usb-marker-2", "EFI/debian/shimx64.efi");
+    assert_drivers(&v, &["ahci", "xhci_pci", "usb_storage"]);
+    let r = &v["rescue_report"];
+    assert_eq!(r["hardware"]["firmware"]["mode"], "bios", "{r:#}");
+    let b = &r["bootloader"];
+    assert_eq!(b["nvram_ok"], false);
+    assert!(
+        b["nvram"].as_str().unwrap().contains("BIOS firmware"),
+        "{b}"
+    );
     assert_asked_for_the_passphrase(&env.path("drill-usb/console-rescue.log"));
     let r = &v["rescue_report"];
     assert_eq!(r["repo"], "/mnt/usb/repo");
     assert!(r["network"].is_null(), "no network needed: {r:#}");
-    // The stick was never a target, and the report landed on its data partition.
-    assert_eq!(r["target"]["path"], "/dev/vda");
+    // The stick was never a target (the AHCI disk was), and the report landed on its
+    // data partition.
+    assert_eq!(r["target"]["transport"], "sata", "{r:#}");
     let stick = env.path("drill-usb/media/lifeboat-usb.img");
     let start = sgdisk_sector(&stick, 2, "First sector");
     let listing = sh(&format!(
@@ -425,7 +500,7 @@ fn keygen(env: &Env, name: &str) -> std::path::PathBuf {
 #[test]
 fn drill_by_pxe_restores_a_signed_snapshot_from_an_encrypted_s3_repository_and_boots() {
     let env = Env::new();
-    let img = machine_image(&env, "pxe-marker-3");
+    let img = signed_machine_image(&env, "pxe-marker-3");
     let key = keygen(&env, "fleet");
     let g = common::garage::Garage::start(&env.path("garage"));
     let repo = "s3://lifeboat/drill";
@@ -453,7 +528,21 @@ fn drill_by_pxe_restores_a_signed_snapshot_from_an_encrypted_s3_repository_and_b
         .as_str()
         .unwrap()
         .to_string();
-    let trust = ["--trust", path_str(&key), "--password-file", path_str(&pw)];
+    // iPXE on BIOS firmware, an NVMe target, an Intel 82574 NIC.
+    let trust = [
+        "--via",
+        "pxe",
+        "--firmware",
+        "bios",
+        "--disk-bus",
+        "nvme",
+        "--nic",
+        "e1000e",
+        "--trust",
+        path_str(&key),
+        "--password-file",
+        path_str(&pw),
+    ];
     let (ok, v) = drill_from(
         &env,
         repo,
@@ -463,7 +552,8 @@ fn drill_by_pxe_restores_a_signed_snapshot_from_an_encrypted_s3_repository_and_b
         "180",
         &trust,
     );
-    assert_passed(ok, &v, &id, "pxe-marker-3");
+    assert_passed_with(ok, &v, &id, "pxe-marker-3", "EFI/debian/shimx64.efi");
+    assert_drivers(&v, &["nvme", "e1000e"]);
     assert_asked_for_the_passphrase(&env.path("drill-pxe/console-rescue.log"));
     let signature = v["rescue_report"]["restore"]["signature"].as_str().unwrap();
     assert!(
@@ -490,10 +580,16 @@ fn drill_by_pxe_restores_a_signed_snapshot_from_an_encrypted_s3_repository_and_b
     // The secret is on the command line, never in the report.
     let secret = g.var("AWS_SECRET_ACCESS_KEY");
     assert!(!v.to_string().contains(secret));
-    // BIOS network boot: no UEFI variables, so the fallback loader is what boots it.
+    // DHCP from QEMU's user-mode network (no ip= given).
+    assert_eq!(v["rescue_report"]["network"]["how"], "dhcp");
+    assert_eq!(v["rescue_report"]["network"]["address"], "10.0.2.15");
+    // BIOS network boot: no UEFI variables; the restored BIOS GRUB boots it.
     let b = &v["rescue_report"]["bootloader"];
     assert_eq!(b["nvram_ok"], false);
-    assert!(b["nvram"].as_str().unwrap().contains("fallback"), "{b}");
+    assert!(
+        b["nvram"].as_str().unwrap().contains("BIOS firmware"),
+        "{b}"
+    );
 }
 
 #[test]
@@ -503,7 +599,7 @@ fn a_corrupt_chunk_stops_the_rescue_and_the_disk_does_not_boot() {
     let m = env.manifest(&id);
     let chunk = first_chunk_of_partition(&m, 2);
     env.flip_stored_byte(&chunk);
-    let (ok, v) = drill(&env, "http", "LIFEBOAT-MARKER", "45");
+    let (ok, v) = drill(&env, &[], "LIFEBOAT-MARKER", "45");
     assert!(!ok && v["pass"] == false, "{v:#}");
     let rescue = phase(&v, "rescue");
     assert_eq!(rescue["ok"], false);
@@ -548,7 +644,16 @@ fn a_rescue_that_trusts_one_key_refuses_a_snapshot_signed_by_another() {
     let other = env.path("b.key");
     capture.extend(["--sign", path_str(&other)]);
     ok(&capture);
-    let trust = ["--trust", path_str(&trusted)];
+    let trust = [
+        "--via",
+        "pxe",
+        "--firmware",
+        "bios",
+        "--disk-bus",
+        "usb",
+        "--trust",
+        path_str(&trusted),
+    ];
     let (ok, v) = drill_from(&env, &repo, &[], "pxe", "LIFEBOAT-MARKER", "45", &trust);
     assert!(!ok && v["pass"] == false, "{v:#}");
     assert_eq!(phase(&v, "rescue")["ok"], false);
@@ -560,4 +665,125 @@ fn a_rescue_that_trusts_one_key_refuses_a_snapshot_signed_by_another() {
     assert_eq!(phase(&v, "boot")["ok"], false);
     let boot = std::fs::read_to_string(env.path("drill-pxe/console-boot.log")).unwrap();
     assert!(!boot.contains("never-seen-5"), "{boot}");
+}
+
+/// Secure Boot, from the ISO as a BMC's virtual CD with the repository on it: the
+/// Microsoft-signed shim, Debian's GRUB and kernel boot the rescue under OVMF's Secure Boot
+/// with Microsoft's keys; the kernel locks down and loads only its signed modules; the
+/// restored machine (which boots through its own shim) gets shim as its fallback loader
+/// with its GRUB beside it and a Boot#### entry for its shim, and boots under Secure Boot.
+/// And the firmware refuses an unsigned loader: the check is real.
+#[test]
+fn a_secure_boot_drill_from_the_iso_restores_a_shim_booted_machine() {
+    let env = Env::new();
+    let img = signed_machine_image(&env, "sb-marker-6");
+    env.init();
+    let id = env.capture(&img, "demo")["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = [
+        "--media",
+        "iso",
+        "--repo-on",
+        "media",
+        "--firmware",
+        "secure-boot",
+    ];
+    let (ok, v) = drill_from(
+        &env,
+        &env.repo(),
+        &[],
+        "iso",
+        "LIFEBOAT-MARKER",
+        "240",
+        &args,
+    );
+    assert_passed_with(ok, &v, &id, "sb-marker-6", "EFI/debian/shimx64.efi");
+    let r = &v["rescue_report"];
+    assert_eq!(r["hardware"]["firmware"]["secure_boot"], true, "{r:#}");
+    assert_eq!(r["repo"], "/mnt/cdrom/repo");
+    let b = &r["bootloader"];
+    assert_eq!(b["loader"], "\\EFI\\debian\\shimx64.efi", "{b}");
+    assert_eq!(b["nvram_ok"], true, "{b}");
+    let console = std::fs::read_to_string(env.path("drill-iso/console-rescue.log")).unwrap();
+    assert!(
+        console.contains("Secure boot enabled"),
+        "not under Secure Boot"
+    );
+    assert!(console.contains("Kernel is locked down"), "no lockdown");
+    assert!(console.contains("repository on the boot ISO"), "{console}");
+    assert_eq!(v["firmware"], "secure-boot");
+
+    // The same firmware refuses the plain demo machine, whose systemd-boot is unsigned.
+    let plain = env.path("plain.img");
+    let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-machine"))
+        .arg(&plain)
+        .arg("never-seen-7")
+        .env("LIFEBOAT_KERNEL", kernel_dir())
+        .env("FALLBACK", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-machine: {}", stderr(&o));
+    let vars = env.path("ms-vars.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", &vars).unwrap();
+    let o = Command::new("timeout")
+        .args([
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+        ])
+        .args(["-no-reboot", "-machine", "q35,smm=on", "-net", "none"])
+        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
+        .args([
+            "-drive",
+            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        ])
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            plain.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let console = String::from_utf8_lossy(&o.stdout);
+    assert!(console.contains("Access Denied"), "{console}");
+    assert!(!console.contains("never-seen-7"), "{console}");
+}
+
+/// A machine whose only disk controller the rescue has no driver for: the rescue says
+/// which controller (its vendor:device id) and that its disks are not visible, and
+/// writes nothing.
+#[test]
+fn a_rescue_without_the_disk_controllers_driver_names_it_and_writes_nothing() {
+    let env = Env::new();
+    machine(&env, "never-seen-8");
+    let (ok, v) = drill(
+        &env,
+        &["--disk-bus", "megasas", "--omit-driver", "megaraid_sas"],
+        "LIFEBOAT-MARKER",
+        "30",
+    );
+    assert!(!ok && v["pass"] == false, "{v:#}");
+    let err = v["rescue_error"].as_str().unwrap();
+    assert!(err.contains("no driver for 1000:0079"), "{err}");
+    assert!(err.contains("disks are not visible"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    let problems = v["rescue_report"]["hardware"]["problems"].to_string();
+    assert!(
+        problems.contains("Broadcom/LSI RAID controller"),
+        "{problems}"
+    );
+    let disk = std::fs::read(env.path("drill-http/disk.img")).unwrap();
+    assert!(disk.iter().all(|b| *b == 0), "the blank disk was written");
 }

@@ -822,3 +822,92 @@ fn chosen_partitions_go_back_into_the_targets_own_table() {
     );
     assert_eq!(hash_file(&other), before);
 }
+
+/// `lifeboat diagnose` reports this machine as the kernel sees it: its CPUs, memory,
+/// firmware mode, every PCI device with the driver sysfs says is bound, and its disks.
+#[test]
+fn diagnose_reports_the_machine_as_the_kernel_sees_it() {
+    let v: Value = serde_json::from_slice(&ok(&["diagnose", "--json"]).stdout).unwrap();
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    assert_eq!(v["cpu"]["count"], cpus);
+    assert!(v["memory_bytes"].as_u64().unwrap() > 0);
+    let uefi = std::path::Path::new("/sys/firmware/efi").exists();
+    assert_eq!(v["firmware"]["mode"], if uefi { "uefi" } else { "bios" });
+    let pci = v["pci"].as_array().unwrap();
+    let on_sysfs = std::fs::read_dir("/sys/bus/pci/devices").map_or(0, |d| d.count());
+    assert_eq!(pci.len(), on_sysfs);
+    for d in pci {
+        let slot = d["slot"].as_str().unwrap();
+        let bound = std::fs::read_link(format!("/sys/bus/pci/devices/{slot}/driver"))
+            .ok()
+            .map(|l| l.file_name().unwrap().to_string_lossy().into_owned());
+        assert_eq!(d["driver"].as_str().map(str::to_string), bound, "{d}");
+    }
+    let disks = v["disks"].as_array().unwrap();
+    let listed: Value = serde_json::from_slice(&ok(&["disks", "--json"]).stdout).unwrap();
+    assert_eq!(disks.len(), listed["disks"].as_array().unwrap().len());
+    let text = String::from_utf8(ok(&["diagnose"]).stdout).unwrap();
+    assert!(text.starts_with("firmware  "), "{text}");
+}
+
+/// An NVMe disk whose SMART log carries a critical warning (QEMU's
+/// smart_critical_warning: "reliability degraded"): `diagnose` says it is failing, and a
+/// restore onto it is refused before anything is written (and goes ahead with --force).
+#[test]
+fn a_disk_that_says_it_is_failing_is_reported_and_refused_as_a_target() {
+    let env = Env::new();
+    let src = env.disk("gpt", "src.img");
+    env.init();
+    env.capture(&src, "web");
+    let repo_disk = env.path("repo.img");
+    sh(&format!(
+        "mkfs.ext4 -q -d {} {} 64M",
+        env.repo(),
+        repo_disk.display()
+    ));
+    let size = fs::metadata(&src).unwrap().len();
+    let target = env.path("nvme.img");
+    fs::File::create(&target).unwrap().set_len(size).unwrap();
+    let devices = format!(
+        "-drive file={},if=none,id=n0,format=raw -device nvme,drive=n0,serial=failing1,smart_critical_warning=4",
+        target.display()
+    );
+    let out = guest_with(
+        &env,
+        "mkdir /r && mount -t ext4 /dev/vda /r\n\
+         for i in $(seq 50); do [ -e /dev/nvme0n1 ] && break; sleep 0.2; done\n\
+         lifeboat diagnose --json\n\
+         echo ===\n\
+         lifeboat restore --repo /r --snapshot web --target /dev/nvme0n1 --yes 2>&1 || echo \"exit $?\"\n\
+         echo ===\n",
+        &[&repo_disk],
+        &devices,
+    );
+    let parts: Vec<&str> = out.split("===").collect();
+    let d: Value = serde_json::from_str(parts[0].trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let nvme = d["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["path"] == "/dev/nvme0n1")
+        .unwrap_or_else(|| panic!("no NVMe disk: {d:#}"));
+    assert_eq!(nvme["health"]["state"], "failing", "{nvme}");
+    assert!(nvme["health"]["why"]
+        .as_str()
+        .unwrap()
+        .contains("reliability degraded"));
+    assert_eq!(nvme["serial"], "failing1");
+    let restore = parts[1];
+    assert!(restore.contains("says it is failing"), "{restore}");
+    assert!(restore.contains("nothing was written"), "{restore}");
+    assert!(restore.contains("exit "), "{restore}");
+    let written = fs::read(&target).unwrap();
+    assert!(
+        written.iter().all(|b| *b == 0),
+        "the failing disk was written"
+    );
+}

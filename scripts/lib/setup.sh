@@ -77,7 +77,10 @@ need_garage() {
 
 # Packages the tests and the demo use: a musl C compiler for zstd, partitioning,
 # filesystem and volume tools (XFS, btrfs, NTFS, LVM, LUKS, md) for the sample disks, NBD clients, QEMU with OVMF and iPXE for the
-# guests, systemd-boot, and cpio/kmod to read the Debian kernel's package.
+# guests, systemd-boot (the demo machines' loader), cpio/kmod to read the Debian kernel's
+# package, grub-common and grub-pc-bin (grub-mkimage: BIOS GRUB for the rescue and the
+# demo machines; installing them installs no bootloader) and xorriso (the rescue's ISO).
 BASE_PACKAGES=(musl-tools gdisk fdisk dosfstools mtools e2fsprogs util-linux binutils python3
   openssl qemu-utils libnbd-bin qemu-system-x86 ovmf ipxe-qemu systemd-boot-efi cpio kmod zstd
+  grub-common grub-pc-bin xorriso
   xfsprogs btrfs-progs ntfs-3g lvm2 cryptsetup-bin mdadm)

@@ -72,14 +72,21 @@ pub enum Command {
     Drill(crate::drill::DrillArgs),
     /// Build the rescue media around a stock Linux kernel: initramfs.cpio.zst (this binary
     /// as /init, storage, filesystem and network modules), lifeboat-usb.img (GPT, FAT32
-    /// ESP with systemd-boot, a data partition for a repository) and pxe/ (kernel,
-    /// initramfs, iPXE script).
+    /// ESP with Debian's signed shim and GRUB, GRUB for BIOS, a data partition for a
+    /// repository), lifeboat.iso (hybrid: CD, virtual media or stick; BIOS and UEFI) and
+    /// pxe/ (kernel, initramfs, iPXE script).
     Mkimage(crate::media::MkimageArgs),
     /// Serve a repository over HTTP(S): reads for anyone who can connect, writes (captures
     /// pushing chunks and manifests) only with the bearer token.
     Serve(crate::serve::ServeArgs),
-    /// Fetch a stock Debian kernel and busybox for mkimage and drill (apt-get download,
-    /// nothing installed), into DIR or the folder they look in by default.
+    /// Report the machine's hardware before anything is written to it: firmware (BIOS or
+    /// UEFI, Secure Boot), CPU, memory, PCI devices and their drivers (a disk controller
+    /// or NIC without one named as the reason), disks with model, serial, tables,
+    /// filesystems and health, NICs with link and addresses, and the kernel log.
+    Diagnose,
+    /// Fetch a stock Debian kernel, busybox and the signed boot chain (shim, GRUB) for
+    /// mkimage and drill (apt-get download, nothing installed), into DIR or the folder
+    /// they look in by default.
     FetchKernel(crate::media::fetch::FetchKernelArgs),
     /// This binary's version, the commit it was built from, and its target.
     Version,
@@ -120,6 +127,7 @@ impl Command {
             Command::Check(a) => ui.show(&crate::check::run(a, ui)?),
             Command::Migrate(a) => ui.show(&crate::repo::migrate::run(&a.repo, ui)?),
             Command::Disks => ui.show(&disks::run()?),
+            Command::Diagnose => ui.show(&crate::diagnose::run()?),
             Command::Drill(a) => ui.show(&crate::drill::run(a, ui)?),
             Command::Mkimage(a) => ui.show(&crate::media::run(a)?),
             Command::Serve(a) => crate::serve::run(a),

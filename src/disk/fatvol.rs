@@ -22,6 +22,18 @@ pub fn format_fat(file: &File, at: u64, len: u64, label: &[u8; 11]) -> Result<()
     .context("format FAT32")
 }
 
+/// A small FAT filesystem (FAT12 or FAT16, as its size asks): an El Torito EFI image.
+/// fix_dot_entries does not apply to it (it mends FAT32 only); firmware and GRUB find
+/// files by name and do not mind where '.' and '..' sit.
+pub fn format_small_fat(file: &File, at: u64, len: u64, label: &[u8; 11]) -> Result<()> {
+    let slice = Slice::new(file.try_clone()?, at, len);
+    fatfs::format_volume(
+        slice,
+        fatfs::FormatVolumeOptions::new().volume_label(*label),
+    )
+    .context("format FAT")
+}
+
 pub fn open_fat(file: &File, at: u64, len: u64) -> Result<Fat> {
     let slice = Slice::new(file.try_clone()?, at, len);
     fatfs::FileSystem::new(slice, fatfs::FsOptions::new()).context("open the FAT filesystem")
@@ -93,16 +105,25 @@ impl Geometry {
         let spc = bs[13] as u64;
         let reserved = u16::from_le_bytes([bs[14], bs[15]]) as u64;
         let nfats = bs[16] as u64;
-        let total_sectors = u32::from_le_bytes(bs[32..36].try_into().unwrap()) as u64;
+        // The 16-bit count when it fits, else the 32-bit one.
+        let total_sectors = match u16::from_le_bytes([bs[19], bs[20]]) {
+            0 => u32::from_le_bytes(bs[32..36].try_into().unwrap()) as u64,
+            n => n as u64,
+        };
         let fatsz = u32::from_le_bytes(bs[36..40].try_into().unwrap()) as u64;
         let fsinfo = u16::from_le_bytes([bs[48], bs[49]]) as u64;
-        if bps == 0 || spc == 0 || fatsz == 0 {
+        let fat16_size = u16::from_le_bytes([bs[22], bs[23]]);
+        if bps == 0 || spc == 0 || fatsz == 0 || fat16_size != 0 {
             bail!("not a FAT32 boot sector");
         }
+        let meta = reserved + nfats * fatsz;
+        let Some(data_sectors) = total_sectors.checked_sub(meta) else {
+            bail!("the FAT32 boot sector's tables ({meta} sectors) overrun its volume ({total_sectors} sectors)");
+        };
         Ok(Geometry {
             cluster_bytes: bps * spc,
-            data_start: (reserved + nfats * fatsz) * bps,
-            clusters: (total_sectors - reserved - nfats * fatsz) / spc,
+            data_start: meta * bps,
+            clusters: data_sectors / spc,
             root_cluster: u32::from_le_bytes(bs[44..48].try_into().unwrap()),
             fat_at: reserved * bps,
             fat_bytes: fatsz * bps,

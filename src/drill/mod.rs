@@ -5,6 +5,7 @@
 
 mod args;
 pub mod guest;
+pub mod machine;
 pub mod server;
 
 use std::fmt;
@@ -17,27 +18,35 @@ use serde::Serialize;
 
 use crate::journal::{self, Operation, Subject};
 use crate::location::RepoLocation;
-use crate::media::{KernelArg, MkimageArgs};
+use crate::media::MkimageArgs;
 use crate::repo::{Repository, Snapshot, SnapshotId};
 use crate::rescue::report::{failure_of, Report as RescueReport, FAILED_PREFIX, REPORT_PREFIX};
 use crate::rescue::PASSPHRASE_PROMPT;
 use crate::ui::{bytes, Outcome, Ui};
 pub use args::DrillArgs;
 use guest::Guest;
+use machine::{Hardware, Media, Qemu};
 use server::Server;
-
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
-    /// The rescue stick (systemd-boot under OVMF) with the repository on its data partition.
+    /// The rescue stick (shim and GRUB under OVMF) with the repository on its data partition.
     Usb,
     /// The rescue kernel booted directly under OVMF, the repository over HTTP.
     Http,
     /// Network boot (iPXE from QEMU's TFTP server), the repository over HTTP.
     Pxe,
+}
+
+/// Where the rescue finds the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoOn {
+    /// Served over the network (user-mode networking to the host).
+    Network,
+    /// Copied onto the boot medium (the stick's data partition, or the ISO).
+    Media,
 }
 
 impl fmt::Display for Via {
@@ -72,7 +81,10 @@ impl Phase {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub pass: bool,
-    pub via: Via,
+    /// How the rescue booted and on what hardware.
+    #[serde(flatten)]
+    pub hardware: Hardware,
+    pub repo_on: RepoOn,
     pub snapshot: SnapshotId,
     pub name: String,
     pub disk_size: u64,
@@ -86,7 +98,19 @@ pub struct Summary {
 
 impl Outcome for Summary {
     fn print(&self) {
-        crate::outln!("drill     {} via {}", self.name, self.via);
+        let h = &self.hardware;
+        crate::outln!(
+            "drill     {} from {} on {} firmware, disks on {}, NIC {}, repository on {}",
+            self.name,
+            h.media,
+            h.firmware,
+            h.disk_bus,
+            h.nic,
+            match self.repo_on {
+                RepoOn::Network => "the network",
+                RepoOn::Media => "the boot medium",
+            }
+        );
         crate::outln!(
             "snapshot  {} ({})",
             self.snapshot.short(),
@@ -123,6 +147,9 @@ impl Outcome for Summary {
         })
     }
 }
+
+/// What OVMF prints when Secure Boot refuses a loader.
+const REFUSED_BY_FIRMWARE: &str = ": Access Denied";
 
 /// The files a drill works with.
 struct Work {
@@ -186,35 +213,25 @@ pub fn run(args: &DrillArgs, ui: &Ui) -> Result<Summary> {
 /// Media, blank disks, the rescue's restore, then the restored disk's boot.
 fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result<Summary> {
     let snap = repo.resolve(&args.snapshot)?;
+    let hw = args.hardware();
+    hw.check()?;
     let work = Work::new(work_dir(args.work.as_deref())?);
-    for f in [OVMF_CODE, OVMF_VARS] {
-        if !Path::new(f).exists() {
-            bail!("{f} is missing (apt-get install ovmf)");
-        }
-    }
-    let (repo_order, _server) = repository_for_guest(args)?;
-    let cmdline =
-        format!(
-        "console=ttyS0,115200 panic=-1 quiet lifeboat.action=restore lifeboat.repo={repo_order} \
-         lifeboat.snapshot={} lifeboat.target={} lifeboat.after=poweroff{}",
-        snap.id,
-        // Several blank disks: each of the snapshot's disks to the smallest that fits.
-        if snap.manifest.disk_count() > 1 { "auto" } else { "largest-empty" },
-        if args.verify { " lifeboat.verify=1" } else { "" }
-    );
+    let (repo_order, _server) = repository_for_guest(args, hw.media)?;
+    let cmdline = rescue_cmdline(args, &snap, &repo_order);
     let mut phases = Vec::new();
     let t = Instant::now();
     let media = crate::media::run(&MkimageArgs {
         out: work.media.clone(),
         kernel: args.kernel.clone(),
         cmdline: cmdline.clone(),
-        loader: PathBuf::from(crate::media::SYSTEMD_BOOT),
-        with_repo: match args.via {
-            Via::Usb => args.repo.local_dir().map(Path::to_path_buf),
-            _ => None,
+        with_repo: match args.repo_on() {
+            RepoOn::Media => args.repo.local_dir().map(Path::to_path_buf),
+            RepoOn::Network => None,
         },
         data_mib: 8,
         trust: args.trust.clone(),
+        firmware: None,
+        omit_driver: args.omit_driver.clone(),
     })?;
     phases.push(Phase::timed(
         "media",
@@ -227,13 +244,25 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
         ),
     ));
     let sizes: Vec<u64> = snap.manifest.disks().map(|(_, d)| d.size).collect();
-    let disks = prepare_disks(&work, &sizes)?;
+    let disks = prepare_disks(&work, &sizes, hw.vars_template())?;
     let qemu = Qemu {
         accel: args.accel.clone(),
+        hw: hw.clone(),
         vars: work.vars.clone(),
         disks,
     };
-    let rescue_args = qemu.rescue(args.via, &args.kernel, &media, &cmdline);
+    let vmlinuz = args.kernel.kernel.join("vmlinuz");
+    let rescue_args = qemu.rescue(
+        &machine::Boot {
+            vmlinuz: &vmlinuz,
+            initramfs: &media.initramfs.path,
+            cmdline: &cmdline,
+            usb: &media.usb.path,
+            iso: &media.iso.path,
+            pxe: &media.pxe,
+        },
+        args.repo_on() == RepoOn::Network,
+    );
     let echo = !ui.quiet;
     let t = Instant::now();
     let passphrase = if repo.is_encrypted() {
@@ -247,7 +276,13 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
     let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
-    let booted = guest.wait_for(&[&args.marker], args.boot_timeout);
+    let booted = match guest.wait_for(&[&args.marker, REFUSED_BY_FIRMWARE], args.boot_timeout) {
+        Ok((1, line)) => Err(format!(
+            "the firmware refused the restored disk's loader: {}",
+            line.trim()
+        )),
+        other => other,
+    };
     drop(guest);
     crate::io::interrupt::check()?;
     phases.push(Phase::timed(
@@ -273,13 +308,39 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
     ))
 }
 
+/// The rescue's orders: restore the snapshot onto the blank disks, then power off; and
+/// the words `--rescue-arg` adds.
+fn rescue_cmdline(args: &DrillArgs, snap: &Snapshot, repo_order: &str) -> String {
+    let orders =
+        format!(
+        "console=ttyS0,115200 panic=-1 quiet lifeboat.action=restore lifeboat.repo={repo_order} \
+         lifeboat.snapshot={} lifeboat.target={} lifeboat.after=poweroff{}",
+        snap.id,
+        // Several blank disks: each of the snapshot's disks to the smallest that fits.
+        if snap.manifest.disk_count() > 1 {
+            "auto"
+        } else {
+            "largest-empty"
+        },
+        if args.verify { " lifeboat.verify=1" } else { "" }
+    );
+    std::iter::once(orders)
+        .chain(args.rescue_arg.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What the journal says of a drill that ran.
 fn recorded_as(s: &Summary) -> Subject {
     Subject {
         name: Some(s.name.clone()),
         snapshot: Some(s.snapshot),
         details: serde_json::json!({
-            "via": s.via,
+            "media": s.hardware.media,
+            "firmware": s.hardware.firmware,
+            "disk_bus": s.hardware.disk_bus,
+            "nic": s.hardware.nic,
+            "repo_on": s.repo_on,
             "phases": s.phases,
             "disk_size": s.disk_size,
         }),
@@ -302,7 +363,8 @@ fn summarise(
 ) -> Summary {
     Summary {
         pass: rescue.ok && booted,
-        via: args.via,
+        hardware: args.hardware(),
+        repo_on: args.repo_on(),
         snapshot: snap.id,
         name: snap.manifest.name.clone(),
         disk_size: snap.manifest.total_size(),
@@ -316,18 +378,22 @@ fn summarise(
 
 /// The `lifeboat.repo=` order for the guest, and the server started for it (kept alive
 /// by the caller for the drill's length).
-fn repository_for_guest(args: &DrillArgs) -> Result<(String, Option<Server>)> {
-    match (args.via, &args.repo.location) {
-        (Via::Usb, RepoLocation::Dir(_)) => Ok(("usb".into(), None)),
-        (Via::Usb, _) => bail!(
-            "--via usb copies the repository onto the stick: give a local repository directory"
+fn repository_for_guest(args: &DrillArgs, media: Media) -> Result<(String, Option<Server>)> {
+    match (args.repo_on(), media, &args.repo.location) {
+        (RepoOn::Media, Media::Usb, RepoLocation::Dir(_)) => Ok(("usb".into(), None)),
+        (RepoOn::Media, Media::Iso, RepoLocation::Dir(_)) => Ok(("cdrom".into(), None)),
+        (RepoOn::Media, Media::Usb | Media::Iso, _) => bail!(
+            "--repo-on media copies the repository onto the stick or the ISO: give a local repository directory"
         ),
-        (_, RepoLocation::Dir(dir)) => {
+        (RepoOn::Media, _, _) => {
+            bail!("--repo-on media needs --media usb or iso: the other media carry no repository")
+        }
+        (_, _, RepoLocation::Dir(dir)) => {
             let srv = Server::start(dir)?;
             let url = format!("http://10.0.2.2:{}/", srv.port);
             Ok((url, Some(srv)))
         }
-        (_, RepoLocation::S3(url)) => {
+        (_, _, RepoLocation::S3(url)) => {
             // The endpoint as the guest reaches it, and the key: on the command line.
             let (endpoint, keys) = args.repo.s3_access()?;
             let mut order = format!(
@@ -341,13 +407,13 @@ fn repository_for_guest(args: &DrillArgs) -> Result<(String, Option<Server>)> {
             }
             Ok((order, None))
         }
-        (_, remote) => Ok((remote.as_seen_from_qemu_guest().to_string(), None)),
+        (_, _, remote) => Ok((remote.as_seen_from_qemu_guest().to_string(), None)),
     }
 }
 
 /// A blank target disk of each of the snapshot's disks' size (disk.img, disk1.img, ...),
-/// and a fresh copy of the firmware's variables shared by both boots.
-fn prepare_disks(work: &Work, sizes: &[u64]) -> Result<Vec<PathBuf>> {
+/// and a fresh copy of the firmware's variables (if UEFI) shared by both boots.
+fn prepare_disks(work: &Work, sizes: &[u64], vars: Option<&str>) -> Result<Vec<PathBuf>> {
     let mut out = Vec::with_capacity(sizes.len());
     for (i, &size) in sizes.iter().enumerate() {
         let path = work.disk(i);
@@ -357,119 +423,10 @@ fn prepare_disks(work: &Work, sizes: &[u64]) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("create the blank disk {}", path.display()))?;
         out.push(path);
     }
-    fs::copy(OVMF_VARS, &work.vars).with_context(|| format!("copy {OVMF_VARS}"))?;
+    if let Some(vars) = vars {
+        fs::copy(vars, &work.vars).with_context(|| format!("copy {vars}"))?;
+    }
     Ok(out)
-}
-
-/// The command lines of the two guests.
-struct Qemu {
-    accel: String,
-    vars: PathBuf,
-    /// The target disks, in the snapshot's order.
-    disks: Vec<PathBuf>,
-}
-
-fn s(v: &str) -> String {
-    v.to_string()
-}
-
-impl Qemu {
-    fn machine(&self) -> Vec<String> {
-        vec![
-            s("-accel"),
-            self.accel.clone(),
-            s("-m"),
-            s("1024"),
-            s("-nographic"),
-            s("-no-reboot"),
-            s("-machine"),
-            s("q35"),
-        ]
-    }
-
-    fn ovmf(&self) -> Vec<String> {
-        vec![
-            s("-drive"),
-            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-            s("-drive"),
-            format!("if=pflash,format=raw,file={}", self.vars.display()),
-        ]
-    }
-
-    fn target(&self) -> Vec<String> {
-        self.disks
-            .iter()
-            .flat_map(|d| {
-                [
-                    s("-drive"),
-                    format!("file={},format=raw,if=virtio", d.display()),
-                ]
-            })
-            .collect()
-    }
-
-    /// The rescue booted the way `via` says, with the blank disk.
-    fn rescue(
-        &self,
-        via: Via,
-        kernel: &KernelArg,
-        media: &crate::media::Summary,
-        cmdline: &str,
-    ) -> Vec<String> {
-        let mut args = self.machine();
-        match via {
-            Via::Usb => {
-                args.extend(self.ovmf());
-                args.extend([
-                    s("-drive"),
-                    format!("if=none,id=stick,format=raw,file={}", media.usb.path),
-                    s("-device"),
-                    s("qemu-xhci"),
-                    s("-device"),
-                    s("usb-storage,drive=stick,removable=on"),
-                    s("-net"),
-                    s("none"),
-                ]);
-            }
-            Via::Http => {
-                args.extend(self.ovmf());
-                args.extend([
-                    s("-kernel"),
-                    kernel.kernel.join("vmlinuz").display().to_string(),
-                    s("-initrd"),
-                    media.initramfs.path.clone(),
-                    s("-append"),
-                    cmdline.to_string(),
-                    s("-netdev"),
-                    s("user,id=n0"),
-                    s("-device"),
-                    s("virtio-net-pci,netdev=n0"),
-                ]);
-            }
-            Via::Pxe => {
-                // SeaBIOS and QEMU's iPXE option ROM: DHCP and TFTP from user-mode networking.
-                args.extend([
-                    s("-boot"),
-                    s("n"),
-                    s("-netdev"),
-                    format!("user,id=n0,tftp={},bootfile=boot.ipxe", media.pxe),
-                    s("-device"),
-                    s("virtio-net-pci,netdev=n0"),
-                ]);
-            }
-        }
-        args.extend(self.target());
-        args
-    }
-
-    /// The restored disk booted under OVMF, with no network.
-    fn boot(&self) -> Vec<String> {
-        let mut args = self.machine();
-        args.extend(self.ovmf());
-        args.extend(self.target());
-        args.extend([s("-net"), s("none")]);
-        args
-    }
 }
 
 /// What the rescue guest came to.

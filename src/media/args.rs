@@ -32,15 +32,21 @@ pub struct MkimageArgs {
     /// lifeboat.target=, lifeboat.action=, lifeboat.verify=1, lifeboat.after=).
     #[arg(long, default_value = crate::media::DEFAULT_CMDLINE)]
     pub cmdline: String,
-    /// The UEFI loader to install as EFI/BOOT/BOOTX64.EFI.
-    #[arg(long, default_value = crate::media::SYSTEMD_BOOT, value_name = "FILE")]
-    pub loader: PathBuf,
-    /// Copy this repository onto the stick's data partition (as /repo).
+    /// Copy this repository onto the stick's data partition and into the ISO (as /repo;
+    /// read-only there: `lifeboat.repo=cdrom`).
     #[arg(long, value_name = "DIR")]
     pub with_repo: Option<PathBuf>,
     /// Free room on the data partition, in MiB.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub data_mib: u64,
+    /// Add the firmware files the rescue's drivers name (`modinfo -F firmware`) from this
+    /// folder (laid out as /lib/firmware, such as the host's own).
+    #[arg(long, value_name = "DIR")]
+    pub firmware: Option<PathBuf>,
+    /// Leave this module out of the rescue (a driver that breaks a machine; as dracut's
+    /// omit_drivers). Repeatable.
+    #[arg(long, value_name = "MODULE")]
+    pub omit_driver: Vec<String>,
     /// Bake this public key (NAME.pub) into the rescue: it then restores only snapshots
     /// signed by one of the baked keys, whatever its command line says. Repeatable.
     #[arg(long, value_name = "NAME.pub")]

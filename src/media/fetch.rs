@@ -1,9 +1,12 @@
 //! `lifeboat fetch-kernel`: a stock Debian kernel (the newest linux-image-*-amd64 that
-//! linux-image-amd64 depends on) and busybox-static unpacked into a folder, without
-//! installing anything on the host (`apt-get download`, then `dpkg-deb -x`; module
-//! dependencies from `depmod`). What `mkimage` and `drill` build the rescue around; one
-//! with only the binary needs no source tree. Nothing is done when the folder holds a
-//! complete kernel already; a new one is assembled beside it and renamed into place.
+//! linux-image-amd64 depends on, signed for Secure Boot by Debian), busybox-static and
+//! Debian's boot chain (shim signed by the Microsoft UEFI CA, GRUB signed by Debian, and
+//! GRUB for BIOS) unpacked into a folder, without installing anything on the host
+//! (`apt-get download`, then `dpkg-deb -x`; module dependencies from `depmod`; the BIOS
+//! GRUB images made by the host's `grub-mkimage` from the fetched modules). What `mkimage`
+//! and `drill` build the rescue around; one with only the binary needs no source tree.
+//! Nothing is done when the folder holds a complete kernel already; a new one is
+//! assembled beside it and renamed into place.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,6 +74,7 @@ pub fn complete(dir: &Path) -> Option<String> {
     let v = v.trim().to_string();
     let whole = dir.join("vmlinuz").is_file()
         && dir.join("busybox").is_file()
+        && super::chain::BootFiles::in_cache(dir).is_complete()
         && dir
             .join("lib/modules")
             .join(&v)
@@ -93,13 +97,26 @@ pub fn run(args: &FetchKernelArgs) -> Result<Fetched> {
             bail!("fetch-kernel needs {tool} (a Debian or Ubuntu system: apt, dpkg, kmod)");
         }
     }
+    if crate::cmd::which("grub-mkimage").is_none() {
+        bail!("fetch-kernel needs grub-mkimage to make GRUB's BIOS images (apt-get install grub-common)");
+    }
     let package = kernel_package()?;
     let version = package.trim_start_matches("linux-image-").to_string();
     let work = Scratch(dir.with_extension(format!("fetch-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&work.0);
     std::fs::create_dir_all(work.0.join("debs"))
         .with_context(|| format!("create {}", work.0.display()))?;
-    download(&work.0.join("debs"), &[&package, "busybox-static"])?;
+    download(
+        &work.0.join("debs"),
+        &[
+            &package,
+            "busybox-static",
+            SHIM,
+            SHIM_HELPERS,
+            GRUB_EFI,
+            GRUB_BIOS,
+        ],
+    )?;
     let root = work.0.join("root");
     for deb in std::fs::read_dir(work.0.join("debs")).context("list the downloads")? {
         let deb = deb.context("list the downloads")?.path();
@@ -107,6 +124,7 @@ pub fn run(args: &FetchKernelArgs) -> Result<Fetched> {
     }
     let new = work.0.join("kernel");
     assemble(&root, &new, &version)?;
+    super::chain::assemble(&root, &new)?;
     replace(&new, &dir)?;
     Ok(Fetched {
         dir,
@@ -114,6 +132,15 @@ pub fn run(args: &FetchKernelArgs) -> Result<Fetched> {
         fetched: true,
     })
 }
+
+/// Debian's shim, signed by the Microsoft UEFI CA (shimx64.efi).
+const SHIM: &str = "shim-signed";
+/// Its MokManager and fallback (mmx64.efi, fbx64.efi), signed the same way.
+const SHIM_HELPERS: &str = "shim-helpers-amd64-signed";
+/// GRUB for UEFI, signed by Debian (grubx64.efi), which shim trusts.
+const GRUB_EFI: &str = "grub-efi-amd64-signed";
+/// GRUB's modules for BIOS (i386-pc), from which the BIOS boot images are made.
+const GRUB_BIOS: &str = "grub-pc-bin";
 
 /// The kernel package linux-image-amd64 depends on (the package lists read again once
 /// when they do not know it).

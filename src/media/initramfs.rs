@@ -1,8 +1,9 @@
 //! The rescue initramfs: a newc cpio, zstd-compressed, holding this very binary as /init,
-//! the kernel modules listed in initramfs/modules.txt with their dependencies (resolved
-//! from the kernel's modules.dep), and the load order for the rescue to follow.
+//! the kernel modules `modules` selects from initramfs/modules.txt with the cut-down
+//! modules.dep and modules.alias the rescue loads hardware drivers by, the load order of
+//! the modules loaded whatever the hardware, and the firmware files asked for.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::cpio::CpioWriter;
+use super::modules;
 
 /// The module list, kept as data under initramfs/.
 pub const MODULE_LIST: &str = include_str!("../../initramfs/modules.txt");
@@ -61,76 +63,21 @@ impl Kernel {
     }
 }
 
-fn norm(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-fn stem(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    let base = file.split(".ko").next().unwrap_or(file);
-    norm(base)
-}
-
-/// The modules named in `list` (one per line, '#' comments), with their dependencies, as
-/// paths relative to the modules directory in load order (dependencies first); and the
-/// names not found as modules, with why.
-pub fn resolve(kernel: &Kernel, list: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let dep_text = fs::read_to_string(kernel.modules.join("modules.dep"))
-        .with_context(|| format!("read {}/modules.dep", kernel.modules.display()))?;
-    let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-    for line in dep_text.lines() {
-        let Some((path, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let d = rest.split_whitespace().map(str::to_string).collect();
-        deps.insert(stem(path), (path.to_string(), d));
-    }
-    let builtin: HashSet<String> = fs::read_to_string(kernel.modules.join("modules.builtin"))
-        .unwrap_or_default()
-        .lines()
-        .map(stem)
-        .collect();
-    let mut order = Vec::new();
-    let mut seen = HashSet::new();
-    let mut skipped = Vec::new();
-    fn visit(
-        path: &str,
-        by_path: &BTreeMap<String, (String, Vec<String>)>,
-        seen: &mut HashSet<String>,
-        order: &mut Vec<String>,
-    ) {
-        if !seen.insert(path.to_string()) {
-            return;
-        }
-        if let Some((_, d)) = by_path.get(&stem(path)) {
-            for dep in d {
-                visit(dep, by_path, seen, order);
-            }
-        }
-        order.push(path.to_string());
-    }
-    for name in list
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-    {
-        match deps.get(&norm(name)) {
-            Some((path, _)) => visit(&path.clone(), &deps, &mut seen, &mut order),
-            None if builtin.contains(&norm(name)) => {
-                skipped.push(format!("{name}: built into the kernel"))
-            }
-            None => skipped.push(format!("{name}: not in this kernel")),
-        }
-    }
-    Ok((order, skipped))
-}
-
 #[derive(Debug, Serialize)]
 pub struct Built {
     pub path: String,
     pub kernel_version: String,
+    /// Modules included (drivers and their dependencies, filesystems, ...).
     pub modules: usize,
+    /// Of which loaded at start whatever the hardware.
+    pub modules_always: usize,
+    /// Device ids (modules.alias lines) the included drivers answer.
+    pub aliases: usize,
     pub skipped_modules: Vec<String>,
+    /// Firmware files included (`mkimage --firmware`), and the names the included
+    /// modules ask for that the folder did not have.
+    pub firmware_files: usize,
+    pub firmware_missing: usize,
     pub uncompressed_bytes: u64,
     pub bytes: u64,
 }
@@ -138,70 +85,84 @@ pub struct Built {
 /// Where a rescue finds the public keys baked into it (`mkimage --trust`).
 pub const TRUSTED_KEYS: &str = "etc/lifeboat/trusted.pub";
 
-/// Write the initramfs to `out`, with `init` (normally this running binary) as /init and
-/// the `trusted` keys, if any, as the only ones its restores accept.
-pub fn build(
-    kernel: &Kernel,
-    init: &Path,
-    out: &Path,
-    trusted: &[crate::crypt::signing::PublicKey],
-) -> Result<Built> {
-    let (order, skipped) = resolve(kernel, MODULE_LIST)?;
-    let mut w = CpioWriter::new(Vec::with_capacity(64 << 20));
-    for d in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-        "mnt",
-        "etc",
-        "etc/lifeboat",
-        "lib",
-        "lib/modules",
-    ] {
+/// The folders every rescue has.
+const TOP_DIRS: &[&str] = &[
+    "dev",
+    "proc",
+    "sys",
+    "run",
+    "tmp",
+    "mnt",
+    "etc",
+    "etc/lifeboat",
+    "lib",
+    "lib/modules",
+];
+
+/// What the initramfs is made of.
+pub struct Contents<'a> {
+    pub kernel: &'a Kernel,
+    /// /init: normally this running binary.
+    pub init: &'a Path,
+    /// The only keys its restores accept, if any.
+    pub trusted: &'a [crate::crypt::signing::PublicKey],
+    /// A folder of firmware files (as /lib/firmware) to take the modules' from.
+    pub firmware: Option<&'a Path>,
+    /// Modules left out by name.
+    pub omit: &'a [String],
+}
+
+/// Write the initramfs to `out`.
+pub fn build(c: &Contents, out: &Path) -> Result<Built> {
+    let kernel = c.kernel;
+    let deps = modules::Deps::read(&kernel.modules)?;
+    let chosen = modules::select(&deps, &modules::List::parse(MODULE_LIST)?, c.omit);
+    let (dep_index, alias_index) = modules::cut_indexes(&kernel.modules, &chosen.all)?;
+    let firmware = match c.firmware {
+        Some(dir) => Some(modules::firmware(&kernel.modules, &chosen.all, dir)?),
+        None => None,
+    };
+    let mut w = CpioWriter::new(Vec::with_capacity(128 << 20));
+    for d in TOP_DIRS {
         w.dir(d)?;
     }
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.char_dev("dev/null", 0o666, 1, 3)?;
-    let exe = fs::read(init).with_context(|| format!("read {}", init.display()))?;
+    let exe = fs::read(c.init).with_context(|| format!("read {}", c.init.display()))?;
     w.file("init", 0o755, &exe)?;
     let base = format!("lib/modules/{}", kernel.version);
-    let mut dirs = HashSet::new();
+    let mut dirs: HashSet<String> = TOP_DIRS.iter().map(|d| d.to_string()).collect();
     dirs.insert(base.clone());
     w.dir(&base)?;
-    for rel in &order {
-        let mut parent = String::new();
-        for part in rel
-            .split('/')
-            .collect::<Vec<_>>()
-            .split_last()
-            .map(|(_, d)| d)
-            .unwrap_or(&[])
-        {
-            parent = if parent.is_empty() {
-                part.to_string()
-            } else {
-                format!("{parent}/{part}")
-            };
-            let full = format!("{base}/{parent}");
-            if dirs.insert(full.clone()) {
-                w.dir(&full)?;
-            }
-        }
+    for rel in &chosen.all {
         let from = kernel.modules.join(rel);
         let data = fs::read(&from).with_context(|| format!("read {}", from.display()))?;
-        w.file(&format!("{base}/{rel}"), 0o644, &data)?;
+        put_file(&mut w, &mut dirs, &format!("{base}/{rel}"), &data)?;
     }
-    let listing: String = order.iter().map(|r| format!("{base}/{r}\n")).collect();
+    w.file(&format!("{base}/modules.dep"), 0o644, dep_index.as_bytes())?;
+    w.file(
+        &format!("{base}/modules.alias"),
+        0o644,
+        alias_index.as_bytes(),
+    )?;
+    let listing: String = chosen
+        .always
+        .iter()
+        .map(|r| format!("{base}/{r}\n"))
+        .collect();
     w.file(LOAD_ORDER, 0o644, listing.as_bytes())?;
+    for (name, file) in firmware.iter().flat_map(|f| &f.found) {
+        let data = fs::read(file).with_context(|| format!("read {}", file.display()))?;
+        put_file(&mut w, &mut dirs, &format!("lib/firmware/{name}"), &data)?;
+    }
     w.file(
         "etc/lifeboat/kernel-version",
         0o644,
         format!("{}\n", kernel.version).as_bytes(),
     )?;
-    if !trusted.is_empty() {
-        let keys: String = trusted
+    if !c.trusted.is_empty() {
+        let keys: String = c
+            .trusted
             .iter()
             .map(|k| format!("# key {}\n{k}\n", k.id()))
             .collect();
@@ -214,9 +175,35 @@ pub fn build(
     Ok(Built {
         path: out.display().to_string(),
         kernel_version: kernel.version.clone(),
-        modules: order.len(),
-        skipped_modules: skipped,
+        modules: chosen.all.len(),
+        modules_always: chosen.always.len(),
+        aliases: alias_index.lines().count(),
+        skipped_modules: chosen.skipped,
+        firmware_files: firmware.as_ref().map_or(0, |f| f.found.len()),
+        firmware_missing: firmware.as_ref().map_or(0, |f| f.missing.len()),
         uncompressed_bytes: raw.len() as u64,
         bytes: packed.len() as u64,
     })
+}
+
+/// A file at `path` in the archive, after the folders leading to it (each once).
+fn put_file(
+    w: &mut CpioWriter<Vec<u8>>,
+    dirs: &mut HashSet<String>,
+    path: &str,
+    data: &[u8],
+) -> Result<()> {
+    let mut parent = String::new();
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in parts.split_last().map(|(_, d)| d).unwrap_or(&[]) {
+        parent = match parent.is_empty() {
+            true => part.to_string(),
+            false => format!("{parent}/{part}"),
+        };
+        if dirs.insert(parent.clone()) {
+            w.dir(&parent)?;
+        }
+    }
+    w.file(path, 0o644, data)?;
+    Ok(())
 }

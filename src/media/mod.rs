@@ -1,10 +1,14 @@
 //! Rescue media around a stock Linux kernel: the initramfs with Lifeboat as /init, a
-//! bootable USB/UEFI disk image, and a PXE bundle.
+//! USB stick image and a hybrid ISO that boot on UEFI (Secure Boot too, through Debian's
+//! signed shim and GRUB) and BIOS, and a PXE bundle.
 
 mod args;
+pub mod chain;
 pub mod cpio;
 pub mod fetch;
 pub mod initramfs;
+pub mod iso;
+pub mod modules;
 pub mod pxe;
 pub mod usb;
 
@@ -16,8 +20,6 @@ use serde::Serialize;
 use crate::ui::{bytes, Outcome};
 pub use args::{KernelArg, MkimageArgs};
 
-/// The systemd-boot loader Debian's systemd-boot-efi package installs.
-pub const SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 /// Orders given when none are: the console menu.
 pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 quiet";
 
@@ -25,12 +27,16 @@ pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 qu
 pub struct Summary {
     pub initramfs: initramfs::Built,
     pub usb: usb::Built,
+    pub iso: iso::Built,
     pub pxe: String,
+    /// The id of this build's media (`lifeboat.media=` on their command line).
+    pub media_id: String,
     pub cmdline: String,
 }
 
 pub fn run(opts: &MkimageArgs) -> Result<Summary> {
     let kernel = initramfs::Kernel::open(&opts.kernel.kernel)?;
+    let boot = chain::BootFiles::open(&opts.kernel.kernel)?;
     fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let exe = std::env::current_exe().context("find the running lifeboat binary")?;
     let ird = opts.out.join("initramfs.cpio.zst");
@@ -39,25 +45,56 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
         .iter()
         .map(|p| crate::crypt::signing::PublicKey::load(p))
         .collect::<Result<Vec<_>>>()?;
-    let initramfs = initramfs::build(&kernel, &exe, &ird, &trusted)?;
+    let initramfs = initramfs::build(
+        &initramfs::Contents {
+            kernel: &kernel,
+            init: &exe,
+            trusted: &trusted,
+            firmware: opts.firmware.as_deref(),
+            omit: &opts.omit_driver,
+        },
+        &ird,
+    )?;
     for s in &initramfs.skipped_modules {
         log::info!("module {s}");
     }
+    let initrds = [ird.clone()];
+    let media_id = chain::new_media_id()?;
+    let grub_cfg = chain::grub_cfg(&media_id, &opts.cmdline, &["initramfs.cpio.zst"]);
     let usb = usb::build(&usb::UsbSpec {
         out: &opts.out.join("lifeboat-usb.img"),
         vmlinuz: &kernel.vmlinuz,
-        initramfs: &ird,
-        loader: &opts.loader,
-        cmdline: &opts.cmdline,
+        initrds: &initrds,
+        chain: &boot,
+        media_id: &media_id,
+        grub_cfg: &grub_cfg,
         repo: opts.with_repo.as_deref(),
         data_mib: opts.data_mib,
     })?;
+    let iso = iso::build(&iso::IsoSpec {
+        out: &opts.out.join("lifeboat.iso"),
+        vmlinuz: &kernel.vmlinuz,
+        initrds: &initrds,
+        chain: &boot,
+        media_id: &media_id,
+        grub_cfg: &grub_cfg,
+        repo: opts.with_repo.as_deref(),
+    })?;
     let pxe = opts.out.join("pxe");
-    pxe::build(&pxe, &kernel.vmlinuz, &ird, &opts.cmdline)?;
+    pxe::build(
+        &pxe,
+        &kernel.vmlinuz,
+        &ird,
+        &boot,
+        &grub_cfg,
+        &format!("{} lifeboat.media={media_id}", opts.cmdline),
+    )?;
     Ok(Summary {
         initramfs,
         usb,
+        iso,
         pxe: pxe.display().to_string(),
+        media_id,
         cmdline: opts.cmdline.clone(),
     })
 }
@@ -81,7 +118,17 @@ impl Outcome for Summary {
             bytes(self.usb.data_bytes)
         );
         crate::outln!(
-            "pxe       {}/ (vmlinuz, initramfs.cpio.zst, boot.ipxe)",
+            "iso       {} ({}, BIOS and UEFI, CD or stick{})",
+            self.iso.path,
+            bytes(self.iso.bytes),
+            if self.iso.with_repo {
+                ", with the repository"
+            } else {
+                ""
+            }
+        );
+        crate::outln!(
+            "pxe       {}/ (boot.ipxe for BIOS, bootx64.efi for UEFI; lifeboat/)",
             self.pxe
         );
         crate::outln!("cmdline   {}", self.cmdline);

@@ -1,16 +1,19 @@
-//! The rescue USB stick image: GPT with a FAT32 EFI System Partition (systemd-boot as the
-//! removable-media loader EFI/BOOT/BOOTX64.EFI, a loader entry, the kernel and the
-//! initramfs) and a FAT32 data partition named `lifeboat-data` that can hold a repository,
-//! so that one stick is both the boot medium and the backup. Both filesystems are made by
-//! the fatfs crate.
+//! The rescue USB stick image: GPT with a FAT32 EFI System Partition (the boot chain of
+//! `chain`: shim as the removable-media loader EFI/BOOT/BOOTX64.EFI, Debian's signed GRUB
+//! and its grub.cfg beside it, the kernel and the initramfs under lifeboat/), a FAT32 data
+//! partition named `lifeboat-data` that can hold a repository, so that one stick is both
+//! the boot medium and the backup, and a BIOS boot partition holding GRUB's core image,
+//! which the MBR's boot code loads on BIOS firmware. Both filesystems are made by the
+//! fatfs crate.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::chain::{self, BootFiles};
 use crate::disk::fatvol::{fix_dot_entries, format_fat, open_fat};
 use crate::io::slice::Slice;
 use crate::range::ByteRange;
@@ -18,13 +21,18 @@ use crate::range::ByteRange;
 /// The GPT partition name the rescue looks for to find a repository on its stick.
 pub const DATA_PARTITION_NAME: &str = "lifeboat-data";
 const MIB: u64 = 1 << 20;
+/// GPT type of a BIOS boot partition (GRUB's core image, read by the MBR's boot code).
+const BIOS_BOOT: gpt::partition_types::Type = gpt::partition_types::BIOS;
 
 pub struct UsbSpec<'a> {
     pub out: &'a Path,
     pub vmlinuz: &'a Path,
-    pub initramfs: &'a Path,
-    pub loader: &'a Path,
-    pub cmdline: &'a str,
+    /// The initrds, in the order GRUB loads them (each under lifeboat/ by its file name).
+    pub initrds: &'a [PathBuf],
+    pub chain: &'a BootFiles,
+    /// The medium's id (its marker file) and the grub.cfg that names it.
+    pub media_id: &'a str,
+    pub grub_cfg: &'a str,
     /// A repository to copy into the data partition as /repo.
     pub repo: Option<&'a Path>,
     /// Free room in the data partition beyond the copied repository.
@@ -60,14 +68,20 @@ fn round_mib(n: u64) -> u64 {
 }
 
 pub fn build(spec: &UsbSpec) -> Result<Built> {
-    let payload = [spec.vmlinuz, spec.initramfs, spec.loader]
-        .iter()
-        .map(|p| {
-            fs::metadata(p)
-                .map(|m| m.len())
-                .with_context(|| format!("read {}", p.display()))
-        })
-        .sum::<Result<u64>>()?;
+    let payload = [
+        spec.vmlinuz,
+        &spec.chain.shim,
+        &spec.chain.grub_efi,
+        &spec.chain.mok_manager,
+    ]
+    .into_iter()
+    .chain(spec.initrds.iter().map(PathBuf::as_path))
+    .map(|p| {
+        fs::metadata(p)
+            .map(|m| m.len())
+            .with_context(|| format!("read {}", p.display()))
+    })
+    .sum::<Result<u64>>()?;
     // FAT32 wants at least 65525 clusters: 64 MiB with 512-byte clusters suffices.
     let esp = round_mib((payload + 16 * MIB).max(64 * MIB) + payload / 4);
     let repo_bytes = match spec.repo {
@@ -75,12 +89,13 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
         None => 0,
     };
     let data = round_mib((repo_bytes + repo_bytes / 8 + spec.data_mib * MIB).max(64 * MIB));
-    let total = MIB + esp + data + MIB;
+    let total = MIB + esp + data + BIOS_PART + MIB;
 
     let tmp = spec.out.with_extension("img.partial");
     let result = (|| {
-        let (file, esp, data_part) = partition(&tmp, total, esp, data)?;
+        let (file, esp, data_part, bios) = partition(&tmp, total, esp, data)?;
         fill_esp(&file, esp, spec)?;
+        install_bios_boot(&file, bios, spec.chain)?;
         format_fat(&file, data_part.offset, data_part.len, b"LIFEBOATDAT")?;
         if let Some(repo) = spec.repo {
             let fs = open_fat(&file, data_part.offset, data_part.len)?;
@@ -108,9 +123,18 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
     result
 }
 
+/// The BIOS boot partition's size: GRUB's core image is some 100 KiB.
+const BIOS_PART: u64 = MIB;
+
 /// A new image file of `total` bytes at `path` with a GPT (and its protective MBR)
-/// holding an ESP of `esp` bytes and the data partition of `data`; where each lies.
-fn partition(path: &Path, total: u64, esp: u64, data: u64) -> Result<(File, ByteRange, ByteRange)> {
+/// holding an ESP of `esp` bytes (partition 1, as chain::STICK_PREFIX says), the data
+/// partition of `data` and the BIOS boot partition; where each lies.
+fn partition(
+    path: &Path,
+    total: u64,
+    esp: u64,
+    data: u64,
+) -> Result<(File, ByteRange, ByteRange, ByteRange)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -142,44 +166,79 @@ fn partition(path: &Path, total: u64, esp: u64, data: u64) -> Result<(File, Byte
             Some(2048),
         )
         .context("add the data partition")?;
+    let bios_id = disk
+        .add_partition("BIOS boot", BIOS_PART, BIOS_BOOT, 0, Some(2048))
+        .context("add the BIOS boot partition")?;
     let place = |id: u32| -> ByteRange {
         let p = &disk.partitions()[&id];
         ByteRange::new(p.first_lba * 512, (p.last_lba - p.first_lba + 1) * 512)
     };
-    let (esp, data_part) = (place(esp_id), place(data_id));
+    let (esp, data_part, bios) = (place(esp_id), place(data_id), place(bios_id));
     let mut file = disk.write().context("write the GPT")?;
     let mbr =
         gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total / 512 - 1).unwrap_or(u32::MAX));
     mbr.overwrite_lba0(&mut file)
         .context("write the protective MBR")?;
-    Ok((file, esp, data_part))
+    Ok((file, esp, data_part, bios))
 }
 
-/// The ESP: systemd-boot as the removable-media loader, its entry with the rescue's
-/// command line, the kernel and the initramfs.
+/// GRUB for BIOS: its core image in the BIOS boot partition, its boot code in the MBR
+/// (around the protective MBR's partition table).
+fn install_bios_boot(file: &File, bios: ByteRange, chain: &BootFiles) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let read = |p: &Path| fs::read(p).with_context(|| format!("read {}", p.display()));
+    let lba = bios.offset / 512;
+    let core = chain::placed_core(&read(&chain.bios_core)?, lba)?;
+    if core.len() as u64 > bios.len {
+        anyhow::bail!(
+            "GRUB's core image ({} bytes) does not fit the BIOS boot partition",
+            core.len()
+        );
+    }
+    file.write_all_at(&core, bios.offset)
+        .context("write GRUB's core image")?;
+    let mut mbr = [0u8; 512];
+    file.read_exact_at(&mut mbr, 0).context("read the MBR")?;
+    chain::bios_boot_sector(&read(&chain.bios_boot)?, &mut mbr, lba)?;
+    file.write_all_at(&mbr, 0)
+        .context("write the MBR's boot code")
+}
+
+/// The ESP: the UEFI chain, its grub.cfg, the kernel, the initrds and the marker.
 fn fill_esp(file: &File, esp: ByteRange, spec: &UsbSpec) -> Result<()> {
     format_fat(file, esp.offset, esp.len, b"LIFEBOAT   ")?;
     {
         let fs = open_fat(file, esp.offset, esp.len)?;
         let root = fs.root_dir();
-        for d in ["EFI", "EFI/BOOT", "loader", "loader/entries", "lifeboat"] {
-            root.create_dir(d)
-                .with_context(|| format!("ESP: create {d}"))?;
-        }
-        copy_in(&root, "EFI/BOOT/BOOTX64.EFI", spec.loader)?;
+        fill_efi_boot(&root, spec.chain, spec.grub_cfg)?;
+        root.create_dir("lifeboat")
+            .context("ESP: create lifeboat")?;
         copy_in(&root, "lifeboat/vmlinuz", spec.vmlinuz)?;
-        copy_in(&root, "lifeboat/initramfs.cpio.zst", spec.initramfs)?;
+        for i in spec.initrds {
+            let name = i.file_name().and_then(|n| n.to_str()).unwrap_or("initrd");
+            copy_in(&root, &format!("lifeboat/{name}"), i)?;
+        }
         write_in(
             &root,
-            "loader/loader.conf",
-            include_bytes!("../../image/loader.conf"),
+            &format!("lifeboat/{}", chain::marker_name(spec.media_id)),
+            spec.media_id.as_bytes(),
         )?;
-        let entry = include_str!("../../image/lifeboat.conf").replace("@CMDLINE@", spec.cmdline);
-        write_in(&root, "loader/entries/lifeboat.conf", entry.as_bytes())?;
         drop(root);
         fs.unmount().context("ESP: unmount")?;
     }
     fix_dot_entries(file, esp.offset, esp.len)
+}
+
+/// EFI/BOOT on a FAT filesystem: shim as the removable-media loader, Debian's signed GRUB
+/// and MokManager beside it, and the grub.cfg GRUB reads from there (`$cmdpath`).
+pub fn fill_efi_boot(root: &fatfs::Dir<Slice>, chain: &BootFiles, grub_cfg: &str) -> Result<()> {
+    for d in ["EFI", "EFI/BOOT"] {
+        root.create_dir(d).with_context(|| format!("create {d}"))?;
+    }
+    copy_in(root, "EFI/BOOT/BOOTX64.EFI", &chain.shim)?;
+    copy_in(root, "EFI/BOOT/grubx64.efi", &chain.grub_efi)?;
+    copy_in(root, "EFI/BOOT/mmx64.efi", &chain.mok_manager)?;
+    write_in(root, "EFI/BOOT/grub.cfg", grub_cfg.as_bytes())
 }
 
 fn write_in(root: &fatfs::Dir<Slice>, name: &str, data: &[u8]) -> Result<()> {

@@ -1,7 +1,10 @@
 //! The rescue's orders, from the kernel command line:
-//! `lifeboat.repo=` (URL, or `usb` for the stick's data partition), `lifeboat.snapshot=`,
+//! `lifeboat.repo=` (URL, `usb` for the stick's data partition, or `cdrom` for the boot
+//! ISO's, read-only), `lifeboat.snapshot=`, `lifeboat.media=` (the boot medium's id, which
+//! mkimage's grub.cfg adds: that medium is never a target),
 //! `lifeboat.target=` (`serial:`, `wwn:`, `path:` or `largest-empty`), `lifeboat.action=`
-//! (`restore`, `capture`, `menu`, `poweroff`), `lifeboat.verify=1`,
+//! (`restore`, `capture`, `menu`, `diagnose`, `poweroff`), `lifeboat.verify=1`,
+//! `lifeboat.force=1` (restore onto a disk whose own health says it is failing),
 //! `lifeboat.after=` (`reboot`, `poweroff`, `stay`), `lifeboat.name=` (capture),
 //! `lifeboat.token=` (bearer token for pushing a capture to `lifeboat serve`),
 //! `lifeboat.password-file=` (an encrypted repository's passphrase; else asked);
@@ -25,18 +28,25 @@ use crate::restore::targets::Target;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RescueRepo {
     Usb,
+    /// The repository on the boot ISO (`mkimage --with-repo`): a CD, a BMC's virtual
+    /// media or the ISO written to a stick; read-only.
+    Cdrom,
     Network(RepoLocation),
 }
 
 impl FromStr for RescueRepo {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<RescueRepo> {
-        if s == "usb" {
-            return Ok(RescueRepo::Usb);
+        match s {
+            "usb" => return Ok(RescueRepo::Usb),
+            "cdrom" => return Ok(RescueRepo::Cdrom),
+            _ => {}
         }
         match s.parse::<RepoLocation>() {
             Ok(l @ (RepoLocation::Http(_) | RepoLocation::S3(_))) => Ok(RescueRepo::Network(l)),
-            _ => bail!("lifeboat.repo={s}: expected usb, an http(s) URL or s3://BUCKET/PREFIX"),
+            _ => bail!(
+                "lifeboat.repo={s}: expected usb, cdrom, an http(s) URL or s3://BUCKET/PREFIX"
+            ),
         }
     }
 }
@@ -47,6 +57,7 @@ impl fmt::Display for RescueRepo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RescueRepo::Usb => f.write_str("usb"),
+            RescueRepo::Cdrom => f.write_str("cdrom"),
             RescueRepo::Network(l) => l.fmt(f),
         }
     }
@@ -58,6 +69,8 @@ pub enum Action {
     Restore,
     Capture,
     Menu,
+    /// Report the hardware (`lifeboat diagnose`), write nothing.
+    Diagnose,
     Poweroff,
 }
 
@@ -97,6 +110,15 @@ pub struct Orders {
     /// it the rescue asks on the console.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// `lifeboat.media=ID`: the medium the rescue booted from (16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
+    /// `lifeboat.force=1`: restore even onto a disk whose own health says it is failing.
+    #[serde(default)]
+    pub force: bool,
+    /// `ip=`, `vlan=` and `nameserver=`, as dracut spells them.
+    #[serde(default)]
+    pub net: super::netconf::NetOrders,
 }
 
 /// The endpoint and key of an s3:// repository, from `lifeboat.s3-*=`.
@@ -140,9 +162,15 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
         trust: Vec::new(),
         max_age: None,
         password_file: None,
+        media: None,
+        force: false,
+        net: Default::default(),
     };
     let mut action = None;
     for word in cmdline.split_whitespace() {
+        if o.net.take(word)? {
+            continue;
+        }
         let Some(rest) = word.strip_prefix("lifeboat.") else {
             continue;
         };
@@ -158,7 +186,14 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
             "s3-key" => o.s3.key_id = Some(value.into()),
             "s3-secret" => o.s3.secret = Some(value.into()),
             "password-file" => o.password_file = Some(PathBuf::from(value)),
+            "media" => {
+                if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("lifeboat.media={value}: expected the medium's 16 hex digits");
+                }
+                o.media = Some(value.into());
+            }
             "verify" => o.verify = matches!(value, "1" | "yes" | "true" | ""),
+            "force" => o.force = matches!(value, "1" | "yes" | "true" | ""),
             "trust" => {
                 for k in value.split(',') {
                     o.trust.push(k.parse().map_err(|e: anyhow::Error| {
@@ -177,9 +212,10 @@ pub fn parse(cmdline: &str) -> Result<Orders> {
                     "restore" => Action::Restore,
                     "capture" => Action::Capture,
                     "menu" => Action::Menu,
+                    "diagnose" => Action::Diagnose,
                     "poweroff" => Action::Poweroff,
                     _ => bail!(
-                        "lifeboat.action={value}: expected restore, capture, menu or poweroff"
+                        "lifeboat.action={value}: expected restore, capture, menu, diagnose or poweroff"
                     ),
                 })
             }
@@ -287,6 +323,13 @@ mod tests {
             Some(RescueRepo::Usb)
         );
         assert!(parse("lifeboat.target=sda").is_err());
+        assert_eq!(
+            parse("lifeboat.repo=cdrom lifeboat.media=00ff00ff00ff00ff")
+                .unwrap()
+                .repo,
+            Some(RescueRepo::Cdrom)
+        );
+        assert!(parse("lifeboat.media=../../x").is_err());
         assert!(parse("lifeboat.acton=restore").is_err());
         assert!(parse("lifeboat.action=format").is_err());
         assert_eq!(

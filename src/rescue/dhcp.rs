@@ -19,7 +19,11 @@ pub struct Lease {
     pub netmask: Ipv4Addr,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// The DHCP server; unspecified for a static address.
     pub server: Ipv4Addr,
+    /// "dhcp", or "static" (`ip=...:none`).
+    #[serde(default)]
+    pub how: String,
 }
 
 /// Network interfaces other than loopback, by name.
@@ -44,7 +48,7 @@ fn mac_of(iface: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-fn ifreq(name: &str) -> Result<libc::ifreq> {
+pub(super) fn ifreq(name: &str) -> Result<libc::ifreq> {
     // SAFETY: ifreq is plain data; all zeros is a valid value.
     let mut r: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= r.ifr_name.len() {
@@ -69,7 +73,7 @@ fn sockaddr(a: Ipv4Addr) -> libc::sockaddr {
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
 
-fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void, what: &str) -> Result<()> {
+pub(super) fn ioctl(fd: i32, req: libc::c_ulong, arg: *mut libc::c_void, what: &str) -> Result<()> {
     // SAFETY: arg points at a live, properly typed struct for this request.
     if unsafe { libc::ioctl(fd, req as _, arg) } < 0 {
         return Err(std::io::Error::last_os_error()).context(what.to_string());
@@ -103,7 +107,7 @@ fn link_has_carrier(iface: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn apply(lease: &Lease) -> Result<()> {
+pub fn apply(lease: &Lease) -> Result<()> {
     let s = UdpSocket::bind("0.0.0.0:0").context("open a socket")?;
     let fd = s.as_raw_fd();
     let iface = &lease.interface;
@@ -210,15 +214,38 @@ fn message(xid: u32, mac: &[u8], kind: MessageType) -> Message {
 
 /// Get a lease on `iface` and apply it.
 pub fn configure(iface: &str, timeout: Duration) -> Result<Lease> {
+    let lease = obtain(iface, timeout)?;
+    apply(&lease)?;
+    Ok(lease)
+}
+
+/// UDP port 68 on `iface` alone: SO_REUSEADDR and SO_BINDTODEVICE before the bind, so
+/// that every interface can ask at once.
+fn dhcp_socket(iface: &str) -> Result<UdpSocket> {
+    use nix::sys::socket::{self as so, sockopt};
+    let fd = so::socket(
+        so::AddressFamily::Inet,
+        so::SockType::Datagram,
+        so::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .context("open a DHCP socket")?;
+    so::setsockopt(&fd, sockopt::ReuseAddr, &true).context("set SO_REUSEADDR")?;
+    so::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))
+        .with_context(|| format!("bind the DHCP socket to {iface}"))?;
+    so::bind(
+        fd.as_raw_fd(),
+        &so::SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)),
+    )
+    .context("bind UDP port 68")?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Get a lease on `iface` (brought up), without applying it.
+pub fn obtain(iface: &str, timeout: Duration) -> Result<Lease> {
     link_up(iface)?;
     let mac = mac_of(iface)?;
-    let sock = UdpSocket::bind("0.0.0.0:68").context("bind UDP port 68")?;
-    nix::sys::socket::setsockopt(
-        &sock,
-        nix::sys::socket::sockopt::BindToDevice,
-        &std::ffi::OsString::from(iface),
-    )
-    .with_context(|| format!("bind the DHCP socket to {iface}"))?;
+    let sock = dhcp_socket(iface)?;
     sock.set_broadcast(true).context("allow broadcast")?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))
         .context("set a timeout")?;
@@ -260,9 +287,8 @@ pub fn configure(iface: &str, timeout: Duration) -> Result<Lease> {
                 _ => Vec::new(),
             },
             server,
+            how: "dhcp".into(),
         };
-        drop(sock);
-        apply(&lease)?;
         return Ok(lease);
     }
     bail!("no DHCP lease on {iface} within {} s", timeout.as_secs())
@@ -287,14 +313,29 @@ pub fn configure_any(timeout: Duration) -> Result<Lease> {
     while !ifaces.iter().any(|i| link_has_carrier(i)) && settle.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    ifaces.sort_by_key(|i| !link_has_carrier(i));
-    let per = timeout / ifaces.len().max(1) as u32;
+    // Every link with a carrier (all, when none has one yet) asks at once; the first
+    // lease wins and only it is applied.
+    let asking: Vec<String> = match ifaces.iter().any(|i| link_has_carrier(i)) {
+        true => ifaces.into_iter().filter(|i| link_has_carrier(i)).collect(),
+        false => ifaces,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in &asking {
+        let (tx, i) = (tx.clone(), i.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send((i.clone(), obtain(&i, timeout)));
+        });
+    }
+    drop(tx);
     let mut errors = Vec::new();
-    for i in &ifaces {
-        match configure(i, per.max(Duration::from_secs(8))) {
-            Ok(l) => return Ok(l),
-            Err(e) => errors.push(format!("{e:#}")),
+    for (iface, result) in rx {
+        match result {
+            Ok(lease) => {
+                apply(&lease)?;
+                return Ok(lease);
+            }
+            Err(e) => errors.push(format!("{iface}: {e:#}")),
         }
     }
-    bail!("DHCP failed: {}", errors.join("; "))
+    bail!("DHCP failed on every link: {}", errors.join("; "))
 }

@@ -6,9 +6,11 @@
 
 pub mod cmdline;
 pub mod dhcp;
+mod hardware;
 pub mod menu;
 pub mod modules;
 pub mod mounts;
+pub mod netconf;
 pub mod report;
 pub mod stick;
 
@@ -215,14 +217,18 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let (loaded, failed) = modules::load_all()?;
-    for f in &failed {
+    let loaded = modules::load_all()?;
+    for f in &loaded.failed {
         log::debug!("module {f}");
     }
     println!(
-        "lifeboat: {loaded} modules loaded, {} not loaded",
-        failed.len()
+        "lifeboat: {} modules loaded at start, {} drivers for the devices found ({}), {} not loaded",
+        loaded.always,
+        loaded.drivers.len(),
+        loaded.drivers.keys().cloned().collect::<Vec<_>>().join(" "),
+        loaded.failed.len()
     );
+    report.modules = Some(loaded);
     ph.mark(report, "modules");
     let cmd = std::fs::read_to_string("/proc/cmdline").context("read /proc/cmdline")?;
     let orders = cmdline::parse(&cmd)?;
@@ -246,7 +252,10 @@ fn run(report: &mut Report, start: Instant) -> Result<After> {
             .join(", ")
     );
     ph.mark(report, "disks");
+    hardware::diagnose(report)?;
+    ph.mark(report, "diagnose");
     match orders.action {
+        Action::Diagnose => Ok(orders.after),
         Action::Menu => {
             menu_restore(report, orders.repo.as_ref(), &orders.s3, start)?;
             Ok(After::Reboot)
@@ -349,6 +358,7 @@ fn restore_ordered(
         snapshot: orders.snapshot.clone().unwrap_or_default(),
         target: Vec::new(),
         yes: true,
+        force: orders.force,
         dry_run: false,
         partition: Vec::new(),
         verify: orders.verify,
@@ -369,9 +379,11 @@ fn restore_ordered(
         _ => specs,
     };
     let wanted: Vec<(usize, Target)> = specs.into_iter().enumerate().collect();
-    let chosen =
-        targets::resolve(&wanted, recorded.as_deref(), machine).context("nothing was written")?;
+    let chosen = targets::resolve(&wanted, recorded.as_deref(), machine)
+        .map_err(|e| hardware::with_problems(e, report))
+        .context("nothing was written")?;
     let disks = chosen_disks(chosen);
+    hardware::refuse_failing(report, &disks, orders.force).context("nothing was written")?;
     announce_targets(report, &disks);
     args.target = disks.iter().map(|d| TargetSpec::path(&d.path)).collect();
     restore_onto(report, ph, &args)
@@ -508,12 +520,25 @@ fn prepare_repo(
             println!("lifeboat: repository on {} ({part})", stick.path);
             RepoLocation::Dir(Path::new(mnt).join("repo"))
         }
+        RescueRepo::Cdrom => stick::cdrom_repo(report, excluded)?,
         RescueRepo::Network(location) => {
             if report.network.is_none() {
-                let lease = dhcp::configure_any(Duration::from_secs(60))?;
+                let net = report
+                    .orders
+                    .as_ref()
+                    .map(|o| o.net.clone())
+                    .unwrap_or_default();
+                let lease = netconf::bring_up(&net)?;
                 println!(
-                    "lifeboat: {} has {} (router {:?}, DHCP server {})",
-                    lease.interface, lease.address, lease.router, lease.server
+                    "lifeboat: {} has {} by {} (router {:?}{})",
+                    lease.interface,
+                    lease.address,
+                    lease.how,
+                    lease.router,
+                    match lease.how.as_str() {
+                        "dhcp" => format!(", DHCP server {}", lease.server),
+                        _ => String::new(),
+                    }
                 );
                 report.network = Some(lease);
             }
@@ -643,7 +668,10 @@ fn restore_onto(report: &mut Report, ph: &mut Phases, args: &RestoreArgs) -> Res
             break;
         }
     }
-    let b = b.context("no target")?;
+    let mut b = b.context("no target")?;
+    if !Path::new("/sys/firmware/efi").exists() {
+        b.nvram = "not used: BIOS firmware has no boot entries to write (the MBR's boot code and any BIOS boot partition came back with the snapshot)".into();
+    }
     println!(
         "lifeboat: bootloader: fallback {}; NVRAM {}",
         b.fallback, b.nvram
@@ -697,6 +725,8 @@ fn menu_restore(
             .map(|t| TargetSpec::path(&t.path))
             .collect(),
         yes: true,
+        // The menu confirms by the target's serial; a failing disk is refused there.
+        force: false,
         dry_run: false,
         partition: Vec::new(),
         verify: choice.verify,

@@ -82,3 +82,16 @@ pub fn vfat(dev: &str, at: &str) -> Result<()> {
     )
     .with_context(|| format!("mount {dev} on {at}"))
 }
+
+/// An ISO 9660 filesystem (the boot ISO), read-only.
+pub fn iso9660(dev: &str, at: &str) -> Result<()> {
+    fs::create_dir_all(at).with_context(|| format!("create {at}"))?;
+    mount(
+        Some(dev),
+        at,
+        Some("iso9660"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .with_context(|| format!("mount {dev} on {at}"))
+}

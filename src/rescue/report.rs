@@ -28,7 +28,13 @@ pub struct PhaseTime(pub String, pub f64);
 pub struct Report {
     pub lifeboat_version: String,
     pub kernel: String,
+    /// The modules loaded, and the drivers the machine's devices asked for.
+    #[serde(default)]
+    pub modules: Option<super::modules::Loaded>,
     pub action: Option<Action>,
+    /// The hardware as found before anything was written (`lifeboat diagnose`).
+    #[serde(default)]
+    pub hardware: Option<crate::diagnose::Diagnosis>,
     pub result: Option<Outcome>,
     pub error: Option<String>,
     pub orders: Option<Orders>,

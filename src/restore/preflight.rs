@@ -112,6 +112,7 @@ fn check_disk(
     ui: &Ui,
 ) -> Result<CheckedDisk> {
     guard::check_target(&target, args.repo.local_dir())?;
+    refuse_failing_disk(&target, args.force)?;
     let state = examine_target(&target, id, &manifest)?;
     if !state.create && !args.dry_run {
         confirm(args.yes, &target, id, &manifest, &state)?;
@@ -131,6 +132,30 @@ fn check_disk(
         seed,
         shrink: state.shrink,
     })
+}
+
+/// A block device whose own health says it is failing (an NVMe critical warning) is no
+/// target unless `--force`: restoring a server onto a dying disk loses it again.
+fn refuse_failing_disk(target: &Path, force: bool) -> Result<()> {
+    let Some(disk) = crate::disk::detect::list_disks()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| Path::new(&d.path) == target)
+    else {
+        return Ok(());
+    };
+    let health = crate::diagnose::health::read(&disk);
+    match (health.is_failing(), force) {
+        (false, _) => Ok(()),
+        (true, true) => {
+            log::warn!("{}: {health}; restoring anyway (--force)", target.display());
+            Ok(())
+        }
+        (true, false) => bail!(
+            "target {} says it is failing: {health}; nothing was written (--force restores onto it anyway)",
+            target.display()
+        ),
+    }
 }
 
 fn refuse_network_target(target: &Path) -> Result<()> {

@@ -386,11 +386,17 @@ pub fn kernel_dir() -> PathBuf {
 /// `disks`, with this lifeboat as /bin/lifeboat; its output (the test fails with the
 /// output when the script does).
 pub fn guest(env: &Env, script: &str, disks: &[&Path]) -> String {
+    guest_with(env, script, disks, "")
+}
+
+/// The same, with `devices` (QEMU options) added to the guest's machine.
+pub fn guest_with(env: &Env, script: &str, disks: &[&Path], devices: &str) -> String {
     let job = env.path("job.sh");
     fs::write(&job, script).unwrap();
     let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/guest-run"))
         .arg(&job)
         .args(disks)
+        .env("GUEST_DEVICES", devices)
         .env("LIFEBOAT_KERNEL", kernel_dir())
         .env("LIFEBOAT", bin())
         .output()

@@ -1,0 +1,149 @@
+//! The rescue ISO, for a BMC's virtual media (iDRAC, iLO, IPMI, Redfish `InsertMedia`), a
+//! CD or a stick: one hybrid image made by `xorriso`, as grub-mkrescue makes it. ISO 9660
+//! (Rock Ridge names) holding the kernel, the initrds, grub.cfg and optionally a
+//! repository (read-only, `lifeboat.repo=cdrom`); El Torito entries for BIOS (GRUB's
+//! El Torito image) and UEFI (a FAT image with the signed chain); and an MBR with GRUB's
+//! hybrid boot code plus a GPT entry for that FAT image, so that the same file written
+//! to a stick with `dd` boots on both firmwares too.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::chain::{self, BootFiles};
+use crate::disk::fatvol::{format_small_fat, open_fat};
+
+pub struct IsoSpec<'a> {
+    pub out: &'a Path,
+    pub vmlinuz: &'a Path,
+    pub initrds: &'a [PathBuf],
+    pub chain: &'a BootFiles,
+    pub media_id: &'a str,
+    pub grub_cfg: &'a str,
+    /// A repository to put on the ISO as /repo (read-only there).
+    pub repo: Option<&'a Path>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Built {
+    pub path: String,
+    pub bytes: u64,
+    /// The FAT image of the UEFI El Torito entry.
+    pub efi_image_bytes: u64,
+    pub with_repo: bool,
+}
+
+/// Room for shim, GRUB, MokManager and grub.cfg (some 6 MiB) on FAT16.
+const EFI_IMAGE_BYTES: u64 = 8 << 20;
+
+pub fn build(spec: &IsoSpec) -> Result<Built> {
+    if crate::cmd::which("xorriso").is_none() {
+        anyhow::bail!("mkimage needs xorriso to make the ISO (apt-get install xorriso)");
+    }
+    let staging = spec.out.with_extension("iso.files");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let tmp = spec.out.with_extension("iso.partial");
+    let result = (|| {
+        let efi = staging.join("efi.img");
+        efi_image(&efi, spec)?;
+        let cfg = staging.join("grub.cfg");
+        fs::write(&cfg, spec.grub_cfg).context("write grub.cfg")?;
+        let marker = staging.join("marker");
+        fs::write(&marker, spec.media_id).context("write the medium's marker")?;
+        let mut grafts = vec![
+            graft("boot/grub/grub.cfg", &cfg),
+            graft("boot/grub/i386-pc/eltorito.img", &spec.chain.bios_eltorito),
+            graft("boot/efi.img", &efi),
+            graft("lifeboat/vmlinuz", spec.vmlinuz),
+            graft(
+                &format!("lifeboat/{}", chain::marker_name(spec.media_id)),
+                &marker,
+            ),
+        ];
+        for i in spec.initrds {
+            let name = i.file_name().and_then(|n| n.to_str()).unwrap_or("initrd");
+            grafts.push(graft(&format!("lifeboat/{name}"), i));
+        }
+        if let Some(repo) = spec.repo {
+            grafts.push(graft("repo", repo));
+        }
+        let _ = fs::remove_file(&tmp);
+        xorriso(&tmp, spec.chain, &grafts)?;
+        fs::rename(&tmp, spec.out)
+            .with_context(|| format!("rename {} to {}", tmp.display(), spec.out.display()))?;
+        Ok(Built {
+            path: spec.out.display().to_string(),
+            bytes: fs::metadata(spec.out)
+                .with_context(|| format!("read {}", spec.out.display()))?
+                .len(),
+            efi_image_bytes: EFI_IMAGE_BYTES,
+            with_repo: spec.repo.is_some(),
+        })
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `PATH_IN_ISO=FILE` for xorriso's -graft-points ('=' and '\' in names escaped).
+fn graft(inside: &str, from: &Path) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('=', "\\=");
+    format!("/{}={}", esc(inside), esc(&from.display().to_string()))
+}
+
+/// The FAT image of the UEFI entry: EFI/BOOT with the signed chain and grub.cfg, which
+/// finds the ISO 9660 filesystem by the marker and boots from there.
+fn efi_image(path: &Path, spec: &IsoSpec) -> Result<()> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.set_len(EFI_IMAGE_BYTES)
+        .context("size the EFI image")?;
+    format_small_fat(&file, 0, EFI_IMAGE_BYTES, b"LIFEBOATEFI")?;
+    {
+        let fs = open_fat(&file, 0, EFI_IMAGE_BYTES)?;
+        super::usb::fill_efi_boot(&fs.root_dir(), spec.chain, spec.grub_cfg)?;
+        fs.unmount().context("EFI image: unmount")?;
+    }
+    file.sync_all().context("sync the EFI image")
+}
+
+fn xorriso(out: &Path, chain: &BootFiles, grafts: &[String]) -> Result<()> {
+    let mut cmd = Command::new("xorriso");
+    cmd.args(["-as", "mkisofs", "-quiet", "-o"])
+        .arg(out)
+        .args(["-V", "LIFEBOAT", "-R", "-iso-level", "3", "-graft-points"])
+        // BIOS: GRUB's El Torito image; its MBR for a stick.
+        .args([
+            "-b",
+            "boot/grub/i386-pc/eltorito.img",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "--grub2-boot-info",
+            "--grub2-mbr",
+        ])
+        .arg(&chain.bios_hybrid_mbr)
+        // UEFI: the FAT image, as an El Torito entry and as a GPT partition.
+        .args([
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efi.img",
+            "-no-emul-boot",
+            "-efi-boot-part",
+            "--efi-boot-image",
+        ])
+        .args(grafts);
+    crate::cmd::run(&mut cmd).map(|_| ())
+}

@@ -1,0 +1,58 @@
+//! The rescue's hardware report (`lifeboat diagnose`), made before anything is written,
+//! and what a restore does with it: a target that cannot be found is explained by the
+//! controllers without a driver; a target whose health says it is failing is refused.
+
+use anyhow::{bail, Result};
+
+use super::report::Report;
+
+/// Diagnose the machine, say it on the console, keep it in the report.
+pub(super) fn diagnose(report: &mut Report) -> Result<()> {
+    // Mounted now so that the report can say whether Secure Boot is on.
+    let _ = super::mounts::efivars();
+    let hw = crate::diagnose::run()?;
+    for l in hw.lines() {
+        println!("lifeboat: hardware: {l}");
+    }
+    report.hardware = Some(hw);
+    Ok(())
+}
+
+/// A target the machine's disks could not give: the controllers without a driver are
+/// the likely reason, said with it.
+pub(super) fn with_problems(e: anyhow::Error, report: &Report) -> anyhow::Error {
+    match report.hardware.as_ref().map(|h| h.problems.clone()) {
+        Some(p) if !p.is_empty() => e.context(p.join("; ")),
+        _ => e,
+    }
+}
+
+/// A target whose own health says it is failing is refused, unless `lifeboat.force=1`.
+pub(super) fn refuse_failing(
+    report: &Report,
+    disks: &[crate::disk::detect::Disk],
+    force: bool,
+) -> Result<()> {
+    let Some(h) = &report.hardware else {
+        return Ok(());
+    };
+    for d in disks {
+        if let Some(info) = h.disks.iter().find(|i| i.path == d.path) {
+            if info.health.is_failing() {
+                if force {
+                    println!(
+                        "lifeboat: {} is failing ({}); restoring anyway (lifeboat.force=1)",
+                        d.path, info.health
+                    );
+                    continue;
+                }
+                bail!(
+                    "the target {} says it is failing: {}; restore onto another disk, or add lifeboat.force=1",
+                    d.path,
+                    info.health
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -728,37 +728,43 @@ fn a_secure_boot_drill_from_the_iso_restores_a_shim_booted_machine() {
     assert!(o.status.success(), "make-machine: {}", stderr(&o));
     let vars = env.path("ms-vars.fd");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", &vars).unwrap();
-    let o = Command::new("timeout")
-        .args([
-            "120",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-        ])
-        .args(["-no-reboot", "-machine", "q35,smm=on", "-net", "none"])
-        .args(["-global", "driver=cfi.pflash01,property=secure,value=on"])
-        .args([
-            "-drive",
-            "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-        ])
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,unit=1,file={}",
-            vars.display()
-        ))
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio,snapshot=on",
-            plain.display()
-        ))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let console = String::from_utf8_lossy(&o.stdout);
-    assert!(console.contains("Access Denied"), "{console}");
+    // The same console reader as drills: it stops at the firmware's verdict.
+    let code =
+        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+    let args: Vec<String> = [
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-machine",
+        "q35,smm=on",
+        "-net",
+        "none",
+        "-global",
+        "driver=cfi.pflash01,property=secure,value=on",
+        "-drive",
+        code,
+        "-drive",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-drive".to_string(),
+        format!("file={},format=raw,if=virtio,snapshot=on", plain.display()),
+    ])
+    .collect();
+    let mut guest =
+        lifeboat::drill::guest::Guest::start(&args, &env.path("console-plain.log"), false).unwrap();
+    let seen = guest.wait_for(
+        &["Access Denied", "never-seen-7"],
+        std::time::Duration::from_secs(120),
+    );
+    drop(guest);
+    let console = std::fs::read_to_string(env.path("console-plain.log")).unwrap();
+    assert!(matches!(seen, Ok((0, _))), "{seen:?}\n{console}");
     assert!(!console.contains("never-seen-7"), "{console}");
 }
 

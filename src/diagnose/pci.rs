@@ -9,11 +9,33 @@ use serde::{Deserialize, Serialize};
 pub struct PciDevice {
     /// Domain:bus:slot.function.
     pub slot: String,
+    /// In hex, as lspci and modaliases write them ("8086").
+    #[serde(with = "hex")]
     pub vendor: u16,
+    #[serde(with = "hex")]
     pub device: u16,
-    /// Class, subclass and interface (24 bits).
+    /// Class, subclass and interface (24 bits), in hex ("010601").
+    #[serde(with = "hex")]
     pub class: u32,
     pub driver: Option<String>,
+}
+
+/// Ids as hex strings in JSON: "8086", "010601".
+mod hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, T: Into<u64> + Copy>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        // A u16 id in four digits; a 24-bit class (held in a u32) in six.
+        let width = if std::mem::size_of::<T>() == 2 { 4 } else { 6 };
+        let v: u64 = (*v).into();
+        s.serialize_str(&format!("{v:0width$x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        let v = u64::from_str_radix(&text, 16).map_err(D::Error::custom)?;
+        T::try_from(v).map_err(|_| D::Error::custom(format!("{text} is out of range")))
+    }
 }
 
 pub fn devices() -> Vec<PciDevice> {

@@ -150,6 +150,12 @@ impl Outcome for Summary {
 
 /// What OVMF prints when Secure Boot refuses a loader.
 const REFUSED_BY_FIRMWARE: &str = ": Access Denied";
+/// What OVMF and SeaBIOS print when no disk holds anything to boot (a restore that did
+/// not complete, whose tables were wiped): the boot phase ends there, not at its timeout.
+const NOTHING_TO_BOOT: &[&str] = &[
+    "No bootable option or device was found",
+    "No bootable device.",
+];
 
 /// The files a drill works with.
 struct Work {
@@ -276,12 +282,19 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
     let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
-    let booted = match guest.wait_for(&[&args.marker, REFUSED_BY_FIRMWARE], args.boot_timeout) {
+    let mut watched = vec![args.marker.as_str(), REFUSED_BY_FIRMWARE];
+    watched.extend(NOTHING_TO_BOOT);
+    let booted = match guest.wait_for(&watched, args.boot_timeout) {
+        Ok((0, line)) => Ok((0, line)),
         Ok((1, line)) => Err(format!(
             "the firmware refused the restored disk's loader: {}",
             line.trim()
         )),
-        other => other,
+        Ok((_, line)) => Err(format!(
+            "the firmware found nothing to boot: {}",
+            line.trim()
+        )),
+        Err(why) => Err(why),
     };
     drop(guest);
     crate::io::interrupt::check()?;

@@ -281,22 +281,7 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
     phases.push(Phase::timed("rescue", t, rescue.ok, rescue.detail()));
     // Boot what is on the disk now, whatever the rescue said: a failed restore must not boot.
     let t = Instant::now();
-    let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
-    let mut watched = vec![args.marker.as_str(), REFUSED_BY_FIRMWARE];
-    watched.extend(NOTHING_TO_BOOT);
-    let booted = match guest.wait_for(&watched, args.boot_timeout) {
-        Ok((0, line)) => Ok((0, line)),
-        Ok((1, line)) => Err(format!(
-            "the firmware refused the restored disk's loader: {}",
-            line.trim()
-        )),
-        Ok((_, line)) => Err(format!(
-            "the firmware found nothing to boot: {}",
-            line.trim()
-        )),
-        Err(why) => Err(why),
-    };
-    drop(guest);
+    let booted = boot_restored(&qemu, &work, args, echo)?;
     crate::io::interrupt::check()?;
     phases.push(Phase::timed(
         "boot",
@@ -319,6 +304,31 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
         &work,
         start,
     ))
+}
+
+/// Boot the restored disks and wait for the marker: the line that shows it, or why not
+/// (the firmware refused the loader, found nothing to boot, or the time ran out).
+fn boot_restored(
+    qemu: &Qemu,
+    work: &Work,
+    args: &DrillArgs,
+    echo: bool,
+) -> Result<std::result::Result<(usize, String), String>> {
+    let mut guest = Guest::start(&qemu.boot(), &work.dir.join("console-boot.log"), echo)?;
+    let mut watched = vec![args.marker.as_str(), REFUSED_BY_FIRMWARE];
+    watched.extend(NOTHING_TO_BOOT);
+    Ok(match guest.wait_for(&watched, args.boot_timeout) {
+        Ok((0, line)) => Ok((0, line)),
+        Ok((1, line)) => Err(format!(
+            "the firmware refused the restored disk's loader: {}",
+            line.trim()
+        )),
+        Ok((_, line)) => Err(format!(
+            "the firmware found nothing to boot: {}",
+            line.trim()
+        )),
+        Err(why) => Err(why),
+    })
 }
 
 /// The rescue's orders: restore the snapshot onto the blank disks, then power off; and

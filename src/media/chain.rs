@@ -41,6 +41,27 @@ pub const STICK_PREFIX: &str = "(,gpt1)/EFI/BOOT";
 /// Where the ISO's BIOS GRUB finds its configuration.
 pub const ISO_PREFIX: &str = "/boot/grub";
 
+/// What every bootable medium carries: the chain, the kernel and initrds (under
+/// lifeboat/), the medium's id (its marker file) and the grub.cfg that names it.
+pub struct Payload<'a> {
+    pub vmlinuz: &'a Path,
+    /// In the order GRUB loads them, each under lifeboat/ by its file name.
+    pub initrds: &'a [PathBuf],
+    pub chain: &'a BootFiles,
+    pub media_id: &'a str,
+    pub grub_cfg: &'a str,
+}
+
+impl Payload<'_> {
+    /// Each initrd with its name under lifeboat/.
+    pub fn named_initrds(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.initrds.iter().map(|i| {
+            let name = i.file_name().and_then(|n| n.to_str()).unwrap_or("initrd");
+            (name, i.as_path())
+        })
+    }
+}
+
 /// The files of the chain in a kernel cache (`DIR/boot/`), as `fetch-kernel` leaves them.
 #[derive(Debug, Clone)]
 pub struct BootFiles {

@@ -7,22 +7,18 @@
 //! to a stick with `dd` boots on both firmwares too.
 
 use std::fs::{self, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::chain::{self, BootFiles};
+use super::chain::{self, BootFiles, Payload};
 use crate::disk::fatvol::{format_small_fat, open_fat};
 
 pub struct IsoSpec<'a> {
     pub out: &'a Path,
-    pub vmlinuz: &'a Path,
-    pub initrds: &'a [PathBuf],
-    pub chain: &'a BootFiles,
-    pub media_id: &'a str,
-    pub grub_cfg: &'a str,
+    pub payload: &'a Payload<'a>,
     /// A repository to put on the ISO as /repo (read-only there).
     pub repo: Option<&'a Path>,
 }
@@ -48,31 +44,31 @@ pub fn build(spec: &IsoSpec) -> Result<Built> {
     fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
     let tmp = spec.out.with_extension("iso.partial");
     let result = (|| {
+        let p = spec.payload;
         let efi = staging.join("efi.img");
-        efi_image(&efi, spec)?;
+        efi_image(&efi, p)?;
         let cfg = staging.join("grub.cfg");
-        fs::write(&cfg, spec.grub_cfg).context("write grub.cfg")?;
+        fs::write(&cfg, p.grub_cfg).context("write grub.cfg")?;
         let marker = staging.join("marker");
-        fs::write(&marker, spec.media_id).context("write the medium's marker")?;
+        fs::write(&marker, p.media_id).context("write the medium's marker")?;
         let mut grafts = vec![
             graft("boot/grub/grub.cfg", &cfg),
-            graft("boot/grub/i386-pc/eltorito.img", &spec.chain.bios_eltorito),
+            graft("boot/grub/i386-pc/eltorito.img", &p.chain.bios_eltorito),
             graft("boot/efi.img", &efi),
-            graft("lifeboat/vmlinuz", spec.vmlinuz),
+            graft("lifeboat/vmlinuz", p.vmlinuz),
             graft(
-                &format!("lifeboat/{}", chain::marker_name(spec.media_id)),
+                &format!("lifeboat/{}", chain::marker_name(p.media_id)),
                 &marker,
             ),
         ];
-        for i in spec.initrds {
-            let name = i.file_name().and_then(|n| n.to_str()).unwrap_or("initrd");
-            grafts.push(graft(&format!("lifeboat/{name}"), i));
+        for (name, file) in p.named_initrds() {
+            grafts.push(graft(&format!("lifeboat/{name}"), file));
         }
         if let Some(repo) = spec.repo {
             grafts.push(graft("repo", repo));
         }
         let _ = fs::remove_file(&tmp);
-        xorriso(&tmp, spec.chain, &grafts)?;
+        xorriso(&tmp, p.chain, &grafts)?;
         fs::rename(&tmp, spec.out)
             .with_context(|| format!("rename {} to {}", tmp.display(), spec.out.display()))?;
         Ok(Built {
@@ -99,7 +95,7 @@ fn graft(inside: &str, from: &Path) -> String {
 
 /// The FAT image of the UEFI entry: EFI/BOOT with the signed chain and grub.cfg, which
 /// finds the ISO 9660 filesystem by the marker and boots from there.
-fn efi_image(path: &Path, spec: &IsoSpec) -> Result<()> {
+fn efi_image(path: &Path, p: &Payload) -> Result<()> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -112,7 +108,7 @@ fn efi_image(path: &Path, spec: &IsoSpec) -> Result<()> {
     format_small_fat(&file, 0, EFI_IMAGE_BYTES, b"LIFEBOATEFI")?;
     {
         let fs = open_fat(&file, 0, EFI_IMAGE_BYTES)?;
-        super::usb::fill_efi_boot(&fs.root_dir(), spec.chain, spec.grub_cfg)?;
+        super::usb::fill_efi_boot(&fs.root_dir(), p.chain, p.grub_cfg)?;
         fs.unmount().context("EFI image: unmount")?;
     }
     file.sync_all().context("sync the EFI image")

@@ -61,23 +61,22 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
     let initrds = [ird.clone()];
     let media_id = chain::new_media_id()?;
     let grub_cfg = chain::grub_cfg(&media_id, &opts.cmdline, &["initramfs.cpio.zst"]);
-    let usb = usb::build(&usb::UsbSpec {
-        out: &opts.out.join("lifeboat-usb.img"),
+    let payload = chain::Payload {
         vmlinuz: &kernel.vmlinuz,
         initrds: &initrds,
         chain: &boot,
         media_id: &media_id,
         grub_cfg: &grub_cfg,
+    };
+    let usb = usb::build(&usb::UsbSpec {
+        out: &opts.out.join("lifeboat-usb.img"),
+        payload: &payload,
         repo: opts.with_repo.as_deref(),
         data_mib: opts.data_mib,
     })?;
     let iso = iso::build(&iso::IsoSpec {
         out: &opts.out.join("lifeboat.iso"),
-        vmlinuz: &kernel.vmlinuz,
-        initrds: &initrds,
-        chain: &boot,
-        media_id: &media_id,
-        grub_cfg: &grub_cfg,
+        payload: &payload,
         repo: opts.with_repo.as_deref(),
     })?;
     let pxe = opts.out.join("pxe");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::chain::{self, BootFiles};
+use super::chain::{self, BootFiles, Payload};
 use crate::disk::fatvol::{fix_dot_entries, format_fat, open_fat};
 use crate::io::slice::Slice;
 use crate::range::ByteRange;
@@ -26,13 +26,7 @@ const BIOS_BOOT: gpt::partition_types::Type = gpt::partition_types::BIOS;
 
 pub struct UsbSpec<'a> {
     pub out: &'a Path,
-    pub vmlinuz: &'a Path,
-    /// The initrds, in the order GRUB loads them (each under lifeboat/ by its file name).
-    pub initrds: &'a [PathBuf],
-    pub chain: &'a BootFiles,
-    /// The medium's id (its marker file) and the grub.cfg that names it.
-    pub media_id: &'a str,
-    pub grub_cfg: &'a str,
+    pub payload: &'a Payload<'a>,
     /// A repository to copy into the data partition as /repo.
     pub repo: Option<&'a Path>,
     /// Free room in the data partition beyond the copied repository.
@@ -68,14 +62,15 @@ fn round_mib(n: u64) -> u64 {
 }
 
 pub fn build(spec: &UsbSpec) -> Result<Built> {
+    let p = spec.payload;
     let payload = [
-        spec.vmlinuz,
-        &spec.chain.shim,
-        &spec.chain.grub_efi,
-        &spec.chain.mok_manager,
+        p.vmlinuz,
+        &p.chain.shim,
+        &p.chain.grub_efi,
+        &p.chain.mok_manager,
     ]
     .into_iter()
-    .chain(spec.initrds.iter().map(PathBuf::as_path))
+    .chain(p.initrds.iter().map(PathBuf::as_path))
     .map(|p| {
         fs::metadata(p)
             .map(|m| m.len())
@@ -95,7 +90,7 @@ pub fn build(spec: &UsbSpec) -> Result<Built> {
     let result = (|| {
         let (file, esp, data_part, bios) = partition(&tmp, total, esp, data)?;
         fill_esp(&file, esp, spec)?;
-        install_bios_boot(&file, bios, spec.chain)?;
+        install_bios_boot(&file, bios, spec.payload.chain)?;
         format_fat(&file, data_part.offset, data_part.len, b"LIFEBOATDAT")?;
         if let Some(repo) = spec.repo {
             let fs = open_fat(&file, data_part.offset, data_part.len)?;
@@ -210,18 +205,18 @@ fn fill_esp(file: &File, esp: ByteRange, spec: &UsbSpec) -> Result<()> {
     {
         let fs = open_fat(file, esp.offset, esp.len)?;
         let root = fs.root_dir();
-        fill_efi_boot(&root, spec.chain, spec.grub_cfg)?;
+        let p = spec.payload;
+        fill_efi_boot(&root, p.chain, p.grub_cfg)?;
         root.create_dir("lifeboat")
             .context("ESP: create lifeboat")?;
-        copy_in(&root, "lifeboat/vmlinuz", spec.vmlinuz)?;
-        for i in spec.initrds {
-            let name = i.file_name().and_then(|n| n.to_str()).unwrap_or("initrd");
-            copy_in(&root, &format!("lifeboat/{name}"), i)?;
+        copy_in(&root, "lifeboat/vmlinuz", p.vmlinuz)?;
+        for (name, file) in p.named_initrds() {
+            copy_in(&root, &format!("lifeboat/{name}"), file)?;
         }
         write_in(
             &root,
-            &format!("lifeboat/{}", chain::marker_name(spec.media_id)),
-            spec.media_id.as_bytes(),
+            &format!("lifeboat/{}", chain::marker_name(p.media_id)),
+            p.media_id.as_bytes(),
         )?;
         drop(root);
         fs.unmount().context("ESP: unmount")?;

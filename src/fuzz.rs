@@ -431,10 +431,12 @@ pub fn driver_index(data: &[u8]) {
     }
 }
 
-/// An NVMe SMART / Health Information log page, as a disk returns it.
+/// An NVMe SMART / Health Information log page, as a disk returns it; and the same bytes
+/// as the sense data of an ATA SMART RETURN STATUS.
 pub fn nvme_smart(data: &[u8]) {
     let mut log = [0u8; 512];
     let n = data.len().min(512);
     log[..n].copy_from_slice(&data[..n]);
     let _ = crate::diagnose::health::judge(&log).to_string();
+    let _ = crate::diagnose::health::judge_ata_registers(data).to_string();
 }

@@ -465,6 +465,15 @@ fn a_bios_drill_from_the_usb_stick_restores_boots_and_leaves_a_report_on_it() {
     assert_drivers(&v, &["ahci", "xhci_pci", "usb_storage"]);
     let r = &v["rescue_report"];
     assert_eq!(r["hardware"]["firmware"]["mode"], "bios", "{r:#}");
+    // The AHCI disk's own SMART status, read through SCSI/ATA translation.
+    let sata = r["hardware"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["transport"] == "sata")
+        .unwrap_or_else(|| panic!("no SATA disk: {r:#}"));
+    assert_eq!(sata["health"]["state"], "good", "{sata}");
+    assert_eq!(sata["health"]["detail"], "ATA SMART: passed", "{sata}");
     let b = &r["bootloader"];
     assert_eq!(b["nvram_ok"], false);
     assert!(

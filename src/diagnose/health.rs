@@ -1,7 +1,8 @@
 //! A disk's own health: NVMe's SMART / Health Information log page (02h), read with the
-//! admin pass-through ioctl. ATA and SCSI disks are not read (their SMART needs ATA
-//! pass-through through the SCSI layer, which smartctl does; the rescue carries none):
-//! said as unknown, never as good.
+//! admin pass-through ioctl; an ATA disk's SMART RETURN STATUS, sent as ATA PASS-THROUGH
+//! (16) through the SCSI layer (SG_IO, as smartctl does; libata translates it for SATA
+//! and AHCI, and most USB bridges do). What cannot be read is said as unknown, never as
+//! good. By hand rather than a crate: no maintained crate sends either command.
 
 use std::fmt;
 use std::os::fd::AsRawFd;
@@ -65,9 +66,14 @@ nix::ioctl_readwrite!(nvme_admin_cmd, b'N', 0x41, NvmeAdminCmd);
 
 pub fn read(disk: &Disk) -> Health {
     if disk.transport != "nvme" && !disk.name.starts_with("nvme") {
-        return Health::Unknown {
-            why: format!("{} disk: SMART is not read by the rescue", disk.transport),
-        };
+        if !disk.name.starts_with("sd") {
+            return Health::Unknown {
+                why: format!("{} disk: no SMART to read", disk.transport),
+            };
+        }
+        return ata_smart_status(&disk.path).unwrap_or_else(|e| Health::Unknown {
+            why: format!("ATA SMART: {e}"),
+        });
     }
     match nvme_smart_log(&disk.path) {
         Ok(log) => judge(&log),
@@ -128,6 +134,114 @@ pub fn judge(log: &[u8; 512]) -> Health {
             "NVMe critical warning {warning:#04x}: {}; {detail}",
             said.join(", ")
         ),
+    }
+}
+
+/// struct sg_io_hdr of scsi/sg.h.
+#[repr(C)]
+struct SgIoHdr {
+    interface_id: libc::c_int,
+    dxfer_direction: libc::c_int,
+    cmd_len: u8,
+    mx_sb_len: u8,
+    iovec_count: u16,
+    dxfer_len: u32,
+    dxferp: *mut libc::c_void,
+    cmdp: *const u8,
+    sbp: *mut u8,
+    timeout: u32,
+    flags: u32,
+    pack_id: libc::c_int,
+    usr_ptr: *mut libc::c_void,
+    status: u8,
+    masked_status: u8,
+    msg_status: u8,
+    sb_len_wr: u8,
+    host_status: u16,
+    driver_status: u16,
+    resid: libc::c_int,
+    duration: u32,
+    info: u32,
+}
+
+const SG_IO: libc::c_ulong = 0x2285;
+const SG_DXFER_NONE: libc::c_int = -1;
+
+/// SMART RETURN STATUS through SCSI/ATA translation (ATA PASS-THROUGH (16), non-data,
+/// with the ATA registers asked back): the disk's own pass or fail.
+fn ata_smart_status(path: &str) -> std::io::Result<Health> {
+    let f = std::fs::File::open(path)?;
+    // 85h; protocol 3 (non-data); CK_COND; features DAh; LBA mid 4Fh, high C2h; B0h.
+    let cdb: [u8; 16] = [
+        0x85,
+        3 << 1,
+        0x20,
+        0,
+        0xda,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x4f,
+        0,
+        0xc2,
+        0,
+        0xb0,
+        0,
+    ];
+    let mut sense = [0u8; 32];
+    let mut hdr = SgIoHdr {
+        interface_id: b'S' as libc::c_int,
+        dxfer_direction: SG_DXFER_NONE,
+        cmd_len: cdb.len() as u8,
+        mx_sb_len: sense.len() as u8,
+        iovec_count: 0,
+        dxfer_len: 0,
+        dxferp: std::ptr::null_mut(),
+        cmdp: cdb.as_ptr(),
+        sbp: sense.as_mut_ptr(),
+        timeout: 5000,
+        flags: 0,
+        pack_id: 0,
+        usr_ptr: std::ptr::null_mut(),
+        status: 0,
+        masked_status: 0,
+        msg_status: 0,
+        sb_len_wr: 0,
+        host_status: 0,
+        driver_status: 0,
+        resid: 0,
+        duration: 0,
+        info: 0,
+    };
+    // SAFETY: hdr points at a live CDB and sense buffer of the lengths it gives.
+    if unsafe { libc::ioctl(f.as_raw_fd(), SG_IO as _, &mut hdr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(judge_ata_registers(
+        &sense[..usize::from(hdr.sb_len_wr).min(sense.len())],
+    ))
+}
+
+/// The ATA Status Return descriptor (09h) of descriptor-format sense: LBA mid and high
+/// read 4Fh/C2h when the disk passes, F4h/2Ch when a threshold is exceeded.
+pub fn judge_ata_registers(sense: &[u8]) -> Health {
+    let regs = match sense.first() {
+        Some(0x72) if sense.get(8) == Some(&0x09) => sense.get(8 + 9).zip(sense.get(8 + 11)),
+        _ => None,
+    };
+    match regs {
+        Some((0x4f, 0xc2)) => Health::Good {
+            detail: "ATA SMART: passed".into(),
+        },
+        Some((0xf4, 0x2c)) => Health::Failing {
+            why: "ATA SMART: a threshold is exceeded".into(),
+        },
+        _ => Health::Unknown {
+            why: "ATA SMART: no status returned (not an ATA disk, or no SCSI/ATA translation)"
+                .into(),
+        },
     }
 }
 

@@ -101,8 +101,10 @@ impl Hardware {
         if self.firmware == Firmware::SecureBoot && self.media == Media::Kernel {
             bail!("--firmware secure-boot boots signed media only: give --media usb or iso");
         }
-        if self.firmware == Firmware::SecureBoot && self.media == Media::Pxe {
-            bail!("--media pxe boots iPXE, which is not signed: it cannot boot under --firmware secure-boot");
+        if self.firmware != Firmware::Bios && self.media == Media::Pxe {
+            bail!(
+                "--media pxe is drilled on --firmware bios (iPXE): under UEFI, shim fetches GRUB over QEMU's TFTP without its size and refuses it"
+            );
         }
         let files: &[&str] = match self.firmware {
             Firmware::Bios => &[],

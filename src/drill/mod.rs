@@ -238,15 +238,24 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
         trust: args.trust.clone(),
         firmware: None,
         omit_driver: args.omit_driver.clone(),
+        // Only the medium this drill boots.
+        build: crate::media::Wanted {
+            usb: hw.media == Media::Usb,
+            iso: hw.media == Media::Iso,
+            pxe: hw.media == Media::Pxe,
+        },
     })?;
     phases.push(Phase::timed(
         "media",
         t,
         true,
         format!(
-            "initramfs {}, stick {}",
+            "initramfs {}, boot medium {}",
             bytes(media.initramfs.bytes),
-            bytes(media.usb.bytes)
+            bytes(
+                media.usb.as_ref().map(|u| u.bytes).unwrap_or(0)
+                    + media.iso.as_ref().map(|i| i.bytes).unwrap_or(0)
+            )
         ),
     ));
     let sizes: Vec<u64> = snap.manifest.disks().map(|(_, d)| d.size).collect();
@@ -263,9 +272,9 @@ fn drill(repo: &Repository, args: &DrillArgs, ui: &Ui, start: Instant) -> Result
             vmlinuz: &vmlinuz,
             initramfs: &media.initramfs.path,
             cmdline: &cmdline,
-            usb: &media.usb.path,
-            iso: &media.iso.path,
-            pxe: &media.pxe,
+            usb: media.usb.as_ref().map_or("", |u| u.path.as_str()),
+            iso: media.iso.as_ref().map_or("", |i| i.path.as_str()),
+            pxe: media.pxe.as_deref().unwrap_or(""),
         },
         args.repo_on() == RepoOn::Network,
     );

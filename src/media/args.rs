@@ -47,8 +47,29 @@ pub struct MkimageArgs {
     /// omit_drivers). Repeatable.
     #[arg(long, value_name = "MODULE")]
     pub omit_driver: Vec<String>,
+    /// Which media to build (all, for the command; a drill builds the one it boots).
+    #[arg(skip)]
+    pub build: Wanted,
     /// Bake this public key (NAME.pub) into the rescue: it then restores only snapshots
     /// signed by one of the baked keys, whatever its command line says. Repeatable.
     #[arg(long, value_name = "NAME.pub")]
     pub trust: Vec<PathBuf>,
+}
+
+/// The media `mkimage` builds besides the initramfs.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub usb: bool,
+    pub iso: bool,
+    pub pxe: bool,
+}
+
+impl Default for Wanted {
+    fn default() -> Wanted {
+        Wanted {
+            usb: true,
+            iso: true,
+            pxe: true,
+        }
+    }
 }

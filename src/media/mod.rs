@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::ui::{bytes, Outcome};
-pub use args::{KernelArg, MkimageArgs};
+pub use args::{KernelArg, MkimageArgs, Wanted};
 
 /// Orders given when none are: the console menu.
 pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 quiet";
@@ -26,9 +26,9 @@ pub const DEFAULT_CMDLINE: &str = "console=tty0 console=ttyS0,115200 panic=-1 qu
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub initramfs: initramfs::Built,
-    pub usb: usb::Built,
-    pub iso: iso::Built,
-    pub pxe: String,
+    pub usb: Option<usb::Built>,
+    pub iso: Option<iso::Built>,
+    pub pxe: Option<String>,
     /// The id of this build's media (`lifeboat.media=` on their command line).
     pub media_id: String,
     pub cmdline: String,
@@ -68,31 +68,44 @@ pub fn run(opts: &MkimageArgs) -> Result<Summary> {
         media_id: &media_id,
         grub_cfg: &grub_cfg,
     };
-    let usb = usb::build(&usb::UsbSpec {
-        out: &opts.out.join("lifeboat-usb.img"),
-        payload: &payload,
-        repo: opts.with_repo.as_deref(),
-        data_mib: opts.data_mib,
-    })?;
-    let iso = iso::build(&iso::IsoSpec {
-        out: &opts.out.join("lifeboat.iso"),
-        payload: &payload,
-        repo: opts.with_repo.as_deref(),
-    })?;
+    let want = opts.build;
+    let usb = want
+        .usb
+        .then(|| {
+            usb::build(&usb::UsbSpec {
+                out: &opts.out.join("lifeboat-usb.img"),
+                payload: &payload,
+                repo: opts.with_repo.as_deref(),
+                data_mib: opts.data_mib,
+            })
+        })
+        .transpose()?;
+    let iso = want
+        .iso
+        .then(|| {
+            iso::build(&iso::IsoSpec {
+                out: &opts.out.join("lifeboat.iso"),
+                payload: &payload,
+                repo: opts.with_repo.as_deref(),
+            })
+        })
+        .transpose()?;
     let pxe = opts.out.join("pxe");
-    pxe::build(
-        &pxe,
-        &kernel.vmlinuz,
-        &ird,
-        &boot,
-        &grub_cfg,
-        &format!("{} lifeboat.media={media_id}", opts.cmdline),
-    )?;
+    if want.pxe {
+        pxe::build(
+            &pxe,
+            &kernel.vmlinuz,
+            &ird,
+            &boot,
+            &grub_cfg,
+            &format!("{} lifeboat.media={media_id}", opts.cmdline),
+        )?;
+    }
     Ok(Summary {
         initramfs,
         usb,
         iso,
-        pxe: pxe.display().to_string(),
+        pxe: want.pxe.then(|| pxe.display().to_string()),
         media_id,
         cmdline: opts.cmdline.clone(),
     })
@@ -109,27 +122,30 @@ impl Outcome for Summary {
             bytes(i.bytes),
             bytes(i.uncompressed_bytes)
         );
-        crate::outln!(
-            "usb       {} ({}: ESP {}, data {})",
-            self.usb.path,
-            bytes(self.usb.bytes),
-            bytes(self.usb.esp_bytes),
-            bytes(self.usb.data_bytes)
-        );
-        crate::outln!(
-            "iso       {} ({}, BIOS and UEFI, CD or stick{})",
-            self.iso.path,
-            bytes(self.iso.bytes),
-            if self.iso.with_repo {
-                ", with the repository"
-            } else {
-                ""
-            }
-        );
-        crate::outln!(
-            "pxe       {}/ (boot.ipxe for BIOS, bootx64.efi for UEFI; lifeboat/)",
-            self.pxe
-        );
+        if let Some(usb) = &self.usb {
+            crate::outln!(
+                "usb       {} ({}: ESP {}, data {})",
+                usb.path,
+                bytes(usb.bytes),
+                bytes(usb.esp_bytes),
+                bytes(usb.data_bytes)
+            );
+        }
+        if let Some(iso) = &self.iso {
+            crate::outln!(
+                "iso       {} ({}, BIOS and UEFI, CD or stick{})",
+                iso.path,
+                bytes(iso.bytes),
+                if iso.with_repo {
+                    ", with the repository"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(pxe) = &self.pxe {
+            crate::outln!("pxe       {pxe}/ (boot.ipxe for BIOS, bootx64.efi for UEFI; lifeboat/)");
+        }
         crate::outln!("cmdline   {}", self.cmdline);
     }
 }

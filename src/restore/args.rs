@@ -34,8 +34,8 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
-    /// Restore even onto a disk whose own health (an NVMe critical warning) says it is
-    /// failing; refused otherwise.
+    /// Restore even onto a disk whose own health (an NVMe critical warning, an ATA SMART
+    /// threshold exceeded) says it is failing; refused otherwise.
     #[arg(long)]
     pub force: bool,
     /// Check everything and say what would go where (what would be written, what the

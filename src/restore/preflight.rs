@@ -134,7 +134,8 @@ fn check_disk(
     })
 }
 
-/// A block device whose own health says it is failing (an NVMe critical warning) is no
+/// A block device whose own health says it is failing (an NVMe critical warning, an ATA
+/// SMART threshold exceeded) is no
 /// target unless `--force`: restoring a server onto a dying disk loses it again.
 fn refuse_failing_disk(target: &Path, force: bool) -> Result<()> {
     let Some(disk) = crate::disk::detect::list_disks()

@@ -11,6 +11,21 @@ use crate::io::slice::Slice;
 
 pub type Fat = fatfs::FileSystem<Slice>;
 
+/// A new image file of `len` bytes at `path` (an old one truncated), open for reading and
+/// writing.
+pub fn new_image(path: &std::path::Path, len: u64) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    file.set_len(len)
+        .with_context(|| format!("size {}", path.display()))?;
+    Ok(file)
+}
+
 pub fn format_fat(file: &File, at: u64, len: u64, label: &[u8; 11]) -> Result<()> {
     let slice = Slice::new(file.try_clone()?, at, len);
     fatfs::format_volume(

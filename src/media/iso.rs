@@ -6,7 +6,7 @@
 //! hybrid boot code plus a GPT entry for that FAT image, so that the same file written
 //! to a stick with `dd` boots on both firmwares too.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::chain::{self, BootFiles, Payload};
-use crate::disk::fatvol::{format_small_fat, open_fat};
+use crate::disk::fatvol::{format_small_fat, new_image, open_fat};
 
 pub struct IsoSpec<'a> {
     pub out: &'a Path,
@@ -96,15 +96,7 @@ fn graft(inside: &str, from: &Path) -> String {
 /// The FAT image of the UEFI entry: EFI/BOOT with the signed chain and grub.cfg, which
 /// finds the ISO 9660 filesystem by the marker and boots from there.
 fn efi_image(path: &Path, p: &Payload) -> Result<()> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.set_len(EFI_IMAGE_BYTES)
-        .context("size the EFI image")?;
+    let file = new_image(path, EFI_IMAGE_BYTES)?;
     format_small_fat(&file, 0, EFI_IMAGE_BYTES, b"LIFEBOATEFI")?;
     {
         let fs = open_fat(&file, 0, EFI_IMAGE_BYTES)?;

@@ -6,7 +6,7 @@
 //! which the MBR's boot code loads on BIOS firmware. Both filesystems are made by the
 //! fatfs crate.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::chain::{self, BootFiles, Payload};
-use crate::disk::fatvol::{fix_dot_entries, format_fat, open_fat};
+use crate::disk::fatvol::{fix_dot_entries, format_fat, new_image, open_fat};
 use crate::io::slice::Slice;
 use crate::range::ByteRange;
 
@@ -130,14 +130,7 @@ fn partition(
     esp: u64,
     data: u64,
 ) -> Result<(File, ByteRange, ByteRange, ByteRange)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    file.set_len(total).context("size the image")?;
+    let file = new_image(path, total)?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)

@@ -2,7 +2,7 @@
 //! and what a restore does with it: a target that cannot be found is explained by the
 //! controllers without a driver; a target whose health says it is failing is refused.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::report::Report;
 
@@ -25,34 +25,4 @@ pub(super) fn with_problems(e: anyhow::Error, report: &Report) -> anyhow::Error 
         Some(p) if !p.is_empty() => e.context(p.join("; ")),
         _ => e,
     }
-}
-
-/// A target whose own health says it is failing is refused, unless `lifeboat.force=1`.
-pub(super) fn refuse_failing(
-    report: &Report,
-    disks: &[crate::disk::detect::Disk],
-    force: bool,
-) -> Result<()> {
-    let Some(h) = &report.hardware else {
-        return Ok(());
-    };
-    for d in disks {
-        if let Some(info) = h.disks.iter().find(|i| i.path == d.path) {
-            if info.health.is_failing() {
-                if force {
-                    println!(
-                        "lifeboat: {} is failing ({}); restoring anyway (lifeboat.force=1)",
-                        d.path, info.health
-                    );
-                    continue;
-                }
-                bail!(
-                    "the target {} says it is failing: {}; restore onto another disk, or add lifeboat.force=1",
-                    d.path,
-                    info.health
-                );
-            }
-        }
-    }
-    Ok(())
 }

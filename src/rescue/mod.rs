@@ -383,7 +383,6 @@ fn restore_ordered(
         .map_err(|e| hardware::with_problems(e, report))
         .context("nothing was written")?;
     let disks = chosen_disks(chosen);
-    hardware::refuse_failing(report, &disks, orders.force).context("nothing was written")?;
     announce_targets(report, &disks);
     args.target = disks.iter().map(|d| TargetSpec::path(&d.path)).collect();
     restore_onto(report, ph, &args)

@@ -153,7 +153,7 @@ fn refuse_failing_disk(target: &Path, force: bool) -> Result<()> {
             Ok(())
         }
         (true, false) => bail!(
-            "target {} says it is failing: {health}; nothing was written (--force restores onto it anyway)",
+            "target {} says it is failing: {health}; nothing was written (--force, or lifeboat.force=1 in the rescue, restores onto it anyway)",
             target.display()
         ),
     }
